@@ -1,0 +1,1 @@
+"""Delivery channels: plugins behind ``pulse.ports.Channel``; none knows Redis or PostgreSQL."""

@@ -1,0 +1,114 @@
+"""Email over SMTP with aiosmtplib.
+
+SMTP 5xx replies are permanent (the server refused this message for good); 4xx replies and
+connection problems are temporary. The Message-ID is derived from the notification id so a
+receiving system can recognise a redelivered mail as the same message.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate
+from typing import Annotated, Literal
+
+import aiosmtplib
+import msgspec
+
+from pulse.ports import ChannelSpec, Delivered, Envelope, Failed, Outcome, Retry
+
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_ADDRESS = re.compile(rf"^[^@\s<>()\[\],;:\"]+@{_LABEL}(?:\.{_LABEL})+$")
+
+
+class EmailPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    subject: Annotated[str, msgspec.Meta(min_length=1, max_length=998)]
+    body: Annotated[str, msgspec.Meta(min_length=1)]
+
+
+def check_address(value: str) -> str:
+    """Accept a bare address such as ``someone@example.com``."""
+    address = value.strip()
+    if len(address) > 254 or not _ADDRESS.match(address):
+        raise ValueError(f"{value!r} is not an email address")
+    return address
+
+
+EMAIL_SPEC = ChannelSpec(name="email", payload_type=EmailPayload, check_recipient=check_address)
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    host: str
+    port: int
+    tls: Literal["none", "starttls", "implicit"]
+    username: str | None
+    password: str | None
+    sender: str
+    timeout_s: float
+    tls_context: ssl.SSLContext | None = None
+
+
+class EmailChannel:
+    """Sends one mail per attempt; one SMTP connection per send keeps failures independent."""
+
+    spec = EMAIL_SPEC
+
+    def __init__(self, config: SmtpConfig) -> None:
+        self._config = config
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def send(self, envelope: Envelope) -> Outcome:
+        message = build_message(envelope, self._config.sender)
+        try:
+            await self._send(message)
+        except aiosmtplib.SMTPResponseException as exc:
+            return _classify(exc.code, exc.message)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            first = exc.recipients[0]
+            return _classify(first.code, first.message)
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            return Retry(error=f"{type(exc).__name__}: {exc}")
+        return Delivered(provider_id=message["Message-ID"])
+
+    async def _send(self, message: EmailMessage) -> None:
+        config = self._config
+        await aiosmtplib.send(
+            message,
+            hostname=config.host,
+            port=config.port,
+            username=config.username,
+            password=config.password,
+            use_tls=config.tls == "implicit",
+            start_tls=config.tls == "starttls",
+            timeout=config.timeout_s,
+            tls_context=config.tls_context,
+        )
+
+
+def build_message(envelope: Envelope, sender: str) -> EmailMessage:
+    payload: EmailPayload = envelope.payload
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = envelope.recipient
+    message["Subject"] = payload.subject
+    message["Date"] = formatdate(localtime=False)
+    message["Message-ID"] = message_id(envelope.notification_id)
+    message.set_content(payload.body)
+    return message
+
+
+def message_id(notification_id: str) -> str:
+    return f"<{notification_id}@pulse>"
+
+
+def _classify(code: int, text: str) -> Outcome:
+    error = f"SMTP {code}: {text}"
+    return Failed(error=error) if 500 <= code < 600 else Retry(error=error)

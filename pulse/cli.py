@@ -1,0 +1,116 @@
+"""``pulse``: the command line (dev, api, worker, migrate, tenants)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+import asyncpg
+
+from pulse.config import Settings, load_settings
+from pulse.errors import ConfigError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"pulse: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        code: int = args.command(settings, args)
+    except ConfigError as exc:
+        print(f"pulse: configuration error: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pulse", description=__doc__)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    sub.add_parser("dev", help="migrations, API, worker (and Redis, PostgreSQL, SMTP sink)")
+    sub.add_parser("api", help="serve the HTTP API")
+    sub.add_parser("worker", help="run a worker process")
+    sub.add_parser("migrate", help="apply pending SQL migrations")
+    tenants = sub.add_parser("tenants", help="manage tenants")
+    tenants_sub = tenants.add_subparsers(required=True, metavar="ACTION")
+    create = tenants_sub.add_parser("create", help="create a tenant and print its API key")
+    create.add_argument("name")
+    for name, handler in (
+        ("dev", _dev),
+        ("api", _api),
+        ("worker", _worker),
+        ("migrate", _migrate),
+    ):
+        sub.choices[name].set_defaults(command=handler)
+    create.set_defaults(command=_tenants_create)
+    return parser
+
+
+def _dev(settings: Settings, args: argparse.Namespace) -> int:
+    from pulse.dev import run_dev
+
+    return run_dev(settings)
+
+
+def _api(settings: Settings, args: argparse.Namespace) -> int:
+    from pulse.serve import run, serve_api
+
+    run(lambda: serve_api(settings))
+    return 0
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from pulse.serve import run, serve_worker
+
+    run(lambda: serve_worker(settings))
+    return 0
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from pulse.store.migrations import migrate
+
+    async def apply() -> list[int]:
+        conn = await asyncpg.connect(settings.require_database_url())
+        try:
+            return await migrate(conn)
+        finally:
+            await conn.close()
+
+    applied = asyncio.run(apply())
+    print(f"applied migrations: {applied}" if applied else "migrations are current")
+    return 0
+
+
+def _tenants_create(settings: Settings, args: argparse.Namespace) -> int:
+    from pulse.store.pool import create_pool
+    from pulse.store.tenants import NewTenant, TenantStore
+
+    async def create() -> NewTenant:
+        pool = await create_pool(settings.require_database_url(), 1, 1)
+        try:
+            return await TenantStore(pool).create(args.name)
+        finally:
+            await pool.close()
+
+    try:
+        tenant = asyncio.run(create())
+    except asyncpg.UniqueViolationError:
+        print(f"pulse: a tenant named {args.name!r} exists already", file=sys.stderr)
+        return 1
+    print(f"tenant {tenant.name} ({tenant.tenant_id})")
+    print(f"api key: {tenant.api_key}")
+    print("the key is shown once; Pulse stores only its SHA-256 digest")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Settings: read once at the edge from ``PULSE_*`` variables and an optional ``.env`` file.
+
+The result is a frozen, typed object passed explicitly to whoever needs it; nothing reads the
+environment at import time. A bad value stops start-up with a message naming the variable and
+the value, and an unknown ``PULSE_*`` variable is refused too, because a typo that silently
+falls back to a default is worse than a refusal.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from pulse.errors import ConfigError
+
+ENV_PREFIX = "PULSE_"
+# Variables under these prefixes belong to tools around Pulse (the test suite), not to Pulse.
+FOREIGN_PREFIXES = ("PULSE_TEST_", "PULSE_BENCH_")
+
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+SECRET_FIELDS = frozenset({"smtp_password", "dev_api_key"})
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Every knob of Pulse; the field ``http_port`` is set by ``PULSE_HTTP_PORT`` and so on."""
+
+    redis_url: str | None = None
+    database_url: str | None = None
+    key_prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = "pulse"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    data_dir: str = ".pulse"
+
+    http_host: str = "127.0.0.1"
+    http_port: Port = 8000
+    max_body_bytes: PositiveInt = 64 * 1024
+    db_pool_min: Annotated[int, msgspec.Meta(ge=0)] = 1
+    db_pool_max: PositiveInt = 10
+
+    smtp_host: str | None = None
+    smtp_port: Port = 587
+    smtp_tls: Literal["none", "starttls", "implicit"] = "starttls"
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_from: str = "Pulse <pulse@localhost>"
+    smtp_timeout_s: PositiveFloat = 30.0
+
+    worker_batch_size: PositiveInt = 200
+    worker_block_ms: PositiveInt = 1000
+    worker_concurrency: PositiveInt = 64
+    worker_mailbox_size: PositiveInt = 1000
+    worker_ack_batch: PositiveInt = 500
+    worker_ack_interval_ms: PositiveInt = 20
+    worker_grace_s: PositiveFloat = 30.0
+    worker_consumer: str | None = None
+    worker_metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
+    default_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
+
+    dev_api_key: str | None = None
+
+    def __repr__(self) -> str:
+        shown = {
+            name: ("***" if name in SECRET_FIELDS and value is not None else value)
+            for name, value in msgspec.structs.asdict(self).items()
+        }
+        return f"Settings({shown})"
+
+    def require_redis_url(self) -> str:
+        """Processes other than ``pulse dev`` need real server addresses."""
+        if not self.redis_url:
+            raise ConfigError("PULSE_REDIS_URL is not set (only `pulse dev` starts its own Redis)")
+        return self.redis_url
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise ConfigError(
+                "PULSE_DATABASE_URL is not set (only `pulse dev` starts its own PostgreSQL)"
+            )
+        return self.database_url
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """Values from a ``.env`` file; a missing file is simply empty."""
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return {key: value for key, value in dotenv_values(path).items() if value is not None}
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, dotenv_path: Path | None = Path(".env")
+) -> Settings:
+    """Parse settings; the process environment wins over ``.env``."""
+    merged: dict[str, str] = dict(read_dotenv(dotenv_path)) if dotenv_path else {}
+    merged.update(os.environ if environ is None else environ)
+    raw = _pulse_fields(merged)
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_explain(exc, raw)) from None
+
+
+def _pulse_fields(env: Mapping[str, str]) -> dict[str, Any]:
+    known = set(Settings.__struct_fields__)
+    fields: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name.startswith(FOREIGN_PREFIXES):
+            continue
+        field = name[len(ENV_PREFIX) :].lower()
+        if field not in known:
+            raise ConfigError(f"{name} is not a Pulse setting (see the configuration table)")
+        fields[field] = None if value == "" and _optional(field) else value
+    return fields
+
+
+def _optional(field: str) -> bool:
+    return getattr(Settings(), field) is None
+
+
+def _explain(exc: msgspec.ValidationError, raw: Mapping[str, Any]) -> str:
+    match = re.search(r"at `\$\.(\w+)`", str(exc))
+    if not match:
+        return f"invalid settings: {exc}"
+    field = match.group(1)
+    reason = str(exc).split(" - at ")[0]
+    shown = "***" if field in SECRET_FIELDS else repr(raw.get(field))
+    return f"{env_name(field)}={shown} is invalid: {reason}"

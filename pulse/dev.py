@@ -1,0 +1,126 @@
+"""``pulse dev``: everything in one process for a laptop.
+
+Starts embedded Redis and PostgreSQL when no URLs are configured, and a local SMTP sink when no
+SMTP server is configured; applies migrations; makes sure a development tenant exists; then runs
+the API and a worker until Ctrl-C, and stops every server it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shlex
+from pathlib import Path
+
+import asyncpg
+import msgspec
+
+from pulse.config import Settings
+from pulse.metrics import Metrics
+from pulse.serve import api_site, install_stop_signals, run, run_worker
+from pulse.store.migrations import migrate
+from pulse.store.pool import create_pool
+from pulse.store.tenants import TenantStore, generate_key
+
+logger = logging.getLogger("pulse.dev")
+DEV_TENANT = "dev"
+EXAMPLE_BODY = {
+    "recipient": "someone@example.com",
+    "channel": "email",
+    "payload": {"subject": "Hello", "body": "Welcome to Pulse"},
+    "priority": 1,
+}
+
+
+def run_dev(settings: Settings) -> int:
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        settings = _with_servers(settings, data_dir, stack)
+        settings = _with_smtp_sink(settings, stack)
+        try:
+            run(lambda: _dev_main(settings, data_dir))
+        except asyncio.CancelledError:
+            logger.warning("stopped at once")
+    return 0
+
+
+def _with_servers(settings: Settings, data_dir: Path, stack: contextlib.ExitStack) -> Settings:
+    if settings.redis_url and settings.database_url:
+        return settings
+    from pulse.embedded import EmbeddedPostgres, EmbeddedRedis
+
+    if not settings.redis_url:
+        redis = stack.enter_context(EmbeddedRedis(data_dir / "redis"))
+        settings = msgspec.structs.replace(settings, redis_url=redis.url)
+        logger.info("embedded Redis at %s", redis.url)
+    if not settings.database_url:
+        postgres = stack.enter_context(EmbeddedPostgres(data_dir / "postgres"))
+        settings = msgspec.structs.replace(settings, database_url=postgres.url)
+        logger.info("embedded PostgreSQL at %s", postgres.url)
+    return settings
+
+
+def _with_smtp_sink(settings: Settings, stack: contextlib.ExitStack) -> Settings:
+    if settings.smtp_host:
+        return settings
+    from pulse.devsmtp import SmtpSink
+
+    sink = stack.enter_context(SmtpSink())
+    logger.info("SMTP sink on 127.0.0.1:%d: received mails are logged here", sink.port)
+    return msgspec.structs.replace(
+        settings, smtp_host="127.0.0.1", smtp_port=sink.port, smtp_tls="none"
+    )
+
+
+async def _dev_main(settings: Settings, data_dir: Path) -> None:
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    database_url = settings.require_database_url()
+    conn = await asyncpg.connect(database_url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    key = await _dev_key(settings, data_dir)
+    metrics = Metrics()
+    async with api_site(settings, metrics):
+        print(banner(settings, key), flush=True)
+        await run_worker(settings, stop, metrics, serve_metrics=False)
+
+
+async def _dev_key(settings: Settings, data_dir: Path) -> str:
+    """The development tenant's key: PULSE_DEV_API_KEY, else one kept in the data folder."""
+    key_file = data_dir / "dev-api-key"
+    key = settings.dev_api_key
+    if not key:
+        key = key_file.read_text().strip() if key_file.exists() else generate_key()
+        key_file.write_text(key + "\n")
+        key_file.chmod(0o600)
+    pool = await create_pool(settings.require_database_url(), 1, 1)
+    try:
+        await TenantStore(pool).ensure(DEV_TENANT, key)
+    finally:
+        await pool.close()
+    return key
+
+
+def banner(settings: Settings, key: str) -> str:
+    host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::") else settings.http_host
+    base = f"http://{host}:{settings.http_port}"
+    body = msgspec.json.encode(EXAMPLE_BODY).decode()
+    curl = (
+        f"curl -sS -i {base}/api/notifications/ -H {shlex.quote('Authorization: Bearer ' + key)}"
+        f" -H 'Content-Type: application/json' -d {shlex.quote(body)}"
+    )
+    return "\n".join(
+        [
+            "",
+            f"Pulse is running on {base}",
+            f"API key of tenant '{DEV_TENANT}': {key}",
+            "Send the example notification:",
+            curl,
+            "",
+        ]
+    )

@@ -1,0 +1,85 @@
+"""The aiohttp application factory: routes, middlewares and the resources they own.
+
+``cleanup_ctx`` owns the PostgreSQL pool and the Redis client, so they open when the app starts
+and close when it stops, in tests and in production alike.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from pulse.config import Settings
+from pulse.http import health, notifications
+from pulse.http.auth import auth_middleware
+from pulse.http.problems import Handler, problem_middleware
+from pulse.http.state import (
+    METRICS,
+    NOTIFICATIONS,
+    POOL,
+    PUBLISHER,
+    REDIS,
+    SETTINGS,
+    SPECS,
+    TENANTS,
+)
+from pulse.metrics import Metrics
+from pulse.ports import ChannelSpec
+from pulse.queue.keys import QueueKeys
+from pulse.queue.publisher import Publisher
+from pulse.store.notifications import NotificationStore
+from pulse.store.pool import create_pool
+from pulse.store.tenants import TenantStore
+
+
+def create_app(
+    settings: Settings, specs: Mapping[str, ChannelSpec], metrics: Metrics | None = None
+) -> web.Application:
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[_timing_middleware, problem_middleware, auth_middleware],
+    )
+    app[SETTINGS] = settings
+    app[SPECS] = specs
+    app[METRICS] = metrics or Metrics()
+    app.cleanup_ctx.append(_backends)
+    app.add_routes(health.routes)
+    app.add_routes(notifications.routes)
+    return app
+
+
+async def _backends(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    pool = await create_pool(
+        settings.require_database_url(), settings.db_pool_min, settings.db_pool_max
+    )
+    redis: Redis = Redis.from_url(settings.require_redis_url(), socket_timeout=5)
+    app[POOL] = pool
+    app[REDIS] = redis
+    app[NOTIFICATIONS] = NotificationStore(pool)
+    app[TENANTS] = TenantStore(pool)
+    app[PUBLISHER] = Publisher(redis, QueueKeys(settings.key_prefix))
+    try:
+        yield
+    finally:
+        await redis.aclose()
+        await pool.close()
+
+
+@web.middleware
+async def _timing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        route = request.match_info.route.resource
+        name = route.canonical if route is not None else "unmatched"
+        request.app[METRICS].http_seconds.labels(request.method, name, str(status)).observe(
+            time.perf_counter() - started
+        )

@@ -1,0 +1,30 @@
+"""Bearer API keys: every ``/api/`` request resolves to exactly one tenant or gets a 401."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from pulse.errors import Unavailable
+from pulse.http.problems import Handler, problem
+from pulse.http.state import TENANT_ID, TENANTS
+from pulse.store.errors import TRANSIENT_DB_ERRORS
+
+PROTECTED_PREFIX = "/api/"
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="pulse"'}
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not request.path.startswith(PROTECTED_PREFIX):
+        return await handler(request)
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        return problem(401, "send an API key as 'Authorization: Bearer <key>'", headers=_CHALLENGE)
+    try:
+        tenant_id = await request.app[TENANTS].authenticate(key.strip())
+    except TRANSIENT_DB_ERRORS:
+        raise Unavailable("the database is unreachable; retry shortly") from None
+    if tenant_id is None:
+        return problem(401, "unknown or revoked API key", headers=_CHALLENGE)
+    request[TENANT_ID] = tenant_id
+    return await handler(request)

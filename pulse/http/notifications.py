@@ -1,0 +1,120 @@
+"""``/api/notifications``: accept (202 after commit) and read back."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime
+
+import msgspec
+from aiohttp import web
+
+from pulse.errors import NotFound, Unavailable
+from pulse.http.state import METRICS, NOTIFICATIONS, PUBLISHER, SETTINGS, SPECS, TENANT_ID
+from pulse.ids import uuid7
+from pulse.models import Job, Status
+from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
+from pulse.store.errors import TRANSIENT_DB_ERRORS
+from pulse.store.notifications import NewNotification
+from pulse.validation import CheckedNotification, decode_request
+
+logger = logging.getLogger("pulse.http.notifications")
+JSON_TYPES = frozenset({"application/json"})
+routes = web.RouteTableDef()
+
+
+class Accepted(msgspec.Struct, kw_only=True):
+    id: str
+    status: Status
+    channel: str
+    priority: int
+    created_at: str
+
+
+@routes.post("/api/notifications")
+@routes.post("/api/notifications/")
+async def create_notification(request: web.Request) -> web.Response:
+    if request.content_type not in JSON_TYPES:
+        raise web.HTTPUnsupportedMediaType(text="send the body as 'Content-Type: application/json'")
+    body = await request.read()
+    checked = decode_request(body, request.app[SPECS])
+    job = _job(request, checked)
+    created_at = await _commit(request, job)
+    await _enqueue(request, job)
+    request.app[METRICS].accepted.labels(job.handler).inc()
+    accepted = Accepted(
+        id=job.id,
+        status=Status.QUEUED,
+        channel=job.handler,
+        priority=job.priority,
+        created_at=created_at.isoformat(),
+    )
+    return web.Response(
+        status=202,
+        body=msgspec.json.encode(accepted),
+        content_type="application/json",
+        headers={"Location": f"/api/notifications/{job.id}"},
+    )
+
+
+@routes.get("/api/notifications/{id}")
+async def get_notification(request: web.Request) -> web.Response:
+    notification_id = _parse_id(request.match_info["id"])
+    tenant_id = request[TENANT_ID]
+    store = request.app[NOTIFICATIONS]
+    try:
+        view = await store.get(tenant_id, notification_id)
+        history = await store.history(tenant_id, notification_id) if view else []
+    except TRANSIENT_DB_ERRORS:
+        raise Unavailable("the database is unreachable; retry shortly") from None
+    if view is None:
+        raise NotFound(f"no notification {notification_id}")
+    document = msgspec.structs.asdict(view) | {"history": history}
+    return web.Response(body=msgspec.json.encode(document), content_type="application/json")
+
+
+def _job(request: web.Request, checked: CheckedNotification) -> Job:
+    default_attempts = request.app[SETTINGS].default_max_attempts
+    req = checked.request
+    return Job(
+        id=str(uuid7()),
+        tenant_id=request[TENANT_ID],
+        kind="notification",
+        handler=req.channel,
+        recipient=checked.recipient,
+        payload=req.payload,
+        priority=req.priority,
+        max_attempts=req.max_attempts or default_attempts,
+    )
+
+
+async def _commit(request: web.Request, job: Job) -> datetime:
+    new = NewNotification(
+        id=job.id,
+        tenant_id=job.tenant_id,
+        channel=job.handler,
+        recipient=job.recipient,
+        payload_json=msgspec.json.encode(job.payload),
+        priority=job.priority,
+        max_attempts=job.max_attempts,
+    )
+    try:
+        return await request.app[NOTIFICATIONS].insert(new)
+    except TRANSIENT_DB_ERRORS:
+        raise Unavailable("the database is unreachable; nothing was accepted") from None
+
+
+async def _enqueue(request: web.Request, job: Job) -> None:
+    """After the commit the job is accepted whatever happens here: a job committed but missing
+    from Redis is found and enqueued again by the reconciler."""
+    try:
+        await request.app[PUBLISHER].publish([job])
+    except TRANSIENT_REDIS_ERRORS as exc:
+        logger.warning("notification %s committed but not streamed (%s)", job.id, exc)
+
+
+def _parse_id(raw: str) -> str:
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise NotFound(f"no notification {raw}") from None

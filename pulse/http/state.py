@@ -1,0 +1,27 @@
+"""Typed application and request state (aiohttp ``AppKey``), shared by the HTTP modules."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import asyncpg
+from aiohttp import web
+from redis.asyncio import Redis
+
+from pulse.config import Settings
+from pulse.metrics import Metrics
+from pulse.ports import ChannelSpec
+from pulse.queue.publisher import Publisher
+from pulse.store.notifications import NotificationStore
+from pulse.store.tenants import TenantStore
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+SPECS = web.AppKey("specs", Mapping[str, ChannelSpec])
+POOL = web.AppKey("pool", asyncpg.Pool)
+REDIS = web.AppKey("redis", Redis)
+NOTIFICATIONS = web.AppKey("notifications", NotificationStore)
+TENANTS = web.AppKey("tenants", TenantStore)
+PUBLISHER = web.AppKey("publisher", Publisher)
+
+TENANT_ID = "pulse.tenant_id"  # request-scoped: set by the auth middleware

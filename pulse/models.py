@@ -1,0 +1,94 @@
+"""Domain types: statuses, priorities, the accepted request and the job that carries it.
+
+A notification is a job whose handler is a channel; the runtime only knows jobs, so a later
+kind of job (a user task function) runs through the same fetcher, deliverers and acker.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+
+
+class Status(enum.StrEnum):
+    """Lifecycle of a notification. Who moves it where:
+
+    - ``scheduled``: accepted with a future time; the scheduler moves it to ``queued``.
+    - ``queued``: committed and appended to its priority stream by the API.
+    - ``delivering``: claimed by a worker's fetcher just before its channel is called.
+    - ``retrying``: the channel failed temporarily; the entry stays pending for another attempt.
+    - ``delivered`` / ``failed`` / ``cancelled``: terminal; nothing moves them out.
+    """
+
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    DELIVERING = "delivering"
+    RETRYING = "retrying"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATUSES = frozenset({Status.DELIVERED, Status.FAILED, Status.CANCELLED})
+
+# Priority scale: lower is more urgent. One Redis stream per level.
+PRIORITY_NAMES = ("critical", "high", "normal", "low", "bulk")
+MIN_PRIORITY = 0
+MAX_PRIORITY = len(PRIORITY_NAMES) - 1
+DEFAULT_PRIORITY = 2
+
+PriorityLevel = Annotated[int, msgspec.Meta(ge=MIN_PRIORITY, le=MAX_PRIORITY)]
+MaxAttempts = Annotated[int, msgspec.Meta(ge=1, le=100)]
+
+
+class NotificationRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The body of ``POST /api/notifications/``; the payload is checked by its channel's schema."""
+
+    recipient: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+    channel: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    payload: dict[str, Any]
+    priority: PriorityLevel = DEFAULT_PRIORITY
+    max_attempts: MaxAttempts | None = None
+
+
+class Job(msgspec.Struct, frozen=True, kw_only=True):
+    """The unit of work: what the runtime fetches, hands to a handler and acknowledges."""
+
+    id: str
+    tenant_id: str
+    kind: str  # "notification" today; user task functions later
+    handler: str  # the channel name for a notification
+    recipient: str
+    payload: dict[str, Any]
+    priority: int
+    max_attempts: int
+
+
+class NotificationView(msgspec.Struct, kw_only=True):
+    """What ``GET /api/notifications/{id}`` answers."""
+
+    id: str
+    status: Status
+    channel: str
+    recipient: str
+    payload: dict[str, Any]
+    priority: int
+    max_attempts: int
+    attempts: int
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+    delivered_at: datetime | None
+    failed_at: datetime | None
+
+
+class AuditEntry(msgspec.Struct, kw_only=True):
+    """One state change of a notification, in the order it happened."""
+
+    status: Status
+    at: datetime
+    worker: str | None = None
+    detail: str | None = None

@@ -1,0 +1,73 @@
+"""Ports between the domain and the outside: channels and their outcomes.
+
+A channel knows nothing of Redis or PostgreSQL: it receives an envelope and answers one of
+three outcomes; the runtime turns the outcome into exactly one state transition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import msgspec
+
+
+class Delivered(msgspec.Struct, frozen=True):
+    """The provider accepted the message."""
+
+    provider_id: str | None = None
+
+
+class Retry(msgspec.Struct, frozen=True):
+    """A temporary failure: try again later (after ``after_s`` when the provider said so)."""
+
+    error: str
+    after_s: float | None = None
+
+
+class Failed(msgspec.Struct, frozen=True):
+    """A permanent failure: retrying cannot help."""
+
+    error: str
+
+
+Outcome = Delivered | Retry | Failed
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSpec:
+    """What the API needs to know about a channel to validate a request at accept time.
+
+    ``check_recipient`` returns the normalised recipient or raises ``ValueError`` with a reason.
+    """
+
+    name: str
+    payload_type: type[msgspec.Struct]
+    check_recipient: Callable[[str], str]
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One delivery attempt of one notification, as a channel sees it."""
+
+    notification_id: str
+    tenant_id: str
+    recipient: str
+    payload: Any  # an instance of the channel's ``payload_type``
+    attempt: int
+
+
+class Channel(Protocol):
+    """A delivery channel plugin."""
+
+    spec: ChannelSpec
+
+    async def start(self) -> None:
+        """Open long-lived resources (HTTP sessions, connections)."""
+
+    async def send(self, envelope: Envelope) -> Outcome:
+        """Deliver once; never raise for provider errors, answer an outcome instead."""
+
+    async def close(self) -> None:
+        """Release what ``start`` opened."""

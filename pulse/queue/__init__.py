@@ -1,0 +1,1 @@
+"""Redis Streams adapter: the work to do, rebuildable from PostgreSQL."""

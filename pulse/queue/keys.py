@@ -1,0 +1,38 @@
+"""Every Redis key name Pulse uses, built here and nowhere else.
+
+All keys share one hash tag, ``{prefix}``, so every Lua script touches a single Redis Cluster
+slot. A different prefix gives a fully separate Pulse (tests use a random one per run).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pulse.models import MAX_PRIORITY, MIN_PRIORITY
+
+CONSUMER_GROUP = "pulse-workers"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueKeys:
+    prefix: str = "pulse"
+
+    @property
+    def tag(self) -> str:
+        return "{" + self.prefix + "}"
+
+    def stream(self, priority: int) -> str:
+        """The stream of one priority level; lower levels are more urgent."""
+        if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+            raise ValueError(f"priority {priority} outside {MIN_PRIORITY}..{MAX_PRIORITY}")
+        return f"{self.tag}:stream:{priority}"
+
+    def streams(self) -> list[str]:
+        """All priority streams, most urgent first."""
+        return [self.stream(p) for p in range(MIN_PRIORITY, MAX_PRIORITY + 1)]
+
+    def dead_letters(self) -> str:
+        return f"{self.tag}:dead"
+
+    def all_keys(self) -> list[str]:
+        return [*self.streams(), self.dead_letters()]

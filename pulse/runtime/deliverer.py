@@ -1,0 +1,73 @@
+"""One deliverer per channel: a bounded mailbox drained by a fixed number of lanes.
+
+The mailbox bound is the backpressure: when a channel is slow its mailbox fills, the fetcher's
+``put`` waits, and the worker stops reading more than it can deliver. The lanes bound how many
+provider calls of this channel are in flight at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import msgspec
+
+from pulse.metrics import Metrics
+from pulse.ports import Channel, Envelope, Failed, Outcome, Retry
+from pulse.runtime.acker import Acker
+from pulse.runtime.work import Done, WorkItem
+
+logger = logging.getLogger("pulse.runtime.deliverer")
+
+
+class Deliverer:
+    def __init__(
+        self, channel: Channel, acker: Acker, metrics: Metrics, *, concurrency: int, mailbox: int
+    ) -> None:
+        self._channel = channel
+        self._acker = acker
+        self._metrics = metrics
+        self._concurrency = concurrency
+        self._mailbox: asyncio.Queue[WorkItem] = asyncio.Queue(maxsize=mailbox)
+
+    @property
+    def name(self) -> str:
+        return self._channel.spec.name
+
+    async def put(self, item: WorkItem) -> None:
+        await self._mailbox.put(item)
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as lanes:
+            for _ in range(self._concurrency):
+                lanes.create_task(self._lane())
+
+    async def drain(self) -> None:
+        """Return once every item put so far has been delivered and handed to the acker."""
+        await self._mailbox.join()
+
+    async def _lane(self) -> None:
+        while True:
+            item = await self._mailbox.get()
+            try:
+                outcome = await self._attempt(item)
+                self._acker.submit(Done(item, outcome))
+            finally:
+                self._mailbox.task_done()
+
+    async def _attempt(self, item: WorkItem) -> Outcome:
+        job = item.job
+        try:
+            payload = msgspec.convert(job.payload, self._channel.spec.payload_type)
+        except msgspec.ValidationError as exc:
+            return Failed(error=f"payload no longer valid for {self.name}: {exc}")
+        envelope = Envelope(job.id, job.tenant_id, job.recipient, payload, item.attempt)
+        started = time.perf_counter()
+        try:
+            return await self._channel.send(envelope)
+        except Exception as exc:  # a plugin bug must not kill the lane; treat it as temporary
+            logger.exception("channel %s raised on %s", self.name, job.id)
+            return Retry(error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._metrics.delivery_seconds.labels(self.name).observe(time.perf_counter() - started)

@@ -1,0 +1,112 @@
+"""A worker process's actors wired together, with the shutdown order that loses nothing.
+
+Shutdown: stop the fetcher (it finishes the read in progress), let deliverers finish what is in
+their mailboxes within the grace period, flush the acker, then cancel what is left. Anything
+not acknowledged by then stays pending in Redis for another worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Mapping
+
+import asyncpg
+from redis.asyncio import Redis
+
+from pulse.config import Settings
+from pulse.metrics import Metrics
+from pulse.ports import Channel
+from pulse.queue.consumer import Consumer
+from pulse.queue.keys import QueueKeys
+from pulse.runtime.acker import Acker
+from pulse.runtime.deliverer import Deliverer
+from pulse.runtime.fetcher import Fetcher
+from pulse.runtime.supervisor import Supervisor
+from pulse.store.notifications import NotificationStore
+
+logger = logging.getLogger("pulse.runtime.worker")
+
+
+def consumer_name(settings: Settings) -> str:
+    """Unique per process, so a restarted worker never inherits a dead one's identity."""
+    if settings.worker_consumer:
+        return settings.worker_consumer
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        redis: Redis,
+        pool: asyncpg.Pool,
+        channels: Mapping[str, Channel],
+        metrics: Metrics,
+    ) -> None:
+        self._settings = settings
+        self._channels = channels
+        self.consumer = Consumer(redis, QueueKeys(settings.key_prefix), consumer_name(settings))
+        store = NotificationStore(pool)
+        self.acker = Acker(
+            store,
+            self.consumer,
+            metrics,
+            batch_size=settings.worker_ack_batch,
+            interval_s=settings.worker_ack_interval_ms / 1000,
+        )
+        self.deliverers = {
+            name: Deliverer(
+                channel,
+                self.acker,
+                metrics,
+                concurrency=settings.worker_concurrency,
+                mailbox=settings.worker_mailbox_size,
+            )
+            for name, channel in channels.items()
+        }
+        self.fetcher = Fetcher(
+            self.consumer,
+            store,
+            self.deliverers,
+            self.acker,
+            batch_size=settings.worker_batch_size,
+            block_ms=settings.worker_block_ms,
+        )
+        self._supervisor = Supervisor()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set, then shut down gracefully."""
+        await self.consumer.ensure_group()
+        for channel in self._channels.values():
+            await channel.start()
+        self._supervisor.start("acker", self.acker.run)
+        for name, deliverer in self.deliverers.items():
+            self._supervisor.start(f"deliverer:{name}", deliverer.run)
+        self._supervisor.start("fetcher", self.fetcher.run)
+        logger.info("worker %s serving channels %s", self.consumer.name, ", ".join(self._channels))
+        try:
+            await stop.wait()
+        finally:
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        grace = self._settings.worker_grace_s
+        self.fetcher.stop()
+        if not await self._supervisor.wait("fetcher", grace):
+            await self._supervisor.cancel("fetcher")
+        drains = [d.drain() for d in self.deliverers.values()]
+        try:
+            await asyncio.wait_for(asyncio.gather(*drains), grace)
+        except TimeoutError:
+            logger.warning("grace period over: unfinished deliveries stay pending in Redis")
+        await self._supervisor.cancel(*(f"deliverer:{name}" for name in self.deliverers))
+        await self._supervisor.cancel("acker")
+        if not await self.acker.drain(grace):
+            logger.warning("PostgreSQL unreachable: %d results not persisted", self.acker.backlog)
+        for channel in self._channels.values():
+            await channel.close()
+        logger.info("worker %s stopped", self.consumer.name)

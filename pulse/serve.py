@@ -1,0 +1,103 @@
+"""Long-running processes (API, worker) and the signal handling they share.
+
+First SIGTERM or SIGINT: graceful stop (stop fetching, finish in-flight work within the grace
+period). A second one: stop at once; unacknowledged entries stay pending in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+import asyncpg
+import uvloop
+from aiohttp import web
+from prometheus_client import start_http_server
+from redis.asyncio import Redis
+
+from pulse.channels.registry import SPECS, build_channels
+from pulse.config import Settings
+from pulse.http.app import create_app
+from pulse.metrics import Metrics
+from pulse.runtime.worker import Worker
+from pulse.store.pool import create_pool
+
+logger = logging.getLogger("pulse.serve")
+T = TypeVar("T")
+
+
+def run(main: Callable[[], Coroutine[object, object, T]]) -> T:
+    """Run a coroutine on uvloop."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main())
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            logger.warning("second %s: stopping at once", signal.Signals(signum).name)
+            if main_task is not None:
+                main_task.cancel()
+            return
+        logger.info("%s: stopping gracefully", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+
+@asynccontextmanager
+async def api_site(settings: Settings, metrics: Metrics) -> AsyncIterator[web.AppRunner]:
+    app = create_app(settings, SPECS, metrics)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_port=True)
+    await site.start()
+    logger.info("API listening on http://%s:%d", settings.http_host, settings.http_port)
+    try:
+        yield runner
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
+async def backends(settings: Settings) -> AsyncIterator[tuple[Redis, asyncpg.Pool]]:
+    pool = await create_pool(
+        settings.require_database_url(), settings.db_pool_min, settings.db_pool_max
+    )
+    redis: Redis = Redis.from_url(settings.require_redis_url(), socket_timeout=None)
+    try:
+        yield redis, pool
+    finally:
+        await redis.aclose()
+        await pool.close()
+
+
+async def serve_api(settings: Settings) -> None:
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    async with api_site(settings, Metrics()):
+        await stop.wait()
+
+
+async def serve_worker(settings: Settings, metrics: Metrics | None = None) -> None:
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    await run_worker(settings, stop, metrics or Metrics(), serve_metrics=True)
+
+
+async def run_worker(
+    settings: Settings, stop: asyncio.Event, metrics: Metrics, *, serve_metrics: bool
+) -> None:
+    if serve_metrics and settings.worker_metrics_port:
+        start_http_server(settings.worker_metrics_port, registry=metrics.registry)
+    async with backends(settings) as (redis, pool):
+        worker = Worker(settings, redis, pool, build_channels(settings), metrics)
+        await worker.run(stop)

@@ -1,0 +1,14 @@
+"""Which database errors mean "PostgreSQL is unreachable right now" rather than a bug."""
+
+from __future__ import annotations
+
+import asyncpg
+
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.exceptions.OperatorInterventionError,
+    TimeoutError,
+)

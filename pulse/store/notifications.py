@@ -1,0 +1,150 @@
+"""Notification rows and their audit trail.
+
+Every transition is one SQL statement that changes the row and appends the audit row together,
+and every worker-side transition takes a whole batch: the hot path pays one round trip per batch,
+never one per notification.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+import msgspec
+
+from pulse.models import AuditEntry, NotificationView, Status
+
+_INSERT = """
+WITH n AS (
+    INSERT INTO notifications
+        (id, tenant_id, channel, recipient, payload, priority, status, max_attempts)
+    VALUES ($1, $2, $3, $4, $5::jsonb, $6, 'queued', $7)
+    RETURNING id, created_at
+), a AS (
+    INSERT INTO audit (notification_id, status) SELECT id, 'queued' FROM n
+)
+SELECT created_at FROM n
+"""
+
+_CLAIM = """
+WITH c AS (
+    UPDATE notifications n
+       SET status = 'delivering', attempts = n.attempts + 1, updated_at = now()
+     WHERE n.id = ANY($1::uuid[])
+       AND n.status NOT IN ('delivered', 'failed', 'cancelled')
+    RETURNING n.id, n.attempts
+), a AS (
+    INSERT INTO audit (notification_id, status, worker) SELECT id, 'delivering', $2 FROM c
+)
+SELECT id::text AS id, attempts FROM c
+"""
+
+_RECORD = """
+WITH o AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[]) AS o(id, status, error)
+), u AS (
+    UPDATE notifications n
+       SET status = o.status,
+           last_error = o.error,
+           updated_at = now(),
+           delivered_at = CASE WHEN o.status = 'delivered' THEN now() ELSE n.delivered_at END,
+           failed_at = CASE WHEN o.status = 'failed' THEN now() ELSE n.failed_at END
+      FROM o
+     WHERE n.id = o.id AND n.status = 'delivering'
+    RETURNING n.id, o.status, o.error
+)
+INSERT INTO audit (notification_id, status, worker, detail)
+SELECT id, status, $4, error FROM u
+"""
+
+_SELECT = """
+SELECT id::text AS id, status, channel, recipient, payload::text AS payload, priority,
+       max_attempts, attempts, last_error, created_at, updated_at, delivered_at, failed_at
+  FROM notifications WHERE id = $1 AND tenant_id = $2
+"""
+
+_AUDIT = """
+SELECT a.status, a.at, a.worker, a.detail
+  FROM audit a JOIN notifications n ON n.id = a.notification_id
+ WHERE a.notification_id = $1 AND n.tenant_id = $2
+ ORDER BY a.id
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class NewNotification:
+    id: str
+    tenant_id: str
+    channel: str
+    recipient: str
+    payload_json: bytes
+    priority: int
+    max_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRow:
+    """A delivery result to persist: the new status and, for failures, the reason."""
+
+    notification_id: str
+    status: Status
+    error: str | None
+
+
+class NotificationStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def insert(self, new: NewNotification) -> datetime:
+        """Commit the notification and its ``queued`` audit row; return its creation time."""
+        created_at: datetime = await self._pool.fetchval(
+            _INSERT,
+            new.id,
+            new.tenant_id,
+            new.channel,
+            new.recipient,
+            new.payload_json.decode(),
+            new.priority,
+            new.max_attempts,
+        )
+        return created_at
+
+    async def claim(self, ids: Sequence[str], worker: str) -> dict[str, int]:
+        """Move the given notifications to ``delivering``; return {id: attempt} of those claimed.
+
+        Ones already delivered, failed or cancelled are left alone and not returned, so a
+        redelivered stream entry of a finished notification is acknowledged without sending.
+        """
+        if not ids:
+            return {}
+        rows = await self._pool.fetch(_CLAIM, list(ids), worker)
+        return {row["id"]: row["attempts"] for row in rows}
+
+    async def record(self, outcomes: Sequence[OutcomeRow], worker: str) -> None:
+        """Persist a batch of delivery results with their audit rows, in one statement."""
+        if not outcomes:
+            return
+        await self._pool.execute(
+            _RECORD,
+            [o.notification_id for o in outcomes],
+            [o.status.value for o in outcomes],
+            [o.error for o in outcomes],
+            worker,
+        )
+
+    async def get(self, tenant_id: str, notification_id: str) -> NotificationView | None:
+        row = await self._pool.fetchrow(_SELECT, notification_id, tenant_id)
+        if row is None:
+            return None
+        fields = dict(row)
+        fields["payload"] = msgspec.json.decode(fields["payload"])
+        return NotificationView(**fields)
+
+    async def history(self, tenant_id: str, notification_id: str) -> list[AuditEntry]:
+        rows = await self._pool.fetch(_AUDIT, notification_id, tenant_id)
+        return [AuditEntry(**dict(row)) for row in rows]
+
+    async def ping(self) -> None:
+        await self._pool.fetchval("SELECT 1")

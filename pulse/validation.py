@@ -1,0 +1,75 @@
+"""Turn a request body into a checked notification, or an error naming the field at fault.
+
+Two steps, both msgspec: the envelope (recipient, channel, payload, priority) first, then the
+payload and recipient by the schema of the channel named in the envelope. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from pulse.errors import InvalidInput
+from pulse.models import NotificationRequest
+from pulse.ports import ChannelSpec
+
+_AT_PATH = re.compile(r"^(?P<reason>.*) - at `(?P<path>\$[^`]*)`$", re.DOTALL)
+_MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<field>[^`]+)`$")
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedNotification:
+    request: NotificationRequest
+    recipient: str
+    payload: msgspec.Struct
+
+
+def decode_request(body: bytes, specs: Mapping[str, ChannelSpec]) -> CheckedNotification:
+    """Decode and validate ``body``; raise ``InvalidInput`` with a JSON path on any defect."""
+    request = _decode(body)
+    spec = specs.get(request.channel)
+    if spec is None:
+        known = ", ".join(sorted(specs))
+        raise InvalidInput(f"unknown channel {request.channel!r} (known: {known})", "$.channel")
+    try:
+        recipient = spec.check_recipient(request.recipient)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), "$.recipient") from None
+    payload = convert_payload(request.payload, spec)
+    return CheckedNotification(request=request, recipient=recipient, payload=payload)
+
+
+def convert_payload(payload: dict[str, Any], spec: ChannelSpec) -> msgspec.Struct:
+    try:
+        return msgspec.convert(payload, spec.payload_type)
+    except msgspec.ValidationError as exc:
+        raise explain(exc, prefix="$.payload") from None
+
+
+def _decode(body: bytes) -> NotificationRequest:
+    try:
+        return msgspec.json.decode(body, type=NotificationRequest)
+    except msgspec.ValidationError as exc:
+        raise explain(exc) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidInput(f"body is not valid JSON: {exc}") from None
+
+
+def explain(exc: msgspec.ValidationError, prefix: str = "$") -> InvalidInput:
+    """Map msgspec's message to a readable detail and a JSON path to the offending field."""
+    text = str(exc)
+    match = _AT_PATH.match(text)
+    reason, path = (match["reason"], match["path"]) if match else (text, "$")
+    path = prefix + path[1:]
+    for pattern, verb in ((_MISSING, "is required"), (_UNKNOWN, "is not allowed")):
+        field = pattern.match(reason)
+        if field:
+            path = f"{path}.{field['field']}"
+            return InvalidInput(f"field {path[2:]!r} {verb}", path)
+    where = path[2:] or "body"
+    return InvalidInput(f"{where}: {reason}", path)

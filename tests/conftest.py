@@ -1,0 +1,193 @@
+"""Shared fixtures: real Redis, real PostgreSQL, a real SMTP server.
+
+Servers: the ones named by PULSE_TEST_REDIS_URL / PULSE_TEST_DATABASE_URL, else embedded ones
+started for this run. Either way each run gets a fresh database and a random key prefix, and
+removes both at the end, so a shared server is never disturbed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import msgspec
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from pulse.devsmtp import SmtpSink
+from redis.asyncio import Redis
+
+from pulse.channels.registry import SPECS, build_channels
+from pulse.config import Settings
+from pulse.http.app import create_app
+from pulse.metrics import Metrics
+from pulse.queue.keys import QueueKeys
+from pulse.runtime.worker import Worker
+from pulse.store.migrations import migrate
+from pulse.store.pool import create_pool
+from pulse.store.tenants import NewTenant, TenantStore
+
+
+@dataclass(frozen=True)
+class ServerUrls:
+    redis: str
+    postgres: str
+
+
+def with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+@pytest.fixture(scope="session")
+def server_urls() -> Iterator[ServerUrls]:
+    redis_url = os.environ.get("PULSE_TEST_REDIS_URL")
+    database_url = os.environ.get("PULSE_TEST_DATABASE_URL")
+    if redis_url and database_url:
+        yield ServerUrls(redis_url, database_url)
+        return
+    from pulse.embedded import EmbeddedServers
+
+    with tempfile.TemporaryDirectory(prefix="pulse-test-") as workdir:
+        os.chmod(workdir, 0o755)
+        with EmbeddedServers(Path(workdir)) as servers:
+            yield ServerUrls(redis_url or servers.redis_url, database_url or servers.database_url)
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_urls: ServerUrls) -> AsyncIterator[str]:
+    """A fresh, migrated database for this run, dropped afterwards."""
+    name = f"pulse_test_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(server_urls.postgres)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = with_database(server_urls.postgres, name)
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    try:
+        yield url
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url(server_urls: ServerUrls) -> str:
+    return server_urls.redis
+
+
+@pytest.fixture(scope="session")
+def smtp_sink() -> Iterator[SmtpSink]:
+    with SmtpSink() as sink:
+        yield sink
+
+
+@pytest.fixture
+async def settings(
+    database_url: str, redis_url: str, smtp_sink: SmtpSink
+) -> AsyncIterator[Settings]:
+    """Settings with a key prefix of its own per test; the test's keys are deleted afterwards."""
+    prefix = f"pt{secrets.token_hex(4)}"
+    yield Settings(
+        redis_url=redis_url,
+        database_url=database_url,
+        key_prefix=prefix,
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_sink.port,
+        smtp_tls="none",
+        smtp_timeout_s=5,
+        worker_block_ms=100,
+        worker_grace_s=5,
+    )
+    redis = Redis.from_url(redis_url)
+    try:
+        keys = [key async for key in redis.scan_iter(match=QueueKeys(prefix).tag + "*")]
+        if keys:
+            await redis.delete(*keys)
+    finally:
+        await redis.aclose()
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(database_url, 1, 4)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[TestClient[object, object]]:
+    app = create_app(settings, SPECS, Metrics())
+    async with TestClient(TestServer(app)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+async def tenant(pool: asyncpg.Pool) -> NewTenant:
+    return await TenantStore(pool).create(f"tenant-{secrets.token_hex(4)}")
+
+
+@pytest.fixture
+def auth(tenant: NewTenant) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tenant.api_key}"}
+
+
+class RunningWorker:
+    def __init__(self, worker: Worker, task: asyncio.Task[None], stop: asyncio.Event) -> None:
+        self.worker = worker
+        self.task = task
+        self.stop = stop
+
+    async def shutdown(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, 30)
+
+
+@pytest.fixture
+async def worker(
+    settings: Settings, redis: Redis, pool: asyncpg.Pool
+) -> AsyncIterator[RunningWorker]:
+    stop = asyncio.Event()
+    instance = Worker(settings, redis, pool, build_channels(settings, quiet_log=True), Metrics())
+    task = asyncio.create_task(instance.run(stop))
+    running = RunningWorker(instance, task, stop)
+    yield running
+    if not task.done():
+        await running.shutdown()
+
+
+EXAMPLE = {
+    "recipient": "someone@example.com",
+    "channel": "email",
+    "payload": {"subject": "Hello", "body": "Welcome to Pulse"},
+    "priority": 1,
+}
+
+
+async def wait_for_status(
+    client: TestClient[object, object], headers: dict[str, str], location: str, *statuses: str
+) -> dict[str, object]:
+    """Poll GET until the notification reaches one of ``statuses``; give up after a minute."""
+    document: dict[str, object] = {}
+    for _ in range(1200):
+        response = await client.get(location, headers=headers)
+        document = msgspec.json.decode(await response.read())
+        if document.get("status") in statuses:
+            return document
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{location} never reached {statuses}: {document}")

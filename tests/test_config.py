@@ -1,0 +1,69 @@
+"""Settings: parsed once, typed, and a bad value stops start-up naming the variable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pulse.config import load_settings
+from pulse.errors import ConfigError
+
+
+def test_values_are_typed_and_env_wins_over_dotenv(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("PULSE_HTTP_PORT=9001\nPULSE_SMTP_TLS=implicit\n")
+
+    settings = load_settings({"PULSE_HTTP_PORT": "9002"}, dotenv_path=dotenv)
+
+    assert settings.http_port == 9002
+    assert settings.smtp_tls == "implicit"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PULSE_HTTP_PORT", "eighty"),
+        ("PULSE_HTTP_PORT", "70000"),
+        ("PULSE_SMTP_TLS", "maybe"),
+        ("PULSE_WORKER_BATCH_SIZE", "0"),
+    ],
+)
+def test_bad_value_names_variable_and_value(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({name: value}, dotenv_path=None)
+
+    assert name in str(caught.value)
+    assert value in str(caught.value)
+
+
+def test_unknown_pulse_variable_is_refused() -> None:
+    with pytest.raises(ConfigError, match="PULSE_HTTP_PROT"):
+        load_settings({"PULSE_HTTP_PROT": "8000"}, dotenv_path=None)
+
+
+def test_secrets_do_not_show_in_repr() -> None:
+    settings = load_settings({"PULSE_SMTP_PASSWORD": "hunter2"}, dotenv_path=None)
+
+    assert "hunter2" not in repr(settings)
+    assert "hunter2" not in str(settings)
+
+
+def test_bad_setting_stops_the_process_with_a_clear_message(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "PULSE_HTTP_PORT": "eighty"}
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pulse", "api"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert "PULSE_HTTP_PORT='eighty' is invalid" in result.stderr
+    assert "Traceback" not in result.stderr

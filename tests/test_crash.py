@@ -1,0 +1,110 @@
+"""A worker SIGKILLed between reading and acknowledging loses nothing and claims nothing false."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import msgspec
+import pytest
+from aiohttp.test_utils import TestClient
+from aiosmtpd.controller import Controller
+from redis.asyncio import Redis
+
+from pulse.config import Settings
+from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
+from tests.conftest import EXAMPLE
+
+
+class StallingHandler:
+    """Accepts the SMTP conversation but never answers DATA: the send is in flight for ever."""
+
+    def __init__(self) -> None:
+        self.completed = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        await asyncio.sleep(3600)
+        self.completed += 1
+        return "250 OK"
+
+
+@pytest.fixture
+def stalling_smtp() -> Iterator[tuple[Controller, StallingHandler]]:
+    handler = StallingHandler()
+    controller = Controller(handler, hostname="127.0.0.1", port=0)
+    controller.start()
+    yield controller, handler
+    controller.stop()
+
+
+def worker_env(settings: Settings, smtp_port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
+    env.update(
+        PULSE_REDIS_URL=settings.require_redis_url(),
+        PULSE_DATABASE_URL=settings.require_database_url(),
+        PULSE_KEY_PREFIX=settings.key_prefix,
+        PULSE_SMTP_HOST="127.0.0.1",
+        PULSE_SMTP_PORT=str(smtp_port),
+        PULSE_SMTP_TLS="none",
+        PULSE_WORKER_BLOCK_MS="100",
+    )
+    return env
+
+
+async def test_sigkill_before_ack_leaves_entry_pending_and_not_delivered(
+    client: TestClient[object, object],
+    auth: dict[str, str],
+    settings: Settings,
+    pool: asyncpg.Pool,
+    redis: Redis,
+    stalling_smtp: tuple[Controller, StallingHandler],
+) -> None:
+    # Given an accepted notification and a worker whose SMTP send never completes
+    controller, handler = stalling_smtp
+    response = await client.post("/api/notifications/", json=EXAMPLE, headers=auth)
+    notification_id = msgspec.json.decode(await response.read())["id"]
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "pulse", "worker"],
+        env=worker_env(settings, controller.port),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # When the worker has read and claimed it, and is killed mid-send
+        await wait_for_claim(pool, notification_id)
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+
+    # Then its stream entry is still pending in the consumer group
+    stream = QueueKeys(settings.key_prefix).stream(EXAMPLE["priority"])  # type: ignore[arg-type]
+    summary = await redis.xpending(stream, CONSUMER_GROUP)
+    assert summary["pending"] == 1
+    # And nothing claims it was delivered: no mail completed, the status says so
+    status = await pool.fetchval("SELECT status FROM notifications WHERE id = $1", notification_id)
+    assert status == "delivering"
+    assert handler.completed == 0
+    audit = await pool.fetch(
+        "SELECT status FROM audit WHERE notification_id = $1 ORDER BY id", notification_id
+    )
+    assert [row["status"] for row in audit] == ["queued", "delivering"]
+
+
+async def wait_for_claim(pool: asyncpg.Pool, notification_id: str) -> None:
+    for _ in range(600):
+        status = await pool.fetchval(
+            "SELECT status FROM notifications WHERE id = $1", notification_id
+        )
+        if status == "delivering":
+            await asyncio.sleep(0.3)  # let the SMTP conversation reach DATA
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the worker never claimed the notification")
