@@ -18,6 +18,7 @@ from aiosmtpd.controller import Controller
 from redis.asyncio import Redis
 
 from pulse.config import Settings
+from pulse.devsmtp import free_port
 from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
 from tests.conftest import EXAMPLE
 
@@ -37,7 +38,7 @@ class StallingHandler:
 @pytest.fixture
 def stalling_smtp() -> Iterator[tuple[Controller, StallingHandler]]:
     handler = StallingHandler()
-    controller = Controller(handler, hostname="127.0.0.1", port=0)
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port("127.0.0.1"))
     controller.start()
     yield controller, handler
     controller.stop()

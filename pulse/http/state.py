@@ -24,4 +24,4 @@ NOTIFICATIONS = web.AppKey("notifications", NotificationStore)
 TENANTS = web.AppKey("tenants", TenantStore)
 PUBLISHER = web.AppKey("publisher", Publisher)
 
-TENANT_ID = "pulse.tenant_id"  # request-scoped: set by the auth middleware
+TENANT_ID = web.RequestKey("tenant_id", str)  # set by the auth middleware
