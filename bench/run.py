@@ -40,9 +40,8 @@ def main() -> int:
     parser.add_argument("--no-report", action="store_true", help="do not rewrite the report")
     args = parser.parse_args()
     with servers() as (redis_url, admin_url):
-        pulse = asyncio.run(
-            _pulse(redis_url, admin_url, args.jobs), loop_factory=uvloop.new_event_loop
-        )
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            pulse = runner.run(_pulse(redis_url, admin_url, args.jobs))
         arq = _arq(redis_url, args.jobs)
     ratio = pulse.rate / float(str(arq["rate"]))
     lines = [

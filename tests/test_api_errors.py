@@ -7,17 +7,16 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
-from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from pulse.config import Settings
 from pulse.queue.keys import QueueKeys
 from pulse.store.tenants import NewTenant
-from tests.conftest import EXAMPLE
+from tests.conftest import EXAMPLE, Client
 
 
 def body_with(**changes: Any) -> dict[str, Any]:
-    body = msgspec.json.decode(msgspec.json.encode(EXAMPLE))
+    body: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(EXAMPLE))
     for key, value in changes.items():
         if value is None:
             body.pop(key)
@@ -68,7 +67,7 @@ async def written(pool: asyncpg.Pool, redis: Redis, settings: Settings, tenant: 
     ("case", "body", "pointer"), UNPROCESSABLE, ids=[c[0] for c in UNPROCESSABLE]
 )
 async def test_invalid_fields_answer_422_naming_the_field(
-    client: TestClient[object, object],
+    client: Client,
     auth: dict[str, str],
     pool: asyncpg.Pool,
     redis: Redis,
@@ -90,7 +89,7 @@ async def test_invalid_fields_answer_422_naming_the_field(
 
 
 async def test_invalid_json_answers_400(
-    client: TestClient[object, object],
+    client: Client,
     auth: dict[str, str],
     pool: asyncpg.Pool,
     redis: Redis,
@@ -107,7 +106,7 @@ async def test_invalid_json_answers_400(
 
 
 async def test_wrong_content_type_answers_415(
-    client: TestClient[object, object],
+    client: Client,
     auth: dict[str, str],
     pool: asyncpg.Pool,
     redis: Redis,
@@ -124,7 +123,7 @@ async def test_wrong_content_type_answers_415(
 
 
 async def test_oversized_body_answers_413(
-    client: TestClient[object, object],
+    client: Client,
     auth: dict[str, str],
     pool: asyncpg.Pool,
     redis: Redis,
@@ -140,9 +139,7 @@ async def test_oversized_body_answers_413(
     assert await written(pool, redis, settings, tenant) == 0
 
 
-async def test_unknown_route_and_method_are_problems(
-    client: TestClient[object, object], auth: dict[str, str]
-) -> None:
+async def test_unknown_route_and_method_are_problems(client: Client, auth: dict[str, str]) -> None:
     missing = await client.get("/api/nothing-here", headers=auth)
     assert missing.status == 404
     assert missing.content_type == "application/problem+json"
@@ -158,7 +155,7 @@ async def test_unknown_route_and_method_are_problems(
 
 
 async def test_accepted_notification_is_committed_with_its_audit_row(
-    client: TestClient[object, object], auth: dict[str, str], pool: asyncpg.Pool
+    client: Client, auth: dict[str, str], pool: asyncpg.Pool
 ) -> None:
     response = await client.post("/api/notifications/", json=EXAMPLE, headers=auth)
     assert response.status == 202

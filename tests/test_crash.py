@@ -13,14 +13,13 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
-from aiohttp.test_utils import TestClient
 from aiosmtpd.controller import Controller
 from redis.asyncio import Redis
 
 from pulse.config import Settings
 from pulse.devsmtp import free_port
 from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
-from tests.conftest import EXAMPLE
+from tests.conftest import EXAMPLE, Client
 
 
 class StallingHandler:
@@ -59,7 +58,7 @@ def worker_env(settings: Settings, smtp_port: int) -> dict[str, str]:
 
 
 async def test_sigkill_before_ack_leaves_entry_pending_and_not_delivered(
-    client: TestClient[object, object],
+    client: Client,
     auth: dict[str, str],
     settings: Settings,
     pool: asyncpg.Pool,
@@ -109,3 +108,55 @@ async def wait_for_claim(pool: asyncpg.Pool, notification_id: str) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("the worker never claimed the notification")
+
+
+class SlowHandler:
+    """Answers DATA after a pause, so a delivery is in flight when SIGTERM arrives."""
+
+    def __init__(self) -> None:
+        self.message_ids: list[str] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        await asyncio.sleep(1.0)
+        content = bytes(envelope.content)
+        for line in content.splitlines():
+            if line.lower().startswith(b"message-id:"):
+                self.message_ids.append(line.split(b":", 1)[1].strip().decode())
+        return "250 OK"
+
+
+async def test_sigterm_finishes_in_flight_delivery_and_exits_zero(
+    client: Client,
+    auth: dict[str, str],
+    settings: Settings,
+    pool: asyncpg.Pool,
+    redis: Redis,
+) -> None:
+    # Given a worker in the middle of a slow SMTP delivery
+    handler = SlowHandler()
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port("127.0.0.1"))
+    controller.start()
+    try:
+        response = await client.post("/api/notifications/", json=EXAMPLE, headers=auth)
+        notification_id = msgspec.json.decode(await response.read())["id"]
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "pulse", "worker"],
+            env=worker_env(settings, controller.port),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        await wait_for_claim(pool, notification_id)
+
+        # When it receives SIGTERM
+        worker.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(worker.wait, 60)
+    finally:
+        controller.stop()
+
+    # Then it exits 0 after finishing the delivery, persisted and acknowledged
+    assert code == 0
+    assert handler.message_ids == [f"<{notification_id}@pulse>"]
+    status = await pool.fetchval("SELECT status FROM notifications WHERE id = $1", notification_id)
+    assert status == "delivered"
+    stream = QueueKeys(settings.key_prefix).stream(EXAMPLE["priority"])  # type: ignore[arg-type]
+    assert (await redis.xpending(stream, CONSUMER_GROUP))["pending"] == 0

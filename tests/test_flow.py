@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncpg
 import msgspec
-from aiohttp.test_utils import TestClient
-from pulse.devsmtp import SmtpSink
 
+from pulse.devsmtp import SmtpSink
 from pulse.store.tenants import NewTenant
-from tests.conftest import EXAMPLE, RunningWorker, wait_for_status
+from tests.conftest import EXAMPLE, Client, RunningWorker, wait_for_status
 
 
 async def test_example_notification_is_mailed_and_audited(
-    client: TestClient[object, object],
+    client: Client,
     auth: dict[str, str],
     worker: RunningWorker,
     smtp_sink: SmtpSink,
@@ -44,11 +43,13 @@ async def test_example_notification_is_mailed_and_audited(
         "SELECT status FROM audit WHERE notification_id = $1 ORDER BY id", accepted["id"]
     )
     assert [row["status"] for row in rows] == ["queued", "delivering", "delivered"]
-    assert [h["status"] for h in document["history"]] == ["queued", "delivering", "delivered"]
+    history = document["history"]
+    assert isinstance(history, list)
+    assert [h["status"] for h in history] == ["queued", "delivering", "delivered"]
 
 
 async def test_other_tenant_sees_404_and_bad_keys_401(
-    client: TestClient[object, object], auth: dict[str, str], pool: asyncpg.Pool
+    client: Client, auth: dict[str, str], pool: asyncpg.Pool
 ) -> None:
     from pulse.store.tenants import TenantStore
 
