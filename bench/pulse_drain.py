@@ -58,7 +58,9 @@ async def drain(redis_url: str, database_url: str, jobs: int, settings: Settings
     redis: Redis = Redis.from_url(redis_url)
     try:
         await _enqueue(pool, redis, prefix, jobs)
-        return await _timed_drain(settings, pool, redis, jobs)
+        result = await _timed_drain(settings, pool, redis, jobs)
+        await _verify_audit(pool, jobs)
+        return result
     finally:
         await redis.delete(*QueueKeys(prefix).all_keys())
         await redis.aclose()
@@ -119,6 +121,15 @@ async def _timed_drain(
     stop.set()
     await task
     return DrainResult(jobs=jobs, seconds=seconds)
+
+
+async def _verify_audit(pool: asyncpg.Pool, jobs: int) -> None:
+    """The figure counts only if every notification has its whole history persisted."""
+    rows = await pool.fetch("SELECT status, count(*) AS n FROM audit GROUP BY status")
+    counts = {row["status"]: row["n"] for row in rows}
+    expected = {"queued": jobs, "delivering": jobs, "delivered": jobs}
+    if counts != expected:
+        raise RuntimeError(f"audit rows {counts} differ from {expected}")
 
 
 async def _wait_drained(pool: asyncpg.Pool, redis: Redis, stream: str, jobs: int) -> None:

@@ -1,0 +1,54 @@
+"""The stream message is a versioned schema: round trips, and refuses what it cannot read."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from pulse.codec import MESSAGE_FIELD, UndecodableMessage, decode_job, encode_job
+from pulse.ids import uuid7
+from pulse.models import Job
+
+
+def a_job() -> Job:
+    return Job(
+        id=str(uuid7()),
+        tenant_id=str(uuid7()),
+        kind="notification",
+        handler="email",
+        recipient="someone@example.com",
+        payload={"subject": "Hello", "body": "Welcome"},
+        priority=1,
+        max_attempts=5,
+    )
+
+
+def test_job_round_trips() -> None:
+    job = a_job()
+    assert decode_job(encode_job(job)) == job
+
+
+def test_message_carries_its_version() -> None:
+    fields = encode_job(a_job())
+    assert msgspec.msgpack.decode(fields[MESSAGE_FIELD])["v"] == 1
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {MESSAGE_FIELD: b"not msgpack \xc1"},
+        {MESSAGE_FIELD: msgspec.msgpack.encode({"v": 2, "id": "x"})},
+        {MESSAGE_FIELD: msgspec.msgpack.encode({"v": 1})},
+    ],
+)
+def test_undecodable_entries_raise_with_their_raw_bytes(fields: dict[bytes, bytes]) -> None:
+    with pytest.raises(UndecodableMessage) as caught:
+        decode_job(fields)
+    assert caught.value.raw == fields
+
+
+def test_uuid7_sorts_by_time() -> None:
+    earlier, later = uuid7(now_ms=1_000), uuid7(now_ms=2_000)
+    assert earlier.version == 7
+    assert str(earlier) < str(later)
