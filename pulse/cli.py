@@ -57,8 +57,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def _dev(settings: Settings, args: argparse.Namespace) -> int:
     from pulse.dev import run_dev
+    from pulse.embedded import EmbeddedServerError
 
-    return run_dev(settings)
+    try:
+        return run_dev(settings)
+    except EmbeddedServerError as exc:
+        print(f"pulse dev: {exc}", file=sys.stderr)
+        return 1
 
 
 def _api(settings: Settings, args: argparse.Namespace) -> int:

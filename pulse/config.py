@@ -50,6 +50,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     smtp_password: str | None = None
     smtp_from: str = "Pulse <pulse@localhost>"
     smtp_timeout_s: PositiveFloat = 30.0
+    smtp_ca_file: str | None = None
 
     worker_batch_size: PositiveInt = 200
     worker_block_ms: PositiveInt = 1000

@@ -34,7 +34,7 @@ EXAMPLE_BODY = {
 
 
 def run_dev(settings: Settings) -> int:
-    data_dir = Path(settings.data_dir)
+    data_dir = Path(settings.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         settings = _with_servers(settings, data_dir, stack)

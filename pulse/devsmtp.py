@@ -62,6 +62,7 @@ class SmtpSink:
         # aiosmtpd connects to its own port to check that it started, so port 0 cannot be
         # passed through: take a free port from the OS first.
         port = self._port or free_port(self._host)
+        logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd narrates every line
         controller = Controller(_Handler(self), hostname=self._host, port=port)
         controller.start()
         self._controller = controller

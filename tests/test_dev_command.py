@@ -44,10 +44,10 @@ async def read_until_curl(stream: asyncio.StreamReader) -> tuple[str, list[str]]
 
 async def test_pulse_dev_runs_everything_and_stops_clean(tmp_path: Path) -> None:
     # Given no Redis, PostgreSQL or SMTP server configured
-    data_dir = tmp_path / "data"
+    data_dir = tmp_path / ".pulse"  # the default, relative to where it runs
     port = free_port("127.0.0.1")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
-    env.update(PULSE_DATA_DIR=str(data_dir), PULSE_HTTP_PORT=str(port))
+    env.update(PULSE_HTTP_PORT=str(port))
     stderr_log = (tmp_path / "stderr.log").open("wb")
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pulse", "dev",
