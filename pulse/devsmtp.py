@@ -9,10 +9,11 @@ import threading
 from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import EmailMessage
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiosmtpd.controller import Controller
+
+from pulse.managed import Managed
 
 logger = logging.getLogger("pulse.devsmtp")
 
@@ -44,7 +45,7 @@ def free_port(host: str) -> int:
         return port
 
 
-class SmtpSink:
+class SmtpSink(Managed):
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._host = host
         self._port = port
@@ -71,18 +72,6 @@ class SmtpSink:
         controller, self._controller = self._controller, None
         if controller is not None:
             controller.stop()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def record(self, mail_from: str, rcpt_tos: list[str], raw: bytes) -> None:
         parsed = message_from_bytes(raw, policy=policy.default)

@@ -17,8 +17,9 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
+
+from pulse.managed import Managed
 
 logger = logging.getLogger("pulse.embedded")
 START_TIMEOUT_S = 20.0
@@ -28,26 +29,6 @@ _PR_SET_PDEATHSIG = 1
 
 class EmbeddedServerError(RuntimeError):
     """An embedded server did not start; the message carries the end of its log."""
-
-
-class _Managed:
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        raise NotImplementedError
-
-    def stop(self) -> None:
-        raise NotImplementedError
 
 
 def _die_with_parent() -> None:
@@ -64,7 +45,7 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
-class EmbeddedRedis(_Managed):
+class EmbeddedRedis(Managed):
     """A Valkey server on a Unix socket in ``workdir``, persisting nothing."""
 
     def __init__(self, workdir: Path) -> None:
@@ -133,7 +114,7 @@ class EmbeddedRedis(_Managed):
             process.wait()
 
 
-class EmbeddedPostgres(_Managed):
+class EmbeddedPostgres(Managed):
     """A PostgreSQL server whose data lives in ``workdir`` (kept, so later starts are quick)."""
 
     def __init__(self, workdir: Path) -> None:
@@ -181,7 +162,7 @@ def _open_path_for_others(path: Path) -> None:
             folder.chmod(mode | 0o001)
 
 
-class EmbeddedServers(_Managed):
+class EmbeddedServers(Managed):
     """Redis and PostgreSQL together, in sub-folders of ``workdir``."""
 
     def __init__(self, workdir: Path) -> None:

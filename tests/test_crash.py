@@ -57,6 +57,16 @@ def worker_env(settings: Settings, smtp_port: int) -> dict[str, str]:
     return env
 
 
+def start_worker(settings: Settings, smtp_port: int) -> subprocess.Popen[bytes]:
+    """A real `pulse worker` process on this test's servers and key prefix."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pulse", "worker"],
+        env=worker_env(settings, smtp_port),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 async def test_sigkill_before_ack_leaves_entry_pending_and_not_delivered(
     client: Client,
     auth: dict[str, str],
@@ -69,12 +79,7 @@ async def test_sigkill_before_ack_leaves_entry_pending_and_not_delivered(
     controller, handler = stalling_smtp
     response = await client.post("/api/notifications/", json=EXAMPLE, headers=auth)
     notification_id = msgspec.json.decode(await response.read())["id"]
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "pulse", "worker"],
-        env=worker_env(settings, controller.port),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    worker = start_worker(settings, controller.port)
     try:
         # When the worker has read and claimed it, and is killed mid-send
         await wait_for_claim(pool, notification_id)
@@ -139,12 +144,7 @@ async def test_sigterm_finishes_in_flight_delivery_and_exits_zero(
     try:
         response = await client.post("/api/notifications/", json=EXAMPLE, headers=auth)
         notification_id = msgspec.json.decode(await response.read())["id"]
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "pulse", "worker"],
-            env=worker_env(settings, controller.port),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        worker = start_worker(settings, controller.port)
         await wait_for_claim(pool, notification_id)
 
         # When it receives SIGTERM
