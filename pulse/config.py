@@ -61,7 +61,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     worker_grace_s: PositiveFloat = 30.0
     worker_consumer: str | None = None
     worker_metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
+    worker_lease_ms: Annotated[int, msgspec.Meta(ge=100)] = 30_000
+    worker_reclaim_interval_ms: PositiveInt = 500
+    priority_weights: Annotated[str, msgspec.Meta(pattern=r"^\d+(,\d+){4}$")] = "16,8,4,2,1"
     default_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
+    retry_base_s: PositiveFloat = 1.0
+    retry_cap_s: PositiveFloat = 300.0
+    reconcile_interval_s: PositiveFloat = 10.0
+    reconcile_after_s: PositiveFloat = 30.0
 
     dev_api_key: str | None = None
 
@@ -71,6 +78,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             for name, value in msgspec.structs.asdict(self).items()
         }
         return f"Settings({shown})"
+
+    def weights(self) -> list[int]:
+        """Per-priority fetch weights, most urgent first (validated: five positive integers)."""
+        values = [int(part) for part in self.priority_weights.split(",")]
+        if any(value < 1 for value in values):
+            raise ConfigError(f"PULSE_PRIORITY_WEIGHTS={self.priority_weights!r}: use positives")
+        return values
 
     def require_redis_url(self) -> str:
         """Processes other than ``pulse dev`` need real server addresses."""

@@ -17,6 +17,7 @@ class Delivered(msgspec.Struct, frozen=True):
     """The provider accepted the message."""
 
     provider_id: str | None = None
+    response: str | None = None
 
 
 class Retry(msgspec.Struct, frozen=True):
@@ -24,12 +25,16 @@ class Retry(msgspec.Struct, frozen=True):
 
     error: str
     after_s: float | None = None
+    error_class: str = "TemporaryError"
+    response: str | None = None
 
 
 class Failed(msgspec.Struct, frozen=True):
     """A permanent failure: retrying cannot help."""
 
     error: str
+    error_class: str = "PermanentError"
+    response: str | None = None
 
 
 Outcome = Delivered | Retry | Failed

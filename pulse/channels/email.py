@@ -75,8 +75,8 @@ class EmailChannel:
             first = exc.recipients[0]
             return _classify(first.code, first.message)
         except (aiosmtplib.SMTPException, OSError) as exc:
-            return Retry(error=f"{type(exc).__name__}: {exc}")
-        return Delivered(provider_id=message["Message-ID"])
+            return Retry(error=f"{type(exc).__name__}: {exc}", error_class=type(exc).__name__)
+        return Delivered(provider_id=message["Message-ID"], response="250")
 
     async def _send(self, message: EmailMessage) -> None:
         config = self._config
@@ -110,5 +110,7 @@ def message_id(notification_id: str) -> str:
 
 
 def _classify(code: int, text: str) -> Outcome:
-    error = f"SMTP {code}: {text}"
-    return Failed(error=error) if 500 <= code < 600 else Retry(error=error)
+    error, error_class, response = f"SMTP {code}: {text}", f"SMTP{code}", f"{code} {text}"
+    if 500 <= code < 600:
+        return Failed(error=error, error_class=error_class, response=response)
+    return Retry(error=error, error_class=error_class, response=response)

@@ -1,20 +1,22 @@
 """Reads priority streams through the consumer group and acknowledges what is done.
 
-The blocking XREADGROUP runs on its own connection (redis-py takes one from the pool per
-command); acknowledgement goes through ``lua/ack.lua`` so acknowledged entries leave the stream.
+Reads come in two forms: a pipelined, non-blocking read with a count per stream (what the
+weighted scheduler asks for), and a blocking read over every stream that only waits for work
+when all were empty. Acknowledgement goes through ``lua/ack.lua``, so acknowledged entries
+leave the stream, the index and the retry schedule together.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from pulse.codec import UndecodableMessage, decode_job
+from pulse.codec import MESSAGE_FIELD, UndecodableMessage, decode_job
 from pulse.models import Job
 from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
 from pulse.queue.scripts import load_script
@@ -22,12 +24,20 @@ from pulse.queue.scripts import load_script
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One stream entry handed to this consumer: its job, or why it could not be decoded."""
+    """One stream entry handed to this consumer: its job, or why it could not be decoded.
+
+    ``attempt`` is the stream's delivery count: 1 on the first read, +1 on every reclaim.
+    """
 
     stream: str
     entry_id: str
+    attempt: int
     job: Job | None
     error: UndecodableMessage | None = None
+
+    @property
+    def job_id(self) -> str:
+        return self.job.id if self.job is not None else ""
 
 
 class Consumer:
@@ -41,6 +51,10 @@ class Consumer:
     def name(self) -> str:
         return self._consumer
 
+    @property
+    def keys(self) -> QueueKeys:
+        return self._keys
+
     async def ensure_group(self) -> None:
         """Create the consumer group on every priority stream (idempotent)."""
         for stream in self._keys.streams():
@@ -50,46 +64,72 @@ class Consumer:
                 if "BUSYGROUP" not in str(exc):
                     raise
 
-    async def read(self, count: int, block_ms: int) -> list[Entry]:
-        """New entries from all priority streams, most urgent stream first."""
-        streams: dict[Any, Any] = {stream: ">" for stream in self._keys.streams()}
-        try:
-            reply: Any = await self._redis.xreadgroup(
-                CONSUMER_GROUP, self._consumer, streams, count=count, block=block_ms
-            )
-        except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            await self.ensure_group()  # Redis restarted empty: streams and group are gone
+    async def read(self, counts: Mapping[str, int]) -> list[Entry]:
+        """New entries, up to ``counts[stream]`` from each stream, in one round trip."""
+        wanted = [(stream, count) for stream, count in counts.items() if count > 0]
+        if not wanted:
             return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for stream, count in wanted:
+                pipe.xreadgroup(CONSUMER_GROUP, self._consumer, {stream: ">"}, count=count)
+            replies = await self._guard(pipe.execute(raise_on_error=True))
         entries: list[Entry] = []
-        for stream, messages in sorted(reply or [], key=lambda item: _as_str(item[0])):
-            entries.extend(
-                _entry(_as_str(stream), entry_id, fields) for entry_id, fields in messages
-            )
+        for reply in replies or []:
+            entries.extend(_entries(reply))
         return entries
 
+    async def wait(self, count: int, block_ms: int) -> list[Entry]:
+        """Block until any stream has new entries (or ``block_ms`` passes); read a few."""
+        streams: dict[Any, Any] = {stream: ">" for stream in self._keys.streams()}
+        reply = await self._guard(
+            self._redis.xreadgroup(
+                CONSUMER_GROUP, self._consumer, streams, count=count, block=block_ms
+            )
+        )
+        return _entries(reply)
+
     async def ack(self, entries: Sequence[Entry]) -> int:
-        """Acknowledge and delete entries, one script call per stream, pipelined."""
+        """Acknowledge and forget entries, one script call per stream, pipelined."""
         by_stream: dict[str, list[str]] = defaultdict(list)
         for entry in entries:
-            by_stream[entry.stream].append(entry.entry_id)
+            by_stream[entry.stream] += [entry.entry_id, entry.job_id]
         if not by_stream:
             return 0
+        index = self._keys.index()
         async with self._redis.pipeline(transaction=False) as pipe:
-            for stream, ids in by_stream.items():
-                await self._ack(keys=[stream], args=[CONSUMER_GROUP, *ids], client=pipe)
+            for stream, pairs in by_stream.items():
+                keys = [stream, index, self._keys.retry_schedule(stream)]
+                await self._ack(keys=keys, args=[CONSUMER_GROUP, *pairs], client=pipe)
             counts = await pipe.execute()
         return sum(int(count) for count in counts)
 
+    async def _guard(self, call: Any) -> Any:
+        """Redis restarted empty: streams and group are gone; make them again, read nothing."""
+        try:
+            return await call
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.ensure_group()
+            return None
 
-def _as_str(value: bytes | str) -> str:
+
+def as_str(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _entry(stream: str, entry_id: bytes | str, fields: dict[bytes, bytes] | None) -> Entry:
-    ident = _as_str(entry_id)
+def _entries(reply: Any) -> list[Entry]:
+    entries: list[Entry] = []
+    for stream, messages in reply or []:
+        name = as_str(stream)
+        for entry_id, fields in messages:
+            entries.append(make_entry(name, as_str(entry_id), 1, (fields or {}).get(MESSAGE_FIELD)))
+    return entries
+
+
+def make_entry(stream: str, entry_id: str, attempt: int, message: bytes | None) -> Entry:
+    fields = {} if message is None else {MESSAGE_FIELD: message}
     try:
-        return Entry(stream=stream, entry_id=ident, job=decode_job(fields or {}))
+        return Entry(stream, entry_id, attempt, decode_job(fields))
     except UndecodableMessage as exc:
-        return Entry(stream=stream, entry_id=ident, job=None, error=exc)
+        return Entry(stream, entry_id, attempt, None, exc)

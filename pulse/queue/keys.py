@@ -31,8 +31,21 @@ class QueueKeys:
         """All priority streams, most urgent first."""
         return [self.stream(p) for p in range(MIN_PRIORITY, MAX_PRIORITY + 1)]
 
+    def retry_schedule(self, stream: str) -> str:
+        """Entry ids of ``stream`` waiting for another attempt, scored by due time (ms)."""
+        return f"{stream}:retry"
+
     def dead_letters(self) -> str:
         return f"{self.tag}:dead"
 
+    def index(self) -> str:
+        """Job id -> "<stream> <entry id>" for every job in a stream (the reconciler's view)."""
+        return f"{self.tag}:index"
+
+    def lock(self, name: str) -> str:
+        return f"{self.tag}:lock:{name}"
+
     def all_keys(self) -> list[str]:
-        return [*self.streams(), self.dead_letters()]
+        streams = self.streams()
+        schedules = [self.retry_schedule(s) for s in streams]
+        return [*streams, *schedules, self.dead_letters(), self.index()]

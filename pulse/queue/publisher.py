@@ -1,4 +1,4 @@
-"""Appends accepted jobs to the stream of their priority."""
+"""Appends accepted jobs to the stream of their priority (``lua/enqueue.lua``)."""
 
 from __future__ import annotations
 
@@ -6,20 +6,25 @@ from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
-from pulse.codec import encode_job
+from pulse.codec import MESSAGE_FIELD, encode_job
 from pulse.models import Job
 from pulse.queue.keys import QueueKeys
+from pulse.queue.scripts import load_script
 
 
 class Publisher:
     def __init__(self, redis: Redis, keys: QueueKeys) -> None:
         self._redis = redis
         self._keys = keys
+        self._enqueue = load_script(redis, "enqueue")
 
     async def publish(self, jobs: Sequence[Job]) -> list[bytes]:
-        """XADD each job, all in one pipelined round trip; return the entry ids."""
+        """XADD and index each job, all in one pipelined round trip; return the entry ids."""
+        index = self._keys.index()
         async with self._redis.pipeline(transaction=False) as pipe:
             for job in jobs:
-                pipe.xadd(self._keys.stream(job.priority), encode_job(job))  # type: ignore[arg-type]
+                message = encode_job(job)[MESSAGE_FIELD]
+                stream = self._keys.stream(job.priority)
+                await self._enqueue(keys=[stream, index], args=[job.id, message], client=pipe)
             ids: list[bytes] = await pipe.execute()
         return ids

@@ -1,13 +1,15 @@
-"""One deliverer per channel: a bounded mailbox drained by a fixed number of lanes.
+"""One deliverer per channel: a bounded priority mailbox drained by a fixed number of lanes.
 
 The mailbox bound is the backpressure: when a channel is slow its mailbox fills, the fetcher's
-``put`` waits, and the worker stops reading more than it can deliver. The lanes bound how many
-provider calls of this channel are in flight at once.
+``put`` waits, and the worker stops reading more than it can deliver. The mailbox is ordered by
+priority (then arrival), so an urgent item overtakes a backlog of bulk work. The lanes bound
+how many provider calls of this channel are in flight at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 
@@ -17,6 +19,7 @@ from pulse.metrics import Metrics
 from pulse.ports import Channel, Envelope, Failed, Outcome, Retry
 from pulse.runtime.acker import Acker
 from pulse.runtime.work import Done, WorkItem
+from pulse.timeutil import utcnow
 
 logger = logging.getLogger("pulse.runtime.deliverer")
 
@@ -29,14 +32,17 @@ class Deliverer:
         self._acker = acker
         self._metrics = metrics
         self._concurrency = concurrency
-        self._mailbox: asyncio.Queue[WorkItem] = asyncio.Queue(maxsize=mailbox)
+        self._mailbox: asyncio.PriorityQueue[tuple[int, int, WorkItem]] = asyncio.PriorityQueue(
+            maxsize=mailbox
+        )
+        self._arrivals = itertools.count()
 
     @property
     def name(self) -> str:
         return self._channel.spec.name
 
     async def put(self, item: WorkItem) -> None:
-        await self._mailbox.put(item)
+        await self._mailbox.put((item.job.priority, next(self._arrivals), item))
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as lanes:
@@ -49,10 +55,11 @@ class Deliverer:
 
     async def _lane(self) -> None:
         while True:
-            item = await self._mailbox.get()
+            _, _, item = await self._mailbox.get()
             try:
+                started_at, started = utcnow(), time.perf_counter()
                 outcome = await self._attempt(item)
-                self._acker.submit(Done(item, outcome))
+                self._acker.submit(Done(item, outcome, started_at, time.perf_counter() - started))
             finally:
                 self._mailbox.task_done()
 
@@ -61,13 +68,14 @@ class Deliverer:
         try:
             payload = msgspec.convert(job.payload, self._channel.spec.payload_type)
         except msgspec.ValidationError as exc:
-            return Failed(error=f"payload no longer valid for {self.name}: {exc}")
+            error = f"payload no longer valid for {self.name}: {exc}"
+            return Failed(error=error, error_class="InvalidPayload")
         envelope = Envelope(job.id, job.tenant_id, job.recipient, payload, item.attempt)
         started = time.perf_counter()
         try:
             return await self._channel.send(envelope)
         except Exception as exc:  # a plugin bug must not kill the lane; treat it as temporary
             logger.exception("channel %s raised on %s", self.name, job.id)
-            return Retry(error=f"{type(exc).__name__}: {exc}")
+            return Retry(error=f"{type(exc).__name__}: {exc}", error_class=type(exc).__name__)
         finally:
             self._metrics.delivery_seconds.labels(self.name).observe(time.perf_counter() - started)

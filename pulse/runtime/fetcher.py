@@ -1,23 +1,19 @@
-"""Reads batches from the priority streams, claims them in PostgreSQL, hands them out.
+"""Reads new entries from the priority streams by weighted round robin and dispatches them.
 
-One claim statement per batch moves the notifications to ``delivering`` (with their audit
-rows); entries whose notification is already finished are acknowledged without sending.
+Each round asks every stream for its share (``pulse.priority``) in one pipelined round trip;
+only when every stream is empty does it block on all of them for new work.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections import Counter
 
-from pulse.ports import Failed
+from pulse.priority import DeficitRoundRobin
 from pulse.queue.consumer import Consumer, Entry
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
-from pulse.runtime.acker import Acker
-from pulse.runtime.deliverer import Deliverer
-from pulse.runtime.work import Done, WorkItem
-from pulse.store.errors import TRANSIENT_DB_ERRORS
-from pulse.store.notifications import NotificationStore
+from pulse.runtime.dispatcher import Dispatcher
 
 logger = logging.getLogger("pulse.runtime.fetcher")
 BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
@@ -27,17 +23,17 @@ class Fetcher:
     def __init__(
         self,
         consumer: Consumer,
-        store: NotificationStore,
-        deliverers: Mapping[str, Deliverer],
-        acker: Acker,
+        dispatcher: Dispatcher,
+        scheduler: DeficitRoundRobin,
         *,
         batch_size: int,
         block_ms: int,
     ) -> None:
         self._consumer = consumer
-        self._store = store
-        self._deliverers = deliverers
-        self._acker = acker
+        self._dispatcher = dispatcher
+        self._scheduler = scheduler
+        self._streams = consumer.keys.streams()
+        self._level = {stream: level for level, stream in enumerate(self._streams)}
         self._batch_size = batch_size
         self._block_ms = block_ms
         self._stopping = asyncio.Event()
@@ -50,50 +46,22 @@ class Fetcher:
         failures = 0
         while not self._stopping.is_set():
             try:
-                entries = await self._consumer.read(self._batch_size, self._block_ms)
+                entries = await self._read_round()
+                if not entries:
+                    entries = await self._consumer.wait(self._batch_size, self._block_ms)
                 failures = 0
             except TRANSIENT_REDIS_ERRORS as exc:
-                failures = await self._pause("read from Redis", exc, failures)
+                delay = BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]
+                failures += 1
+                logger.warning("could not read from Redis (%s); retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
                 continue
             if entries:
-                await self._dispatch(entries)
+                await self._dispatcher.dispatch(entries)
 
-    async def _dispatch(self, entries: list[Entry]) -> None:
-        for bad in (e for e in entries if e.job is None):
-            logger.error(
-                "undecodable entry %s in %s left pending: %s", bad.entry_id, bad.stream, bad.error
-            )
-        good = [e for e in entries if e.job is not None]
-        claimed = await self._claim([e.job.id for e in good if e.job is not None])
-        finished: list[Entry] = []
-        for entry in good:
-            assert entry.job is not None
-            attempt = claimed.get(entry.job.id)
-            if attempt is None:
-                finished.append(entry)
-                continue
-            item = WorkItem(entry=entry, job=entry.job, attempt=attempt)
-            deliverer = self._deliverers.get(entry.job.handler)
-            if deliverer is None:
-                error = f"channel {entry.job.handler!r} is not served by this worker"
-                self._acker.submit(Done(item, Failed(error=error)))
-            else:
-                await deliverer.put(item)
-        if finished:
-            self._acker.ack_only(finished)
-
-    async def _claim(self, ids: list[str]) -> dict[str, int]:
-        """Claim until PostgreSQL answers: the entries are ours and pending meanwhile."""
-        failures = 0
-        while True:
-            try:
-                return await self._store.claim(ids, self._consumer.name)
-            except TRANSIENT_DB_ERRORS as exc:
-                failures = await self._pause("claim in PostgreSQL", exc, failures)
-
-    @staticmethod
-    async def _pause(what: str, exc: BaseException, failures: int) -> int:
-        delay = BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]
-        logger.warning("could not %s (%s); retrying in %.2fs", what, exc, delay)
-        await asyncio.sleep(delay)
-        return failures + 1
+    async def _read_round(self) -> list[Entry]:
+        asked = self._scheduler.plan()
+        entries = await self._consumer.read(dict(zip(self._streams, asked, strict=True)))
+        got = Counter(self._level[entry.stream] for entry in entries)
+        self._scheduler.served(asked, got)
+        return entries

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from pulse.models import Job
 from pulse.ports import Outcome
@@ -11,11 +12,18 @@ from pulse.queue.consumer import Entry
 
 @dataclass(frozen=True, slots=True)
 class WorkItem:
-    """A claimed job on its way to a deliverer; ``attempt`` counts from 1."""
+    """A claimed job on its way to a deliverer; ``attempt`` is the stream's delivery count."""
 
     entry: Entry
     job: Job
-    attempt: int
+
+    @property
+    def attempt(self) -> int:
+        return self.entry.attempt
+
+    @property
+    def lease_key(self) -> tuple[str, str]:
+        return (self.entry.stream, self.entry.entry_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,3 +32,5 @@ class Done:
 
     item: WorkItem
     outcome: Outcome
+    started_at: datetime
+    duration_s: float

@@ -20,11 +20,18 @@ from redis.asyncio import Redis
 from pulse.config import Settings
 from pulse.metrics import Metrics
 from pulse.ports import Channel
+from pulse.priority import DeficitRoundRobin
 from pulse.queue.consumer import Consumer
+from pulse.queue.dead_letters import DeadLetterStream
 from pulse.queue.keys import QueueKeys
+from pulse.queue.pending import PendingEntries
+from pulse.retry import RetryPolicy
 from pulse.runtime.acker import Acker
 from pulse.runtime.deliverer import Deliverer
+from pulse.runtime.dispatcher import Dispatcher
 from pulse.runtime.fetcher import Fetcher
+from pulse.runtime.leaser import Leaser
+from pulse.runtime.reclaimer import Reclaimer
 from pulse.runtime.supervisor import Supervisor
 from pulse.store.notifications import NotificationStore
 
@@ -49,12 +56,20 @@ class Worker:
     ) -> None:
         self._settings = settings
         self._channels = channels
-        self.consumer = Consumer(redis, QueueKeys(settings.key_prefix), consumer_name(settings))
+        keys = QueueKeys(settings.key_prefix)
+        name = consumer_name(settings)
+        self.consumer = Consumer(redis, keys, name)
+        pending = PendingEntries(redis, keys, name)
         store = NotificationStore(pool)
+        self.leaser = Leaser(pending, settings.worker_lease_ms)
         self.acker = Acker(
             store,
             self.consumer,
+            pending,
+            DeadLetterStream(redis, keys),
+            self.leaser,
             metrics,
+            policy=RetryPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_cap_s),
             batch_size=settings.worker_ack_batch,
             interval_s=settings.worker_ack_interval_ms / 1000,
         )
@@ -68,13 +83,21 @@ class Worker:
             )
             for name, channel in channels.items()
         }
+        dispatcher = Dispatcher(store, self.deliverers, self.acker, self.leaser, name)
         self.fetcher = Fetcher(
             self.consumer,
-            store,
-            self.deliverers,
-            self.acker,
+            dispatcher,
+            DeficitRoundRobin(settings.weights(), settings.worker_batch_size),
             batch_size=settings.worker_batch_size,
             block_ms=settings.worker_block_ms,
+        )
+        self.reclaimer = Reclaimer(
+            pending,
+            dispatcher,
+            keys.streams(),
+            lease_ms=settings.worker_lease_ms,
+            interval_s=settings.worker_reclaim_interval_ms / 1000,
+            batch_size=settings.worker_batch_size,
         )
         self._supervisor = Supervisor()
 
@@ -84,9 +107,11 @@ class Worker:
         for channel in self._channels.values():
             await channel.start()
         self._supervisor.start("acker", self.acker.run)
+        self._supervisor.start("leaser", self.leaser.run)
         for name, deliverer in self.deliverers.items():
             self._supervisor.start(f"deliverer:{name}", deliverer.run)
         self._supervisor.start("fetcher", self.fetcher.run)
+        self._supervisor.start("reclaimer", self.reclaimer.run)
         logger.info("worker %s serving channels %s", self.consumer.name, ", ".join(self._channels))
         try:
             await stop.wait()
@@ -94,7 +119,9 @@ class Worker:
             await self.shutdown()
 
     async def shutdown(self) -> None:
+        """Stop taking work, finish what is in hand within the grace period, settle, leave."""
         grace = self._settings.worker_grace_s
+        await self._supervisor.cancel("reclaimer")
         self.fetcher.stop()
         if not await self._supervisor.wait("fetcher", grace):
             await self._supervisor.cancel("fetcher")
@@ -106,7 +133,8 @@ class Worker:
         await self._supervisor.cancel(*(f"deliverer:{name}" for name in self.deliverers))
         await self._supervisor.cancel("acker")
         if not await self.acker.drain(grace):
-            logger.warning("PostgreSQL unreachable: %d results not persisted", self.acker.backlog)
+            logger.warning("could not settle %d results; they stay pending", self.acker.backlog)
+        await self._supervisor.cancel("leaser")
         for channel in self._channels.values():
             await channel.close()
         logger.info("worker %s stopped", self.consumer.name)

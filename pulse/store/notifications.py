@@ -43,7 +43,11 @@ SELECT id::text AS id, attempts FROM c
 
 _RECORD = """
 WITH o AS (
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[]) AS o(id, status, error)
+    SELECT * FROM unnest(
+        $1::uuid[], $2::text[], $3::text[], $4::int[], $5::timestamptz[], $6::float8[],
+        $7::text[], $8::text[], $9::text[], $10::bool[], $11::text[], $12::text[]
+    ) AS o(id, status, error, number, started_at, duration_ms,
+           outcome, error_class, response, dead, stream, entry_id)
 ), u AS (
     UPDATE notifications n
        SET status = o.status,
@@ -53,10 +57,30 @@ WITH o AS (
            failed_at = CASE WHEN o.status = 'failed' THEN now() ELSE n.failed_at END
       FROM o
      WHERE n.id = o.id AND n.status = 'delivering'
-    RETURNING n.id, o.status, o.error
+    RETURNING n.id, n.tenant_id, n.channel, o.status, o.error, o.number, o.started_at,
+              o.duration_ms, o.outcome, o.error_class, o.response, o.dead, o.stream, o.entry_id
+), a AS (
+    INSERT INTO audit (notification_id, status, worker, detail)
+    SELECT id, status, $13, error FROM u
+), t AS (
+    INSERT INTO attempts (notification_id, number, started_at, duration_ms, outcome,
+                          error_class, error_message, provider_response, worker)
+    SELECT id, number, started_at, duration_ms, outcome, error_class, error, response, $13
+      FROM u
+), d AS (
+    INSERT INTO dead_letters (notification_id, tenant_id, channel, reason, error_class,
+                              stream, entry_id)
+    SELECT id, tenant_id, channel, error, error_class, stream, entry_id FROM u WHERE dead
+    ON CONFLICT (stream, entry_id) DO NOTHING
 )
-INSERT INTO audit (notification_id, status, worker, detail)
-SELECT id, status, $4, error FROM u
+SELECT count(*) FROM u
+"""
+
+_UNDECODABLE = """
+INSERT INTO dead_letters (reason, error_class, stream, entry_id, raw)
+SELECT reason, 'UndecodableMessage', stream, entry_id, raw
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) AS u(reason, stream, entry_id, raw)
+ON CONFLICT (stream, entry_id) DO NOTHING
 """
 
 _SELECT = """
@@ -86,11 +110,28 @@ class NewNotification:
 
 @dataclass(frozen=True, slots=True)
 class OutcomeRow:
-    """A delivery result to persist: the new status and, for failures, the reason."""
+    """One finished attempt to persist: the new status, the attempt row, maybe a dead letter."""
 
     notification_id: str
     status: Status
     error: str | None
+    number: int
+    started_at: datetime
+    duration_ms: float
+    outcome: str  # delivered | retry | failed
+    error_class: str | None
+    response: str | None
+    dead: bool
+    stream: str
+    entry_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class UndecodableRow:
+    stream: str
+    entry_id: str
+    raw: bytes
+    reason: str
 
 
 class NotificationStore:
@@ -122,17 +163,31 @@ class NotificationStore:
         rows = await self._pool.fetch(_CLAIM, list(ids), worker)
         return {row["id"]: row["attempts"] for row in rows}
 
-    async def record(self, outcomes: Sequence[OutcomeRow], worker: str) -> None:
-        """Persist a batch of delivery results with their audit rows, in one statement."""
+    async def record(self, outcomes: Sequence[OutcomeRow], worker: str) -> int:
+        """Persist a batch of attempts: statuses, audit, attempt and dead-letter rows, in one
+        statement. Only ``delivering`` rows move, so recording a batch twice changes nothing."""
         if not outcomes:
-            return
-        await self._pool.execute(
-            _RECORD,
-            [o.notification_id for o in outcomes],
-            [o.status.value for o in outcomes],
-            [o.error for o in outcomes],
-            worker,
-        )
+            return 0
+        columns = [
+            [getattr(o, name) for o in outcomes]
+            for name in (
+                "notification_id", "status", "error", "number", "started_at", "duration_ms",
+                "outcome", "error_class", "response", "dead", "stream", "entry_id",
+            )
+        ]  # fmt: skip
+        moved: int = await self._pool.fetchval(_RECORD, *columns, worker)
+        return moved
+
+    async def record_undecodable(self, rows: Sequence[UndecodableRow]) -> None:
+        """Keep stream entries that could not be decoded, raw bytes and all."""
+        if rows:
+            await self._pool.execute(
+                _UNDECODABLE,
+                [r.reason for r in rows],
+                [r.stream for r in rows],
+                [r.entry_id for r in rows],
+                [r.raw for r in rows],
+            )
 
     async def get(self, tenant_id: str, notification_id: str) -> NotificationView | None:
         row = await self._pool.fetchrow(_SELECT, notification_id, tenant_id)

@@ -1,0 +1,78 @@
+"""Pending entries: leases of in-flight work, retry scheduling, and reclaiming.
+
+An entry stays pending from the first read until it is acknowledged or dead-lettered. While a
+worker delivers it, the worker renews its lease (``renew.lua``); when an attempt fails
+temporarily, it is scheduled (``retry_later.lua``); the reclaimer takes due and abandoned
+entries back (``reclaim.lua``). Each is one atomic script.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from pulse.queue.consumer import Entry, as_str, make_entry
+from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
+from pulse.queue.scripts import load_script
+
+
+class PendingEntries:
+    def __init__(self, redis: Redis, keys: QueueKeys, consumer: str) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._consumer = consumer
+        self._renew = load_script(redis, "renew")
+        self._retry_later = load_script(redis, "retry_later")
+        self._reclaim = load_script(redis, "reclaim")
+
+    async def renew(self, entries: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Heartbeat (stream, entry id) pairs; return the ones another consumer has taken."""
+        by_stream: dict[str, list[str]] = defaultdict(list)
+        for stream, entry_id in entries:
+            by_stream[stream].append(entry_id)
+        if not by_stream:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for stream, ids in by_stream.items():
+                await self._renew(
+                    keys=[stream], args=[CONSUMER_GROUP, self._consumer, *ids], client=pipe
+                )
+            replies = await pipe.execute()
+        return [
+            (stream, as_str(entry_id))
+            for stream, lost in zip(by_stream, replies, strict=True)
+            for entry_id in lost
+        ]
+
+    async def retry_later(self, schedule: Sequence[tuple[Entry, int]]) -> None:
+        """Schedule entries for another attempt at the given due times (ms since the epoch)."""
+        by_stream: dict[str, list[str | int]] = defaultdict(list)
+        for entry, due_ms in schedule:
+            by_stream[entry.stream] += [entry.entry_id, due_ms]
+        if not by_stream:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for stream, pairs in by_stream.items():
+                keys = [stream, self._keys.retry_schedule(stream)]
+                await self._retry_later(
+                    keys=keys, args=[CONSUMER_GROUP, self._consumer, *pairs], client=pipe
+                )
+            await pipe.execute()
+
+    async def reclaim(self, stream: str, now_ms: int, lease_ms: int, limit: int) -> list[Entry]:
+        """Claim entries of ``stream`` due for retry or abandoned longer than the lease."""
+        keys = [stream, self._keys.retry_schedule(stream)]
+        args: list[str | int] = [CONSUMER_GROUP, self._consumer, now_ms, lease_ms, limit]
+        try:
+            flat = await self._reclaim(keys=keys, args=args)
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                return []  # Redis restarted empty; the fetcher makes the group again
+            raise
+        return [
+            make_entry(stream, as_str(flat[i]), int(flat[i + 1]), flat[i + 2] or None)
+            for i in range(0, len(flat), 3)
+        ]

@@ -1,0 +1,80 @@
+"""Hands entries (new from the fetcher, or taken back by the reclaimer) to the deliverers.
+
+One claim statement per batch moves the notifications to ``delivering``; an entry whose
+notification is already delivered, failed or cancelled is acknowledged without sending (the
+delivery ledger), and an entry that cannot be decoded goes to the dead letters, raw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+
+from pulse.ports import Failed
+from pulse.queue.consumer import Entry
+from pulse.runtime.acker import Acker
+from pulse.runtime.deliverer import Deliverer
+from pulse.runtime.leaser import Leaser
+from pulse.runtime.work import Done, WorkItem
+from pulse.store.errors import TRANSIENT_DB_ERRORS
+from pulse.store.notifications import NotificationStore
+from pulse.timeutil import utcnow
+
+logger = logging.getLogger("pulse.runtime.dispatcher")
+BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: NotificationStore,
+        deliverers: Mapping[str, Deliverer],
+        acker: Acker,
+        leaser: Leaser,
+        worker: str,
+    ) -> None:
+        self._store = store
+        self._deliverers = deliverers
+        self._acker = acker
+        self._leaser = leaser
+        self._worker = worker
+
+    async def dispatch(self, entries: Sequence[Entry]) -> None:
+        undecodable = [e for e in entries if e.job is None]
+        if undecodable:
+            self._acker.dead_letter_undecodable(undecodable)
+        good = [e for e in entries if e.job is not None]
+        if not good:
+            return
+        claimed = await self._claim([e.job_id for e in good])
+        finished = [e for e in good if e.job_id not in claimed]
+        if finished:
+            self._acker.ack_only(finished)
+        for entry in good:
+            if entry.job_id in claimed:
+                await self._hand_out(entry)
+
+    async def _hand_out(self, entry: Entry) -> None:
+        assert entry.job is not None
+        item = WorkItem(entry=entry, job=entry.job)
+        self._leaser.hold(item.lease_key)
+        deliverer = self._deliverers.get(entry.job.handler)
+        if deliverer is None:
+            error = f"channel {entry.job.handler!r} is not served by this worker"
+            failed = Failed(error=error, error_class="UnknownChannel")
+            self._acker.submit(Done(item, failed, utcnow(), 0.0))
+            return
+        await deliverer.put(item)
+
+    async def _claim(self, ids: list[str]) -> set[str]:
+        """Claim until PostgreSQL answers: the entries are ours and pending meanwhile."""
+        failures = 0
+        while True:
+            try:
+                return set(await self._store.claim(ids, self._worker))
+            except TRANSIENT_DB_ERRORS as exc:
+                delay = BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]
+                failures += 1
+                logger.warning("could not claim in PostgreSQL (%s); retry in %.2fs", exc, delay)
+                await asyncio.sleep(delay)

@@ -1,0 +1,62 @@
+"""Takes back pending entries: those due for another attempt and those a crashed worker left.
+
+Every worker runs one; ``reclaim.lua`` is atomic, so two reclaimers never take one entry twice.
+An entry is due when the acker scheduled its retry time and that time has come; it is abandoned
+when nobody renewed its lease for ``lease_ms`` (its worker died or hung).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
+from pulse.queue.pending import PendingEntries
+from pulse.runtime.dispatcher import Dispatcher
+from pulse.timeutil import now_ms
+
+logger = logging.getLogger("pulse.runtime.reclaimer")
+
+
+class Reclaimer:
+    def __init__(
+        self,
+        pending: PendingEntries,
+        dispatcher: Dispatcher,
+        streams: list[str],
+        *,
+        lease_ms: int,
+        interval_s: float,
+        batch_size: int,
+    ) -> None:
+        if lease_ms <= 0 or interval_s <= 0 or batch_size <= 0:
+            raise ValueError("reclaimer settings must be positive")
+        self._pending = pending
+        self._dispatcher = dispatcher
+        self._streams = streams
+        self._lease_ms = lease_ms
+        self._interval_s = interval_s
+        self._batch_size = batch_size
+
+    async def run(self) -> None:
+        while True:
+            taken = await self.reclaim_once()
+            if taken < self._batch_size:
+                await asyncio.sleep(self._interval_s)
+
+    async def reclaim_once(self) -> int:
+        """One pass over every stream, most urgent first; return how many entries it took."""
+        taken = 0
+        for stream in self._streams:
+            try:
+                entries = await self._pending.reclaim(
+                    stream, now_ms(), self._lease_ms, self._batch_size
+                )
+            except TRANSIENT_REDIS_ERRORS as exc:
+                logger.warning("could not reclaim from %s: %s", stream, exc)
+                return taken
+            if entries:
+                logger.info("reclaimed %d entries of %s", len(entries), stream)
+                await self._dispatcher.dispatch(entries)
+                taken += len(entries)
+        return taken
