@@ -11,7 +11,7 @@ import asyncio
 import os
 import secrets
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -161,17 +161,31 @@ class RunningWorker:
         await asyncio.wait_for(self.task, 30)
 
 
+WorkerFactory = Callable[[Settings], RunningWorker]
+
+
 @pytest.fixture
-async def worker(
-    settings: Settings, redis: Redis, pool: asyncpg.Pool
-) -> AsyncIterator[RunningWorker]:
-    stop = asyncio.Event()
-    instance = Worker(settings, redis, pool, build_channels(settings, quiet_log=True), Metrics())
-    task = asyncio.create_task(instance.run(stop))
-    running = RunningWorker(instance, task, stop)
-    yield running
-    if not task.done():
-        await running.shutdown()
+async def start_worker(redis: Redis, pool: asyncpg.Pool) -> AsyncIterator[WorkerFactory]:
+    """Start in-process workers with the given settings; all are shut down after the test."""
+    started: list[RunningWorker] = []
+
+    def start(settings: Settings) -> RunningWorker:
+        stop = asyncio.Event()
+        channels = build_channels(settings, quiet_log=True)
+        instance = Worker(settings, redis, pool, channels, Metrics())
+        running = RunningWorker(instance, asyncio.create_task(instance.run(stop)), stop)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        if not running.task.done():
+            await running.shutdown()
+
+
+@pytest.fixture
+async def worker(settings: Settings, start_worker: WorkerFactory) -> RunningWorker:
+    return start_worker(settings)
 
 
 EXAMPLE = {

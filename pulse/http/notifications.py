@@ -105,12 +105,18 @@ async def _commit(request: web.Request, job: Job) -> datetime:
 
 
 async def _enqueue(request: web.Request, job: Job) -> None:
-    """After the commit the job is accepted whatever happens here: a job committed but missing
-    from Redis is found and enqueued again by the reconciler."""
+    """Stream the committed job. If Redis is down, take the commit back and answer 503, so the
+    client's retry is the only copy; should the take-back fail too, the reconciler enqueues
+    the committed job later (it is never lost, at worst sent once more on the client's retry)."""
     try:
         await request.app[PUBLISHER].publish([job])
     except TRANSIENT_REDIS_ERRORS as exc:
-        logger.warning("notification %s committed but not streamed (%s)", job.id, exc)
+        logger.warning("Redis unreachable for %s (%s); withdrawing it", job.id, exc)
+        try:
+            await request.app[NOTIFICATIONS].withdraw(job.id)
+        except TRANSIENT_DB_ERRORS:
+            logger.error("could not withdraw %s; the reconciler will enqueue it", job.id)
+        raise Unavailable("the queue is unreachable; nothing was accepted") from None
 
 
 def _parse_id(raw: str) -> str:

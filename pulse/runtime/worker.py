@@ -23,8 +23,11 @@ from pulse.ports import Channel
 from pulse.priority import DeficitRoundRobin
 from pulse.queue.consumer import Consumer
 from pulse.queue.dead_letters import DeadLetterStream
+from pulse.queue.index import JobIndex
 from pulse.queue.keys import QueueKeys
+from pulse.queue.lock import ExpiringLock
 from pulse.queue.pending import PendingEntries
+from pulse.queue.publisher import Publisher
 from pulse.retry import RetryPolicy
 from pulse.runtime.acker import Acker
 from pulse.runtime.deliverer import Deliverer
@@ -32,6 +35,7 @@ from pulse.runtime.dispatcher import Dispatcher
 from pulse.runtime.fetcher import Fetcher
 from pulse.runtime.leaser import Leaser
 from pulse.runtime.reclaimer import Reclaimer
+from pulse.runtime.reconciler import Reconciler, ReconcilerSettings
 from pulse.runtime.supervisor import Supervisor
 from pulse.store.notifications import NotificationStore
 
@@ -99,6 +103,17 @@ class Worker:
             interval_s=settings.worker_reclaim_interval_ms / 1000,
             batch_size=settings.worker_batch_size,
         )
+        reconciler_settings = ReconcilerSettings(
+            interval_s=settings.reconcile_interval_s, older_than_s=settings.reconcile_after_s
+        )
+        self.reconciler = Reconciler(
+            store,
+            JobIndex(redis, keys),
+            Publisher(redis, keys),
+            ExpiringLock(redis, keys.lock("reconciler"), reconciler_settings.lock_ttl_ms),
+            reconciler_settings,
+            name,
+        )
         self._supervisor = Supervisor()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -112,6 +127,7 @@ class Worker:
             self._supervisor.start(f"deliverer:{name}", deliverer.run)
         self._supervisor.start("fetcher", self.fetcher.run)
         self._supervisor.start("reclaimer", self.reclaimer.run)
+        self._supervisor.start("reconciler", self.reconciler.run)
         logger.info("worker %s serving channels %s", self.consumer.name, ", ".join(self._channels))
         try:
             await stop.wait()
@@ -121,7 +137,7 @@ class Worker:
     async def shutdown(self) -> None:
         """Stop taking work, finish what is in hand within the grace period, settle, leave."""
         grace = self._settings.worker_grace_s
-        await self._supervisor.cancel("reclaimer")
+        await self._supervisor.cancel("reclaimer", "reconciler")
         self.fetcher.stop()
         if not await self._supervisor.wait("fetcher", grace):
             await self._supervisor.cancel("fetcher")

@@ -7,14 +7,16 @@ never one per notification.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import msgspec
 
-from pulse.models import AuditEntry, NotificationView, Status
+from pulse.models import AuditEntry, Job, NotificationView, Status
 
 _INSERT = """
 WITH n AS (
@@ -81,6 +83,22 @@ INSERT INTO dead_letters (reason, error_class, stream, entry_id, raw)
 SELECT reason, 'UndecodableMessage', stream, entry_id, raw
   FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) AS u(reason, stream, entry_id, raw)
 ON CONFLICT (stream, entry_id) DO NOTHING
+"""
+
+_OPEN = """
+SELECT id::text AS id, tenant_id::text AS tenant_id, channel, recipient,
+       payload::text AS payload, priority, max_attempts, updated_at
+  FROM notifications
+ WHERE status IN ('queued', 'delivering', 'retrying')
+   AND updated_at < now() - make_interval(secs => $1)
+   AND (updated_at, id) > ($2, $3::uuid)
+ ORDER BY updated_at, id
+ LIMIT $4
+"""
+
+_REQUEUED = """
+INSERT INTO audit (notification_id, status, worker, detail)
+SELECT id, 'queued', $2, 're-enqueued: missing from Redis' FROM unnest($1::uuid[]) AS id
 """
 
 _SELECT = """
@@ -189,6 +207,25 @@ class NotificationStore:
                 [r.raw for r in rows],
             )
 
+    async def open_jobs(
+        self, older_than_s: float, after: tuple[datetime, str] | None, limit: int
+    ) -> list[tuple[Job, datetime]]:
+        """Unfinished notifications untouched for ``older_than_s``, oldest first (keyset paged),
+        as jobs with their update time: what the reconciler checks against Redis."""
+        since, last_id = after or (datetime.min.replace(tzinfo=UTC), str(uuid.UUID(int=0)))
+        rows = await self._pool.fetch(_OPEN, older_than_s, since, last_id, limit)
+        return [(_job(row), row["updated_at"]) for row in rows]
+
+    async def withdraw(self, notification_id: str) -> None:
+        """Remove a notification the API could not stream (its client got a 503)."""
+        await self._pool.execute(
+            "DELETE FROM notifications WHERE id = $1 AND status = 'queued'", notification_id
+        )
+
+    async def note_requeued(self, ids: Sequence[str], worker: str) -> None:
+        if ids:
+            await self._pool.execute(_REQUEUED, list(ids), worker)
+
     async def get(self, tenant_id: str, notification_id: str) -> NotificationView | None:
         row = await self._pool.fetchrow(_SELECT, notification_id, tenant_id)
         if row is None:
@@ -203,3 +240,16 @@ class NotificationStore:
 
     async def ping(self) -> None:
         await self._pool.fetchval("SELECT 1")
+
+
+def _job(row: Any) -> Job:
+    return Job(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        kind="notification",
+        handler=row["channel"],
+        recipient=row["recipient"],
+        payload=msgspec.json.decode(row["payload"]),
+        priority=row["priority"],
+        max_attempts=row["max_attempts"],
+    )

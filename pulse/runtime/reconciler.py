@@ -1,0 +1,91 @@
+"""Finds notifications PostgreSQL holds as unfinished but Redis has lost, and enqueues them.
+
+Causes: a crash between the API's commit and its XADD, or a Redis that restarted empty. One
+copy runs at a time across all workers, under a lock with an expiry, so a SIGKILLed holder
+blocks the others for at most ``lock_ttl``. Notifications touched within ``older_than_s`` are
+left alone: the API may still be between its commit and its XADD.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
+from pulse.queue.index import JobIndex
+from pulse.queue.lock import ExpiringLock
+from pulse.queue.publisher import Publisher
+from pulse.store.errors import TRANSIENT_DB_ERRORS
+from pulse.store.notifications import NotificationStore
+
+logger = logging.getLogger("pulse.runtime.reconciler")
+PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcilerSettings:
+    interval_s: float = 10.0
+    older_than_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.interval_s <= 0 or self.older_than_s <= 0:
+            raise ValueError("reconciler interval and age must be positive")
+
+    @property
+    def lock_ttl_ms(self) -> int:
+        return int(max(self.interval_s * 3, 30.0) * 1000)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        store: NotificationStore,
+        index: JobIndex,
+        publisher: Publisher,
+        lock: ExpiringLock,
+        settings: ReconcilerSettings,
+        worker: str,
+    ) -> None:
+        self._store = store
+        self._index = index
+        self._publisher = publisher
+        self._lock = lock
+        self._settings = settings
+        self._worker = worker
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.interval_s)
+            try:
+                await self.reconcile_once()
+            except (*TRANSIENT_REDIS_ERRORS, *TRANSIENT_DB_ERRORS) as exc:
+                logger.warning("reconciliation skipped: %s", exc)
+
+    async def reconcile_once(self) -> int:
+        """One pass, if this worker gets the lock; return how many jobs it enqueued again."""
+        if not await self._lock.acquire():
+            return 0
+        try:
+            return await self._pass()
+        finally:
+            await self._lock.release()
+
+    async def _pass(self) -> int:
+        requeued = 0
+        after = None
+        while True:
+            page = await self._store.open_jobs(self._settings.older_than_s, after, PAGE)
+            if not page:
+                return requeued
+            missing = set(await self._index.missing([job.id for job, _ in page]))
+            jobs = [job for job, _ in page if job.id in missing]
+            if jobs:
+                await self._publisher.publish(jobs)
+                await self._store.note_requeued([job.id for job in jobs], self._worker)
+                logger.warning("re-enqueued %d notifications missing from Redis", len(jobs))
+                requeued += len(jobs)
+            if len(page) < PAGE:
+                return requeued
+            last_job, last_at = page[-1]
+            after = (last_at, last_job.id)
