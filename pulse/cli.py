@@ -1,4 +1,4 @@
-"""``pulse``: the command line (dev, api, worker, migrate, tenants)."""
+"""``pulse``: the command line (dev, api, worker, migrate, tenants, dlq)."""
 
 from __future__ import annotations
 
@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     ):
         sub.choices[name].set_defaults(command=handler)
     create.set_defaults(command=_tenants_create)
+    from pulse.cli_dlq import add_parser as add_dlq
+
+    add_dlq(sub)
     return parser
 
 

@@ -13,10 +13,12 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from pulse.config import Settings
-from pulse.http import health, notifications
+from pulse.dlq import DeadLetters
+from pulse.http import dead_letters, health, notifications
 from pulse.http.auth import auth_middleware
 from pulse.http.problems import Handler, problem_middleware
 from pulse.http.state import (
+    DEAD_LETTERS,
     METRICS,
     NOTIFICATIONS,
     POOL,
@@ -28,8 +30,10 @@ from pulse.http.state import (
 )
 from pulse.metrics import Metrics
 from pulse.ports import ChannelSpec
+from pulse.queue.dead_letters import DeadLetterStream
 from pulse.queue.keys import QueueKeys
 from pulse.queue.publisher import Publisher
+from pulse.store.dead_letters import DeadLetterStore
 from pulse.store.notifications import NotificationStore
 from pulse.store.pool import create_pool
 from pulse.store.tenants import TenantStore
@@ -48,6 +52,7 @@ def create_app(
     app.cleanup_ctx.append(_backends)
     app.add_routes(health.routes)
     app.add_routes(notifications.routes)
+    app.add_routes(dead_letters.routes)
     return app
 
 
@@ -61,7 +66,11 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
     app[REDIS] = redis
     app[NOTIFICATIONS] = NotificationStore(pool)
     app[TENANTS] = TenantStore(pool)
-    app[PUBLISHER] = Publisher(redis, QueueKeys(settings.key_prefix))
+    keys = QueueKeys(settings.key_prefix)
+    app[PUBLISHER] = Publisher(redis, keys)
+    app[DEAD_LETTERS] = DeadLetters(
+        DeadLetterStore(pool), DeadLetterStream(redis, keys), app[PUBLISHER]
+    )
     try:
         yield
     finally:

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from pulse.errors import Unavailable
 from pulse.http.problems import Handler, problem
-from pulse.http.state import TENANT_ID, TENANTS
+from pulse.http.state import KEY_ID, TENANT_ID, TENANTS
 from pulse.store.errors import TRANSIENT_DB_ERRORS
 
 PROTECTED_PREFIX = "/api/"
@@ -21,10 +21,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if scheme.lower() != "bearer" or not key.strip():
         return problem(401, "send an API key as 'Authorization: Bearer <key>'", headers=_CHALLENGE)
     try:
-        tenant_id = await request.app[TENANTS].authenticate(key.strip())
+        principal = await request.app[TENANTS].principal(key.strip())
     except TRANSIENT_DB_ERRORS:
         raise Unavailable("the database is unreachable; retry shortly") from None
-    if tenant_id is None:
+    if principal is None:
         return problem(401, "unknown or revoked API key", headers=_CHALLENGE)
-    request[TENANT_ID] = tenant_id
+    request[TENANT_ID] = principal.tenant_id
+    request[KEY_ID] = principal.key_id
     return await handler(request)

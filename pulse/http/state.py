@@ -9,6 +9,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from pulse.config import Settings
+from pulse.dlq import DeadLetters
 from pulse.metrics import Metrics
 from pulse.ports import ChannelSpec
 from pulse.queue.publisher import Publisher
@@ -23,5 +24,7 @@ REDIS = web.AppKey("redis", Redis)
 NOTIFICATIONS = web.AppKey("notifications", NotificationStore)
 TENANTS = web.AppKey("tenants", TenantStore)
 PUBLISHER = web.AppKey("publisher", Publisher)
+DEAD_LETTERS = web.AppKey("dead_letters", DeadLetters)
 
 TENANT_ID = web.RequestKey("tenant_id", str)  # set by the auth middleware
+KEY_ID = web.RequestKey("key_id", str)  # the API key's id, for the audit

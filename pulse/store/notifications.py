@@ -214,7 +214,7 @@ class NotificationStore:
         as jobs with their update time: what the reconciler checks against Redis."""
         since, last_id = after or (datetime.min.replace(tzinfo=UTC), str(uuid.UUID(int=0)))
         rows = await self._pool.fetch(_OPEN, older_than_s, since, last_id, limit)
-        return [(_job(row), row["updated_at"]) for row in rows]
+        return [(job_from_row(row), row["updated_at"]) for row in rows]
 
     async def withdraw(self, notification_id: str) -> None:
         """Remove a notification the API could not stream (its client got a 503)."""
@@ -242,7 +242,8 @@ class NotificationStore:
         await self._pool.fetchval("SELECT 1")
 
 
-def _job(row: Any) -> Job:
+def job_from_row(row: Any) -> Job:
+    """A job from a row with the notification's columns (payload as JSON text)."""
     return Job(
         id=row["id"],
         tenant_id=row["tenant_id"],

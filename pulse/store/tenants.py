@@ -23,6 +23,12 @@ class NewTenant:
     api_key: str
 
 
+@dataclass(frozen=True, slots=True)
+class Principal:
+    tenant_id: str
+    key_id: str
+
+
 def generate_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
@@ -58,11 +64,17 @@ class TenantStore:
 
     async def authenticate(self, api_key: str) -> str | None:
         """The tenant id owning this key, or None for an unknown or revoked key."""
-        tenant_id = await self._pool.fetchval(
-            "SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+        principal = await self.principal(api_key)
+        return None if principal is None else principal.tenant_id
+
+    async def principal(self, api_key: str) -> Principal | None:
+        """Who is calling: the key's tenant and the key's own id (for the audit)."""
+        row = await self._pool.fetchrow(
+            "SELECT tenant_id::text, id::text FROM api_keys"
+            " WHERE key_hash = $1 AND revoked_at IS NULL",
             hash_key(api_key),
         )
-        return None if tenant_id is None else str(tenant_id)
+        return None if row is None else Principal(tenant_id=row[0], key_id=row[1])
 
     @staticmethod
     async def _insert_key(conn: Connection, tenant_id: uuid.UUID, key: str) -> None:

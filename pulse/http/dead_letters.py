@@ -1,0 +1,145 @@
+"""``/api/dead-letters``: list, show, replay and purge a tenant's dead letters."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from aiohttp import web
+
+from pulse.errors import InvalidInput, NotFound, Unavailable
+from pulse.http.state import DEAD_LETTERS, KEY_ID, NOTIFICATIONS, TENANT_ID
+from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
+from pulse.store.dead_letters import DeadLetterFilter
+from pulse.store.errors import TRANSIENT_DB_ERRORS
+from pulse.validation import explain
+
+routes = web.RouteTableDef()
+Limit = Annotated[int, msgspec.Meta(ge=1, le=1000)]
+
+
+class ListQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    channel: str | None = None
+    error_class: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: Limit = 100
+    cursor: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+
+class ReplayRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    channel: str | None = None
+    error_class: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    ids: list[int] | None = None
+    limit: Limit = 100
+    rate: Annotated[float, msgspec.Meta(gt=0, le=10_000)] = 100.0
+
+
+@routes.get("/api/dead-letters")
+async def list_dead_letters(request: web.Request) -> web.Response:
+    query = _convert(dict(request.query), ListQuery, strict=False)
+    where = DeadLetterFilter(
+        tenant_id=request[TENANT_ID],
+        channel=query.channel,
+        error_class=query.error_class,
+        since=query.since,
+        until=query.until,
+    )
+    items = await _db(request.app[DEAD_LETTERS].store.find(where, query.cursor, query.limit))
+    cursor = items[-1].id if len(items) == query.limit else None
+    return _json({"items": items, "next_cursor": cursor})
+
+
+@routes.get("/api/dead-letters/{id:\\d+}")
+async def show_dead_letter(request: web.Request) -> web.Response:
+    dead_letter_id = int(request.match_info["id"])
+    where = DeadLetterFilter(tenant_id=request[TENANT_ID], ids=[dead_letter_id])
+    service = request.app[DEAD_LETTERS]
+    found = await _db(service.store.find(where, 0, 1))
+    if not found or found[0].notification_id is None:
+        raise NotFound(f"no dead letter {dead_letter_id}")
+    item = found[0]
+    notification_id = item.notification_id
+    assert notification_id is not None
+    notification = await _db(request.app[NOTIFICATIONS].get(request[TENANT_ID], notification_id))
+    attempts = await _db(service.store.attempts(notification_id))
+    return _json({"dead_letter": item, "notification": notification, "attempts": attempts})
+
+
+@routes.post("/api/dead-letters/{id:\\d+}/replay")
+async def replay_one(request: web.Request) -> web.Response:
+    where = DeadLetterFilter(tenant_id=request[TENANT_ID], ids=[int(request.match_info["id"])])
+    count = await _replay(request, where, limit=1, rate=100.0)
+    if count == 0:
+        raise NotFound(f"no dead letter {request.match_info['id']} to replay")
+    return _json({"replayed": count}, status=202)
+
+
+@routes.post("/api/dead-letters/replay")
+async def replay_many(request: web.Request) -> web.Response:
+    body = await request.read()
+    replay = _decode(body or b"{}", ReplayRequest)
+    where = DeadLetterFilter(
+        tenant_id=request[TENANT_ID],
+        channel=replay.channel,
+        error_class=replay.error_class,
+        since=replay.since,
+        until=replay.until,
+        ids=replay.ids,
+    )
+    count = await _replay(request, where, limit=replay.limit, rate=replay.rate)
+    return _json({"replayed": count}, status=202)
+
+
+@routes.delete("/api/dead-letters/{id:\\d+}")
+async def purge_one(request: web.Request) -> web.Response:
+    where = DeadLetterFilter(tenant_id=request[TENANT_ID], ids=[int(request.match_info["id"])])
+    purged = await _guarded(request.app[DEAD_LETTERS].purge(where))
+    if purged == 0:
+        raise NotFound(f"no dead letter {request.match_info['id']}")
+    return web.Response(status=204)
+
+
+async def _replay(request: web.Request, where: DeadLetterFilter, limit: int, rate: float) -> int:
+    by = f"key {request[KEY_ID]}"
+    count: int = await _guarded(request.app[DEAD_LETTERS].replay(where, by, limit=limit, rate=rate))
+    return count
+
+
+async def _db(awaitable: Any) -> Any:
+    try:
+        return await awaitable
+    except TRANSIENT_DB_ERRORS:
+        raise Unavailable("the database is unreachable; retry shortly") from None
+
+
+async def _guarded(awaitable: Any) -> Any:
+    try:
+        return await awaitable
+    except (*TRANSIENT_DB_ERRORS, *TRANSIENT_REDIS_ERRORS):
+        raise Unavailable("a backing service is unreachable; retry shortly") from None
+
+
+def _convert(data: dict[str, str], kind: type[Any], strict: bool) -> Any:
+    try:
+        return msgspec.convert(data, kind, strict=strict)
+    except msgspec.ValidationError as exc:
+        raise explain(exc) from None
+
+
+def _decode(body: bytes, kind: type[Any]) -> Any:
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as exc:
+        raise explain(exc) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidInput(f"body is not valid JSON: {exc}") from None
+
+
+def _json(document: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status, body=msgspec.json.encode(document), content_type="application/json"
+    )
