@@ -57,7 +57,7 @@ async def drain(redis_url: str, database_url: str, jobs: int, settings: Settings
     pool = await create_pool(database_url, 2, settings.db_pool_max)
     redis: Redis = Redis.from_url(redis_url)
     try:
-        await _enqueue(pool, redis, prefix, jobs)
+        await enqueue_bulk(pool, redis, prefix, jobs)
         result = await _timed_drain(settings, pool, redis, jobs)
         await _verify_audit(pool, jobs)
         return result
@@ -67,7 +67,8 @@ async def drain(redis_url: str, database_url: str, jobs: int, settings: Settings
         await pool.close()
 
 
-async def _enqueue(pool: asyncpg.Pool, redis: Redis, prefix: str, count: int) -> None:
+async def enqueue_bulk(pool: asyncpg.Pool, redis: Redis, prefix: str, count: int) -> None:
+    """Commit ``count`` log-channel notifications and stream them, as the API would."""
     tenant = await TenantStore(pool).create(f"bench-{prefix}")
     publisher = Publisher(redis, QueueKeys(prefix))
     payload = {"message": "benchmark"}

@@ -1,8 +1,9 @@
 """Hands entries (new from the fetcher, or taken back by the reclaimer) to the deliverers.
 
 One claim statement per batch moves the notifications to ``delivering``; an entry whose
-notification is already delivered, failed or cancelled is acknowledged without sending (the
-delivery ledger), and an entry that cannot be decoded goes to the dead letters, raw.
+notification is already delivered, failed or cancelled, or is being delivered by a live worker,
+is acknowledged without sending (the delivery ledger), and an entry that cannot be decoded goes
+to the dead letters, raw.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pulse.runtime.deliverer import Deliverer
 from pulse.runtime.leaser import Leaser
 from pulse.runtime.work import Done, WorkItem
 from pulse.store.errors import TRANSIENT_DB_ERRORS
-from pulse.store.notifications import NotificationStore
+from pulse.store.notifications import Claim, NotificationStore
 from pulse.timeutil import utcnow
 
 logger = logging.getLogger("pulse.runtime.dispatcher")
@@ -33,12 +34,14 @@ class Dispatcher:
         acker: Acker,
         leaser: Leaser,
         worker: str,
+        lease_s: float,
     ) -> None:
         self._store = store
         self._deliverers = deliverers
         self._acker = acker
         self._leaser = leaser
         self._worker = worker
+        self._lease_s = lease_s
 
     async def dispatch(self, entries: Sequence[Entry]) -> None:
         undecodable = [e for e in entries if e.job is None]
@@ -47,18 +50,19 @@ class Dispatcher:
         good = [e for e in entries if e.job is not None]
         if not good:
             return
-        claimed = await self._claim([e.job_id for e in good])
-        finished = [e for e in good if e.job_id not in claimed]
+        claim = await self._claim([e.job_id for e in good])
+        finished = [e for e in good if e.job_id in claim.finished]
         if finished:
             self._acker.ack_only(finished)
         for entry in good:
-            if entry.job_id in claimed:
+            if entry.job_id in claim.claimed:
                 await self._hand_out(entry)
+        # The rest are in a live worker's hands: left pending, looked at again after a lease.
 
     async def _hand_out(self, entry: Entry) -> None:
         assert entry.job is not None
         item = WorkItem(entry=entry, job=entry.job)
-        self._leaser.hold(item.lease_key)
+        self._leaser.hold(item.lease_key, item.job.id)
         deliverer = self._deliverers.get(entry.job.handler)
         if deliverer is None:
             error = f"channel {entry.job.handler!r} is not served by this worker"
@@ -67,12 +71,12 @@ class Dispatcher:
             return
         await deliverer.put(item)
 
-    async def _claim(self, ids: list[str]) -> set[str]:
+    async def _claim(self, ids: list[str]) -> Claim:
         """Claim until PostgreSQL answers: the entries are ours and pending meanwhile."""
         failures = 0
         while True:
             try:
-                return set(await self._store.claim(ids, self._worker))
+                return await self._store.claim(ids, self._worker, self._lease_s)
             except TRANSIENT_DB_ERRORS as exc:
                 delay = BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]
                 failures += 1

@@ -1,9 +1,10 @@
-"""Keeps the leases of in-flight entries alive.
+"""Keeps the leases of in-flight entries alive, in Redis and in PostgreSQL.
 
-From the moment an entry is handed to a deliverer until the acker has settled it in Redis, this
-actor renews its lease every third of the lease period (``renew.lua``: XCLAIM JUSTID, which
-does not count as a delivery). Only entries of a crashed or hung worker go idle long enough for
-another worker's reclaimer to take them.
+From the moment an entry is handed to a deliverer until the acker has settled it, this actor
+renews its lease every third of the lease period: in Redis (``renew.lua``: XCLAIM JUSTID, which
+does not count as a delivery) and in PostgreSQL (the claim's ``updated_at``). Only entries of a
+crashed or hung worker go idle long enough for another worker to take them, and a copy the
+reconciler made after Redis lost its data cannot be claimed while the holder lives.
 """
 
 from __future__ import annotations
@@ -13,21 +14,24 @@ import logging
 
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.queue.pending import PendingEntries
+from pulse.store.errors import TRANSIENT_DB_ERRORS
+from pulse.store.notifications import NotificationStore
 
 logger = logging.getLogger("pulse.runtime.leaser")
 
 
 class Leaser:
-    def __init__(self, pending: PendingEntries, lease_ms: int) -> None:
+    def __init__(self, pending: PendingEntries, store: NotificationStore, lease_ms: int) -> None:
         self._pending = pending
+        self._store = store
         self._interval_s = lease_ms / 3000
-        self._held: set[tuple[str, str]] = set()
+        self._held: dict[tuple[str, str], str] = {}
 
-    def hold(self, key: tuple[str, str]) -> None:
-        self._held.add(key)
+    def hold(self, key: tuple[str, str], job_id: str) -> None:
+        self._held[key] = job_id
 
     def release(self, key: tuple[str, str]) -> None:
-        self._held.discard(key)
+        self._held.pop(key, None)
 
     @property
     def held(self) -> int:
@@ -41,10 +45,15 @@ class Leaser:
     async def renew_once(self) -> None:
         if not self._held:
             return
+        held = dict(self._held)
         try:
-            lost = await self._pending.renew(list(self._held))
+            await self._store.touch(list(held.values()))
+        except TRANSIENT_DB_ERRORS as exc:
+            logger.warning("could not renew %d claims: %s", len(held), exc)
+        try:
+            lost = await self._pending.renew(list(held))
         except TRANSIENT_REDIS_ERRORS as exc:
-            logger.warning("could not renew %d leases: %s", len(self._held), exc)
+            logger.warning("could not renew %d leases: %s", len(held), exc)
             return
         for key in lost:
             logger.warning("lease of %s %s was taken by another worker", *key)

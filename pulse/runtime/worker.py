@@ -65,7 +65,7 @@ class Worker:
         self.consumer = Consumer(redis, keys, name)
         pending = PendingEntries(redis, keys, name)
         store = NotificationStore(pool)
-        self.leaser = Leaser(pending, settings.worker_lease_ms)
+        self.leaser = Leaser(pending, store, settings.worker_lease_ms)
         self.acker = Acker(
             store,
             self.consumer,
@@ -87,7 +87,9 @@ class Worker:
             )
             for name, channel in channels.items()
         }
-        dispatcher = Dispatcher(store, self.deliverers, self.acker, self.leaser, name)
+        dispatcher = Dispatcher(
+            store, self.deliverers, self.acker, self.leaser, name, settings.worker_lease_ms / 1000
+        )
         self.fetcher = Fetcher(
             self.consumer,
             dispatcher,

@@ -35,12 +35,21 @@ WITH c AS (
     UPDATE notifications n
        SET status = 'delivering', attempts = n.attempts + 1, updated_at = now()
      WHERE n.id = ANY($1::uuid[])
-       AND n.status NOT IN ('delivered', 'failed', 'cancelled')
+       AND (n.status IN ('queued', 'retrying')
+            OR (n.status = 'delivering' AND n.updated_at < now() - make_interval(secs => $3)))
     RETURNING n.id, n.attempts
 ), a AS (
     INSERT INTO audit (notification_id, status, worker) SELECT id, 'delivering', $2 FROM c
 )
-SELECT id::text AS id, attempts FROM c
+SELECT id::text AS id, true AS claimed FROM c
+UNION ALL
+SELECT id::text, false FROM notifications
+ WHERE id = ANY($1::uuid[]) AND status IN ('delivered', 'failed', 'cancelled')
+"""
+
+_TOUCH = """
+UPDATE notifications SET updated_at = now()
+ WHERE id = ANY($1::uuid[]) AND status = 'delivering'
 """
 
 _RECORD = """
@@ -145,6 +154,12 @@ class OutcomeRow:
 
 
 @dataclass(frozen=True, slots=True)
+class Claim:
+    claimed: set[str]
+    finished: set[str]
+
+
+@dataclass(frozen=True, slots=True)
 class UndecodableRow:
     stream: str
     entry_id: str
@@ -170,16 +185,26 @@ class NotificationStore:
         )
         return created_at
 
-    async def claim(self, ids: Sequence[str], worker: str) -> dict[str, int]:
-        """Move the given notifications to ``delivering``; return {id: attempt} of those claimed.
+    async def claim(self, ids: Sequence[str], worker: str, lease_s: float) -> Claim:
+        """Move the given notifications to ``delivering`` (the delivery ledger).
 
-        Ones already delivered, failed or cancelled are left alone and not returned, so a
-        redelivered stream entry of a finished notification is acknowledged without sending.
+        Ones already delivered, failed or cancelled come back as ``finished``: their stream
+        entries are acknowledged without sending. Ones a live worker holds (claimed or touched
+        less than ``lease_s`` ago) are neither: after Redis lost its data, the reconciler's
+        copy must not overtake a delivery still in that worker's hands.
         """
         if not ids:
-            return {}
-        rows = await self._pool.fetch(_CLAIM, list(ids), worker)
-        return {row["id"]: row["attempts"] for row in rows}
+            return Claim(set(), set())
+        rows = await self._pool.fetch(_CLAIM, list(ids), worker, lease_s)
+        return Claim(
+            claimed={row["id"] for row in rows if row["claimed"]},
+            finished={row["id"] for row in rows if not row["claimed"]},
+        )
+
+    async def touch(self, ids: Sequence[str]) -> None:
+        """Heartbeat held notifications, so their claim stays fresh while they are in hand."""
+        if ids:
+            await self._pool.execute(_TOUCH, list(ids))
 
     async def record(self, outcomes: Sequence[OutcomeRow], worker: str) -> int:
         """Persist a batch of attempts: statuses, audit, attempt and dead-letter rows, in one
