@@ -26,7 +26,7 @@ from pulse.queue.publisher import Publisher
 from pulse.runtime.worker import Worker
 from pulse.store.migrations import migrate
 from pulse.store.pool import create_pool
-from pulse.store.tenants import TenantStore
+from pulse.store.tenants import TenantStore, generate_key
 
 CHUNK = 1000
 POLL_S = 0.02
@@ -67,27 +67,33 @@ async def drain(redis_url: str, database_url: str, jobs: int, settings: Settings
         await pool.close()
 
 
-async def enqueue_bulk(pool: asyncpg.Pool, redis: Redis, prefix: str, count: int) -> None:
-    """Commit ``count`` log-channel notifications and stream them, as the API would."""
-    tenant = await TenantStore(pool).create(f"bench-{prefix}")
+async def enqueue_bulk(
+    pool: asyncpg.Pool, redis: Redis, prefix: str, count: int, priority: int = 2
+) -> list[str]:
+    """Commit ``count`` log-channel notifications and stream them, as the API would; return
+    their ids. They belong to the tenant ``bench-<prefix>``."""
+    tenant_id = await TenantStore(pool).ensure(f"bench-{prefix}", generate_key())
+    ids: list[str] = []
     publisher = Publisher(redis, QueueKeys(prefix))
     payload = {"message": "benchmark"}
     for start in range(0, count, CHUNK):
         batch = [
             Job(
                 id=str(uuid7()),
-                tenant_id=tenant.tenant_id,
+                tenant_id=tenant_id,
                 kind="notification",
                 handler="log",
                 recipient="bench",
                 payload=payload,
-                priority=2,
+                priority=priority,
                 max_attempts=5,
             )
             for _ in range(min(CHUNK, count - start))
         ]
         await _commit(pool, batch)
         await publisher.publish(batch)
+        ids += [job.id for job in batch]
+    return ids
 
 
 async def _commit(pool: asyncpg.Pool, batch: list[Job]) -> None:
@@ -95,11 +101,12 @@ async def _commit(pool: asyncpg.Pool, batch: list[Job]) -> None:
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
             "INSERT INTO notifications (id, tenant_id, channel, recipient, payload, priority,"
-            " status, max_attempts) SELECT id, $2, 'log', 'bench', $3::jsonb, 2, 'queued', 5"
+            " status, max_attempts) SELECT id, $2, 'log', 'bench', $3::jsonb, $4, 'queued', 5"
             " FROM unnest($1::uuid[]) AS id",
             ids,
             batch[0].tenant_id,
             msgspec.json.encode(batch[0].payload).decode(),
+            batch[0].priority,
         )
         await conn.execute(
             "INSERT INTO audit (notification_id, status) SELECT id, 'queued'"

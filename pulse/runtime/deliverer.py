@@ -1,9 +1,10 @@
 """One deliverer per channel: a bounded priority mailbox drained by a fixed number of lanes.
 
-The mailbox bound is the backpressure: when a channel is slow its mailbox fills, the fetcher's
-``put`` waits, and the worker stops reading more than it can deliver. The mailbox is ordered by
-priority (then arrival), so an urgent item overtakes a backlog of bulk work. The lanes bound
-how many provider calls of this channel are in flight at once.
+The mailbox bound is the backpressure: when a channel is slow its mailbox fills and the fetcher
+waits for room *before* it reads its next round (never in the middle of one, where an urgent
+entry would queue behind the round's bulk), so the worker stops reading more than it can
+deliver. The mailbox is ordered by priority (then arrival), so an urgent item overtakes a
+backlog of bulk work. The lanes bound how many provider calls of this channel are in flight.
 """
 
 from __future__ import annotations
@@ -32,17 +33,25 @@ class Deliverer:
         self._acker = acker
         self._metrics = metrics
         self._concurrency = concurrency
-        self._mailbox: asyncio.PriorityQueue[tuple[int, int, WorkItem]] = asyncio.PriorityQueue(
-            maxsize=mailbox
-        )
+        self._mailbox: asyncio.PriorityQueue[tuple[int, int, WorkItem]] = asyncio.PriorityQueue()
+        self._limit = mailbox
+        self._room = asyncio.Event()
+        self._room.set()
         self._arrivals = itertools.count()
 
     @property
     def name(self) -> str:
         return self._channel.spec.name
 
-    async def put(self, item: WorkItem) -> None:
-        await self._mailbox.put((item.job.priority, next(self._arrivals), item))
+    def put(self, item: WorkItem) -> None:
+        """Never waits: the fetcher waited for room before reading (a round may overshoot the
+        bound by at most one fetch batch)."""
+        self._mailbox.put_nowait((item.job.priority, next(self._arrivals), item))
+        if self._mailbox.qsize() >= self._limit:
+            self._room.clear()
+
+    async def wait_for_room(self) -> None:
+        await self._room.wait()
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as lanes:
@@ -56,6 +65,8 @@ class Deliverer:
     async def _lane(self) -> None:
         while True:
             _, _, item = await self._mailbox.get()
+            if self._mailbox.qsize() < self._limit:
+                self._room.set()
             try:
                 started_at, started = utcnow(), time.perf_counter()
                 outcome = await self._attempt(item)

@@ -43,6 +43,11 @@ class Dispatcher:
         self._worker = worker
         self._lease_s = lease_s
 
+    async def wait_for_room(self) -> None:
+        """Backpressure: return once every deliverer's mailbox has room for another round."""
+        for deliverer in self._deliverers.values():
+            await deliverer.wait_for_room()
+
     async def dispatch(self, entries: Sequence[Entry]) -> None:
         undecodable = [e for e in entries if e.job is None]
         if undecodable:
@@ -56,10 +61,10 @@ class Dispatcher:
             self._acker.ack_only(finished)
         for entry in good:
             if entry.job_id in claim.claimed:
-                await self._hand_out(entry)
+                self._hand_out(entry)
         # The rest are in a live worker's hands: left pending, looked at again after a lease.
 
-    async def _hand_out(self, entry: Entry) -> None:
+    def _hand_out(self, entry: Entry) -> None:
         assert entry.job is not None
         item = WorkItem(entry=entry, job=entry.job)
         self._leaser.hold(item.lease_key, item.job.id)
@@ -69,7 +74,7 @@ class Dispatcher:
             failed = Failed(error=error, error_class="UnknownChannel")
             self._acker.submit(Done(item, failed, utcnow(), 0.0))
             return
-        await deliverer.put(item)
+        deliverer.put(item)
 
     async def _claim(self, ids: list[str]) -> Claim:
         """Claim until PostgreSQL answers: the entries are ours and pending meanwhile."""

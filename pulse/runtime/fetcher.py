@@ -45,6 +45,7 @@ class Fetcher:
     async def run(self) -> None:
         failures = 0
         while not self._stopping.is_set():
+            await self._dispatcher.wait_for_room()
             try:
                 entries = await self._read_round()
                 if not entries:

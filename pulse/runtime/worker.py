@@ -141,14 +141,17 @@ class Worker:
         grace = self._settings.worker_grace_s
         await self._supervisor.cancel("reclaimer", "reconciler")
         self.fetcher.stop()
+        logger.debug("shutdown: fetcher asked to stop")
         if not await self._supervisor.wait("fetcher", grace):
             await self._supervisor.cancel("fetcher")
+        logger.debug("shutdown: fetcher stopped; draining mailboxes")
         drains = [d.drain() for d in self.deliverers.values()]
         try:
             await asyncio.wait_for(asyncio.gather(*drains), grace)
         except TimeoutError:
             logger.warning("grace period over: unfinished deliveries stay pending in Redis")
         await self._supervisor.cancel(*(f"deliverer:{name}" for name in self.deliverers))
+        logger.debug("shutdown: deliverers stopped; settling")
         await self._supervisor.cancel("acker")
         if not await self.acker.drain(grace):
             logger.warning("could not settle %d results; they stay pending", self.acker.backlog)
