@@ -8,7 +8,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: dev test lint format typecheck bench setup clean
+.PHONY: dev test lint format typecheck bench reliability setup clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -42,6 +42,10 @@ typecheck: setup
 
 bench: setup
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# The figures of docs/reliability.md: chaos, priorities, bounded memory (also part of `make test`).
+reliability: setup
+	$(BIN)/pytest -s -q tests/test_chaos.py tests/test_priorities.py tests/test_bounded_memory.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .bench-venv .pytest_cache .mypy_cache .ruff_cache

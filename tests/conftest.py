@@ -109,6 +109,8 @@ async def settings(
         smtp_timeout_s=5,
         worker_block_ms=100,
         worker_grace_s=5,
+        # Tests share one database; a reconciler would adopt other tests' leftovers.
+        reconcile_interval_s=3600,
     )
     redis = Redis.from_url(redis_url)
     try:

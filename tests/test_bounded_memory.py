@@ -45,6 +45,10 @@ async def test_draining_100k_notifications_returns_redis_memory(
         " WHERE t.name = $1 AND n.status = 'delivered'",
         f"bench-{settings.key_prefix}",
     )
+    print(
+        f"\nredis used_memory: {before / 1e6:.1f} MB before, {loaded / 1e6:.1f} MB with"
+        f" {COUNT:,} queued, {after / 1e6:.1f} MB after draining"
+    )
     assert delivered == COUNT
     assert loaded - before > 10_000_000  # the backlog really occupied Redis
     assert after - before < 2_000_000, (before, loaded, after)

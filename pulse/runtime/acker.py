@@ -141,12 +141,17 @@ class Acker:
             await self.flush()
 
     async def drain(self, timeout_s: float) -> bool:
-        """Flush until nothing is left (shutdown); False if a store stayed down too long."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while self.backlog and loop.time() < deadline:
+        """Flush until nothing is left (shutdown); False if that took longer than allowed, in
+        which case the rest stays pending in Redis for another worker."""
+        try:
+            await asyncio.wait_for(self._flush_all(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _flush_all(self) -> None:
+        while self.backlog:
             await self.flush()
-        return not self.backlog
 
     async def flush(self) -> None:
         batch = (self._results, self._ack_only, self._undecodable)

@@ -1,0 +1,102 @@
+"""The reconciler: committed notifications Redis lost are enqueued again, one copy at a time.
+
+These tests get a database of their own: the reconciler adopts every unfinished notification
+in its database, including other tests' leftovers in the shared one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import msgspec
+import pytest
+from redis.asyncio import Redis
+
+from pulse.config import Settings
+from pulse.queue.keys import QueueKeys
+from pulse.queue.publisher import Publisher
+from pulse.store.migrations import migrate
+from pulse.store.notifications import NotificationStore
+from tests.conftest import Client, ServerUrls, WorkerFactory, wait_for_status, with_database
+from tests.smtp_servers import ScriptedHandler, ScriptedSmtp
+from tests.test_reliability import column, post
+
+
+@pytest.fixture
+async def database_url(server_urls: ServerUrls) -> AsyncIterator[str]:
+    """Overrides the shared database with a fresh one for each test of this module."""
+    name = f"pulse_reconcile_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(server_urls.postgres)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = with_database(server_urls.postgres, name)
+    conn = await asyncpg.connect(url)
+    await migrate(conn)
+    await conn.close()
+    try:
+        yield url
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture
+def smtp() -> Iterator[ScriptedSmtp]:
+    with ScriptedSmtp(ScriptedHandler()) as server:
+        yield server
+
+
+@pytest.fixture
+def fast(settings: Settings, smtp: ScriptedSmtp) -> Settings:
+    return msgspec.structs.replace(settings, smtp_port=smtp.port, worker_reclaim_interval_ms=50)
+
+
+async def test_reconciler_enqueues_committed_notifications_redis_lost(
+    client: Client,
+    auth: dict[str, str],
+    fast: Settings,
+    start_worker: WorkerFactory,
+    redis: Redis,
+    pool: asyncpg.Pool,
+) -> None:
+    # Given an accepted notification whose stream entry Redis lost
+    location = await post(client, auth)
+    keys = QueueKeys(fast.key_prefix)
+    await redis.delete(keys.stream(1), keys.index())
+
+    # When a worker's reconciler runs
+    start_worker(msgspec.structs.replace(fast, reconcile_interval_s=0.2, reconcile_after_s=0.1))
+
+    # Then it is enqueued again and delivered, and the audit says so
+    document = await wait_for_status(client, auth, location, "delivered")
+    details = await column(
+        pool, "SELECT detail FROM audit WHERE notification_id = $1 ORDER BY id", str(document["id"])
+    )
+    assert "re-enqueued: missing from Redis" in details
+
+
+async def test_a_dead_reconciler_lock_blocks_only_until_it_expires(
+    settings: Settings, redis: Redis, pool: asyncpg.Pool
+) -> None:
+    from pulse.queue.index import JobIndex
+    from pulse.queue.lock import ExpiringLock
+    from pulse.runtime.reconciler import Reconciler, ReconcilerSettings
+
+    keys = QueueKeys(settings.key_prefix)
+    lock_key = keys.lock("reconciler")
+    await redis.set(lock_key, "a-holder-that-was-sigkilled", px=300)
+    reconciler = Reconciler(
+        NotificationStore(pool),
+        JobIndex(redis, keys),
+        Publisher(redis, keys),
+        ExpiringLock(redis, lock_key, 30_000),
+        ReconcilerSettings(interval_s=1, older_than_s=3600),
+        "test",
+    )
+
+    assert not await ExpiringLock(redis, lock_key, 1000).acquire()  # held
+    await asyncio.sleep(0.4)
+    assert await reconciler.reconcile_once() == 0  # ran: the lock had expired
+    assert await redis.get(lock_key) is None  # and released its own lock
