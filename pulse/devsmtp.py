@@ -3,9 +3,11 @@ it in memory and logs one line per mail, so a developer sees what Pulse sent."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -20,6 +22,8 @@ logger = logging.getLogger("pulse.devsmtp")
 
 @dataclass(frozen=True, slots=True)
 class ReceivedMail:
+    """One accepted mail: the envelope, the parsed headers tests look at, and the raw bytes."""
+
     mail_from: str
     rcpt_tos: list[str]
     subject: str
@@ -38,7 +42,17 @@ class _Handler:
         return "250 Message accepted for delivery"
 
 
+class _Controller(Controller):
+    """Learns the bound port before aiosmtpd connects to itself, so port 0 works."""
+
+    def _trigger_server(self) -> None:
+        if self.port == 0 and isinstance(self.server, asyncio.Server):
+            self.port = int(self.server.sockets[0].getsockname()[1])
+        super()._trigger_server()  # type: ignore[no-untyped-call]
+
+
 def free_port(host: str) -> int:
+    """A TCP port free right now on ``host`` (for servers that cannot take port 0)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
         port: int = probe.getsockname()[1]
@@ -46,12 +60,24 @@ def free_port(host: str) -> int:
 
 
 class SmtpSink(Managed):
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    """Accepts every mail on ``host:port`` (0: any free port, see ``.port`` once started)."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        on_message: Callable[[ReceivedMail], None] | None = None,
+    ) -> None:
         self._host = host
         self._port = port
+        self._on_message = on_message
         self._lock = threading.Lock()
         self._messages: list[ReceivedMail] = []
-        self._controller: Controller | None = None
+        self._controller: _Controller | None = None
+
+    @property
+    def host(self) -> str:
+        return self._host
 
     @property
     def port(self) -> int:
@@ -60,11 +86,10 @@ class SmtpSink(Managed):
         return int(self._controller.port)
 
     def start(self) -> None:
-        # aiosmtpd connects to its own port to check that it started, so port 0 cannot be
-        # passed through: take a free port from the OS first.
-        port = self._port or free_port(self._host)
+        if self._controller is not None:
+            return
         logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd narrates every line
-        controller = Controller(_Handler(self), hostname=self._host, port=port)
+        controller = _Controller(_Handler(self), hostname=self._host, port=self._port)
         controller.start()
         self._controller = controller
 
@@ -73,23 +98,39 @@ class SmtpSink(Managed):
         if controller is not None:
             controller.stop()
 
-    def record(self, mail_from: str, rcpt_tos: list[str], raw: bytes) -> None:
+    def record(self, mail_from: str, rcpt_tos: list[str], raw: bytes) -> ReceivedMail:
+        """Parse and keep one mail (the handler calls this from aiosmtpd's thread)."""
         parsed = message_from_bytes(raw, policy=policy.default)
         assert isinstance(parsed, EmailMessage)
         body = parsed.get_body(preferencelist=("plain", "html"))
         text = body.get_content() if body is not None else ""
+        text = text.replace("\r\n", "\n")  # SMTP carries CRLF; Pulse wrote plain newlines
+        message_id = parsed.get("Message-ID")
         mail = ReceivedMail(
             mail_from=mail_from,
             rcpt_tos=rcpt_tos,
             subject=str(parsed.get("Subject", "")),
             text=text,
-            message_id=parsed.get("Message-ID"),
+            message_id=None if message_id is None else str(message_id),
             raw=raw,
         )
         with self._lock:
             self._messages.append(mail)
-        logger.info("received mail from %s to %s: %r", mail_from, ", ".join(rcpt_tos), mail.subject)
+        logger.info(
+            "received mail from %s to %s subject %r", mail_from, ", ".join(rcpt_tos), mail.subject
+        )
+        if self._on_message is not None:
+            try:
+                self._on_message(mail)
+            except Exception:  # a broken callback must not turn into an SMTP error for Pulse
+                logger.exception("on_message callback failed")
+        return mail
 
     def messages(self) -> list[ReceivedMail]:
+        """A copy, safe to read while mails keep arriving."""
         with self._lock:
             return list(self._messages)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._messages.clear()
