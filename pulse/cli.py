@@ -79,7 +79,11 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from pulse.serve import run, serve_worker
 
-    run(lambda: serve_worker(settings))
+    try:
+        run(lambda: serve_worker(settings))
+    except asyncio.CancelledError:
+        print("pulse worker: stopped at once; unfinished work stays pending", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -75,9 +75,13 @@ async def backends(settings: Settings) -> AsyncIterator[tuple[Redis, asyncpg.Poo
     redis: Redis = Redis.from_url(settings.require_redis_url(), socket_timeout=None)
     try:
         yield redis, pool
+    except BaseException:
+        pool.terminate()  # stopping at once: do not wait for queries in flight
+        raise
     finally:
         await redis.aclose()
-        await pool.close()
+        if not pool.is_closing():
+            await pool.close()
 
 
 async def serve_api(settings: Settings) -> None:

@@ -77,6 +77,7 @@ class Submitter:
         self.headers = {"Authorization": f"Bearer {key}"}
         self.accepted: dict[str, str] = {}  # id -> recipient
         self.retries = 0
+        self.unavailable = 0
 
     async def send_all(self, total: int) -> None:
         queue: asyncio.Queue[int] = asyncio.Queue()
@@ -106,7 +107,10 @@ class Submitter:
                         if response.status == 202:
                             self.accepted[(await response.json())["id"]] = recipient
                             break
-                        assert response.status in (503, 500), await response.text()
+                        # An outage is a 503 with Retry-After, never a 500.
+                        assert response.status == 503, await response.text()
+                        assert response.headers["Retry-After"]
+                        self.unavailable += 1
                 except (aiohttp.ClientError, TimeoutError):
                     pass
                 self.retries += 1
@@ -285,6 +289,7 @@ async def _verify(
     figures.update(
         sent=len(submitter.accepted),
         client_retries=submitter.retries,
+        answered_503=submitter.unavailable,
         delivered=len(delivered),
         failed=len(failed),
         duplicates=len(duplicates),
@@ -296,6 +301,7 @@ async def _verify(
         print("DUP", i, list(history[i]["details"]), list(history[i]["workers"]))
 
     assert len(submitter.accepted) == TOTAL
+    assert submitter.unavailable > 0  # the outages were seen as 503s, and retried
     assert lost == []
     assert stuck == []
     assert all(status[i]["last_error"] for i in failed)  # failed with its reason

@@ -160,3 +160,32 @@ async def test_sigterm_finishes_in_flight_delivery_and_exits_zero(
     assert status == "delivered"
     stream = QueueKeys(settings.key_prefix).stream(EXAMPLE["priority"])  # type: ignore[arg-type]
     assert (await redis.xpending(stream, CONSUMER_GROUP))["pending"] == 0
+
+
+async def test_second_sigterm_stops_at_once_leaving_work_pending(
+    client: Client,
+    auth: dict[str, str],
+    settings: Settings,
+    pool: asyncpg.Pool,
+    redis: Redis,
+    stalling_smtp: tuple[Controller, StallingHandler],
+) -> None:
+    # Given a worker whose delivery never completes (its grace period is 30 s)
+    controller, _ = stalling_smtp
+    response = await client.post("/api/notifications/", json=EXAMPLE, headers=auth)
+    notification_id = msgspec.json.decode(await response.read())["id"]
+    worker = start_worker(settings, controller.port)
+    await wait_for_claim(pool, notification_id)
+
+    # When it gets SIGTERM, then SIGTERM again
+    worker.send_signal(signal.SIGTERM)
+    await asyncio.sleep(0.5)
+    worker.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(worker.wait, 20)
+
+    # Then it stopped without waiting out the grace period, and the entry is still pending
+    assert code == 1  # a graceful stop would have waited for the delivery and exited 0
+    stream = QueueKeys(settings.key_prefix).stream(EXAMPLE["priority"])  # type: ignore[arg-type]
+    assert (await redis.xpending(stream, CONSUMER_GROUP))["pending"] == 1
+    status = await pool.fetchval("SELECT status FROM notifications WHERE id = $1", notification_id)
+    assert status == "delivering"

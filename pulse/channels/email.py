@@ -7,6 +7,8 @@ receiving system can recognise a redelivered mail as the same message.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import ssl
 from dataclasses import dataclass
@@ -21,6 +23,9 @@ from pulse.ports import ChannelSpec, Delivered, Envelope, Failed, Outcome, Retry
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _ADDRESS = re.compile(rf"^[^@\s<>()\[\],;:\"]+@{_LABEL}(?:\.{_LABEL})+$")
+
+
+QUIT_TIMEOUT_S = 1.0
 
 
 class EmailPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -79,9 +84,11 @@ class EmailChannel:
         return Delivered(provider_id=message["Message-ID"], response="250")
 
     async def _send(self, message: EmailMessage) -> None:
+        """Connect, authenticate, send. Not ``aiosmtplib.send``: its context manager answers a
+        cancellation with a polite QUIT, which hangs on a stalled server; a worker told to stop
+        at once must drop the connection instead."""
         config = self._config
-        await aiosmtplib.send(
-            message,
+        client = aiosmtplib.SMTP(
             hostname=config.host,
             port=config.port,
             username=config.username,
@@ -91,6 +98,13 @@ class EmailChannel:
             timeout=config.timeout_s,
             tls_context=config.tls_context,
         )
+        try:
+            await client.connect()
+            await client.send_message(message)
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+                await asyncio.wait_for(client.quit(), QUIT_TIMEOUT_S)
+        finally:
+            client.close()
 
 
 def build_message(envelope: Envelope, sender: str) -> EmailMessage:

@@ -133,8 +133,10 @@ class Worker:
         logger.info("worker %s serving channels %s", self.consumer.name, ", ".join(self._channels))
         try:
             await stop.wait()
-        finally:
             await self.shutdown()
+        except asyncio.CancelledError:  # a second signal: stop at once, leave work pending
+            await self._supervisor.cancel_all()
+            raise
 
     async def shutdown(self) -> None:
         """Stop taking work, finish what is in hand within the grace period, settle, leave."""

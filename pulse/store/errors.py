@@ -10,5 +10,7 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
     asyncpg.exceptions.OperatorInterventionError,
+    # a connection that dies in the middle of an operation surfaces as this internal error
+    asyncpg.exceptions.InternalClientError,
     TimeoutError,
 )
