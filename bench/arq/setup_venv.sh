@@ -1,13 +1,24 @@
 #!/usr/bin/env bash
 # Create (once) the virtual environment that runs arq for `make bench`: setup_venv.sh VENV_DIR
+# Idempotent: a stamp holding the hash of requirements.txt skips the install when it matches.
+# Quiet: pip's output goes to VENV_DIR/.install.log and is shown only when the install fails.
 set -euo pipefail
 venv=${1:?usage: setup_venv.sh VENV_DIR}
 here=$(cd "$(dirname "$0")" && pwd)
 stamp="$venv/.requirements.sha256"
 want=$(sha256sum "$here/requirements.txt" | cut -d' ' -f1)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+if [ -f "$stamp" ] && [ -x "$venv/bin/python" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
-python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
-echo "$want" > "$stamp"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+rm -f "$stamp"
+log="$venv/.install.log"
+if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    -r "$here/requirements.txt" >"$log" 2>&1; then
+  echo "setup_venv.sh: installing $here/requirements.txt into $venv failed:" >&2
+  cat "$log" >&2
+  exit 1
+fi
+echo "$want" >"$stamp"

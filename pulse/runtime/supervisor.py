@@ -14,6 +14,8 @@ logger = logging.getLogger("pulse.runtime.supervisor")
 
 ActorMain = Callable[[], Awaitable[None]]
 RESTART_DELAYS_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+CANCEL_TIMEOUT_S = 5.0
+RECANCEL_S = 0.1
 
 
 class Supervisor:
@@ -29,11 +31,23 @@ class Supervisor:
         done, _ = await asyncio.wait({task}, timeout=timeout_s)
         return bool(done)
 
-    async def cancel(self, *names: str) -> None:
-        tasks = [self._tasks[name] for name in names if name in self._tasks]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    async def cancel(self, *names: str, timeout_s: float = CANCEL_TIMEOUT_S) -> None:
+        """Cancel actors and wait for them, but not for ever.
+
+        A library may swallow a cancellation (turn it into a connection error that an actor
+        then retries), so the cancel is repeated until the task ends. One still running after
+        ``timeout_s`` is reported with where it waits and left behind, so shutdown still ends.
+        """
+        pending = {self._tasks[name] for name in names if name in self._tasks}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while pending and loop.time() < deadline:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=RECANCEL_S)
+        for task in pending:
+            where = " <- ".join(_await_chain(task.get_coro()))
+            logger.error("actor %s ignored cancellation: %s", task.get_name(), where)
 
     async def cancel_all(self) -> None:
         await self.cancel(*self._tasks)
@@ -52,3 +66,14 @@ class Supervisor:
                 crashes += 1
                 logger.exception("actor %s crashed; restarting in %.1fs", name, delay)
                 await asyncio.sleep(delay)
+
+
+def _await_chain(coro: object) -> list[str]:
+    """Where a suspended coroutine waits, outermost first: for the stuck-actor report."""
+    chain = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            chain.append(f"{frame.f_code.co_name} ({frame.f_code.co_filename}:{frame.f_lineno})")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return chain
