@@ -70,6 +70,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     reconcile_interval_s: PositiveFloat = 10.0
     reconcile_after_s: PositiveFloat = 30.0
 
+    idempotency_retention_s: PositiveFloat = 86_400.0
+    idempotency_stale_after_s: PositiveFloat = 60.0
+    max_list_limit: PositiveInt = 500
+
     dev_api_key: str | None = None
 
     def __repr__(self) -> str:

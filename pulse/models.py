@@ -42,6 +42,12 @@ DEFAULT_PRIORITY = 2
 
 PriorityLevel = Annotated[int, msgspec.Meta(ge=MIN_PRIORITY, le=MAX_PRIORITY)]
 MaxAttempts = Annotated[int, msgspec.Meta(ge=1, le=100)]
+MetadataKey = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+]
+MetadataValue = Annotated[str, msgspec.Meta(max_length=256)]
+# The client's own labels, to filter lists by: at most 20 string pairs.
+Metadata = Annotated[dict[MetadataKey, MetadataValue], msgspec.Meta(max_length=20)]
 
 
 class NotificationRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -52,6 +58,7 @@ class NotificationRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     payload: dict[str, Any]
     priority: PriorityLevel = DEFAULT_PRIORITY
     max_attempts: MaxAttempts | None = None
+    metadata: Metadata | None = None
 
 
 class Job(msgspec.Struct, frozen=True, kw_only=True):
@@ -79,6 +86,7 @@ class NotificationView(msgspec.Struct, kw_only=True):
     max_attempts: int
     attempts: int
     last_error: str | None
+    metadata: dict[str, str]
     created_at: datetime
     updated_at: datetime
     delivered_at: datetime | None

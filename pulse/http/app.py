@@ -6,6 +6,9 @@ and close when it stops, in tests and in production alike.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 
@@ -14,11 +17,12 @@ from redis.asyncio import Redis
 
 from pulse.config import Settings
 from pulse.dlq import DeadLetters
-from pulse.http import dead_letters, health, notifications
+from pulse.http import dead_letters, health, notification_queries, notifications
 from pulse.http.auth import auth_middleware
 from pulse.http.problems import Handler, problem_middleware
 from pulse.http.state import (
     DEAD_LETTERS,
+    IDEMPOTENCY,
     METRICS,
     NOTIFICATIONS,
     POOL,
@@ -34,9 +38,13 @@ from pulse.queue.dead_letters import DeadLetterStream
 from pulse.queue.keys import QueueKeys
 from pulse.queue.publisher import Publisher
 from pulse.store.dead_letters import DeadLetterStore
+from pulse.store.idempotency import IdempotencyStore
 from pulse.store.notifications import NotificationStore
 from pulse.store.pool import create_pool
 from pulse.store.tenants import TenantStore
+
+logger = logging.getLogger("pulse.http.app")
+IDEMPOTENCY_PURGE_INTERVAL_S = 60.0
 
 
 def create_app(
@@ -51,6 +59,7 @@ def create_app(
     app[METRICS] = metrics or Metrics()
     app.cleanup_ctx.append(_backends)
     app.add_routes(health.routes)
+    app.add_routes(notification_queries.routes)
     app.add_routes(notifications.routes)
     app.add_routes(dead_letters.routes)
     return app
@@ -71,11 +80,30 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
     app[DEAD_LETTERS] = DeadLetters(
         DeadLetterStore(pool), DeadLetterStream(redis, keys), app[PUBLISHER]
     )
+    app[IDEMPOTENCY] = IdempotencyStore(
+        pool, settings.idempotency_retention_s, settings.idempotency_stale_after_s
+    )
+    cleanup = asyncio.create_task(_purge_idempotency_keys(app[IDEMPOTENCY]))
     try:
         yield
     finally:
+        cleanup.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await cleanup
         await redis.aclose()
         await pool.close()
+
+
+async def _purge_idempotency_keys(store: IdempotencyStore) -> None:
+    """The cleanup loop: expired Idempotency-Key records are deleted, once a minute."""
+    while True:
+        try:
+            purged = await store.purge_expired()
+            if purged:
+                logger.info("purged %d expired idempotency keys", purged)
+        except Exception as exc:  # an outage, or migrations not applied yet: try again later
+            logger.warning("could not purge idempotency keys: %s", exc)
+        await asyncio.sleep(IDEMPOTENCY_PURGE_INTERVAL_S)
 
 
 @web.middleware

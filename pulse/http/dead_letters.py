@@ -9,6 +9,7 @@ import msgspec
 from aiohttp import web
 
 from pulse.errors import InvalidInput, NotFound, Unavailable
+from pulse.http.responses import from_db, json_response
 from pulse.http.state import DEAD_LETTERS, KEY_ID, NOTIFICATIONS, TENANT_ID
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.store.dead_letters import DeadLetterFilter
@@ -48,9 +49,9 @@ async def list_dead_letters(request: web.Request) -> web.Response:
         since=query.since,
         until=query.until,
     )
-    items = await _db(request.app[DEAD_LETTERS].store.find(where, query.cursor, query.limit))
+    items = await from_db(request.app[DEAD_LETTERS].store.find(where, query.cursor, query.limit))
     cursor = items[-1].id if len(items) == query.limit else None
-    return _json({"items": items, "next_cursor": cursor})
+    return json_response({"items": items, "next_cursor": cursor})
 
 
 @routes.get("/api/dead-letters/{id:\\d+}")
@@ -58,15 +59,17 @@ async def show_dead_letter(request: web.Request) -> web.Response:
     dead_letter_id = int(request.match_info["id"])
     where = DeadLetterFilter(tenant_id=request[TENANT_ID], ids=[dead_letter_id])
     service = request.app[DEAD_LETTERS]
-    found = await _db(service.store.find(where, 0, 1))
+    found = await from_db(service.store.find(where, 0, 1))
     if not found or found[0].notification_id is None:
         raise NotFound(f"no dead letter {dead_letter_id}")
     item = found[0]
     notification_id = item.notification_id
     assert notification_id is not None
-    notification = await _db(request.app[NOTIFICATIONS].get(request[TENANT_ID], notification_id))
-    attempts = await _db(service.store.attempts(notification_id))
-    return _json({"dead_letter": item, "notification": notification, "attempts": attempts})
+    notification = await from_db(
+        request.app[NOTIFICATIONS].get(request[TENANT_ID], notification_id)
+    )
+    attempts = await from_db(service.store.attempts(notification_id))
+    return json_response({"dead_letter": item, "notification": notification, "attempts": attempts})
 
 
 @routes.post("/api/dead-letters/{id:\\d+}/replay")
@@ -75,7 +78,7 @@ async def replay_one(request: web.Request) -> web.Response:
     count = await _replay(request, where, limit=1, rate=100.0)
     if count == 0:
         raise NotFound(f"no dead letter {request.match_info['id']} to replay")
-    return _json({"replayed": count}, status=202)
+    return json_response({"replayed": count}, status=202)
 
 
 @routes.post("/api/dead-letters/replay")
@@ -91,7 +94,7 @@ async def replay_many(request: web.Request) -> web.Response:
         ids=replay.ids,
     )
     count = await _replay(request, where, limit=replay.limit, rate=replay.rate)
-    return _json({"replayed": count}, status=202)
+    return json_response({"replayed": count}, status=202)
 
 
 @routes.delete("/api/dead-letters/{id:\\d+}")
@@ -107,13 +110,6 @@ async def _replay(request: web.Request, where: DeadLetterFilter, limit: int, rat
     by = f"key {request[KEY_ID]}"
     count: int = await _guarded(request.app[DEAD_LETTERS].replay(where, by, limit=limit, rate=rate))
     return count
-
-
-async def _db(awaitable: Any) -> Any:
-    try:
-        return await awaitable
-    except TRANSIENT_DB_ERRORS:
-        raise Unavailable("the database is unreachable; retry shortly") from None
 
 
 async def _guarded(awaitable: Any) -> Any:
@@ -137,9 +133,3 @@ def _decode(body: bytes, kind: type[Any]) -> Any:
         raise explain(exc) from None
     except msgspec.DecodeError as exc:
         raise InvalidInput(f"body is not valid JSON: {exc}") from None
-
-
-def _json(document: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        status=status, body=msgspec.json.encode(document), content_type="application/json"
-    )

@@ -1,4 +1,4 @@
-"""``/api/notifications``: accept (202 after commit) and read back."""
+"""``/api/notifications``: accept (202 after commit, Idempotency-Key aware) and read back."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import msgspec
 from aiohttp import web
 
 from pulse.errors import NotFound, Unavailable
+from pulse.http.idempotency import Remember, answer, idempotent_start, remember_answer
 from pulse.http.state import METRICS, NOTIFICATIONS, PUBLISHER, SETTINGS, SPECS, TENANT_ID
 from pulse.ids import uuid7
 from pulse.models import Job, Status
@@ -33,33 +34,42 @@ class Accepted(msgspec.Struct, kw_only=True):
 
 @routes.post("/api/notifications")
 @routes.post("/api/notifications/")
-async def create_notification(request: web.Request) -> web.Response:
+async def create_notification(request: web.Request) -> web.StreamResponse:
     if request.content_type not in JSON_TYPES:
         raise web.HTTPUnsupportedMediaType(text="send the body as 'Content-Type: application/json'")
-    body = await request.read()
-    checked = decode_request(body, request.app[SPECS])
+    checked = decode_request(await request.read(), request.app[SPECS])
+    started = await idempotent_start(request, msgspec.json.encode(checked.request))
+    if isinstance(started, web.StreamResponse):
+        return started  # a replay, or a conflict
     job = _job(request, checked)
-    created_at = await _commit(request, job)
-    await _enqueue(request, job)
+    location = f"/api/notifications/{job.id}"
+
+    def render(created_at: datetime) -> bytes:
+        body = Accepted(
+            id=job.id,
+            status=Status.QUEUED,
+            channel=job.handler,
+            priority=job.priority,
+            created_at=created_at.isoformat(),
+        )
+        return msgspec.json.encode(body)
+
+    try:
+        created_at = await _commit(
+            request, job, checked, remember_answer(started, render, location)
+        )
+        await _enqueue(request, job)
+    except BaseException:
+        if started is not None:
+            await started.release()
+        raise
     request.app[METRICS].accepted.labels(job.handler).inc()
-    accepted = Accepted(
-        id=job.id,
-        status=Status.QUEUED,
-        channel=job.handler,
-        priority=job.priority,
-        created_at=created_at.isoformat(),
-    )
-    return web.Response(
-        status=202,
-        body=msgspec.json.encode(accepted),
-        content_type="application/json",
-        headers={"Location": f"/api/notifications/{job.id}"},
-    )
+    return answer(202, render(created_at), location)
 
 
 @routes.get("/api/notifications/{id}")
 async def get_notification(request: web.Request) -> web.Response:
-    notification_id = _parse_id(request.match_info["id"])
+    notification_id = parse_id(request.match_info["id"])
     tenant_id = request[TENANT_ID]
     store = request.app[NOTIFICATIONS]
     try:
@@ -88,7 +98,9 @@ def _job(request: web.Request, checked: CheckedNotification) -> Job:
     )
 
 
-async def _commit(request: web.Request, job: Job) -> datetime:
+async def _commit(
+    request: web.Request, job: Job, checked: CheckedNotification, remember: Remember | None
+) -> datetime:
     new = NewNotification(
         id=job.id,
         tenant_id=job.tenant_id,
@@ -97,9 +109,10 @@ async def _commit(request: web.Request, job: Job) -> datetime:
         payload_json=msgspec.json.encode(job.payload),
         priority=job.priority,
         max_attempts=job.max_attempts,
+        metadata_json=msgspec.json.encode(checked.request.metadata or {}),
     )
     try:
-        return await request.app[NOTIFICATIONS].insert(new)
+        return await request.app[NOTIFICATIONS].insert(new, remember)
     except TRANSIENT_DB_ERRORS:
         raise Unavailable("the database is unreachable; nothing was accepted") from None
 
@@ -119,7 +132,8 @@ async def _enqueue(request: web.Request, job: Job) -> None:
         raise Unavailable("the queue is unreachable; nothing was accepted") from None
 
 
-def _parse_id(raw: str) -> str:
+def parse_id(raw: str) -> str:
+    """A notification id; anything that is not a UUID cannot exist, so it is a 404."""
     try:
         return str(uuid.UUID(raw))
     except ValueError:

@@ -10,7 +10,7 @@ import asyncpg
 import msgspec
 
 from pulse.models import Job
-from pulse.store.notifications import job_from_row
+from pulse.store.notifications import AttemptView, NotificationStore, job_from_row
 
 
 class DeadLetterFilter(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -35,17 +35,6 @@ class DeadLetterView(msgspec.Struct, kw_only=True):
     dead_at: datetime
     stream: str
     entry_id: str
-
-
-class AttemptView(msgspec.Struct, kw_only=True):
-    number: int
-    started_at: datetime
-    duration_ms: float
-    outcome: str
-    error_class: str | None
-    error_message: str | None
-    provider_response: str | None
-    worker: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,12 +107,7 @@ class DeadLetterStore:
         return newest or 0
 
     async def attempts(self, notification_id: str) -> list[AttemptView]:
-        rows = await self._pool.fetch(
-            "SELECT number, started_at, duration_ms, outcome, error_class, error_message,"
-            " provider_response, worker FROM attempts WHERE notification_id = $1 ORDER BY id",
-            notification_id,
-        )
-        return [AttemptView(**dict(row)) for row in rows]
+        return await NotificationStore(self._pool).attempts(notification_id)
 
     async def replay(self, where: DeadLetterFilter, limit: int, by: str) -> list[tuple[Job, str]]:
         """Mark up to ``limit`` dead letters replayed and their notifications queued afresh

@@ -8,7 +8,7 @@ never one per notification.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,12 +17,13 @@ import asyncpg
 import msgspec
 
 from pulse.models import AuditEntry, Job, NotificationView, Status
+from pulse.store.tenants import Connection
 
 _INSERT = """
 WITH n AS (
     INSERT INTO notifications
-        (id, tenant_id, channel, recipient, payload, priority, status, max_attempts)
-    VALUES ($1, $2, $3, $4, $5::jsonb, $6, 'queued', $7)
+        (id, tenant_id, channel, recipient, payload, priority, status, max_attempts, metadata)
+    VALUES ($1, $2, $3, $4, $5::jsonb, $6, 'queued', $7, $8::jsonb)
     RETURNING id, created_at
 ), a AS (
     INSERT INTO audit (notification_id, status) SELECT id, 'queued' FROM n
@@ -112,7 +113,8 @@ SELECT id, 'queued', $2, 're-enqueued: missing from Redis' FROM unnest($1::uuid[
 
 _SELECT = """
 SELECT id::text AS id, status, channel, recipient, payload::text AS payload, priority,
-       max_attempts, attempts, last_error, created_at, updated_at, delivered_at, failed_at
+       max_attempts, attempts, last_error, metadata::text AS metadata, created_at, updated_at,
+       delivered_at, failed_at
   FROM notifications WHERE id = $1 AND tenant_id = $2
 """
 
@@ -133,6 +135,7 @@ class NewNotification:
     payload_json: bytes
     priority: int
     max_attempts: int
+    metadata_json: bytes = b"{}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,22 +170,86 @@ class UndecodableRow:
     reason: str
 
 
+class AttemptView(msgspec.Struct, kw_only=True):
+    number: int
+    started_at: datetime
+    duration_ms: float
+    outcome: str
+    error_class: str | None
+    error_message: str | None
+    provider_response: str | None
+    worker: str
+
+
+class NotificationFilter(msgspec.Struct, kw_only=True):
+    """What ``GET /api/notifications/`` can narrow a tenant's list by."""
+
+    status: Status | None = None
+    channel: str | None = None
+    recipient: str | None = None
+    priority: int | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    metadata: dict[str, str] | None = None
+
+
+_SEARCH = """
+SELECT id::text AS id, status, channel, recipient, payload::text AS payload, priority,
+       max_attempts, attempts, last_error, metadata::text AS metadata, created_at, updated_at,
+       delivered_at, failed_at
+  FROM notifications
+ WHERE tenant_id = $1
+   AND ($2::text IS NULL OR status = $2)
+   AND ($3::text IS NULL OR channel = $3)
+   AND ($4::text IS NULL OR recipient = $4)
+   AND ($5::smallint IS NULL OR priority = $5)
+   AND ($6::timestamptz IS NULL OR created_at >= $6)
+   AND ($7::timestamptz IS NULL OR created_at < $7)
+   AND ($8::jsonb IS NULL OR metadata @> $8)
+   AND ($9::uuid IS NULL OR id < $9)
+ ORDER BY id DESC
+ LIMIT $10
+"""
+
+_CANCEL = """
+WITH c AS (
+    UPDATE notifications SET status = 'cancelled', updated_at = now()
+     WHERE id = $1 AND tenant_id = $2 AND status IN ('queued', 'scheduled', 'retrying')
+    RETURNING id
+), a AS (
+    INSERT INTO audit (notification_id, status, detail) SELECT id, 'cancelled', $3 FROM c
+)
+SELECT (SELECT status FROM notifications WHERE id = $1 AND tenant_id = $2) AS before,
+       EXISTS (SELECT 1 FROM c) AS cancelled
+"""
+
+
 class NotificationStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def insert(self, new: NewNotification) -> datetime:
-        """Commit the notification and its ``queued`` audit row; return its creation time."""
-        created_at: datetime = await self._pool.fetchval(
-            _INSERT,
-            new.id,
-            new.tenant_id,
-            new.channel,
-            new.recipient,
-            new.payload_json.decode(),
-            new.priority,
-            new.max_attempts,
-        )
+    async def insert(
+        self,
+        new: NewNotification,
+        remember: Callable[[Connection, datetime], Awaitable[None]] | None = None,
+    ) -> datetime:
+        """Commit the notification and its ``queued`` audit row; return its creation time.
+
+        ``remember`` runs in the same transaction (the Idempotency-Key's stored answer)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            created_at: datetime = await conn.fetchval(
+                _INSERT,
+                new.id,
+                new.tenant_id,
+                new.channel,
+                new.recipient,
+                new.payload_json.decode(),
+                new.priority,
+                new.max_attempts,
+                new.metadata_json.decode(),
+            )
+            if remember is not None:
+                await remember(conn, created_at)
         return created_at
 
     async def claim(self, ids: Sequence[str], worker: str, lease_s: float) -> Claim:
@@ -255,13 +322,47 @@ class NotificationStore:
         row = await self._pool.fetchrow(_SELECT, notification_id, tenant_id)
         if row is None:
             return None
-        fields = dict(row)
-        fields["payload"] = msgspec.json.decode(fields["payload"])
-        return NotificationView(**fields)
+        return view_from_row(row)
 
     async def history(self, tenant_id: str, notification_id: str) -> list[AuditEntry]:
         rows = await self._pool.fetch(_AUDIT, notification_id, tenant_id)
         return [AuditEntry(**dict(row)) for row in rows]
+
+    async def attempts(self, notification_id: str) -> list[AttemptView]:
+        rows = await self._pool.fetch(
+            "SELECT number, started_at, duration_ms, outcome, error_class, error_message,"
+            " provider_response, worker FROM attempts WHERE notification_id = $1 ORDER BY id",
+            notification_id,
+        )
+        return [AttemptView(**dict(row)) for row in rows]
+
+    async def search(
+        self, tenant_id: str, where: NotificationFilter, before_id: str | None, limit: int
+    ) -> list[NotificationView]:
+        """Newest first; ``before_id`` is the cursor (ids are time-ordered UUIDv7)."""
+        metadata = None if not where.metadata else msgspec.json.encode(where.metadata).decode()
+        rows = await self._pool.fetch(
+            _SEARCH,
+            tenant_id,
+            where.status,
+            where.channel,
+            where.recipient,
+            where.priority,
+            where.created_after,
+            where.created_before,
+            metadata,
+            before_id,
+            limit,
+        )
+        return [view_from_row(row) for row in rows]
+
+    async def cancel(
+        self, tenant_id: str, notification_id: str, by: str
+    ) -> tuple[str | None, bool]:
+        """Cancel if queued, scheduled or retrying; return (status before, cancelled now)."""
+        row = await self._pool.fetchrow(_CANCEL, notification_id, tenant_id, by)
+        assert row is not None
+        return row["before"], row["cancelled"]
 
     async def ping(self) -> None:
         await self._pool.fetchval("SELECT 1")
@@ -279,3 +380,10 @@ def job_from_row(row: Any) -> Job:
         priority=row["priority"],
         max_attempts=row["max_attempts"],
     )
+
+
+def view_from_row(row: Any) -> NotificationView:
+    fields = dict(row)
+    fields["payload"] = msgspec.json.decode(fields["payload"])
+    fields["metadata"] = msgspec.json.decode(fields["metadata"])
+    return NotificationView(**fields)

@@ -1,0 +1,104 @@
+"""Reading and steering a tenant's notifications: list with filters, attempts, cancel."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+from aiohttp import web
+
+from pulse.errors import InvalidInput, NotFound
+from pulse.http.notifications import parse_id
+from pulse.http.responses import from_db, json_response
+from pulse.http.state import KEY_ID, NOTIFICATIONS, SETTINGS, TENANT_ID
+from pulse.models import PriorityLevel, Status
+from pulse.store.notifications import NotificationFilter
+from pulse.validation import explain
+
+routes = web.RouteTableDef()
+METADATA_PREFIX = "metadata."
+CANCELLABLE = frozenset({Status.QUEUED, Status.SCHEDULED, Status.RETRYING})
+
+
+class ListQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    status: Status | None = None
+    channel: str | None = None
+    recipient: str | None = None
+    priority: PriorityLevel | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1)] = 50
+    cursor: str | None = None
+
+
+@routes.get("/api/notifications")
+@routes.get("/api/notifications/")
+async def list_notifications(request: web.Request) -> web.Response:
+    """Newest first. Filters: status, channel, recipient, priority, created_after,
+    created_before, and ``metadata.KEY=VALUE`` for each metadata pair to match."""
+    params = {k: v for k, v in request.query.items() if not k.startswith(METADATA_PREFIX)}
+    metadata = {
+        k[len(METADATA_PREFIX) :]: v
+        for k, v in request.query.items()
+        if k.startswith(METADATA_PREFIX)
+    }
+    query = _query(params)
+    limit = min(query.limit, request.app[SETTINGS].max_list_limit)
+    cursor = None if query.cursor is None else _cursor(query.cursor)
+    where = NotificationFilter(
+        status=query.status,
+        channel=query.channel,
+        recipient=query.recipient,
+        priority=query.priority,
+        created_after=query.created_after,
+        created_before=query.created_before,
+        metadata=metadata or None,
+    )
+    items = await from_db(
+        request.app[NOTIFICATIONS].search(request[TENANT_ID], where, cursor, limit)
+    )
+    next_cursor = items[-1].id if len(items) == limit else None
+    return json_response({"items": items, "next_cursor": next_cursor})
+
+
+@routes.get("/api/notifications/{id}/attempts")
+async def list_attempts(request: web.Request) -> web.Response:
+    notification_id = parse_id(request.match_info["id"])
+    store = request.app[NOTIFICATIONS]
+    view = await from_db(store.get(request[TENANT_ID], notification_id))
+    if view is None:
+        raise NotFound(f"no notification {notification_id}")
+    attempts = await from_db(store.attempts(notification_id))
+    history = await from_db(store.history(request[TENANT_ID], notification_id))
+    return json_response({"id": notification_id, "attempts": attempts, "history": history})
+
+
+@routes.post("/api/notifications/{id}/cancel")
+async def cancel_notification(request: web.Request) -> web.Response:
+    """Queued, scheduled or retrying: cancelled for good (workers acknowledge its entry without
+    sending). Delivering or finished: 409, with the current status."""
+    notification_id = parse_id(request.match_info["id"])
+    store = request.app[NOTIFICATIONS]
+    by = f"cancelled by key {request[KEY_ID]}"
+    before, cancelled = await from_db(store.cancel(request[TENANT_ID], notification_id, by))
+    if before is None:
+        raise NotFound(f"no notification {notification_id}")
+    if not cancelled and before != Status.CANCELLED:
+        raise web.HTTPConflict(text=f"a notification that is {before} cannot be cancelled")
+    view = await from_db(store.get(request[TENANT_ID], notification_id))
+    return json_response(view)
+
+
+def _query(params: dict[str, str]) -> ListQuery:
+    try:
+        return msgspec.convert(params, ListQuery, strict=False)
+    except msgspec.ValidationError as exc:
+        raise explain(exc) from None
+
+
+def _cursor(raw: str) -> str:
+    try:
+        return parse_id(raw)
+    except NotFound:
+        raise InvalidInput("cursor is not one this API gave out", "$.cursor") from None
