@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     tenants_sub = tenants.add_subparsers(required=True, metavar="ACTION")
     create = tenants_sub.add_parser("create", help="create a tenant and print its API key")
     create.add_argument("name")
+    create.add_argument(
+        "--operator", action="store_true", help="its admin keys may create other tenants"
+    )
     for name, handler in (
         ("dev", _dev),
         ("api", _api),
@@ -109,7 +112,7 @@ def _tenants_create(settings: Settings, args: argparse.Namespace) -> int:
     async def create() -> NewTenant:
         pool = await create_pool(settings.require_database_url(), 1, 1)
         try:
-            return await TenantStore(pool).create(args.name)
+            return await TenantStore(pool).create(args.name, operator=args.operator)
         finally:
             await pool.close()
 

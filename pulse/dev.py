@@ -100,7 +100,7 @@ async def _dev_key(settings: Settings, data_dir: Path) -> str:
         key_file.chmod(0o600)
     pool = await create_pool(settings.require_database_url(), 1, 1)
     try:
-        await TenantStore(pool).ensure(DEV_TENANT, key)
+        await TenantStore(pool).ensure(DEV_TENANT, key, operator=True)
     finally:
         await pool.close()
     return key

@@ -27,6 +27,10 @@ class InvalidInput(PulseError):
         self.pointer = pointer
 
 
+class Forbidden(PulseError):
+    """The key is valid but lacks the scope this operation needs."""
+
+
 class NotFound(PulseError):
     """The resource does not exist for this tenant (other tenants' resources look absent)."""
 

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from pulse.config import Settings
 from pulse.dlq import DeadLetters
-from pulse.http import dead_letters, health, notification_queries, notifications
+from pulse.http import admin, dead_letters, health, notification_queries, notifications
 from pulse.http.auth import auth_middleware
 from pulse.http.problems import Handler, problem_middleware
 from pulse.http.state import (
@@ -62,6 +62,7 @@ def create_app(
     app.add_routes(notification_queries.routes)
     app.add_routes(notifications.routes)
     app.add_routes(dead_letters.routes)
+    app.add_routes(admin.routes)
     return app
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from pulse.errors import Unavailable
+from pulse.errors import Forbidden, Unavailable
 from pulse.http.problems import Handler, problem
-from pulse.http.state import KEY_ID, TENANT_ID, TENANTS
+from pulse.http.state import KEY_ID, PRINCIPAL, TENANT_ID, TENANTS
 from pulse.store.errors import TRANSIENT_DB_ERRORS
 
 PROTECTED_PREFIX = "/api/"
@@ -28,4 +28,17 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return problem(401, "unknown or revoked API key", headers=_CHALLENGE)
     request[TENANT_ID] = principal.tenant_id
     request[KEY_ID] = principal.key_id
+    request[PRINCIPAL] = principal
     return await handler(request)
+
+
+def require(request: web.Request, scope: str) -> None:
+    """Refuse (403) a key without ``scope``: send, read or admin."""
+    if scope not in request[PRINCIPAL].scopes:
+        raise Forbidden(f"this API key lacks the '{scope}' scope")
+
+
+def require_operator(request: web.Request) -> None:
+    require(request, "admin")
+    if not request[PRINCIPAL].operator:
+        raise Forbidden("only an operator tenant's admin key may manage tenants")

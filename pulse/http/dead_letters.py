@@ -8,8 +8,9 @@ from typing import Annotated, Any
 import msgspec
 from aiohttp import web
 
-from pulse.errors import InvalidInput, NotFound, Unavailable
-from pulse.http.responses import from_db, json_response
+from pulse.errors import NotFound, Unavailable
+from pulse.http.auth import require
+from pulse.http.responses import decode_body, from_db, json_response
 from pulse.http.state import DEAD_LETTERS, KEY_ID, NOTIFICATIONS, TENANT_ID
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.store.dead_letters import DeadLetterFilter
@@ -41,6 +42,7 @@ class ReplayRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 @routes.get("/api/dead-letters")
 async def list_dead_letters(request: web.Request) -> web.Response:
+    require(request, "read")
     query = _convert(dict(request.query), ListQuery, strict=False)
     where = DeadLetterFilter(
         tenant_id=request[TENANT_ID],
@@ -56,6 +58,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
 
 @routes.get("/api/dead-letters/{id:\\d+}")
 async def show_dead_letter(request: web.Request) -> web.Response:
+    require(request, "read")
     dead_letter_id = int(request.match_info["id"])
     where = DeadLetterFilter(tenant_id=request[TENANT_ID], ids=[dead_letter_id])
     service = request.app[DEAD_LETTERS]
@@ -84,7 +87,7 @@ async def replay_one(request: web.Request) -> web.Response:
 @routes.post("/api/dead-letters/replay")
 async def replay_many(request: web.Request) -> web.Response:
     body = await request.read()
-    replay = _decode(body or b"{}", ReplayRequest)
+    replay = decode_body(body or b"{}", ReplayRequest)
     where = DeadLetterFilter(
         tenant_id=request[TENANT_ID],
         channel=replay.channel,
@@ -99,6 +102,7 @@ async def replay_many(request: web.Request) -> web.Response:
 
 @routes.delete("/api/dead-letters/{id:\\d+}")
 async def purge_one(request: web.Request) -> web.Response:
+    require(request, "admin")
     where = DeadLetterFilter(tenant_id=request[TENANT_ID], ids=[int(request.match_info["id"])])
     purged = await _guarded(request.app[DEAD_LETTERS].purge(where))
     if purged == 0:
@@ -107,6 +111,7 @@ async def purge_one(request: web.Request) -> web.Response:
 
 
 async def _replay(request: web.Request, where: DeadLetterFilter, limit: int, rate: float) -> int:
+    require(request, "admin")
     by = f"key {request[KEY_ID]}"
     count: int = await _guarded(request.app[DEAD_LETTERS].replay(where, by, limit=limit, rate=rate))
     return count
@@ -124,12 +129,3 @@ def _convert(data: dict[str, str], kind: type[Any], strict: bool) -> Any:
         return msgspec.convert(data, kind, strict=strict)
     except msgspec.ValidationError as exc:
         raise explain(exc) from None
-
-
-def _decode(body: bytes, kind: type[Any]) -> Any:
-    try:
-        return msgspec.json.decode(body, type=kind)
-    except msgspec.ValidationError as exc:
-        raise explain(exc) from None
-    except msgspec.DecodeError as exc:
-        raise InvalidInput(f"body is not valid JSON: {exc}") from None

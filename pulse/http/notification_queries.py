@@ -9,6 +9,7 @@ import msgspec
 from aiohttp import web
 
 from pulse.errors import InvalidInput, NotFound
+from pulse.http.auth import require
 from pulse.http.notifications import parse_id
 from pulse.http.responses import from_db, json_response
 from pulse.http.state import KEY_ID, NOTIFICATIONS, SETTINGS, TENANT_ID
@@ -37,6 +38,7 @@ class ListQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 async def list_notifications(request: web.Request) -> web.Response:
     """Newest first. Filters: status, channel, recipient, priority, created_after,
     created_before, and ``metadata.KEY=VALUE`` for each metadata pair to match."""
+    require(request, "read")
     params = {k: v for k, v in request.query.items() if not k.startswith(METADATA_PREFIX)}
     metadata = {
         k[len(METADATA_PREFIX) :]: v
@@ -64,6 +66,7 @@ async def list_notifications(request: web.Request) -> web.Response:
 
 @routes.get("/api/notifications/{id}/attempts")
 async def list_attempts(request: web.Request) -> web.Response:
+    require(request, "read")
     notification_id = parse_id(request.match_info["id"])
     store = request.app[NOTIFICATIONS]
     view = await from_db(store.get(request[TENANT_ID], notification_id))
@@ -78,6 +81,7 @@ async def list_attempts(request: web.Request) -> web.Response:
 async def cancel_notification(request: web.Request) -> web.Response:
     """Queued, scheduled or retrying: cancelled for good (workers acknowledge its entry without
     sending). Delivering or finished: 409, with the current status."""
+    require(request, "send")
     notification_id = parse_id(request.match_info["id"])
     store = request.app[NOTIFICATIONS]
     by = f"cancelled by key {request[KEY_ID]}"

@@ -10,6 +10,7 @@ import msgspec
 from aiohttp import web
 
 from pulse.errors import NotFound, Unavailable
+from pulse.http.auth import require
 from pulse.http.idempotency import Remember, answer, idempotent_start, remember_answer
 from pulse.http.state import METRICS, NOTIFICATIONS, PUBLISHER, SETTINGS, SPECS, TENANT_ID
 from pulse.ids import uuid7
@@ -37,6 +38,7 @@ class Accepted(msgspec.Struct, kw_only=True):
 async def create_notification(request: web.Request) -> web.StreamResponse:
     if request.content_type not in JSON_TYPES:
         raise web.HTTPUnsupportedMediaType(text="send the body as 'Content-Type: application/json'")
+    require(request, "send")
     checked = decode_request(await request.read(), request.app[SPECS])
     started = await idempotent_start(request, msgspec.json.encode(checked.request))
     if isinstance(started, web.StreamResponse):
@@ -69,6 +71,7 @@ async def create_notification(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/api/notifications/{id}")
 async def get_notification(request: web.Request) -> web.Response:
+    require(request, "read")
     notification_id = parse_id(request.match_info["id"])
     tenant_id = request[TENANT_ID]
     store = request.app[NOTIFICATIONS]

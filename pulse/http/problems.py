@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from pulse.errors import InvalidInput, NotFound, Unavailable
+from pulse.errors import Forbidden, InvalidInput, NotFound, Unavailable
 
 logger = logging.getLogger("pulse.http")
 PROBLEM_TYPE = "application/problem+json"
@@ -23,6 +23,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _TITLES = {
     400: "Bad request",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict",
@@ -35,6 +36,7 @@ _TITLES = {
 _SLUGS = {
     400: "bad-request",
     401: "unauthorized",
+    403: "forbidden",
     404: "not-found",
     405: "method-not-allowed",
     409: "conflict",
@@ -96,6 +98,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
     except InvalidInput as exc:
         return invalid_input(exc, path)
+    except Forbidden as exc:
+        return problem(403, str(exc), instance=path)
     except NotFound as exc:
         return problem(404, str(exc) or "no such resource", instance=path)
     except Unavailable as exc:

@@ -1,5 +1,5 @@
-"""Small helpers every handler shares: JSON bodies, and database calls that map an outage to
-503 rather than letting it become a 500."""
+"""Small helpers every handler shares: decoding JSON bodies into msgspec types (422 naming the
+field), JSON answers, and database calls that map an outage to 503 rather than a 500."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
-from pulse.errors import Unavailable
+from pulse.errors import InvalidInput, Unavailable
 from pulse.store.errors import TRANSIENT_DB_ERRORS
+from pulse.validation import explain
 
 T = TypeVar("T")
 
@@ -26,3 +27,13 @@ async def from_db(awaitable: Awaitable[T]) -> T:
         return await awaitable
     except TRANSIENT_DB_ERRORS:
         raise Unavailable("the database is unreachable; retry shortly") from None
+
+
+def decode_body(body: bytes, kind: type[T]) -> T:
+    """An empty body counts as ``{}``, so every field's default applies."""
+    try:
+        return msgspec.json.decode(body or b"{}", type=kind)
+    except msgspec.ValidationError as exc:
+        raise explain(exc) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidInput(f"body is not valid JSON: {exc}") from None

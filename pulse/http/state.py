@@ -15,7 +15,7 @@ from pulse.ports import ChannelSpec
 from pulse.queue.publisher import Publisher
 from pulse.store.idempotency import IdempotencyStore
 from pulse.store.notifications import NotificationStore
-from pulse.store.tenants import TenantStore
+from pulse.store.tenants import Principal, TenantStore
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
@@ -30,3 +30,4 @@ IDEMPOTENCY = web.AppKey("idempotency", IdempotencyStore)
 
 TENANT_ID = web.RequestKey("tenant_id", str)  # set by the auth middleware
 KEY_ID = web.RequestKey("key_id", str)  # the API key's id, for the audit
+PRINCIPAL = web.RequestKey("principal", Principal)

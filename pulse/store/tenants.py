@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
+import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
 from pulse.ids import uuid7
@@ -23,10 +27,24 @@ class NewTenant:
     api_key: str
 
 
+SCOPES = ("send", "read", "admin")
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     tenant_id: str
     key_id: str
+    scopes: frozenset[str] = frozenset(SCOPES)
+    operator: bool = False
+
+
+class KeyView(msgspec.Struct, kw_only=True):
+    id: str
+    name: str
+    prefix: str
+    scopes: list[str]
+    created_at: datetime
+    revoked_at: datetime | None
 
 
 def generate_key() -> str:
@@ -41,26 +59,60 @@ class TenantStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def create(self, name: str, api_key: str | None = None) -> NewTenant:
-        """Create a tenant with one key; ``api_key`` lets ``pulse dev`` choose a fixed one."""
+    async def create(
+        self, name: str, api_key: str | None = None, *, operator: bool = False
+    ) -> NewTenant:
+        """Create a tenant with one full-rights key; ``api_key`` lets ``pulse dev`` choose it."""
         key = api_key or generate_key()
         tenant_id = uuid7()
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("INSERT INTO tenants (id, name) VALUES ($1, $2)", tenant_id, name)
-            await self._insert_key(conn, tenant_id, key)
+            await conn.execute(
+                "INSERT INTO tenants (id, name, operator) VALUES ($1, $2, $3)",
+                tenant_id,
+                name,
+                operator,
+            )
+            await self._insert_key(conn, tenant_id, key, SCOPES, "initial")
         return NewTenant(tenant_id=str(tenant_id), name=name, api_key=key)
 
-    async def ensure(self, name: str, api_key: str) -> str:
+    async def ensure(self, name: str, api_key: str, *, operator: bool = False) -> str:
         """Idempotently make ``api_key`` a key of tenant ``name``; return the tenant id."""
         async with self._pool.acquire() as conn, conn.transaction():
             tenant_id = await conn.fetchval(
-                "INSERT INTO tenants (id, name) VALUES ($1, $2)"
-                " ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+                "INSERT INTO tenants (id, name, operator) VALUES ($1, $2, $3)"
+                " ON CONFLICT (name) DO UPDATE SET operator = tenants.operator OR $3"
+                " RETURNING id",
                 uuid7(),
                 name,
+                operator,
             )
-            await self._insert_key(conn, tenant_id, api_key)
+            await self._insert_key(conn, tenant_id, api_key, SCOPES, "initial")
         return str(tenant_id)
+
+    async def add_key(self, tenant_id: str, scopes: Sequence[str], name: str) -> tuple[str, str]:
+        """A new key for the tenant (keys rotate by overlap); return (key id, the key)."""
+        key = generate_key()
+        async with self._pool.acquire() as conn:
+            key_id = await self._insert_key(conn, uuid.UUID(tenant_id), key, scopes, name)
+        return key_id, key
+
+    async def keys(self, tenant_id: str) -> list[KeyView]:
+        rows = await self._pool.fetch(
+            "SELECT id::text, name, key_prefix AS prefix, scopes, created_at, revoked_at"
+            " FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id",
+            tenant_id,
+        )
+        return [KeyView(**dict(row)) for row in rows]
+
+    async def revoke(self, tenant_id: str, key_id: str) -> bool:
+        """Revoke at once: every API process looks keys up on each request, nothing caches."""
+        result: str = await self._pool.execute(
+            "UPDATE api_keys SET revoked_at = now()"
+            " WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL",
+            tenant_id,
+            key_id,
+        )
+        return result.endswith(" 1")
 
     async def authenticate(self, api_key: str) -> str | None:
         """The tenant id owning this key, or None for an unknown or revoked key."""
@@ -68,21 +120,36 @@ class TenantStore:
         return None if principal is None else principal.tenant_id
 
     async def principal(self, api_key: str) -> Principal | None:
-        """Who is calling: the key's tenant and the key's own id (for the audit)."""
+        """Who is calling: the key's tenant, the key's id (for the audit) and its rights.
+
+        The lookup is by SHA-256 digest (keys are 256-bit random, so the digest is as secret as
+        the key); the stored digest is then compared in constant time all the same."""
+        digest = hash_key(api_key)
         row = await self._pool.fetchrow(
-            "SELECT tenant_id::text, id::text FROM api_keys"
-            " WHERE key_hash = $1 AND revoked_at IS NULL",
-            hash_key(api_key),
+            "SELECT k.tenant_id::text, k.id::text, k.scopes, k.key_hash, t.operator"
+            " FROM api_keys k JOIN tenants t ON t.id = k.tenant_id"
+            " WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
+            digest,
         )
-        return None if row is None else Principal(tenant_id=row[0], key_id=row[1])
+        if row is None or not hmac.compare_digest(bytes(row["key_hash"]), digest):
+            return None
+        return Principal(
+            tenant_id=row[0], key_id=row[1], scopes=frozenset(row["scopes"]), operator=row[4]
+        )
 
     @staticmethod
-    async def _insert_key(conn: Connection, tenant_id: uuid.UUID, key: str) -> None:
+    async def _insert_key(
+        conn: Connection, tenant_id: uuid.UUID, key: str, scopes: Sequence[str], name: str
+    ) -> str:
+        key_id = uuid7()
         await conn.execute(
-            "INSERT INTO api_keys (id, tenant_id, key_hash, key_prefix) VALUES ($1, $2, $3, $4)"
-            " ON CONFLICT (key_hash) DO NOTHING",
-            uuid7(),
+            "INSERT INTO api_keys (id, tenant_id, key_hash, key_prefix, scopes, name)"
+            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key_hash) DO NOTHING",
+            key_id,
             tenant_id,
             hash_key(key),
             key[:8],
+            list(scopes),
+            name,
         )
+        return str(key_id)
