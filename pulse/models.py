@@ -41,6 +41,8 @@ MAX_PRIORITY = len(PRIORITY_NAMES) - 1
 DEFAULT_PRIORITY = 2
 
 PriorityLevel = Annotated[int, msgspec.Meta(ge=MIN_PRIORITY, le=MAX_PRIORITY)]
+# A database row id as the API shows it: PostgreSQL's bigint.
+RowId = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 MaxAttempts = Annotated[int, msgspec.Meta(ge=1, le=100)]
 MetadataKey = Annotated[
     str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")

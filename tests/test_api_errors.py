@@ -168,3 +168,20 @@ async def test_accepted_notification_is_committed_with_its_audit_row(
     assert (row["status"], row["priority"]) == ("queued", 1)
     audit = await pool.fetch("SELECT status FROM audit WHERE notification_id = $1", accepted["id"])
     assert [a["status"] for a in audit] == ["queued"]
+
+
+async def test_values_postgresql_cannot_store_are_422_not_500(
+    client: Client,
+    auth: dict[str, str],
+    pool: asyncpg.Pool,
+    redis: Redis,
+    settings: Settings,
+    tenant: NewTenant,
+) -> None:
+    body = payload_with(body="nul \u0000 inside")
+
+    response = await client.post("/api/notifications/", json=body, headers=auth)
+
+    assert response.status == 422
+    assert response.content_type == "application/problem+json"
+    assert await written(pool, redis, settings, tenant) == 0

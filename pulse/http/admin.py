@@ -11,6 +11,7 @@ from aiohttp import web
 
 from pulse.errors import InvalidInput, NotFound
 from pulse.http.auth import require, require_operator
+from pulse.http.documents import KeyList, NewKey, NewTenantDocument
 from pulse.http.responses import decode_body, from_db, json_response
 from pulse.http.state import TENANT_ID, TENANTS
 from pulse.store.tenants import SCOPES
@@ -40,14 +41,18 @@ async def create_tenant(request: web.Request) -> web.Response:
         tenant = await from_db(request.app[TENANTS].create(body.name, operator=body.operator))
     except asyncpg.UniqueViolationError:
         raise InvalidInput(f"a tenant named {body.name!r} exists already", "$.name") from None
-    document = {"id": tenant.tenant_id, "name": tenant.name, "api_key": tenant.api_key}
-    return json_response(document | {"scopes": list(SCOPES)}, status=201)
+    document = NewTenantDocument(
+        id=tenant.tenant_id, name=tenant.name, api_key=tenant.api_key, scopes=list(SCOPES)
+    )
+    return json_response(document, status=201)
 
 
 @routes.get("/api/keys")
 async def list_keys(request: web.Request) -> web.Response:
     require(request, "admin")
-    return json_response({"items": await from_db(request.app[TENANTS].keys(request[TENANT_ID]))})
+    return json_response(
+        KeyList(items=await from_db(request.app[TENANTS].keys(request[TENANT_ID])))
+    )
 
 
 @routes.post("/api/keys")
@@ -56,7 +61,7 @@ async def create_key(request: web.Request) -> web.Response:
     body = decode_body(await request.read(), NewKeyRequest)
     scopes = sorted(set(body.scopes))
     key_id, key = await from_db(request.app[TENANTS].add_key(request[TENANT_ID], scopes, body.name))
-    return json_response({"id": key_id, "api_key": key, "scopes": scopes}, status=201)
+    return json_response(NewKey(id=key_id, api_key=key, scopes=scopes), status=201)
 
 
 @routes.delete("/api/keys/{id}")

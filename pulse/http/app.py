@@ -17,7 +17,14 @@ from redis.asyncio import Redis
 
 from pulse.config import Settings
 from pulse.dlq import DeadLetters
-from pulse.http import admin, dead_letters, health, notification_queries, notifications
+from pulse.http import (
+    admin,
+    dead_letters,
+    health,
+    notification_queries,
+    notifications,
+    openapi,
+)
 from pulse.http.auth import auth_middleware
 from pulse.http.problems import Handler, problem_middleware
 from pulse.http.state import (
@@ -63,6 +70,8 @@ def create_app(
     app.add_routes(notifications.routes)
     app.add_routes(dead_letters.routes)
     app.add_routes(admin.routes)
+    app.add_routes(openapi.routes)
+    app.router.add_static("/docs/assets", openapi.swagger_assets())
     return app
 
 

@@ -10,8 +10,10 @@ from aiohttp import web
 
 from pulse.errors import NotFound, Unavailable
 from pulse.http.auth import require
+from pulse.http.documents import DeadLetterDocument, DeadLetterList, Replayed
 from pulse.http.responses import decode_body, from_db, json_response
 from pulse.http.state import DEAD_LETTERS, KEY_ID, NOTIFICATIONS, TENANT_ID
+from pulse.models import RowId
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.store.dead_letters import DeadLetterFilter
 from pulse.store.errors import TRANSIENT_DB_ERRORS
@@ -27,7 +29,7 @@ class ListQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     since: datetime | None = None
     until: datetime | None = None
     limit: Limit = 100
-    cursor: Annotated[int, msgspec.Meta(ge=0)] = 0
+    cursor: RowId = 0
 
 
 class ReplayRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -35,7 +37,7 @@ class ReplayRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     error_class: str | None = None
     since: datetime | None = None
     until: datetime | None = None
-    ids: list[int] | None = None
+    ids: Annotated[list[RowId], msgspec.Meta(max_length=1000)] | None = None
     limit: Limit = 100
     rate: Annotated[float, msgspec.Meta(gt=0, le=10_000)] = 100.0
 
@@ -53,13 +55,13 @@ async def list_dead_letters(request: web.Request) -> web.Response:
     )
     items = await from_db(request.app[DEAD_LETTERS].store.find(where, query.cursor, query.limit))
     cursor = items[-1].id if len(items) == query.limit else None
-    return json_response({"items": items, "next_cursor": cursor})
+    return json_response(DeadLetterList(items=items, next_cursor=cursor))
 
 
 @routes.get("/api/dead-letters/{id:\\d+}")
 async def show_dead_letter(request: web.Request) -> web.Response:
     require(request, "read")
-    dead_letter_id = int(request.match_info["id"])
+    dead_letter_id = row_id(request.match_info["id"])
     where = DeadLetterFilter(tenant_id=request[TENANT_ID], ids=[dead_letter_id])
     service = request.app[DEAD_LETTERS]
     found = await from_db(service.store.find(where, 0, 1))
@@ -72,16 +74,18 @@ async def show_dead_letter(request: web.Request) -> web.Response:
         request.app[NOTIFICATIONS].get(request[TENANT_ID], notification_id)
     )
     attempts = await from_db(service.store.attempts(notification_id))
-    return json_response({"dead_letter": item, "notification": notification, "attempts": attempts})
+    return json_response(
+        DeadLetterDocument(dead_letter=item, notification=notification, attempts=attempts)
+    )
 
 
 @routes.post("/api/dead-letters/{id:\\d+}/replay")
 async def replay_one(request: web.Request) -> web.Response:
-    where = DeadLetterFilter(tenant_id=request[TENANT_ID], ids=[int(request.match_info["id"])])
+    where = DeadLetterFilter(tenant_id=request[TENANT_ID], ids=[row_id(request.match_info["id"])])
     count = await _replay(request, where, limit=1, rate=100.0)
     if count == 0:
         raise NotFound(f"no dead letter {request.match_info['id']} to replay")
-    return json_response({"replayed": count}, status=202)
+    return json_response(Replayed(replayed=count), status=202)
 
 
 @routes.post("/api/dead-letters/replay")
@@ -97,13 +101,13 @@ async def replay_many(request: web.Request) -> web.Response:
         ids=replay.ids,
     )
     count = await _replay(request, where, limit=replay.limit, rate=replay.rate)
-    return json_response({"replayed": count}, status=202)
+    return json_response(Replayed(replayed=count), status=202)
 
 
 @routes.delete("/api/dead-letters/{id:\\d+}")
 async def purge_one(request: web.Request) -> web.Response:
     require(request, "admin")
-    where = DeadLetterFilter(tenant_id=request[TENANT_ID], ids=[int(request.match_info["id"])])
+    where = DeadLetterFilter(tenant_id=request[TENANT_ID], ids=[row_id(request.match_info["id"])])
     purged = await _guarded(request.app[DEAD_LETTERS].purge(where))
     if purged == 0:
         raise NotFound(f"no dead letter {request.match_info['id']}")
@@ -129,3 +133,11 @@ def _convert(data: dict[str, str], kind: type[Any], strict: bool) -> Any:
         return msgspec.convert(data, kind, strict=strict)
     except msgspec.ValidationError as exc:
         raise explain(exc) from None
+
+
+def row_id(raw: str) -> int:
+    """A dead letter id from the path; one beyond bigint cannot exist."""
+    value = int(raw)
+    if value > 2**63 - 1:
+        raise NotFound(f"no dead letter {raw}")
+    return value

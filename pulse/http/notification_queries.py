@@ -10,6 +10,7 @@ from aiohttp import web
 
 from pulse.errors import InvalidInput, NotFound
 from pulse.http.auth import require
+from pulse.http.documents import AttemptsDocument, NotificationList
 from pulse.http.notifications import parse_id
 from pulse.http.responses import from_db, json_response
 from pulse.http.state import KEY_ID, NOTIFICATIONS, SETTINGS, TENANT_ID
@@ -61,7 +62,7 @@ async def list_notifications(request: web.Request) -> web.Response:
         request.app[NOTIFICATIONS].search(request[TENANT_ID], where, cursor, limit)
     )
     next_cursor = items[-1].id if len(items) == limit else None
-    return json_response({"items": items, "next_cursor": next_cursor})
+    return json_response(NotificationList(items=items, next_cursor=next_cursor))
 
 
 @routes.get("/api/notifications/{id}/attempts")
@@ -74,7 +75,7 @@ async def list_attempts(request: web.Request) -> web.Response:
         raise NotFound(f"no notification {notification_id}")
     attempts = await from_db(store.attempts(notification_id))
     history = await from_db(store.history(request[TENANT_ID], notification_id))
-    return json_response({"id": notification_id, "attempts": attempts, "history": history})
+    return json_response(AttemptsDocument(id=notification_id, attempts=attempts, history=history))
 
 
 @routes.post("/api/notifications/{id}/cancel")

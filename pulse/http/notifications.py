@@ -11,6 +11,7 @@ from aiohttp import web
 
 from pulse.errors import NotFound, Unavailable
 from pulse.http.auth import require
+from pulse.http.documents import Accepted, NotificationDocument
 from pulse.http.idempotency import Remember, answer, idempotent_start, remember_answer
 from pulse.http.state import METRICS, NOTIFICATIONS, PUBLISHER, SETTINGS, SPECS, TENANT_ID
 from pulse.ids import uuid7
@@ -23,14 +24,6 @@ from pulse.validation import CheckedNotification, decode_request
 logger = logging.getLogger("pulse.http.notifications")
 JSON_TYPES = frozenset({"application/json"})
 routes = web.RouteTableDef()
-
-
-class Accepted(msgspec.Struct, kw_only=True):
-    id: str
-    status: Status
-    channel: str
-    priority: int
-    created_at: str
 
 
 @routes.post("/api/notifications")
@@ -82,7 +75,7 @@ async def get_notification(request: web.Request) -> web.Response:
         raise Unavailable("the database is unreachable; retry shortly") from None
     if view is None:
         raise NotFound(f"no notification {notification_id}")
-    document = msgspec.structs.asdict(view) | {"history": history}
+    document = NotificationDocument(**msgspec.structs.asdict(view), history=history)
     return web.Response(body=msgspec.json.encode(document), content_type="application/json")
 
 

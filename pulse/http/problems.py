@@ -14,7 +14,8 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from pulse.errors import Forbidden, InvalidInput, NotFound, Unavailable
+from pulse.errors import Forbidden, InvalidInput, NotFound, PulseError, Unavailable
+from pulse.store.errors import UNSTORABLE_VALUE_ERRORS
 
 logger = logging.getLogger("pulse.http")
 PROBLEM_TYPE = "application/problem+json"
@@ -96,15 +97,11 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     path = request.path
     try:
         return await handler(request)
-    except InvalidInput as exc:
-        return invalid_input(exc, path)
-    except Forbidden as exc:
-        return problem(403, str(exc), instance=path)
-    except NotFound as exc:
-        return problem(404, str(exc) or "no such resource", instance=path)
-    except Unavailable as exc:
-        headers = {"Retry-After": str(exc.retry_after_s)}
-        return problem(503, exc.detail, instance=path, headers=headers)
+    except PulseError as exc:
+        return deliberate(exc, path)
+    except UNSTORABLE_VALUE_ERRORS as exc:
+        detail = f"a value cannot be stored ({type(exc).__name__}: {exc})"
+        return problem(422, detail, instance=path)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -112,6 +109,18 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except Exception:
         logger.exception("unhandled error on %s %s", request.method, path)
         return problem(500, "an unexpected error occurred; it has been logged", instance=path)
+
+
+def deliberate(exc: PulseError, path: str) -> web.Response:
+    """The problem for each error Pulse raises on purpose."""
+    if isinstance(exc, InvalidInput):
+        return invalid_input(exc, path)
+    if isinstance(exc, Unavailable):
+        return problem(
+            503, exc.detail, instance=path, headers={"Retry-After": str(exc.retry_after_s)}
+        )
+    status = 403 if isinstance(exc, Forbidden) else 404 if isinstance(exc, NotFound) else 400
+    return problem(status, str(exc) or _TITLES[status], instance=path)
 
 
 def _keep(exc: web.HTTPException) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""Which database errors mean "PostgreSQL is unreachable right now" rather than a bug."""
+"""Which database errors mean "PostgreSQL is unreachable right now", and which mean "this value
+cannot be stored" (a NUL character, an integer beyond bigint), rather than a bug."""
 
 from __future__ import annotations
 
@@ -14,3 +15,6 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InternalClientError,
     TimeoutError,
 )
+
+# Raised before anything is written: the statement as a whole is refused.
+UNSTORABLE_VALUE_ERRORS: tuple[type[BaseException], ...] = (asyncpg.DataError,)

@@ -1,0 +1,205 @@
+"""``/openapi.json`` (OpenAPI 3.1) generated from the msgspec types the handlers use, and the
+``/docs`` page (Swagger UI, served from the ``swagger-ui-bundle-v2`` wheel: no internet)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from pulse import __version__
+from pulse.http import admin, dead_letters, documents, notification_queries
+from pulse.models import NotificationRequest, NotificationView
+
+routes = web.RouteTableDef()
+REF = "#/components/schemas/{name}"
+PROBLEM_CODES = {
+    "400": "Invalid JSON or header",
+    "401": "No or wrong API key",
+    "403": "The key lacks the scope",
+    "404": "Not found for this tenant",
+    "409": "Conflict",
+    "413": "Body too large",
+    "415": "Not JSON",
+    "422": "A field is invalid",
+    "503": "Redis or PostgreSQL unreachable; retry after Retry-After",
+}
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    summary: str
+    ok: tuple[str, type | None]
+    body: type | None = None
+    query: type | None = None
+    problems: tuple[str, ...] = ("401", "403", "503")
+    path_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    headers: tuple[str, ...] = ()
+
+
+UUID_ID = {"id": {"type": "string", "format": "uuid"}}
+INT_ID = {"id": {"type": "integer", "minimum": 0}}
+
+OPERATIONS = (
+    Operation("post", "/api/notifications/", "Accept a notification (202 after commit)",
+              ("202", documents.Accepted), body=NotificationRequest,
+              problems=("400", "401", "403", "409", "413", "415", "422", "503"),
+              headers=("Idempotency-Key",)),
+    Operation("get", "/api/notifications/", "List notifications, newest first",
+              ("200", documents.NotificationList), query=notification_queries.ListQuery,
+              problems=("401", "403", "422", "503")),
+    Operation("get", "/api/notifications/{id}", "A notification with its history",
+              ("200", documents.NotificationDocument), problems=("401", "403", "404", "503"),
+              path_params=UUID_ID),
+    Operation("get", "/api/notifications/{id}/attempts", "Attempts and history",
+              ("200", documents.AttemptsDocument), problems=("401", "403", "404", "503"),
+              path_params=UUID_ID),
+    Operation("post", "/api/notifications/{id}/cancel", "Cancel if not yet delivering",
+              ("200", NotificationView), problems=("401", "403", "404", "409", "503"),
+              path_params=UUID_ID),
+    Operation("get", "/api/dead-letters", "List dead letters",
+              ("200", documents.DeadLetterList), query=dead_letters.ListQuery,
+              problems=("401", "403", "422", "503")),
+    Operation("get", "/api/dead-letters/{id}", "A dead letter with its attempts",
+              ("200", documents.DeadLetterDocument), problems=("401", "403", "404", "503"),
+              path_params=INT_ID),
+    Operation("post", "/api/dead-letters/{id}/replay", "Replay one dead letter",
+              ("202", documents.Replayed), problems=("401", "403", "404", "503"),
+              path_params=INT_ID),
+    Operation("delete", "/api/dead-letters/{id}", "Purge one dead letter", ("204", None),
+              problems=("401", "403", "404", "503"), path_params=INT_ID),
+    Operation("post", "/api/dead-letters/replay", "Replay dead letters by filter",
+              ("202", documents.Replayed), body=dead_letters.ReplayRequest,
+              problems=("400", "401", "403", "422", "503")),
+    Operation("post", "/api/tenants", "Create a tenant (operator admin)",
+              ("201", documents.NewTenantDocument), body=admin.NewTenantRequest,
+              problems=("400", "401", "403", "422", "503")),
+    Operation("get", "/api/keys", "The tenant's API keys", ("200", documents.KeyList)),
+    Operation("post", "/api/keys", "Create an API key", ("201", documents.NewKey),
+              body=admin.NewKeyRequest, problems=("400", "401", "403", "422", "503")),
+    Operation("delete", "/api/keys/{id}", "Revoke an API key at once", ("204", None),
+              problems=("401", "403", "404", "503"), path_params={"id": {"type": "string"}}),
+)  # fmt: skip
+
+
+def build_spec() -> dict[str, Any]:
+    """The whole document; every schema comes from a msgspec type."""
+    types = {t for op in OPERATIONS for t in (op.ok[1], op.body) if t is not None}
+    types |= {documents.Problem, documents.Health, documents.Ready}
+    _, components = msgspec.json.schema_components(sorted(types, key=str), ref_template=REF)
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method] = _operation(op)
+    paths["/healthz"] = {"get": _plain("Liveness", "200", documents.Health, secured=False)}
+    paths["/readyz"] = {"get": _plain("Readiness", "200", documents.Ready, secured=False)}
+    paths["/readyz"]["get"]["responses"]["503"] = _problem("Not ready")
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Pulse", "version": __version__},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+def _operation(op: Operation) -> dict[str, Any]:
+    spec = _plain(op.summary, op.ok[0], op.ok[1], secured=True)
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": schema}
+        for name, schema in op.path_params.items()
+    ]
+    parameters += [
+        {"name": name, "in": "header", "required": False, "schema": {"type": "string"}}
+        for name in op.headers
+    ]
+    if op.query is not None:
+        parameters += _query_parameters(op.query)
+    if parameters:
+        spec["parameters"] = parameters
+    if op.body is not None:
+        spec["requestBody"] = {
+            "required": op.method == "post" and op.body is NotificationRequest,
+            "content": {
+                "application/json": {"schema": {"$ref": REF.format(name=op.body.__name__)}}
+            },
+        }
+    for code in op.problems:
+        spec["responses"][code] = _problem(PROBLEM_CODES[code])
+    return spec
+
+
+def _plain(summary: str, code: str, kind: type | None, *, secured: bool) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": summary}
+    if kind is not None:
+        ref = {"$ref": REF.format(name=kind.__name__)}
+        response["content"] = {"application/json": {"schema": ref}}
+    spec: dict[str, Any] = {"summary": summary, "responses": {code: response}}
+    if not secured:
+        spec["security"] = []
+    return spec
+
+
+def _problem(description: str) -> dict[str, Any]:
+    ref = {"$ref": REF.format(name="Problem")}
+    return {"description": description, "content": {"application/problem+json": {"schema": ref}}}
+
+
+def _query_parameters(kind: type) -> list[dict[str, Any]]:
+    schema = msgspec.json.schema(kind)
+    definition = schema["$defs"][kind.__name__]
+    return [
+        {"name": name, "in": "query", "required": False, "schema": _inline(prop, schema)}
+        for name, prop in definition["properties"].items()
+    ]
+
+
+def _inline(prop: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """Query parameter schemas must stand alone: resolve references to enums."""
+    text = msgspec.json.encode(prop).decode()
+    for name, definition in schema.get("$defs", {}).items():
+        text = text.replace(
+            msgspec.json.encode({"$ref": f"#/$defs/{name}"}).decode(),
+            msgspec.json.encode(definition).decode(),
+        )
+    inlined: dict[str, Any] = msgspec.json.decode(text)
+    return inlined
+
+
+@routes.get("/openapi.json")
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.Response(body=msgspec.json.encode(build_spec()), content_type="application/json")
+
+
+DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Pulse API</title>
+<link rel="stylesheet" href="/docs/assets/swagger-ui.css"></head>
+<body><div id="ui"></div>
+<script src="/docs/assets/swagger-ui-bundle.js"></script>
+<script src="/docs/init.js"></script>
+</body></html>
+"""
+DOCS_INIT = "window.ui = SwaggerUIBundle({url: '/openapi.json', dom_id: '#ui'});\n"
+
+
+@routes.get("/docs")
+async def docs_page(request: web.Request) -> web.Response:
+    return web.Response(text=DOCS_PAGE, content_type="text/html")
+
+
+@routes.get("/docs/init.js")
+async def docs_init(request: web.Request) -> web.Response:
+    return web.Response(text=DOCS_INIT, content_type="application/javascript")
+
+
+def swagger_assets() -> Path:
+    import swagger_ui_bundle
+
+    return Path(swagger_ui_bundle.swagger_ui_path)
