@@ -210,3 +210,46 @@ async def wait_for_status(
             return document
         await asyncio.sleep(0.05)
     raise AssertionError(f"{location} never reached {statuses}: {document}")
+
+
+@pytest.fixture
+async def live_api(settings: Settings, tmp_path: Path) -> AsyncIterator[str]:
+    """A real `pulse api` process on this test's servers and key prefix; yields its base URL."""
+    import subprocess
+    import sys
+
+    import aiohttp
+
+    from pulse.devsmtp import free_port
+
+    port = free_port("127.0.0.1")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
+    env.update(
+        PULSE_REDIS_URL=settings.require_redis_url(),
+        PULSE_DATABASE_URL=settings.require_database_url(),
+        PULSE_KEY_PREFIX=settings.key_prefix,
+        PULSE_HTTP_PORT=str(port),
+        PULSE_LOG_LEVEL="WARNING",
+    )
+    log_path = tmp_path / "api.log"
+    with log_path.open("wb") as log:
+        api = subprocess.Popen(
+            [sys.executable, "-m", "pulse", "api"], env=env, stdout=log, stderr=log
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(300):
+                try:
+                    async with session.get(f"{base}/healthz") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.1)
+            else:
+                raise AssertionError(f"the API did not start: {log_path.read_text()}")
+        yield base
+    finally:
+        api.terminate()
+        api.wait(30)
+    assert "unhandled error" not in log_path.read_text()

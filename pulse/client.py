@@ -1,0 +1,208 @@
+"""A Python client for Pulse's HTTP API, async and sync, with typed models.
+
+Retries on 429, 503 and connection errors, honouring Retry-After; every ``send`` carries an
+Idempotency-Key (generated when not given), so a retried send never creates a second
+notification.
+
+    async with AsyncPulseClient("http://127.0.0.1:8000", api_key) as pulse:
+        accepted = await pulse.send("someone@example.com", "email",
+                                    {"subject": "Hello", "body": "Welcome"}, priority=1)
+        print((await pulse.get(accepted.id)).status)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Coroutine
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import aiohttp
+import msgspec
+
+from pulse.http.documents import (
+    Accepted,
+    AttemptsDocument,
+    NotificationDocument,
+    NotificationList,
+)
+from pulse.models import NotificationView
+
+T = TypeVar("T")
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+MAX_RETRY_AFTER_S = 60.0
+
+__all__ = ["Accepted", "AsyncPulseClient", "NotificationDocument", "PulseAPIError", "PulseClient"]
+
+
+class PulseAPIError(Exception):
+    """The API answered with an error; ``problem`` is its RFC 9457 document."""
+
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        super().__init__(f"{status}: {problem.get('detail', problem)}")
+        self.status = status
+        self.problem = problem
+
+
+class AsyncPulseClient:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout_s: float = 10.0,
+        max_retries: int = 5,
+        backoff_s: float = 0.2,
+    ) -> None:
+        self._base = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {api_key}"}
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._max_retries = max_retries
+        self._backoff_s = backoff_s
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(
+        self,
+        recipient: str,
+        channel: str,
+        payload: dict[str, Any],
+        *,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        metadata: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Accepted:
+        body: dict[str, Any] = {"recipient": recipient, "channel": channel, "payload": payload}
+        optional = {"priority": priority, "max_attempts": max_attempts, "metadata": metadata}
+        body |= {name: value for name, value in optional.items() if value is not None}
+        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        return await self._call("POST", "/api/notifications/", Accepted, body, headers)
+
+    async def get(self, notification_id: str) -> NotificationDocument:
+        return await self._call(
+            "GET", f"/api/notifications/{notification_id}", NotificationDocument
+        )
+
+    async def list(self, **filters: str | int) -> NotificationList:
+        query = "&".join(f"{k}={v}" for k, v in filters.items())
+        return await self._call("GET", f"/api/notifications/?{query}", NotificationList)
+
+    async def attempts(self, notification_id: str) -> AttemptsDocument:
+        path = f"/api/notifications/{notification_id}/attempts"
+        return await self._call("GET", path, AttemptsDocument)
+
+    async def cancel(self, notification_id: str) -> NotificationView:
+        path = f"/api/notifications/{notification_id}/cancel"
+        return await self._call("POST", path, NotificationView)
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        kind: type[T],
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> T:
+        for attempt in range(self._max_retries + 1):
+            try:
+                status, data, retry_after = await self._once(method, path, body, headers)
+            except (aiohttp.ClientConnectionError, TimeoutError):
+                if attempt == self._max_retries:
+                    raise
+                await asyncio.sleep(self._delay(attempt, None))
+                continue
+            if status < 400:
+                return msgspec.json.decode(data, type=kind)
+            if status not in RETRY_STATUSES or attempt == self._max_retries:
+                raise PulseAPIError(status, _problem(data))
+            await asyncio.sleep(self._delay(attempt, retry_after))
+        raise AssertionError("unreachable")
+
+    async def _once(
+        self, method: str, path: str, body: Any, headers: dict[str, str] | None
+    ) -> tuple[int, bytes, str | None]:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
+        data = None if body is None else msgspec.json.encode(body)
+        extra = (headers or {}) | ({"Content-Type": "application/json"} if data else {})
+        async with self._session.request(
+            method, self._base + path, data=data, headers=extra
+        ) as response:
+            return response.status, await response.read(), response.headers.get("Retry-After")
+
+    def _delay(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after is not None:
+            try:
+                return min(max(float(retry_after), 0.0), MAX_RETRY_AFTER_S)
+            except ValueError:
+                pass
+        return random.uniform(0, self._backoff_s * 2**attempt)
+
+
+def _problem(data: bytes) -> dict[str, Any]:
+    try:
+        decoded = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return {"detail": data.decode(errors="replace")}
+    return decoded if isinstance(decoded, dict) else {"detail": decoded}
+
+
+class PulseClient:
+    """The same calls, blocking: each runs on a private event loop owned by the client."""
+
+    def __init__(self, base_url: str, api_key: str, **options: Any) -> None:
+        self._runner = asyncio.Runner()
+        self._client = AsyncPulseClient(base_url, api_key, **options)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._run(self._client.close())
+        self._runner.close()
+
+    def send(
+        self, recipient: str, channel: str, payload: dict[str, Any], **options: Any
+    ) -> Accepted:
+        return self._run(self._client.send(recipient, channel, payload, **options))
+
+    def get(self, notification_id: str) -> NotificationDocument:
+        return self._run(self._client.get(notification_id))
+
+    def list(self, **filters: str | int) -> NotificationList:
+        return self._run(self._client.list(**filters))
+
+    def attempts(self, notification_id: str) -> AttemptsDocument:
+        return self._run(self._client.attempts(notification_id))
+
+    def cancel(self, notification_id: str) -> NotificationView:
+        return self._run(self._client.cancel(notification_id))
+
+    def _run(self, call: Coroutine[Any, Any, T]) -> T:
+        return self._runner.run(call)
