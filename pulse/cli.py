@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -12,6 +11,7 @@ import asyncpg
 
 from pulse.config import Settings, load_settings
 from pulse.errors import ConfigError
+from pulse.logs import configure as configure_logging
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -22,9 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"pulse: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level)
     try:
         code: int = args.command(settings, args)
     except ConfigError as exc:

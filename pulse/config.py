@@ -40,6 +40,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     http_host: str = "127.0.0.1"
     http_port: Port = 8000
     max_body_bytes: PositiveInt = 64 * 1024
+    max_payload_depth: PositiveInt = 8
+    cors_origins: str = ""
     db_pool_min: Annotated[int, msgspec.Meta(ge=0)] = 1
     db_pool_max: PositiveInt = 10
 
@@ -89,6 +91,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         if any(value < 1 for value in values):
             raise ConfigError(f"PULSE_PRIORITY_WEIGHTS={self.priority_weights!r}: use positives")
         return values
+
+    def cors_allowed(self) -> frozenset[str]:
+        """Origins allowed by CORS; empty (the default) means CORS is off."""
+        return frozenset(o.strip() for o in self.cors_origins.split(",") if o.strip())
 
     def require_redis_url(self) -> str:
         """Processes other than ``pulse dev`` need real server addresses."""

@@ -29,9 +29,13 @@ class CheckedNotification:
     payload: msgspec.Struct
 
 
-def decode_request(body: bytes, specs: Mapping[str, ChannelSpec]) -> CheckedNotification:
+def decode_request(
+    body: bytes, specs: Mapping[str, ChannelSpec], max_depth: int = 8
+) -> CheckedNotification:
     """Decode and validate ``body``; raise ``InvalidInput`` with a JSON path on any defect."""
     request = _decode(body)
+    if depth(request.payload) > max_depth:
+        raise InvalidInput(f"payload is nested deeper than {max_depth} levels", "$.payload")
     spec = specs.get(request.channel)
     if spec is None:
         known = ", ".join(sorted(specs))
@@ -58,6 +62,8 @@ def _decode(body: bytes) -> NotificationRequest:
         raise explain(exc) from None
     except msgspec.DecodeError as exc:
         raise InvalidInput(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidInput("body is nested too deeply", "$.payload") from None
 
 
 def explain(exc: msgspec.ValidationError, prefix: str = "$") -> InvalidInput:
@@ -73,3 +79,19 @@ def explain(exc: msgspec.ValidationError, prefix: str = "$") -> InvalidInput:
             return InvalidInput(f"field {path[2:]!r} {verb}", path)
     where = path[2:] or "body"
     return InvalidInput(f"{where}: {reason}", path)
+
+
+def depth(value: Any) -> int:
+    """How deeply objects and arrays nest inside ``value`` (a scalar is 0); iterative, so no
+    input can exhaust the stack."""
+    deepest, todo = 0, [(value, 0)]
+    while todo:
+        item, level = todo.pop()
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        )
+        if children is None:
+            continue
+        deepest = max(deepest, level + 1)
+        todo.extend((child, level + 1) for child in children)
+    return deepest

@@ -185,3 +185,39 @@ async def test_values_postgresql_cannot_store_are_422_not_500(
     assert response.status == 422
     assert response.content_type == "application/problem+json"
     assert await written(pool, redis, settings, tenant) == 0
+
+
+@pytest.mark.parametrize("levels", [9, 30_000])
+async def test_payload_nested_too_deeply_is_422(
+    client: Client,
+    auth: dict[str, str],
+    pool: asyncpg.Pool,
+    redis: Redis,
+    settings: Settings,
+    tenant: NewTenant,
+    levels: int,
+) -> None:
+    nested = b"[" * levels + b"]" * levels
+    body = (
+        b'{"recipient": "a@example.com", "channel": "log",'
+        b' "payload": {"message": "m", "data": {"x": ' + nested + b"}}}"
+    )
+    headers = auth | {"Content-Type": "application/json"}
+
+    response = await client.post("/api/notifications/", data=body, headers=headers)
+
+    assert response.status == 422
+    assert msgspec.json.decode(await response.read())["errors"][0]["pointer"] == "/payload"
+    assert await written(pool, redis, settings, tenant) == 0
+
+
+async def test_request_ids_are_echoed_and_cors_is_off_by_default(
+    client: Client, auth: dict[str, str]
+) -> None:
+    given = await client.get("/healthz", headers={"X-Request-ID": "trace-123"})
+    assert given.headers["X-Request-ID"] == "trace-123"
+    made = await client.get("/api/nothing", headers=auth)
+    assert len(made.headers["X-Request-ID"]) == 32
+
+    cross = await client.get("/healthz", headers={"Origin": "https://app.example.com"})
+    assert "Access-Control-Allow-Origin" not in cross.headers

@@ -26,6 +26,7 @@ from pulse.http import (
     openapi,
 )
 from pulse.http.auth import auth_middleware
+from pulse.http.edges import cors_middleware, request_id_middleware
 from pulse.http.problems import Handler, problem_middleware
 from pulse.http.state import (
     DEAD_LETTERS,
@@ -59,7 +60,13 @@ def create_app(
 ) -> web.Application:
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[_timing_middleware, problem_middleware, auth_middleware],
+        middlewares=[
+            request_id_middleware,
+            cors_middleware,
+            _timing_middleware,
+            problem_middleware,
+            auth_middleware,
+        ],
     )
     app[SETTINGS] = settings
     app[SPECS] = specs

@@ -32,7 +32,8 @@ async def create_notification(request: web.Request) -> web.StreamResponse:
     if request.content_type not in JSON_TYPES:
         raise web.HTTPUnsupportedMediaType(text="send the body as 'Content-Type: application/json'")
     require(request, "send")
-    checked = decode_request(await request.read(), request.app[SPECS])
+    settings = request.app[SETTINGS]
+    checked = decode_request(await request.read(), request.app[SPECS], settings.max_payload_depth)
     started = await idempotent_start(request, msgspec.json.encode(checked.request))
     if isinstance(started, web.StreamResponse):
         return started  # a replay, or a conflict
