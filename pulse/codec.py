@@ -21,7 +21,7 @@ class StreamMessage(msgspec.Struct, frozen=True, kw_only=True, tag_field="v", ta
 
     id: str
     tenant_id: str
-    kind: Literal["notification"]
+    kind: Literal["notification", "fanout"]
     handler: str
     recipient: str
     payload: dict[str, Any]
@@ -45,7 +45,7 @@ def encode_job(job: Job) -> dict[bytes, bytes]:
     message = StreamMessage(
         id=job.id,
         tenant_id=job.tenant_id,
-        kind="notification",
+        kind="fanout" if job.kind == "fanout" else "notification",
         handler=job.handler,
         recipient=job.recipient,
         payload=job.payload,

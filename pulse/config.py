@@ -40,7 +40,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     http_host: str = "127.0.0.1"
     http_port: Port = 8000
     max_body_bytes: PositiveInt = 64 * 1024
+    max_batch_body_bytes: PositiveInt = 4 * 1024 * 1024
     max_payload_depth: PositiveInt = 8
+    batch_max_items: PositiveInt = 1000
     cors_origins: str = ""
     db_pool_min: Annotated[int, msgspec.Meta(ge=0)] = 1
     db_pool_max: PositiveInt = 10

@@ -68,7 +68,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
 
     id: str
     tenant_id: str
-    kind: str  # "notification" today; user task functions later
+    kind: str  # "notification", or "fanout" (a batch to expand); user task functions later
     handler: str  # the channel name for a notification
     recipient: str
     payload: dict[str, Any]

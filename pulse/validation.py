@@ -36,6 +36,19 @@ def decode_request(
     request = _decode(body)
     if depth(request.payload) > max_depth:
         raise InvalidInput(f"payload is nested deeper than {max_depth} levels", "$.payload")
+    return _check(request, specs)
+
+
+def check_item(item: Any, specs: Mapping[str, ChannelSpec]) -> CheckedNotification:
+    """One already-decoded item of a batch, checked like a single request."""
+    try:
+        request = msgspec.convert(item, NotificationRequest)
+    except msgspec.ValidationError as exc:
+        raise explain(exc) from None
+    return _check(request, specs)
+
+
+def _check(request: NotificationRequest, specs: Mapping[str, ChannelSpec]) -> CheckedNotification:
     spec = specs.get(request.channel)
     if spec is None:
         known = ", ".join(sorted(specs))

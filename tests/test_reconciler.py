@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from pulse.config import Settings
 from pulse.queue.keys import QueueKeys
 from pulse.queue.publisher import Publisher
+from pulse.store.batches import BatchStore
 from pulse.store.migrations import migrate
 from pulse.store.notifications import NotificationStore
 from tests.conftest import Client, ServerUrls, WorkerFactory, wait_for_status, with_database
@@ -89,6 +90,7 @@ async def test_a_dead_reconciler_lock_blocks_only_until_it_expires(
     await redis.set(lock_key, "a-holder-that-was-sigkilled", px=300)
     reconciler = Reconciler(
         NotificationStore(pool),
+        BatchStore(pool),
         JobIndex(redis, keys),
         Publisher(redis, keys),
         ExpiringLock(redis, lock_key, 30_000),

@@ -19,6 +19,7 @@ from pulse.config import Settings
 from pulse.dlq import DeadLetters
 from pulse.http import (
     admin,
+    batches,
     dead_letters,
     health,
     notification_queries,
@@ -29,6 +30,7 @@ from pulse.http.auth import auth_middleware
 from pulse.http.edges import cors_middleware, request_id_middleware
 from pulse.http.problems import Handler, problem_middleware
 from pulse.http.state import (
+    BATCHES,
     DEAD_LETTERS,
     IDEMPOTENCY,
     METRICS,
@@ -45,6 +47,7 @@ from pulse.ports import ChannelSpec
 from pulse.queue.dead_letters import DeadLetterStream
 from pulse.queue.keys import QueueKeys
 from pulse.queue.publisher import Publisher
+from pulse.store.batches import BatchStore
 from pulse.store.dead_letters import DeadLetterStore
 from pulse.store.idempotency import IdempotencyStore
 from pulse.store.notifications import NotificationStore
@@ -59,7 +62,7 @@ def create_app(
     settings: Settings, specs: Mapping[str, ChannelSpec], metrics: Metrics | None = None
 ) -> web.Application:
     app = web.Application(
-        client_max_size=settings.max_body_bytes,
+        client_max_size=max(settings.max_body_bytes, settings.max_batch_body_bytes),
         middlewares=[
             request_id_middleware,
             cors_middleware,
@@ -73,6 +76,7 @@ def create_app(
     app[METRICS] = metrics or Metrics()
     app.cleanup_ctx.append(_backends)
     app.add_routes(health.routes)
+    app.add_routes(batches.routes)
     app.add_routes(notification_queries.routes)
     app.add_routes(notifications.routes)
     app.add_routes(dead_letters.routes)
@@ -97,6 +101,7 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
     app[DEAD_LETTERS] = DeadLetters(
         DeadLetterStore(pool), DeadLetterStream(redis, keys), app[PUBLISHER]
     )
+    app[BATCHES] = BatchStore(pool)
     app[IDEMPOTENCY] = IdempotencyStore(
         pool, settings.idempotency_retention_s, settings.idempotency_stale_after_s
     )

@@ -80,7 +80,7 @@ class Ready(msgspec.Struct, kw_only=True):
 class FieldError(msgspec.Struct, kw_only=True):
     detail: str
     pointer: str
-    field: str | None
+    field: str | None = None
 
 
 class Problem(msgspec.Struct, kw_only=True):

@@ -33,7 +33,10 @@ async def create_notification(request: web.Request) -> web.StreamResponse:
         raise web.HTTPUnsupportedMediaType(text="send the body as 'Content-Type: application/json'")
     require(request, "send")
     settings = request.app[SETTINGS]
-    checked = decode_request(await request.read(), request.app[SPECS], settings.max_payload_depth)
+    body = await request.read()
+    if len(body) > settings.max_body_bytes:
+        raise web.HTTPRequestEntityTooLarge(max_size=settings.max_body_bytes, actual_size=len(body))
+    checked = decode_request(body, request.app[SPECS], settings.max_payload_depth)
     started = await idempotent_start(request, msgspec.json.encode(checked.request))
     if isinstance(started, web.StreamResponse):
         return started  # a replay, or a conflict

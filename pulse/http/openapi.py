@@ -11,7 +11,7 @@ import msgspec
 from aiohttp import web
 
 from pulse import __version__
-from pulse.http import admin, dead_letters, documents, notification_queries
+from pulse.http import admin, batches, dead_letters, documents, notification_queries
 from pulse.models import NotificationRequest, NotificationView
 
 routes = web.RouteTableDef()
@@ -50,6 +50,9 @@ OPERATIONS = (
               ("202", documents.Accepted), body=NotificationRequest,
               problems=("400", "401", "403", "409", "413", "415", "422", "503"),
               headers=("Idempotency-Key",)),
+    Operation("post", "/api/notifications/batch", "Accept a batch; workers fan it out",
+              ("202", batches.BatchAccepted), body=batches.BatchRequest,
+              problems=("400", "401", "403", "413", "415", "422", "503")),
     Operation("get", "/api/notifications/", "List notifications, newest first",
               ("200", documents.NotificationList), query=notification_queries.ListQuery,
               problems=("401", "403", "422", "503")),

@@ -13,6 +13,7 @@ from pulse.dlq import DeadLetters
 from pulse.metrics import Metrics
 from pulse.ports import ChannelSpec
 from pulse.queue.publisher import Publisher
+from pulse.store.batches import BatchStore
 from pulse.store.idempotency import IdempotencyStore
 from pulse.store.notifications import NotificationStore
 from pulse.store.tenants import Principal, TenantStore
@@ -27,6 +28,7 @@ TENANTS = web.AppKey("tenants", TenantStore)
 PUBLISHER = web.AppKey("publisher", Publisher)
 DEAD_LETTERS = web.AppKey("dead_letters", DeadLetters)
 IDEMPOTENCY = web.AppKey("idempotency", IdempotencyStore)
+BATCHES = web.AppKey("batches", BatchStore)
 
 TENANT_ID = web.RequestKey("tenant_id", str)  # set by the auth middleware
 KEY_ID = web.RequestKey("key_id", str)  # the API key's id, for the audit

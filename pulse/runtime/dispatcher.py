@@ -16,6 +16,7 @@ from pulse.ports import Failed
 from pulse.queue.consumer import Entry
 from pulse.runtime.acker import Acker
 from pulse.runtime.deliverer import Deliverer
+from pulse.runtime.fanout import FanOut
 from pulse.runtime.leaser import Leaser
 from pulse.runtime.work import Done, WorkItem
 from pulse.store.errors import TRANSIENT_DB_ERRORS
@@ -35,6 +36,7 @@ class Dispatcher:
         leaser: Leaser,
         worker: str,
         lease_s: float,
+        fan_out: FanOut,
     ) -> None:
         self._store = store
         self._deliverers = deliverers
@@ -42,6 +44,7 @@ class Dispatcher:
         self._leaser = leaser
         self._worker = worker
         self._lease_s = lease_s
+        self._fan_out = fan_out
 
     async def wait_for_room(self) -> None:
         """Backpressure: return once every deliverer's mailbox has room for another round."""
@@ -52,7 +55,11 @@ class Dispatcher:
         undecodable = [e for e in entries if e.job is None]
         if undecodable:
             self._acker.dead_letter_undecodable(undecodable)
-        good = [e for e in entries if e.job is not None]
+        batches = [e for e in entries if e.job is not None and e.job.kind == "fanout"]
+        if batches:
+            await self._fan_out.expand(batches)
+            self._acker.ack_only(batches)
+        good = [e for e in entries if e.job is not None and e.job.kind != "fanout"]
         if not good:
             return
         claim = await self._claim([e.job_id for e in good])

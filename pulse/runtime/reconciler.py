@@ -16,6 +16,7 @@ from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.queue.index import JobIndex
 from pulse.queue.lock import ExpiringLock
 from pulse.queue.publisher import Publisher
+from pulse.store.batches import BatchStore
 from pulse.store.errors import TRANSIENT_DB_ERRORS
 from pulse.store.notifications import NotificationStore
 
@@ -41,6 +42,7 @@ class Reconciler:
     def __init__(
         self,
         store: NotificationStore,
+        batches: BatchStore,
         index: JobIndex,
         publisher: Publisher,
         lock: ExpiringLock,
@@ -48,6 +50,7 @@ class Reconciler:
         worker: str,
     ) -> None:
         self._store = store
+        self._batch_store = batches
         self._index = index
         self._publisher = publisher
         self._lock = lock
@@ -71,8 +74,18 @@ class Reconciler:
         finally:
             await self._lock.release()
 
+    async def _batches(self) -> int:
+        """Batches committed but never expanded, whose fan-out job Redis lost."""
+        jobs = await self._batch_store.unexpanded(self._settings.older_than_s, PAGE)
+        missing = set(await self._index.missing([job.id for job in jobs]))
+        lost = [job for job in jobs if job.id in missing]
+        if lost:
+            await self._publisher.publish(lost)
+            logger.warning("re-enqueued %d batches missing from Redis", len(lost))
+        return len(lost)
+
     async def _pass(self) -> int:
-        requeued = 0
+        requeued = await self._batches()
         after = None
         while True:
             page = await self._store.open_jobs(self._settings.older_than_s, after, PAGE)

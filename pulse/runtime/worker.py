@@ -32,11 +32,13 @@ from pulse.retry import RetryPolicy
 from pulse.runtime.acker import Acker
 from pulse.runtime.deliverer import Deliverer
 from pulse.runtime.dispatcher import Dispatcher
+from pulse.runtime.fanout import FanOut
 from pulse.runtime.fetcher import Fetcher
 from pulse.runtime.leaser import Leaser
 from pulse.runtime.reclaimer import Reclaimer
 from pulse.runtime.reconciler import Reconciler, ReconcilerSettings
 from pulse.runtime.supervisor import Supervisor
+from pulse.store.batches import BatchStore
 from pulse.store.notifications import NotificationStore
 
 logger = logging.getLogger("pulse.runtime.worker")
@@ -87,8 +89,16 @@ class Worker:
             )
             for name, channel in channels.items()
         }
+        publisher = Publisher(redis, keys)
+        batches = BatchStore(pool)
         dispatcher = Dispatcher(
-            store, self.deliverers, self.acker, self.leaser, name, settings.worker_lease_ms / 1000
+            store,
+            self.deliverers,
+            self.acker,
+            self.leaser,
+            name,
+            settings.worker_lease_ms / 1000,
+            FanOut(batches, publisher),
         )
         self.fetcher = Fetcher(
             self.consumer,
@@ -110,8 +120,9 @@ class Worker:
         )
         self.reconciler = Reconciler(
             store,
+            batches,
             JobIndex(redis, keys),
-            Publisher(redis, keys),
+            publisher,
             ExpiringLock(redis, keys.lock("reconciler"), reconciler_settings.lock_ttl_ms),
             reconciler_settings,
             name,

@@ -1,0 +1,48 @@
+"""Expands accepted batches into notifications and streams them: the fan-out is a worker's
+job, so a batch request is answered as soon as the batch is committed, whatever its size."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from pulse.models import Job
+from pulse.queue.consumer import Entry
+from pulse.queue.publisher import Publisher
+from pulse.store.batches import BatchStore
+from pulse.store.errors import TRANSIENT_DB_ERRORS
+
+logger = logging.getLogger("pulse.runtime.fanout")
+BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+PUBLISH_CHUNK = 500
+
+
+class FanOut:
+    def __init__(self, batches: BatchStore, publisher: Publisher) -> None:
+        self._batches = batches
+        self._publisher = publisher
+
+    async def expand(self, entries: Sequence[Entry]) -> None:
+        """Create and stream each batch's notifications. Creating is idempotent; should the
+        stream step fail, the created notifications are queued in PostgreSQL and the reconciler
+        streams them."""
+        for entry in entries:
+            jobs = await self._create(entry.job_id)
+            for start in range(0, len(jobs), PUBLISH_CHUNK):
+                await self._publisher.publish(jobs[start : start + PUBLISH_CHUNK])
+            if jobs:
+                logger.info("batch %s fanned out into %d notifications", entry.job_id, len(jobs))
+
+    async def _create(self, batch_id: str) -> list[Job]:
+        failures = 0
+        while True:
+            try:
+                return await self._batches.expand(batch_id)
+            except TRANSIENT_DB_ERRORS as exc:
+                delay = BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]
+                failures += 1
+                logger.warning(
+                    "could not expand batch %s (%s); retry in %.2fs", batch_id, exc, delay
+                )
+                await asyncio.sleep(delay)

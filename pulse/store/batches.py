@@ -1,0 +1,102 @@
+"""Batches: committed whole by the API, expanded into notifications by a worker."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from pulse.models import Job
+
+_EXPAND = """
+WITH b AS (
+    UPDATE batches SET expanded_at = coalesce(expanded_at, now())
+     WHERE id = $1 RETURNING tenant_id, items
+), i AS (
+    SELECT b.tenant_id, x.* FROM b,
+           jsonb_to_recordset(b.items) AS x(id uuid, channel text, recipient text, payload jsonb,
+                                           priority smallint, max_attempts smallint,
+                                           metadata jsonb)
+), n AS (
+    INSERT INTO notifications
+        (id, tenant_id, channel, recipient, payload, priority, status, max_attempts, metadata)
+    SELECT id, tenant_id, channel, recipient, payload, priority, 'queued', max_attempts,
+           coalesce(metadata, '{}'::jsonb)
+      FROM i
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id, tenant_id, channel, recipient, payload, priority, max_attempts
+), a AS (
+    INSERT INTO audit (notification_id, status, detail)
+    SELECT id, 'queued', 'fanned out from batch ' || $1::text FROM n
+)
+SELECT id::text AS id, tenant_id::text AS tenant_id, channel, recipient,
+       payload::text AS payload, priority, max_attempts FROM n
+"""
+
+
+class BatchItem(msgspec.Struct, kw_only=True):
+    id: str
+    channel: str
+    recipient: str
+    payload: dict[str, Any]
+    priority: int
+    max_attempts: int
+    metadata: dict[str, str] | None = None
+
+
+class BatchStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def insert(
+        self, batch_id: str, tenant_id: str, items: Sequence[BatchItem], priority: int
+    ) -> datetime:
+        created_at: datetime = await self._pool.fetchval(
+            "INSERT INTO batches (id, tenant_id, items, priority) VALUES ($1, $2, $3::jsonb, $4)"
+            " RETURNING created_at",
+            batch_id,
+            tenant_id,
+            msgspec.json.encode(list(items)).decode(),
+            priority,
+        )
+        return created_at
+
+    async def withdraw(self, batch_id: str) -> None:
+        await self._pool.execute(
+            "DELETE FROM batches WHERE id = $1 AND expanded_at IS NULL", batch_id
+        )
+
+    async def expand(self, batch_id: str) -> list[Job]:
+        """Create the batch's notifications (once: a second call creates nothing) with their
+        ``queued`` audit rows; return the jobs this call created, to be streamed."""
+        from pulse.store.notifications import job_from_row
+
+        rows = await self._pool.fetch(_EXPAND, batch_id)
+        return [job_from_row(row) for row in rows]
+
+    async def unexpanded(self, older_than_s: float, limit: int) -> list[Job]:
+        """Fan-out jobs of batches never expanded: what the reconciler checks against Redis."""
+        rows = await self._pool.fetch(
+            "SELECT id::text, tenant_id::text, priority FROM batches"
+            " WHERE expanded_at IS NULL AND created_at < now() - make_interval(secs => $1)"
+            " ORDER BY created_at LIMIT $2",
+            older_than_s,
+            limit,
+        )
+        return [fanout_job(row[0], row[1], row[2]) for row in rows]
+
+
+def fanout_job(batch_id: str, tenant_id: str, priority: int) -> Job:
+    return Job(
+        id=batch_id,
+        tenant_id=tenant_id,
+        kind="fanout",
+        handler="batch",
+        recipient="",
+        payload={},
+        priority=priority,
+        max_attempts=1,
+    )
