@@ -12,6 +12,7 @@ import os
 import secrets
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -63,23 +64,31 @@ def server_urls() -> Iterator[ServerUrls]:
             yield ServerUrls(redis_url or servers.redis_url, database_url or servers.database_url)
 
 
-@pytest.fixture(scope="session")
-async def database_url(server_urls: ServerUrls) -> AsyncIterator[str]:
-    """A fresh, migrated database for this run, dropped afterwards."""
-    name = f"pulse_test_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(server_urls.postgres)
+@asynccontextmanager
+async def fresh_database(server: str, prefix: str, migrated: bool = True) -> AsyncIterator[str]:
+    """A database of its own on ``server``, migrated unless told not to, dropped afterwards."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(server)
     await admin.execute(f'CREATE DATABASE "{name}"')
-    url = with_database(server_urls.postgres, name)
-    conn = await asyncpg.connect(url)
+    url = with_database(server, name)
     try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    try:
+        if migrated:
+            conn = await asyncpg.connect(url)
+            try:
+                await migrate(conn)
+            finally:
+                await conn.close()
         yield url
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_urls: ServerUrls) -> AsyncIterator[str]:
+    """A fresh, migrated database for this run, dropped afterwards."""
+    async with fresh_database(server_urls.postgres, "pulse_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -218,8 +227,6 @@ async def live_api(settings: Settings, tmp_path: Path) -> AsyncIterator[str]:
     import subprocess
     import sys
 
-    import aiohttp
-
     from pulse.devsmtp import free_port
 
     port = free_port("127.0.0.1")
@@ -238,18 +245,25 @@ async def live_api(settings: Settings, tmp_path: Path) -> AsyncIterator[str]:
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        async with aiohttp.ClientSession() as session:
-            for _ in range(300):
-                try:
-                    async with session.get(f"{base}/healthz") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.1)
-            else:
-                raise AssertionError(f"the API did not start: {log_path.read_text()}")
+        await wait_http_ok(f"{base}/healthz")
         yield base
     finally:
         api.terminate()
         api.wait(30)
     assert "unhandled error" not in log_path.read_text()
+
+
+async def wait_http_ok(url: str) -> None:
+    """Poll ``url`` until it answers 200 (a server process starting up); give up after 30 s."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        for _ in range(300):
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{url} never answered 200")

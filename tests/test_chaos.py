@@ -26,6 +26,7 @@ import pytest
 from pulse.store.migrations import migrate
 from pulse.store.tenants import TenantStore
 from tests.chaos_lab import Lab, PulseProcess
+from tests.conftest import wait_http_ok
 from tests.smtp_servers import ScriptedHandler, ScriptedSmtp
 
 TOTAL = 5_000
@@ -163,7 +164,7 @@ async def test_chaos_nothing_lost_nothing_stuck(lab: Lab, tmp_path: Path) -> Non
         workers = [PulseProcess("worker", env, tmp_path / f"w{n}.log") for n in range(2)]
         for process in (api, *workers):
             process.start()
-        await _wait_ready(f"http://127.0.0.1:{lab.http_port}")
+        await wait_http_ok(f"http://127.0.0.1:{lab.http_port}/readyz")
         submitter = Submitter(f"http://127.0.0.1:{lab.http_port}", tenant)
         started = time.monotonic()
         sending = asyncio.create_task(submitter.send_all(TOTAL))
@@ -188,19 +189,6 @@ async def _tenant(conn: asyncpg.Connection, url: str) -> str:
         return (await TenantStore(pool).create(f"chaos-{secrets.token_hex(3)}")).api_key
     finally:
         await pool.close()
-
-
-async def _wait_ready(base: str) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(300):
-            try:
-                async with session.get(f"{base}/readyz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("the API never became ready")
 
 
 async def _faults(lab: Lab, workers: list[PulseProcess]) -> dict[str, Any]:

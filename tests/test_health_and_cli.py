@@ -14,7 +14,7 @@ import msgspec
 from pulse.config import Settings
 from pulse.store.migrations import load_migrations, migrate
 from pulse.store.tenants import TenantStore
-from tests.conftest import EXAMPLE, Client, RunningWorker, wait_for_status, with_database
+from tests.conftest import EXAMPLE, Client, RunningWorker, fresh_database, wait_for_status
 
 
 async def test_healthz_and_readyz(client: Client) -> None:
@@ -35,20 +35,14 @@ async def test_readyz_is_503_while_migrations_are_pending(
     from pulse.channels.registry import SPECS
     from pulse.http.app import create_app
 
-    name = f"pulse_empty_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(database_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        empty = msgspec.structs.replace(settings, database_url=with_database(database_url, name))
+    async with fresh_database(database_url, "pulse_empty", migrated=False) as url:
+        empty = msgspec.structs.replace(settings, database_url=url)
         async with TestClient(TestServer(create_app(empty, SPECS))) as client:
             ready = await client.get("/readyz")
             body = msgspec.json.decode(await ready.read())
-        assert ready.status == 503
-        assert ready.content_type == "application/problem+json"
-        assert body["checks"]["postgres"].startswith("migrations pending")
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    assert ready.status == 503
+    assert ready.content_type == "application/problem+json"
+    assert body["checks"]["postgres"].startswith("migrations pending")
 
 
 async def test_metrics_count_accepted_and_delivered(
@@ -64,20 +58,13 @@ async def test_metrics_count_accepted_and_delivered(
 
 
 async def test_migrate_concurrently_applies_each_version_once(database_url: str) -> None:
-    name = f"pulse_migrate_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(database_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        url = with_database(database_url, name)
+    async with fresh_database(database_url, "pulse_migrate", migrated=False) as url:
         conns = [await asyncpg.connect(url) for _ in range(3)]
         applied = await asyncio.gather(*(migrate(conn) for conn in conns))
         again = await migrate(conns[0])
         versions = await conns[0].fetch("SELECT version FROM schema_migrations ORDER BY version")
         for conn in conns:
             await conn.close()
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
     expected = [m.version for m in load_migrations()]
     assert sorted(v for batch in applied for v in batch) == expected  # each applied once

@@ -7,7 +7,6 @@ in its database, including other tests' leftovers in the shared one.
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
@@ -19,9 +18,8 @@ from pulse.config import Settings
 from pulse.queue.keys import QueueKeys
 from pulse.queue.publisher import Publisher
 from pulse.store.batches import BatchStore
-from pulse.store.migrations import migrate
 from pulse.store.notifications import NotificationStore
-from tests.conftest import Client, ServerUrls, WorkerFactory, wait_for_status, with_database
+from tests.conftest import Client, ServerUrls, WorkerFactory, fresh_database, wait_for_status
 from tests.smtp_servers import ScriptedHandler, ScriptedSmtp
 from tests.test_reliability import column, post
 
@@ -29,18 +27,8 @@ from tests.test_reliability import column, post
 @pytest.fixture
 async def database_url(server_urls: ServerUrls) -> AsyncIterator[str]:
     """Overrides the shared database with a fresh one for each test of this module."""
-    name = f"pulse_reconcile_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(server_urls.postgres)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = with_database(server_urls.postgres, name)
-    conn = await asyncpg.connect(url)
-    await migrate(conn)
-    await conn.close()
-    try:
+    async with fresh_database(server_urls.postgres, "pulse_reconcile") as url:
         yield url
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 @pytest.fixture
