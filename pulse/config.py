@@ -25,7 +25,7 @@ FOREIGN_PREFIXES = ("PULSE_TEST_", "PULSE_BENCH_")
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
-SECRET_FIELDS = frozenset({"smtp_password", "dev_api_key"})
+SECRET_FIELDS = frozenset({"smtp_password", "dev_api_key", "webhook_secret"})
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -77,6 +77,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     idempotency_retention_s: PositiveFloat = 86_400.0
     idempotency_stale_after_s: PositiveFloat = 60.0
     max_list_limit: PositiveInt = 500
+
+    webhook_secret: str | None = None
+    webhook_allow_http: bool = False
+    webhook_allow_private: bool = False
+    webhook_connect_timeout_s: PositiveFloat = 5.0
+    webhook_read_timeout_s: PositiveFloat = 15.0
 
     dev_api_key: str | None = None
 

@@ -53,6 +53,16 @@ class ChannelSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ChannelPlugin:
+    """What a ``pulse.channels`` entry point names: how to check requests for the channel and
+    how to build it, both from the process's settings (a ``pulse.config.Settings``)."""
+
+    name: str
+    spec: Callable[[Any], ChannelSpec]
+    build: Callable[[Any], Channel]
+
+
+@dataclass(frozen=True, slots=True)
 class Envelope:
     """One delivery attempt of one notification, as a channel sees it."""
 

@@ -19,7 +19,7 @@ from aiohttp import web
 from prometheus_client import start_http_server
 from redis.asyncio import Redis
 
-from pulse.channels.registry import SPECS, build_channels
+from pulse.channels.registry import build_channels, channel_specs
 from pulse.config import Settings
 from pulse.http.app import create_app
 from pulse.metrics import Metrics
@@ -55,7 +55,7 @@ def install_stop_signals(stop: asyncio.Event) -> None:
 
 @asynccontextmanager
 async def api_site(settings: Settings, metrics: Metrics) -> AsyncIterator[web.AppRunner]:
-    app = create_app(settings, SPECS, metrics)
+    app = create_app(settings, channel_specs(settings), metrics)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_port=True)

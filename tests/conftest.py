@@ -24,7 +24,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
-from pulse.channels.registry import SPECS, build_channels
+from pulse.channels.registry import build_channels, channel_specs
 from pulse.config import Settings
 from pulse.devsmtp import SmtpSink
 from pulse.http.app import create_app
@@ -146,7 +146,7 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 
 @pytest.fixture
 async def client(settings: Settings) -> AsyncIterator[Client]:
-    app = create_app(settings, SPECS, Metrics())
+    app = create_app(settings, channel_specs(settings), Metrics())
     async with TestClient(TestServer(app)) as test_client:
         yield test_client
 

@@ -8,7 +8,7 @@ import msgspec
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from pulse.channels.registry import SPECS
+from pulse.channels.registry import channel_specs
 from pulse.config import Settings
 from pulse.http.app import create_app
 from tests.conftest import Client
@@ -17,7 +17,7 @@ from tests.conftest import Client
 @pytest.fixture
 async def cors_client(settings: Settings) -> AsyncIterator[Client]:
     allowed = msgspec.structs.replace(settings, cors_origins="https://app.example.com")
-    async with TestClient(TestServer(create_app(allowed, SPECS))) as client:
+    async with TestClient(TestServer(create_app(allowed, channel_specs(allowed)))) as client:
         yield client
 
 

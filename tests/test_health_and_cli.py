@@ -32,12 +32,12 @@ async def test_readyz_is_503_while_migrations_are_pending(
 ) -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
-    from pulse.channels.registry import SPECS
+    from pulse.channels.registry import channel_specs
     from pulse.http.app import create_app
 
     async with fresh_database(database_url, "pulse_empty", migrated=False) as url:
         empty = msgspec.structs.replace(settings, database_url=url)
-        async with TestClient(TestServer(create_app(empty, SPECS))) as client:
+        async with TestClient(TestServer(create_app(empty, channel_specs(empty)))) as client:
             ready = await client.get("/readyz")
             body = msgspec.json.decode(await ready.read())
     assert ready.status == 503

@@ -12,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
-from pulse.channels.registry import SPECS
+from pulse.channels.registry import channel_specs
 from pulse.config import Settings
 from pulse.http.app import create_app
 from pulse.queue.consumer import Consumer
@@ -299,7 +299,7 @@ async def test_api_answers_503_and_keeps_nothing_when_redis_is_down(
     settings: Settings, auth: dict[str, str], pool: asyncpg.Pool, tenant: Any
 ) -> None:
     down = msgspec.structs.replace(settings, redis_url="redis://127.0.0.1:1/0")
-    async with TestClient(TestServer(create_app(down, SPECS))) as client:
+    async with TestClient(TestServer(create_app(down, channel_specs(down)))) as client:
         response = await client.post("/api/notifications/", json=EXAMPLE, headers=auth)
         problem = msgspec.json.decode(await response.read())
 

@@ -1,17 +1,33 @@
-"""Builds the channels a process serves from its settings (the composition root calls this)."""
+"""Channel plugins, found through the ``pulse.channels`` entry point group.
+
+Pulse's own channels are registered there too (pyproject.toml), so a user's channel is a
+package with one entry point, and nothing in Pulse changes. The composition root asks this
+module for the specs (the API checks requests with them) and the channels (workers deliver
+with them).
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ssl
-from collections.abc import Mapping
+from functools import cache
+from importlib.metadata import entry_points
 
 from pulse.channels.email import EMAIL_SPEC, EmailChannel, SmtpConfig
 from pulse.channels.log import LOG_SPEC, LogChannel
+from pulse.channels.webhook import (
+    SECRET_PREFIX,
+    WEBHOOK_SPEC,
+    WebhookChannel,
+    WebhookConfig,
+    check_url,
+)
 from pulse.config import Settings
 from pulse.errors import ConfigError
-from pulse.ports import Channel, ChannelSpec
+from pulse.ports import Channel, ChannelPlugin, ChannelSpec
 
-SPECS: Mapping[str, ChannelSpec] = {spec.name: spec for spec in (EMAIL_SPEC, LOG_SPEC)}
+ENTRY_POINT_GROUP = "pulse.channels"
 
 
 def smtp_config(settings: Settings) -> SmtpConfig:
@@ -37,8 +53,58 @@ def _tls_context(ca_file: str | None) -> ssl.SSLContext | None:
         raise ConfigError(f"PULSE_SMTP_CA_FILE={ca_file!r} is invalid: {exc}") from None
 
 
+def webhook_config(settings: Settings) -> WebhookConfig:
+    secret = settings.webhook_secret or ""
+    if secret:
+        try:
+            base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
+        except (binascii.Error, ValueError):
+            raise ConfigError("PULSE_WEBHOOK_SECRET=*** is invalid: use whsec_<base64>") from None
+    return WebhookConfig(
+        secret=secret,
+        allow_http=settings.webhook_allow_http,
+        allow_private=settings.webhook_allow_private,
+        connect_timeout_s=settings.webhook_connect_timeout_s,
+        read_timeout_s=settings.webhook_read_timeout_s,
+    )
+
+
+def _webhook_spec(settings: Settings) -> ChannelSpec:
+    allow_http = settings.webhook_allow_http
+    return ChannelSpec(
+        name=WEBHOOK_SPEC.name,
+        payload_type=WEBHOOK_SPEC.payload_type,
+        check_recipient=lambda value: check_url(value, allow_http),
+    )
+
+
+EMAIL = ChannelPlugin("email", lambda s: EMAIL_SPEC, lambda s: EmailChannel(smtp_config(s)))
+LOG = ChannelPlugin("log", lambda s: LOG_SPEC, lambda s: LogChannel())
+WEBHOOK = ChannelPlugin("webhook", _webhook_spec, lambda s: WebhookChannel(webhook_config(s)))
+
+
+@cache
+def plugins() -> dict[str, ChannelPlugin]:
+    """Every installed channel plugin by name (loaded once per process)."""
+    found: dict[str, ChannelPlugin] = {}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        plugin = entry.load()
+        if not isinstance(plugin, ChannelPlugin):
+            raise ConfigError(
+                f"entry point {entry.name!r} of {ENTRY_POINT_GROUP} is no ChannelPlugin"
+            )
+        found[plugin.name] = plugin
+    for builtin in (EMAIL, LOG, WEBHOOK):  # present even when run from a source tree
+        found.setdefault(builtin.name, builtin)
+    return found
+
+
+def channel_specs(settings: Settings) -> dict[str, ChannelSpec]:
+    return {name: plugin.spec(settings) for name, plugin in plugins().items()}
+
+
 def build_channels(settings: Settings, quiet_log: bool = False) -> dict[str, Channel]:
-    return {
-        "email": EmailChannel(smtp_config(settings)),
-        "log": LogChannel(quiet=quiet_log),
-    }
+    channels = {name: plugin.build(settings) for name, plugin in plugins().items()}
+    if quiet_log:
+        channels["log"] = LogChannel(quiet=True)
+    return channels
