@@ -175,3 +175,48 @@ async def test_unreachable_server_is_temporary() -> None:
 def test_unreadable_ca_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="PULSE_SMTP_CA_FILE"):
         smtp_config(Settings(smtp_ca_file=str(tmp_path / "missing.pem")))
+
+
+async def test_html_reply_to_and_custom_headers_arrive() -> None:
+    from email import message_from_bytes, policy
+
+    recorder = Recorder()
+    port = free_port("127.0.0.1")
+    controller = Controller(recorder, hostname="127.0.0.1", port=port)
+    controller.start()
+    payload = EmailPayload(
+        subject="Your order",
+        body="Plain text for old readers",
+        html="<p>Rich <b>text</b></p>",
+        reply_to="support@example.com",
+        headers={"X-Campaign": "spring", "List-Unsubscribe": "<mailto:u@example.com>"},
+    )
+    sent = Envelope(str(uuid7()), str(uuid7()), "someone@example.com", payload, attempt=1)
+    try:
+        settings = Settings(smtp_host="127.0.0.1", smtp_port=port, smtp_tls="none")
+        outcome = await EmailChannel(smtp_config(settings)).send(sent)
+    finally:
+        controller.stop()
+
+    assert isinstance(outcome, Delivered)
+    mail = message_from_bytes(recorder.mails[0], policy=policy.default)
+    assert mail["Reply-To"] == "support@example.com"
+    assert mail["X-Campaign"] == "spring"
+    assert mail.get_body(("html",)).get_content().strip() == "<p>Rich <b>text</b></p>"  # type: ignore[union-attr]
+    assert "Plain text" in mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"subject": "s", "body": "b", "headers": {"X-Evil": "a\r\nBcc: victim@example.com"}},
+        {"subject": "s", "body": "b", "headers": {"From": "ceo@example.com"}},
+        {"subject": "s", "body": "b", "reply_to": "not an address"},
+        {"subject": "s\r\nBcc: x@example.com", "body": "b"},
+    ],
+)
+def test_header_injection_and_owned_headers_are_refused(payload: dict[str, Any]) -> None:
+    import msgspec
+
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert(payload, EmailPayload)

@@ -28,9 +28,29 @@ _ADDRESS = re.compile(rf"^[^@\s<>()\[\],;:\"]+@{_LABEL}(?:\.{_LABEL})+$")
 QUIT_TIMEOUT_S = 1.0
 
 
+# Custom headers: RFC 5322 field names; values on one line (no header injection); never the
+# headers Pulse itself owns.
+HeaderName = Annotated[str, msgspec.Meta(pattern=r"^[!-9;-~]{1,76}$")]
+HeaderValue = Annotated[str, msgspec.Meta(max_length=998, pattern=r"^[^\r\n]*$")]
+OWN_HEADERS = frozenset(
+    {"from", "to", "cc", "bcc", "subject", "date", "message-id", "reply-to", "sender",
+     "mime-version", "content-type", "content-transfer-encoding"}
+)  # fmt: skip
+
+
 class EmailPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    subject: Annotated[str, msgspec.Meta(min_length=1, max_length=998)]
+    subject: Annotated[str, msgspec.Meta(min_length=1, max_length=998, pattern=r"^[^\r\n]*$")]
     body: Annotated[str, msgspec.Meta(min_length=1)]
+    html: Annotated[str, msgspec.Meta(min_length=1)] | None = None
+    reply_to: Annotated[str, msgspec.Meta(max_length=254)] | None = None
+    headers: Annotated[dict[HeaderName, HeaderValue], msgspec.Meta(max_length=20)] | None = None
+
+    def __post_init__(self) -> None:
+        if self.reply_to is not None:
+            check_address(self.reply_to)
+        clash = sorted(name for name in self.headers or {} if name.lower() in OWN_HEADERS)
+        if clash:
+            raise ValueError(f"headers may not set {', '.join(clash)}: Pulse sets them")
 
 
 def check_address(value: str) -> str:
@@ -115,7 +135,13 @@ def build_message(envelope: Envelope, sender: str) -> EmailMessage:
     message["Subject"] = payload.subject
     message["Date"] = formatdate(localtime=False)
     message["Message-ID"] = message_id(envelope.notification_id)
+    if payload.reply_to:
+        message["Reply-To"] = payload.reply_to
+    for name, value in (payload.headers or {}).items():
+        message[name] = value
     message.set_content(payload.body)
+    if payload.html:
+        message.add_alternative(payload.html, subtype="html")
     return message
 
 
