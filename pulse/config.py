@@ -25,7 +25,7 @@ FOREIGN_PREFIXES = ("PULSE_TEST_", "PULSE_BENCH_")
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
-SECRET_FIELDS = frozenset({"smtp_password", "dev_api_key", "webhook_secret"})
+SECRET_FIELDS = frozenset({"smtp_password", "dev_api_key", "webhook_secret", "twilio_auth_token"})
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -83,6 +83,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     webhook_allow_private: bool = False
     webhook_connect_timeout_s: PositiveFloat = 5.0
     webhook_read_timeout_s: PositiveFloat = 15.0
+
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_base_url: str = "https://api.twilio.com"
+    twilio_from: str | None = None
+    twilio_messaging_service_sid: str | None = None
+    twilio_whatsapp_from: str | None = None
+    public_url: str | None = None
 
     dev_api_key: str | None = None
 

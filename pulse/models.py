@@ -96,9 +96,10 @@ class NotificationView(msgspec.Struct, kw_only=True):
 
 
 class AuditEntry(msgspec.Struct, kw_only=True):
-    """One state change of a notification, in the order it happened."""
+    """One event in a notification's life, in the order it happened: a status it entered, or
+    ``replayed`` and ``provider:<status>`` (a provider's delivery report)."""
 
-    status: Status
+    status: str
     at: datetime
     worker: str | None = None
     detail: str | None = None

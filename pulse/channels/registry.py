@@ -16,6 +16,7 @@ from importlib.metadata import entry_points
 
 from pulse.channels.email import EMAIL_SPEC, EmailChannel, SmtpConfig
 from pulse.channels.log import LOG_SPEC, LogChannel
+from pulse.channels.twilio import SMS_SPEC, WHATSAPP_SPEC, TwilioChannel, TwilioConfig
 from pulse.channels.webhook import (
     SECRET_PREFIX,
     WEBHOOK_SPEC,
@@ -78,9 +79,27 @@ def _webhook_spec(settings: Settings) -> ChannelSpec:
     )
 
 
+def twilio_config(settings: Settings) -> TwilioConfig:
+    return TwilioConfig(
+        account_sid=settings.twilio_account_sid or "",
+        auth_token=settings.twilio_auth_token or "",
+        base_url=settings.twilio_base_url,
+        from_number=settings.twilio_from,
+        messaging_service_sid=settings.twilio_messaging_service_sid,
+        whatsapp_from=settings.twilio_whatsapp_from,
+        status_callback_base=settings.public_url,
+    )
+
+
 EMAIL = ChannelPlugin("email", lambda s: EMAIL_SPEC, lambda s: EmailChannel(smtp_config(s)))
 LOG = ChannelPlugin("log", lambda s: LOG_SPEC, lambda s: LogChannel())
 WEBHOOK = ChannelPlugin("webhook", _webhook_spec, lambda s: WebhookChannel(webhook_config(s)))
+SMS = ChannelPlugin(
+    "sms", lambda s: SMS_SPEC, lambda s: TwilioChannel(twilio_config(s), whatsapp=False)
+)
+WHATSAPP = ChannelPlugin(
+    "whatsapp", lambda s: WHATSAPP_SPEC, lambda s: TwilioChannel(twilio_config(s), whatsapp=True)
+)
 
 
 @cache
@@ -94,7 +113,7 @@ def plugins() -> dict[str, ChannelPlugin]:
                 f"entry point {entry.name!r} of {ENTRY_POINT_GROUP} is no ChannelPlugin"
             )
         found[plugin.name] = plugin
-    for builtin in (EMAIL, LOG, WEBHOOK):  # present even when run from a source tree
+    for builtin in (EMAIL, LOG, WEBHOOK, SMS, WHATSAPP):  # present even when run from a source tree
         found.setdefault(builtin.name, builtin)
     return found
 

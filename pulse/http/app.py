@@ -25,6 +25,7 @@ from pulse.http import (
     notification_queries,
     notifications,
     openapi,
+    providers,
 )
 from pulse.http.auth import auth_middleware
 from pulse.http.edges import cors_middleware, request_id_middleware
@@ -82,6 +83,7 @@ def create_app(
     app.add_routes(dead_letters.routes)
     app.add_routes(admin.routes)
     app.add_routes(openapi.routes)
+    app.add_routes(providers.routes)
     app.router.add_static("/docs/assets", openapi.swagger_assets())
     return app
 

@@ -364,6 +364,18 @@ class NotificationStore:
         assert row is not None
         return row["before"], row["cancelled"]
 
+    async def provider_event(self, notification_id: str, status: str, detail: str) -> bool:
+        """Record a provider's report (delivered to the handset, undelivered...) in the audit;
+        False when there is no such notification."""
+        result: str = await self._pool.execute(
+            "INSERT INTO audit (notification_id, status, detail)"
+            " SELECT id, $2, $3 FROM notifications WHERE id = $1",
+            notification_id,
+            status,
+            detail,
+        )
+        return result.endswith(" 1")
+
     async def ping(self) -> None:
         await self._pool.fetchval("SELECT 1")
 

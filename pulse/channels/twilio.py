@@ -1,0 +1,115 @@
+"""SMS and WhatsApp through Twilio's Messages API.
+
+``POST {base}/2010-04-01/Accounts/{AccountSid}/Messages.json``, form-encoded, basic auth with
+the account SID and auth token; ``From`` (a number) or ``MessagingServiceSid``; WhatsApp
+addresses take the ``whatsapp:`` form. A StatusCallback URL brings Twilio's delivery reports
+back to Pulse, verified by ``X-Twilio-Signature``. Errors: 429 and 5xx are retried (with
+Retry-After); other 4xx (an invalid number, an unsubscribed recipient...) are permanent.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated
+
+import aiohttp
+import msgspec
+
+from pulse.ports import ChannelSpec, Delivered, Envelope, Failed, Outcome, Retry
+
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+RETRYABLE = frozenset({408, 429})
+
+
+class TextPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    body: Annotated[str, msgspec.Meta(min_length=1, max_length=1600)]
+
+
+def check_e164(value: str) -> str:
+    if not E164.match(value):
+        raise ValueError(f"{value!r} is not an E.164 phone number such as +14155552671")
+    return value
+
+
+SMS_SPEC = ChannelSpec(name="sms", payload_type=TextPayload, check_recipient=check_e164)
+WHATSAPP_SPEC = ChannelSpec(name="whatsapp", payload_type=TextPayload, check_recipient=check_e164)
+
+
+@dataclass(frozen=True, slots=True)
+class TwilioConfig:
+    account_sid: str
+    auth_token: str
+    base_url: str = "https://api.twilio.com"
+    from_number: str | None = None
+    messaging_service_sid: str | None = None
+    whatsapp_from: str | None = None
+    status_callback_base: str | None = None  # Pulse's public URL, for delivery reports
+    timeout_s: float = 15.0
+
+
+class TwilioChannel:
+    def __init__(self, config: TwilioConfig, *, whatsapp: bool) -> None:
+        self._config = config
+        self._whatsapp = whatsapp
+        self.spec = WHATSAPP_SPEC if whatsapp else SMS_SPEC
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        auth = aiohttp.encode_basic_auth(self._config.account_sid, self._config.auth_token)
+        timeout = aiohttp.ClientTimeout(total=self._config.timeout_s)
+        self._session = aiohttp.ClientSession(headers={"Authorization": auth}, timeout=timeout)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def send(self, envelope: Envelope) -> Outcome:
+        if not self._config.account_sid or not self._config.auth_token:
+            return Retry(
+                error="Twilio is not configured (PULSE_TWILIO_*)", error_class="NotConfigured"
+            )
+        if self._session is None:
+            await self.start()
+        assert self._session is not None
+        url = (
+            f"{self._config.base_url.rstrip('/')}/2010-04-01/Accounts/"
+            f"{self._config.account_sid}/Messages.json"
+        )
+        try:
+            async with self._session.post(url, data=self._form(envelope)) as response:
+                text = await response.text()
+                return _classify(response.status, response.headers.get("Retry-After"), text)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return Retry(error=f"{type(exc).__name__}: {exc}", error_class=type(exc).__name__)
+
+    def _form(self, envelope: Envelope) -> dict[str, str]:
+        payload: TextPayload = envelope.payload
+        prefix = "whatsapp:" if self._whatsapp else ""
+        form = {"To": prefix + envelope.recipient, "Body": payload.body}
+        sender = self._config.whatsapp_from if self._whatsapp else self._config.from_number
+        if self._config.messaging_service_sid and not self._whatsapp:
+            form["MessagingServiceSid"] = self._config.messaging_service_sid
+        elif sender:
+            form["From"] = prefix + sender
+        if self._config.status_callback_base:
+            base = self._config.status_callback_base.rstrip("/")
+            form["StatusCallback"] = f"{base}/providers/twilio/status/{envelope.notification_id}"
+        return form
+
+
+def _classify(status: int, retry_after: str | None, text: str) -> Outcome:
+    try:
+        body = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        body = {}
+    body = body if isinstance(body, dict) else {}
+    if 200 <= status < 300:
+        return Delivered(provider_id=body.get("sid"), response=f"{status} {body.get('status', '')}")
+    code = body.get("code")
+    error = f"Twilio {status} (code {code}): {body.get('message', text[:200])}"
+    error_class = f"Twilio{code}" if code else f"HTTP{status}"
+    if status >= 500 or status in RETRYABLE:
+        after = float(retry_after) if retry_after and retry_after.isdigit() else None
+        return Retry(error=error, after_s=after, error_class=error_class, response=text[:500])
+    return Failed(error=error, error_class=error_class, response=text[:500])

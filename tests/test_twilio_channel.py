@@ -1,0 +1,134 @@
+"""SMS and WhatsApp against a local server speaking Twilio's Messages API wire format."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import msgspec
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from pulse.channels.registry import channel_specs
+from pulse.channels.twilio import TextPayload, TwilioChannel, TwilioConfig
+from pulse.config import Settings
+from pulse.http.app import create_app
+from pulse.ids import uuid7
+from pulse.ports import Delivered, Envelope, Failed, Retry
+from pulse.signatures import twilio_signature
+from tests.conftest import WorkerFactory, wait_for_status
+
+SID, TOKEN = "AC" + "0" * 32, "twilio-auth-token"
+
+
+class FakeTwilio:
+    """Answers like Twilio: 201 with a Message resource, or its documented error bodies."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+
+    async def messages(self, request: web.Request) -> web.Response:
+        assert request.match_info["sid"] == SID
+        expected = aiohttp.encode_basic_auth(SID, TOKEN)
+        if request.headers.get("Authorization") != expected:
+            return web.json_response({"code": 20003, "message": "Authenticate", "status": 401},
+                                     status=401)  # fmt: skip
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        self.requests.append(form)
+        to = form["To"].removeprefix("whatsapp:")
+        if to == "+15005550001":
+            body = {
+                "code": 21211,
+                "message": f"The 'To' number {to} is not a valid phone number.",
+                "more_info": "https://www.twilio.com/docs/errors/21211",
+                "status": 400,
+            }
+            return web.json_response(body, status=400)
+        if to == "+15005550009":
+            body = {"code": 20429, "message": "Too Many Requests", "status": 429}
+            return web.json_response(body, status=429, headers={"Retry-After": "3"})
+        body = {"sid": "SM" + "1" * 32, "status": "queued", "to": form["To"]}
+        return web.json_response(body, status=201)
+
+
+@pytest.fixture
+async def twilio() -> AsyncIterator[tuple[FakeTwilio, str]]:
+    fake = FakeTwilio()
+    app = web.Application()
+    app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", fake.messages)
+    async with TestServer(app, host="127.0.0.1") as server:
+        yield fake, str(server.make_url("")).rstrip("/")
+
+
+async def send(base: str, to: str, whatsapp: bool = False) -> Any:
+    config = TwilioConfig(
+        account_sid=SID, auth_token=TOKEN, base_url=base, from_number="+15005550006",
+        whatsapp_from="+14155238886", status_callback_base="https://pulse.example.com",
+    )  # fmt: skip
+    channel = TwilioChannel(config, whatsapp=whatsapp)
+    await channel.start()
+    try:
+        envelope = Envelope(str(uuid7()), str(uuid7()), to, TextPayload(body="Your code: 1234"), 1)
+        return await channel.send(envelope)
+    finally:
+        await channel.close()
+
+
+async def test_sms_and_whatsapp_requests_and_outcomes(twilio: tuple[FakeTwilio, str]) -> None:
+    fake, base = twilio
+
+    sms = await send(base, "+14155552671")
+    whatsapp = await send(base, "+14155552671", whatsapp=True)
+    invalid = await send(base, "+15005550001")
+    throttled = await send(base, "+15005550009")
+
+    assert isinstance(sms, Delivered)
+    assert sms.provider_id is not None
+    assert sms.provider_id.startswith("SM")
+    assert fake.requests[0]["From"] == "+15005550006"
+    assert fake.requests[0]["Body"] == "Your code: 1234"
+    assert fake.requests[0]["StatusCallback"].startswith(
+        "https://pulse.example.com/providers/twilio/status/"
+    )
+    assert isinstance(whatsapp, Delivered)
+    assert fake.requests[1]["To"] == "whatsapp:+14155552671"
+    assert fake.requests[1]["From"] == "whatsapp:+14155238886"
+    assert isinstance(invalid, Failed)
+    assert invalid.error_class == "Twilio21211"
+    assert isinstance(throttled, Retry)
+    assert throttled.after_s == 3.0
+
+
+async def test_sms_end_to_end_with_a_signed_status_callback(
+    settings: Settings,
+    start_worker: WorkerFactory,
+    twilio: tuple[FakeTwilio, str],
+    auth: dict[str, str],
+) -> None:
+    _, base = twilio
+    local = msgspec.structs.replace(
+        settings, twilio_account_sid=SID, twilio_auth_token=TOKEN, twilio_base_url=base,
+        twilio_from="+15005550006", public_url="https://pulse.example.com",
+    )  # fmt: skip
+    start_worker(local)
+    body = {"recipient": "+14155552671", "channel": "sms", "payload": {"body": "Hi"}}
+    async with TestClient(TestServer(create_app(local, channel_specs(local)))) as client:
+        bad_number = await client.post(
+            "/api/notifications/", json=body | {"recipient": "0155"}, headers=auth
+        )
+        response = await client.post("/api/notifications/", json=body, headers=auth)
+        document = await wait_for_status(client, auth, response.headers["Location"], "delivered")
+        path = f"/providers/twilio/status/{document['id']}"
+        report = {"MessageSid": "SM" + "1" * 32, "MessageStatus": "delivered"}
+        good = twilio_signature(TOKEN, "https://pulse.example.com" + path, report)
+        forged = await client.post(path, data=report, headers={"X-Twilio-Signature": "forged"})
+        accepted = await client.post(path, data=report, headers={"X-Twilio-Signature": good})
+        after = await client.get(response.headers["Location"], headers=auth)
+        history = [h["status"] for h in msgspec.json.decode(await after.read())["history"]]
+
+    assert bad_number.status == 422
+    assert forged.status == 403
+    assert accepted.status == 204
+    assert history[-1] == "provider:delivered"
