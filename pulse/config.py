@@ -91,6 +91,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     twilio_messaging_service_sid: str | None = None
     twilio_whatsapp_from: str | None = None
     public_url: str | None = None
+    fcm_service_account_file: str | None = None
+    fcm_base_url: str = "https://fcm.googleapis.com"
 
     dev_api_key: str | None = None
 

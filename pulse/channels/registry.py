@@ -13,8 +13,12 @@ import binascii
 import ssl
 from functools import cache
 from importlib.metadata import entry_points
+from pathlib import Path
+
+import msgspec
 
 from pulse.channels.email import EMAIL_SPEC, EmailChannel, SmtpConfig
+from pulse.channels.fcm import PUSH_SPEC, FcmChannel, FcmConfig, ServiceAccount
 from pulse.channels.log import LOG_SPEC, LogChannel
 from pulse.channels.twilio import SMS_SPEC, WHATSAPP_SPEC, TwilioChannel, TwilioConfig
 from pulse.channels.webhook import (
@@ -91,12 +95,26 @@ def twilio_config(settings: Settings) -> TwilioConfig:
     )
 
 
+def fcm_config(settings: Settings) -> FcmConfig:
+    account = None
+    if settings.fcm_service_account_file:
+        path = settings.fcm_service_account_file
+        try:
+            account = msgspec.json.decode(Path(path).read_bytes(), type=ServiceAccount)
+        except (OSError, msgspec.DecodeError) as exc:
+            raise ConfigError(
+                f"PULSE_FCM_SERVICE_ACCOUNT_FILE={path!r} is invalid: {exc}"
+            ) from None
+    return FcmConfig(account=account, base_url=settings.fcm_base_url)
+
+
 EMAIL = ChannelPlugin("email", lambda s: EMAIL_SPEC, lambda s: EmailChannel(smtp_config(s)))
 LOG = ChannelPlugin("log", lambda s: LOG_SPEC, lambda s: LogChannel())
 WEBHOOK = ChannelPlugin("webhook", _webhook_spec, lambda s: WebhookChannel(webhook_config(s)))
 SMS = ChannelPlugin(
     "sms", lambda s: SMS_SPEC, lambda s: TwilioChannel(twilio_config(s), whatsapp=False)
 )
+PUSH = ChannelPlugin("push", lambda s: PUSH_SPEC, lambda s: FcmChannel(fcm_config(s)))
 WHATSAPP = ChannelPlugin(
     "whatsapp", lambda s: WHATSAPP_SPEC, lambda s: TwilioChannel(twilio_config(s), whatsapp=True)
 )
@@ -113,7 +131,14 @@ def plugins() -> dict[str, ChannelPlugin]:
                 f"entry point {entry.name!r} of {ENTRY_POINT_GROUP} is no ChannelPlugin"
             )
         found[plugin.name] = plugin
-    for builtin in (EMAIL, LOG, WEBHOOK, SMS, WHATSAPP):  # present even when run from a source tree
+    for builtin in (
+        EMAIL,
+        LOG,
+        WEBHOOK,
+        SMS,
+        WHATSAPP,
+        PUSH,
+    ):  # present even when run from a source tree
         found.setdefault(builtin.name, builtin)
     return found
 
