@@ -110,6 +110,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise ConfigError(f"PULSE_PRIORITY_WEIGHTS={self.priority_weights!r}: use positives")
         return values
 
+    def secret_values(self) -> list[str]:
+        """The configured secrets themselves, to scrub from anything Pulse stores or logs."""
+        values = (getattr(self, name) for name in SECRET_FIELDS)
+        return [value for value in values if isinstance(value, str) and len(value) >= 4]
+
     def cors_allowed(self) -> frozenset[str]:
         """Origins allowed by CORS; empty (the default) means CORS is off."""
         return frozenset(o.strip() for o in self.cors_origins.split(",") if o.strip())

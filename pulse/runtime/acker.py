@@ -13,8 +13,8 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 from pulse.metrics import Metrics
 from pulse.models import Status
@@ -43,14 +43,20 @@ class Settlement:
 
 
 def settle(
-    results: Sequence[Done], policy: RetryPolicy, rng: random.Random, now: int
+    results: Sequence[Done],
+    policy: RetryPolicy,
+    rng: random.Random,
+    now: int,
+    redact: Callable[[str | None], str | None] = lambda text: text,
 ) -> Settlement:
-    """Pure: decide each attempt's fate and collect the writes it needs."""
+    """Pure: decide each attempt's fate and collect the writes it needs (with secrets
+    scrubbed from errors and provider responses)."""
     plan = Settlement()
     for done in results:
         job, entry = done.item.job, done.item.entry
         decision = decide(done.outcome, entry.attempt, job.max_attempts, policy, rng)
-        plan.rows.append(_row(done, decision))
+        row = _row(done, decision)
+        plan.rows.append(replace(row, error=redact(row.error), response=redact(row.response)))
         if isinstance(decision, Ack):
             plan.acks.append(entry)
         elif isinstance(decision, RetryIn):
@@ -84,6 +90,21 @@ def _error(outcome: Delivered | Retry | Failed) -> str | None:
     return None if isinstance(outcome, Delivered) else outcome.error
 
 
+class Redactor:
+    """Replaces every configured secret in a text with ``***``: provider errors sometimes echo
+    what they were sent, and attempt rows are read by people."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        self._secrets = sorted(set(secrets), key=len, reverse=True)
+
+    def __call__(self, text: str | None) -> str | None:
+        if text is None:
+            return None
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
 class Acker:
     def __init__(
         self,
@@ -97,6 +118,7 @@ class Acker:
         policy: RetryPolicy,
         batch_size: int,
         interval_s: float,
+        secrets: Sequence[str] = (),
     ) -> None:
         self._store = store
         self._consumer = consumer
@@ -105,6 +127,7 @@ class Acker:
         self._leaser = leaser
         self._metrics = metrics
         self._policy = policy
+        self._redact = Redactor(secrets)
         self._rng = random.Random()  # seeded from os.urandom: every process jitters its own way
         self._batch_size = batch_size
         self._interval_s = interval_s
@@ -180,7 +203,7 @@ class Acker:
 
     async def _settle(self, results: list[Done], ack_only: list[Entry], bad: list[Entry]) -> None:
         now = now_ms()
-        plan = settle(results, self._policy, self._rng, now)
+        plan = settle(results, self._policy, self._rng, now, self._redact)
         await self._store.record(plan.rows, self._consumer.name)
         await self._store.record_undecodable([_undecodable_row(e) for e in bad])
         await self._consumer.ack([*plan.acks, *ack_only])

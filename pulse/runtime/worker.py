@@ -78,6 +78,7 @@ class Worker:
             policy=RetryPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_cap_s),
             batch_size=settings.worker_ack_batch,
             interval_s=settings.worker_ack_interval_ms / 1000,
+            secrets=settings.secret_values(),
         )
         self.deliverers = {
             name: Deliverer(

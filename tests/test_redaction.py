@@ -1,0 +1,41 @@
+"""Secrets never reach attempt rows or errors, whatever a provider echoes back."""
+
+from __future__ import annotations
+
+import random
+
+from pulse.config import Settings
+from pulse.ids import uuid7
+from pulse.models import Job
+from pulse.ports import Retry
+from pulse.queue.consumer import Entry
+from pulse.retry import RetryPolicy
+from pulse.runtime.acker import Redactor, settle
+from pulse.runtime.work import Done, WorkItem
+from pulse.timeutil import utcnow
+
+
+def test_settled_rows_carry_no_configured_secret() -> None:
+    settings = Settings(smtp_password="hunter2-smtp", twilio_auth_token="tw-token-123")
+    redact = Redactor(settings.secret_values())
+    job = Job(id=str(uuid7()), tenant_id=str(uuid7()), kind="notification", handler="email",
+              recipient="a@example.com", payload={}, priority=2, max_attempts=5)  # fmt: skip
+    item = WorkItem(entry=Entry("s", "1-0", 1, job), job=job)
+    echoed = Retry(
+        error="535 auth failed for user pulse password hunter2-smtp",
+        response="server said: tw-token-123 rejected",
+    )
+
+    plan = settle([Done(item, echoed, utcnow(), 0.1)], RetryPolicy(), random.Random(0), 0, redact)
+
+    row = plan.rows[0]
+    assert row.error is not None
+    assert "hunter2-smtp" not in row.error
+    assert "***" in row.error
+    assert row.response == "server said: *** rejected"
+
+
+def test_short_or_absent_secrets_are_ignored() -> None:
+    assert Settings().secret_values() == []
+    assert Redactor([])("nothing to hide") == "nothing to hide"
+    assert Redactor(["abc123"])(None) is None
