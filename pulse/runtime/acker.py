@@ -23,13 +23,14 @@ from pulse.queue.consumer import Consumer, Entry
 from pulse.queue.dead_letters import DeadLetterStream
 from pulse.queue.pending import PendingEntries
 from pulse.retry import Ack, DeadLetter, Decision, RetryIn, RetryPolicy, decide
+from pulse.runtime.backoff import delay_for
 from pulse.runtime.leaser import Leaser
 from pulse.runtime.work import Done
 from pulse.store.notifications import NotificationStore, OutcomeRow, UndecodableRow
 from pulse.timeutil import now_ms
 
 logger = logging.getLogger("pulse.runtime.acker")
-RETRY_DELAYS_S = (0.05, 0.2, 0.5, 1.0, 2.0)
+SETTLE_DELAYS_S = (0.05, 0.2, 0.5, 1.0, 2.0)  # shorter first steps: results are waiting
 
 
 @dataclass
@@ -189,7 +190,7 @@ class Acker:
             raise
         except Exception:
             self._restore(*batch)
-            delay = RETRY_DELAYS_S[min(self._failures, len(RETRY_DELAYS_S) - 1)]
+            delay = delay_for(self._failures, SETTLE_DELAYS_S)
             self._failures += 1
             logger.exception("could not settle %d results; retrying in %.2fs", len(batch[0]), delay)
             await asyncio.sleep(delay)

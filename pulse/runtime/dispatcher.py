@@ -8,13 +8,12 @@ to the dead letters, raw.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Mapping, Sequence
 
 from pulse.ports import Failed
 from pulse.queue.consumer import Entry
 from pulse.runtime.acker import Acker
+from pulse.runtime.backoff import until_answered
 from pulse.runtime.deliverer import Deliverer
 from pulse.runtime.fanout import FanOut
 from pulse.runtime.leaser import Leaser
@@ -22,9 +21,6 @@ from pulse.runtime.work import Done, WorkItem
 from pulse.store.errors import TRANSIENT_DB_ERRORS
 from pulse.store.notifications import Claim, NotificationStore
 from pulse.timeutil import utcnow
-
-logger = logging.getLogger("pulse.runtime.dispatcher")
-BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 
 
 class Dispatcher:
@@ -85,12 +81,8 @@ class Dispatcher:
 
     async def _claim(self, ids: list[str]) -> Claim:
         """Claim until PostgreSQL answers: the entries are ours and pending meanwhile."""
-        failures = 0
-        while True:
-            try:
-                return await self._store.claim(ids, self._worker, self._lease_s)
-            except TRANSIENT_DB_ERRORS as exc:
-                delay = BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]
-                failures += 1
-                logger.warning("could not claim in PostgreSQL (%s); retry in %.2fs", exc, delay)
-                await asyncio.sleep(delay)
+        return await until_answered(
+            lambda: self._store.claim(ids, self._worker, self._lease_s),
+            "claim in PostgreSQL",
+            TRANSIENT_DB_ERRORS,
+        )

@@ -3,18 +3,17 @@ job, so a batch request is answered as soon as the batch is committed, whatever 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 
 from pulse.models import Job
 from pulse.queue.consumer import Entry
 from pulse.queue.publisher import Publisher
+from pulse.runtime.backoff import until_answered
 from pulse.store.batches import BatchStore
 from pulse.store.errors import TRANSIENT_DB_ERRORS
 
 logger = logging.getLogger("pulse.runtime.fanout")
-BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 PUBLISH_CHUNK = 500
 
 
@@ -35,14 +34,6 @@ class FanOut:
                 logger.info("batch %s fanned out into %d notifications", entry.job_id, len(jobs))
 
     async def _create(self, batch_id: str) -> list[Job]:
-        failures = 0
-        while True:
-            try:
-                return await self._batches.expand(batch_id)
-            except TRANSIENT_DB_ERRORS as exc:
-                delay = BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]
-                failures += 1
-                logger.warning(
-                    "could not expand batch %s (%s); retry in %.2fs", batch_id, exc, delay
-                )
-                await asyncio.sleep(delay)
+        return await until_answered(
+            lambda: self._batches.expand(batch_id), f"expand batch {batch_id}", TRANSIENT_DB_ERRORS
+        )

@@ -13,10 +13,10 @@ from collections import Counter
 from pulse.priority import DeficitRoundRobin
 from pulse.queue.consumer import Consumer, Entry
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
+from pulse.runtime.backoff import delay_for
 from pulse.runtime.dispatcher import Dispatcher
 
 logger = logging.getLogger("pulse.runtime.fetcher")
-BACKOFF_S = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 
 
 class Fetcher:
@@ -52,7 +52,7 @@ class Fetcher:
                     entries = await self._consumer.wait(self._batch_size, self._block_ms)
                 failures = 0
             except TRANSIENT_REDIS_ERRORS as exc:
-                delay = BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]
+                delay = delay_for(failures)
                 failures += 1
                 logger.warning("could not read from Redis (%s); retrying in %.2fs", exc, delay)
                 await asyncio.sleep(delay)

@@ -10,6 +10,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from pulse.runtime.backoff import delay_for
+
 logger = logging.getLogger("pulse.runtime.supervisor")
 
 ActorMain = Callable[[], Awaitable[None]]
@@ -62,7 +64,7 @@ class Supervisor:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                delay = RESTART_DELAYS_S[min(crashes, len(RESTART_DELAYS_S) - 1)]
+                delay = delay_for(crashes, RESTART_DELAYS_S)
                 crashes += 1
                 logger.exception("actor %s crashed; restarting in %.1fs", name, delay)
                 await asyncio.sleep(delay)
