@@ -119,7 +119,7 @@ async def _timed_drain(
     settings: Settings, pool: asyncpg.Pool, redis: Redis, jobs: int
 ) -> DrainResult:
     metrics = Metrics()
-    worker = Worker(settings, redis, pool, {"log": LogChannel(quiet=True)}, metrics)
+    worker = Worker(settings, redis, pool, {"log": {"log": LogChannel(quiet=True)}}, metrics)
     stop = asyncio.Event()
     started = time.perf_counter()
     task = asyncio.create_task(worker.run(stop))

@@ -16,8 +16,8 @@ from pulse.models import Job
 MESSAGE_FIELD = b"m"
 
 
-class StreamMessage(msgspec.Struct, frozen=True, kw_only=True, tag_field="v", tag=1):
-    """Version 1 of the message appended to a priority stream."""
+class StreamMessageV1(msgspec.Struct, frozen=True, kw_only=True, tag_field="v", tag=1):
+    """Version 1 of the message appended to a priority stream (still read, no longer written)."""
 
     id: str
     tenant_id: str
@@ -29,6 +29,14 @@ class StreamMessage(msgspec.Struct, frozen=True, kw_only=True, tag_field="v", ta
     max_attempts: int
 
 
+class StreamMessage(StreamMessageV1, frozen=True, kw_only=True, tag=2):
+    """Version 2: adds the fallback chain and the step in force. A version-1 worker refuses it
+    loudly (dead letter, raw) rather than delivering a chain it cannot follow."""
+
+    step: int = 0
+    fallback: tuple[dict[str, Any], ...] = ()
+
+
 class UndecodableMessage(Exception):
     """The entry is not a message this worker understands; it carries the raw fields."""
 
@@ -38,7 +46,7 @@ class UndecodableMessage(Exception):
 
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(StreamMessage)
+_decoder = msgspec.msgpack.Decoder(StreamMessage | StreamMessageV1)
 
 
 def encode_job(job: Job) -> dict[bytes, bytes]:
@@ -51,6 +59,8 @@ def encode_job(job: Job) -> dict[bytes, bytes]:
         payload=job.payload,
         priority=job.priority,
         max_attempts=job.max_attempts,
+        step=job.step,
+        fallback=job.fallback,
     )
     return {MESSAGE_FIELD: _encoder.encode(message)}
 
@@ -72,4 +82,6 @@ def decode_job(fields: dict[bytes, bytes]) -> Job:
         payload=message.payload,
         priority=message.priority,
         max_attempts=message.max_attempts,
+        step=message.step if isinstance(message, StreamMessage) else 0,
+        fallback=message.fallback if isinstance(message, StreamMessage) else (),
     )

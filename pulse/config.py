@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from pulse.errors import ConfigError
+from pulse.providers import PROVIDER_PREFIX, ProviderConfig, parse_providers, provider_secrets
 
 ENV_PREFIX = "PULSE_"
 # Variables under these prefixes belong to tools around Pulse (the test suite), not to Pulse.
@@ -25,7 +26,9 @@ FOREIGN_PREFIXES = ("PULSE_TEST_", "PULSE_BENCH_")
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
-SECRET_FIELDS = frozenset({"smtp_password", "dev_api_key", "webhook_secret", "twilio_auth_token"})
+SECRET_FIELDS = frozenset(
+    {"smtp_password", "dev_api_key", "webhook_secret", "twilio_auth_token", "receipt_signing_key"}
+)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -94,13 +97,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     fcm_service_account_file: str | None = None
     fcm_base_url: str = "https://fcm.googleapis.com"
 
+    # Failover: named providers (PULSE_PROVIDER_<NAME>__<FIELD>), default routes, breakers.
+    providers: dict[str, ProviderConfig] = msgspec.field(default_factory=dict)
+    routes: str = ""
+    routes_refresh_s: PositiveFloat = 5.0
+    breaker_failures: PositiveInt = 5
+    breaker_cooldown_s: PositiveFloat = 30.0
+
+    # Delivery receipts: the key each tenant's signing secret is derived from.
+    receipt_signing_key: Annotated[str, msgspec.Meta(min_length=32)] | None = None
+    receipt_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 10
+
     dev_api_key: str | None = None
 
     def __repr__(self) -> str:
-        shown = {
+        shown: dict[str, Any] = {
             name: ("***" if name in SECRET_FIELDS and value is not None else value)
             for name, value in msgspec.structs.asdict(self).items()
         }
+        shown["providers"] = sorted(self.providers)
         return f"Settings({shown})"
 
     def weights(self) -> list[int]:
@@ -112,7 +127,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     def secret_values(self) -> list[str]:
         """The configured secrets themselves, to scrub from anything Pulse stores or logs."""
-        values = (getattr(self, name) for name in SECRET_FIELDS)
+        values = [getattr(self, name) for name in SECRET_FIELDS]
+        values += provider_secrets(self.providers)
         return [value for value in values if isinstance(value, str) and len(value) >= 4]
 
     def cors_allowed(self) -> frozenset[str]:
@@ -154,16 +170,20 @@ def load_settings(
     merged.update(os.environ if environ is None else environ)
     raw = _pulse_fields(merged)
     try:
-        return msgspec.convert(raw, Settings, strict=False)
+        settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(_explain(exc, raw)) from None
+    providers = parse_providers(merged)
+    return msgspec.structs.replace(settings, providers=providers) if providers else settings
 
 
 def _pulse_fields(env: Mapping[str, str]) -> dict[str, Any]:
-    known = set(Settings.__struct_fields__)
+    known = set(Settings.__struct_fields__) - {"providers"}
     fields: dict[str, Any] = {}
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX) or name.startswith(FOREIGN_PREFIXES):
+            continue
+        if name.startswith(PROVIDER_PREFIX):  # named providers: parsed on their own
             continue
         field = name[len(ENV_PREFIX) :].lower()
         if field not in known:

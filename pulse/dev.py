@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import shlex
 from pathlib import Path
 
@@ -39,6 +40,7 @@ def run_dev(settings: Settings) -> int:
     with contextlib.ExitStack() as stack:
         settings = _with_servers(settings, data_dir, stack)
         settings = _with_smtp_sink(settings, stack)
+        settings = _with_receipt_key(settings, data_dir)
         try:
             run(lambda: _dev_main(settings, data_dir))
         except asyncio.CancelledError:
@@ -72,6 +74,17 @@ def _with_smtp_sink(settings: Settings, stack: contextlib.ExitStack) -> Settings
     return msgspec.structs.replace(
         settings, smtp_host="127.0.0.1", smtp_port=sink.port, smtp_tls="none"
     )
+
+
+def _with_receipt_key(settings: Settings, data_dir: Path) -> Settings:
+    """Receipts work out of the box: a signing key kept in the data folder, like the API key."""
+    if settings.receipt_signing_key:
+        return settings
+    key_file = data_dir / "receipt-signing-key"
+    key = key_file.read_text().strip() if key_file.exists() else secrets.token_urlsafe(48)
+    key_file.write_text(key + "\n")
+    key_file.chmod(0o600)
+    return msgspec.structs.replace(settings, receipt_signing_key=key)
 
 
 async def _dev_main(settings: Settings, data_dir: Path) -> None:

@@ -35,6 +35,10 @@ class NotFound(PulseError):
     """The resource does not exist for this tenant (other tenants' resources look absent)."""
 
 
+class NotConfigured(PulseError):
+    """The deployment lacks a setting this operation needs (the operator must set it)."""
+
+
 class Unavailable(PulseError):
     """A backing service (Redis, PostgreSQL) cannot be reached right now; the client may retry."""
 

@@ -6,7 +6,7 @@ tests and the all-in-one ``pulse dev`` can hold several without name clashes.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -43,6 +43,30 @@ class Metrics:
             "Time a channel took for one delivery attempt.",
             ["channel"],
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.provider_attempts = Counter(
+            "pulse_provider_attempts_total",
+            "Calls to a provider, by channel and outcome (delivered, retry, failed).",
+            ["provider", "channel", "outcome"],
+            registry=self.registry,
+        )
+        self.circuit_state = Gauge(
+            "pulse_provider_circuit_state",
+            "Circuit breaker of a provider in this worker: 0 closed, 1 half-open, 2 open.",
+            ["provider"],
+            registry=self.registry,
+        )
+        self.circuit_opened = Counter(
+            "pulse_provider_circuit_opened_total",
+            "Times a provider's circuit breaker opened.",
+            ["provider"],
+            registry=self.registry,
+        )
+        self.fallbacks = Counter(
+            "pulse_notifications_fallback_total",
+            "Notifications moved to the next channel of their fallback chain.",
+            ["from_channel", "to_channel"],
             registry=self.registry,
         )
         self.http_seconds = Histogram(

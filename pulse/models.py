@@ -52,19 +52,41 @@ MetadataValue = Annotated[str, msgspec.Meta(max_length=256)]
 Metadata = Annotated[dict[MetadataKey, MetadataValue], msgspec.Meta(max_length=20)]
 
 
-class NotificationRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """The body of ``POST /api/notifications/``; the payload is checked by its channel's schema."""
+Recipient = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+ChannelName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+MAX_FALLBACK_STEPS = 5
 
-    recipient: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
-    channel: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+class FallbackStep(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Where to go next when the channel before fails for good (checked like a notification)."""
+
+    channel: ChannelName
+    recipient: Recipient
+    payload: dict[str, Any]
+
+
+class NotificationRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The body of ``POST /api/notifications/``; the payload is checked by its channel's schema.
+
+    ``fallback``: channels to try in turn when the one before fails for good (a permanent
+    refusal, or its attempts exhausted), such as push, then sms, then email."""
+
+    recipient: Recipient
+    channel: ChannelName
     payload: dict[str, Any]
     priority: PriorityLevel = DEFAULT_PRIORITY
     max_attempts: MaxAttempts | None = None
     metadata: Metadata | None = None
+    fallback: Annotated[list[FallbackStep], msgspec.Meta(max_length=MAX_FALLBACK_STEPS)] | None = (
+        None
+    )
 
 
 class Job(msgspec.Struct, frozen=True, kw_only=True):
-    """The unit of work: what the runtime fetches, hands to a handler and acknowledges."""
+    """The unit of work: what the runtime fetches, hands to a handler and acknowledges.
+
+    For a notification with a fallback chain, ``handler``, ``recipient`` and ``payload`` are
+    those of the step in force (``step`` 0 is its own channel, k is ``fallback[k-1]``)."""
 
     id: str
     tenant_id: str
@@ -74,6 +96,21 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     payload: dict[str, Any]
     priority: int
     max_attempts: int
+    step: int = 0
+    fallback: tuple[dict[str, Any], ...] = ()
+
+    def next_step(self) -> Job | None:
+        """The job of the next fallback step (fresh attempts), or None at the chain's end."""
+        if self.step >= len(self.fallback):
+            return None
+        following = self.fallback[self.step]
+        return msgspec.structs.replace(
+            self,
+            handler=following["channel"],
+            recipient=following["recipient"],
+            payload=following["payload"],
+            step=self.step + 1,
+        )
 
 
 class NotificationView(msgspec.Struct, kw_only=True):
@@ -89,6 +126,10 @@ class NotificationView(msgspec.Struct, kw_only=True):
     attempts: int
     last_error: str | None
     metadata: dict[str, str]
+    fallback: list[dict[str, Any]]
+    step: int  # the fallback step in force: 0 is the notification's own channel
+    provider: str | None  # the provider that delivered it
+    receipt_for: str | None  # set on delivery receipts: the notification they report
     created_at: datetime
     updated_at: datetime
     delivered_at: datetime | None
@@ -97,7 +138,8 @@ class NotificationView(msgspec.Struct, kw_only=True):
 
 class AuditEntry(msgspec.Struct, kw_only=True):
     """One event in a notification's life, in the order it happened: a status it entered, or
-    ``replayed`` and ``provider:<status>`` (a provider's delivery report)."""
+    ``replayed``, ``fallback`` (the chain moved to its next channel) and ``provider:<status>``
+    (a provider's delivery report)."""
 
     status: str
     at: datetime

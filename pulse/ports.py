@@ -45,11 +45,15 @@ class ChannelSpec:
     """What the API needs to know about a channel to validate a request at accept time.
 
     ``check_recipient`` returns the normalised recipient or raises ``ValueError`` with a reason.
+    ``provider_kind`` names the kind of account that delivers it (``smtp``, ``twilio``...): the
+    channel's default provider carries that name, and named providers of that kind can be put
+    on its routes. None: the channel is its own single provider.
     """
 
     name: str
     payload_type: type[msgspec.Struct]
     check_recipient: Callable[[str], str]
+    provider_kind: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

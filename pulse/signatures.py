@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Mapping
+from datetime import timedelta
 
 
 def twilio_signature(auth_token: str, url: str, params: Mapping[str, str]) -> str:
@@ -21,3 +22,15 @@ def valid_twilio_signature(
     auth_token: str, url: str, params: Mapping[str, str], given: str
 ) -> bool:
     return hmac.compare_digest(twilio_signature(auth_token, url, params), given)
+
+
+RECEIPT_SECRET_PREFIX = "whsec_"
+RECEIPT_ROTATION_GRACE = timedelta(hours=24)  # the previous secret keeps signing this long
+
+
+def receipt_secret(signing_key: str, tenant_id: str, generation: int) -> str:
+    """A tenant's receipt signing secret (Standard Webhooks ``whsec_`` form), derived from the
+    deployment's key: nothing secret is stored, and rotating is bumping ``generation``."""
+    message = f"pulse-receipts:{tenant_id}:{generation}".encode()
+    derived = hmac.new(signing_key.encode(), message, hashlib.sha256).digest()
+    return RECEIPT_SECRET_PREFIX + base64.b64encode(derived).decode()

@@ -27,6 +27,7 @@ class CheckedNotification:
     request: NotificationRequest
     recipient: str
     payload: msgspec.Struct
+    fallback: tuple[dict[str, Any], ...] = ()  # checked steps, recipients normalised
 
 
 def decode_request(
@@ -34,38 +35,73 @@ def decode_request(
 ) -> CheckedNotification:
     """Decode and validate ``body``; raise ``InvalidInput`` with a JSON path on any defect."""
     request = _decode(body)
-    if depth(request.payload) > max_depth:
-        raise InvalidInput(f"payload is nested deeper than {max_depth} levels", "$.payload")
+    _check_depth(request, max_depth)
     return _check(request, specs)
 
 
-def check_item(item: Any, specs: Mapping[str, ChannelSpec]) -> CheckedNotification:
+def check_item(
+    item: Any, specs: Mapping[str, ChannelSpec], max_depth: int = 8
+) -> CheckedNotification:
     """One already-decoded item of a batch, checked like a single request."""
     try:
         request = msgspec.convert(item, NotificationRequest)
     except msgspec.ValidationError as exc:
         raise explain(exc) from None
+    _check_depth(request, max_depth)
     return _check(request, specs)
 
 
+def _check_depth(request: NotificationRequest, max_depth: int) -> None:
+    payloads = [("$.payload", request.payload)] + [
+        (f"$.fallback[{index}].payload", step.payload)
+        for index, step in enumerate(request.fallback or ())
+    ]
+    for where, payload in payloads:
+        if depth(payload) > max_depth:
+            raise InvalidInput(f"payload is nested deeper than {max_depth} levels", where)
+
+
 def _check(request: NotificationRequest, specs: Mapping[str, ChannelSpec]) -> CheckedNotification:
-    spec = specs.get(request.channel)
+    spec = channel_spec(request.channel, specs, "$")
+    recipient = check_recipient(request.recipient, spec, "$")
+    payload = convert_payload(request.payload, spec)
+    steps = []
+    for index, step in enumerate(request.fallback or ()):
+        where = f"$.fallback[{index}]"
+        step_spec = channel_spec(step.channel, specs, where)
+        steps.append(
+            {
+                "channel": step.channel,
+                "recipient": check_recipient(step.recipient, step_spec, where),
+                "payload": step.payload,
+            }
+        )
+        convert_payload(step.payload, step_spec, f"{where}.payload")
+    return CheckedNotification(request, recipient, payload, tuple(steps))
+
+
+def channel_spec(channel: str, specs: Mapping[str, ChannelSpec], where: str) -> ChannelSpec:
+    spec = specs.get(channel)
     if spec is None:
         known = ", ".join(sorted(specs))
-        raise InvalidInput(f"unknown channel {request.channel!r} (known: {known})", "$.channel")
+        raise InvalidInput(f"unknown channel {channel!r} (known: {known})", f"{where}.channel")
+    return spec
+
+
+def check_recipient(recipient: str, spec: ChannelSpec, where: str) -> str:
     try:
-        recipient = spec.check_recipient(request.recipient)
+        return spec.check_recipient(recipient)
     except ValueError as exc:
-        raise InvalidInput(str(exc), "$.recipient") from None
-    payload = convert_payload(request.payload, spec)
-    return CheckedNotification(request=request, recipient=recipient, payload=payload)
+        raise InvalidInput(str(exc), f"{where}.recipient") from None
 
 
-def convert_payload(payload: dict[str, Any], spec: ChannelSpec) -> msgspec.Struct:
+def convert_payload(
+    payload: dict[str, Any], spec: ChannelSpec, where: str = "$.payload"
+) -> msgspec.Struct:
     try:
         return msgspec.convert(payload, spec.payload_type)
     except msgspec.ValidationError as exc:
-        raise explain(exc, prefix="$.payload") from None
+        raise explain(exc, prefix=where) from None
 
 
 def _decode(body: bytes) -> NotificationRequest:

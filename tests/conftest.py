@@ -120,6 +120,8 @@ async def settings(
         worker_grace_s=5,
         # Tests share one database; a reconciler would adopt other tests' leftovers.
         reconcile_interval_s=3600,
+        routes_refresh_s=0.2,
+        receipt_signing_key="test-receipt-signing-key-" + "k" * 16,
     )
     redis = Redis.from_url(redis_url)
     try:
@@ -237,6 +239,7 @@ async def live_api(settings: Settings, tmp_path: Path) -> AsyncIterator[str]:
         PULSE_KEY_PREFIX=settings.key_prefix,
         PULSE_HTTP_PORT=str(port),
         PULSE_LOG_LEVEL="WARNING",
+        PULSE_RECEIPT_SIGNING_KEY=settings.receipt_signing_key or "",
     )
     log_path = tmp_path / "api.log"
     with log_path.open("wb") as log:

@@ -28,9 +28,30 @@ def test_job_round_trips() -> None:
     assert decode_job(encode_job(job)) == job
 
 
+def test_job_with_a_fallback_chain_round_trips() -> None:
+    step = {"channel": "sms", "recipient": "+14155552671", "payload": {"body": "Hi"}}
+    job = msgspec.structs.replace(a_job(), fallback=(step,))
+
+    following = job.next_step()
+
+    assert decode_job(encode_job(job)) == job
+    assert following is not None
+    assert (following.handler, following.recipient, following.step) == ("sms", step["recipient"], 1)
+    assert decode_job(encode_job(following)) == following
+    assert following.next_step() is None
+
+
 def test_message_carries_its_version() -> None:
     fields = encode_job(a_job())
-    assert msgspec.msgpack.decode(fields[MESSAGE_FIELD])["v"] == 1
+    assert msgspec.msgpack.decode(fields[MESSAGE_FIELD])["v"] == 2
+
+
+def test_a_version_1_message_is_still_read() -> None:
+    job = a_job()
+    old = msgspec.structs.asdict(job) | {"v": 1}
+    del old["step"], old["fallback"]
+
+    assert decode_job({MESSAGE_FIELD: msgspec.msgpack.encode(old)}) == job
 
 
 @pytest.mark.parametrize(
@@ -38,7 +59,7 @@ def test_message_carries_its_version() -> None:
     [
         {},
         {MESSAGE_FIELD: b"not msgpack \xc1"},
-        {MESSAGE_FIELD: msgspec.msgpack.encode({"v": 2, "id": "x"})},
+        {MESSAGE_FIELD: msgspec.msgpack.encode({"v": 3, "id": "x"})},
         {MESSAGE_FIELD: msgspec.msgpack.encode({"v": 1})},
     ],
 )

@@ -18,7 +18,7 @@ from pulse.config import Settings
 from pulse.queue.keys import QueueKeys
 from pulse.queue.publisher import Publisher
 from pulse.store.batches import BatchStore
-from pulse.store.notifications import NotificationStore
+from pulse.store.ledger import DeliveryLedger
 from tests.conftest import Client, ServerUrls, WorkerFactory, fresh_database, wait_for_status
 from tests.smtp_servers import ScriptedHandler, ScriptedSmtp
 from tests.test_reliability import column, post
@@ -77,7 +77,7 @@ async def test_a_dead_reconciler_lock_blocks_only_until_it_expires(
     lock_key = keys.lock("reconciler")
     await redis.set(lock_key, "a-holder-that-was-sigkilled", px=300)
     reconciler = Reconciler(
-        NotificationStore(pool),
+        DeliveryLedger(pool),
         BatchStore(pool),
         JobIndex(redis, keys),
         Publisher(redis, keys),

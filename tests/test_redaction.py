@@ -11,6 +11,7 @@ from pulse.ports import Retry
 from pulse.queue.consumer import Entry
 from pulse.retry import RetryPolicy
 from pulse.runtime.acker import Redactor, settle
+from pulse.runtime.failover import Try
 from pulse.runtime.work import Done, WorkItem
 from pulse.timeutil import utcnow
 
@@ -26,13 +27,15 @@ def test_settled_rows_carry_no_configured_secret() -> None:
         response="server said: tw-token-123 rejected",
     )
 
-    plan = settle([Done(item, echoed, utcnow(), 0.1)], RetryPolicy(), random.Random(0), 0, redact)
+    tries = (Try("smtp", echoed, utcnow(), 0.1),)
+    plan = settle([Done(item, tries)], RetryPolicy(), random.Random(0), 0, redact)
 
-    row = plan.rows[0]
+    row, attempt = plan.outcomes[0], plan.attempts[0]
     assert row.error is not None
     assert "hunter2-smtp" not in row.error
     assert "***" in row.error
-    assert row.response == "server said: *** rejected"
+    assert attempt.error == row.error
+    assert attempt.response == "server said: *** rejected"
 
 
 def test_short_or_absent_secrets_are_ignored() -> None:

@@ -61,7 +61,9 @@ def check_address(value: str) -> str:
     return address
 
 
-EMAIL_SPEC = ChannelSpec(name="email", payload_type=EmailPayload, check_recipient=check_address)
+EMAIL_SPEC = ChannelSpec(
+    name="email", payload_type=EmailPayload, check_recipient=check_address, provider_kind="smtp"
+)
 
 
 @dataclass(frozen=True, slots=True)

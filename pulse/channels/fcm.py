@@ -41,7 +41,9 @@ def check_target(value: str) -> str:
     return value
 
 
-PUSH_SPEC = ChannelSpec(name="push", payload_type=PushPayload, check_recipient=check_target)
+PUSH_SPEC = ChannelSpec(
+    name="push", payload_type=PushPayload, check_recipient=check_target, provider_kind="fcm"
+)
 
 
 class ServiceAccount(msgspec.Struct, kw_only=True):

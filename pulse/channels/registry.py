@@ -1,9 +1,11 @@
-"""Channel plugins, found through the ``pulse.channels`` entry point group.
+"""Channel plugins, found through the ``pulse.channels`` entry point group, and the providers
+that deliver each channel.
 
 Pulse's own channels are registered there too (pyproject.toml), so a user's channel is a
 package with one entry point, and nothing in Pulse changes. The composition root asks this
-module for the specs (the API checks requests with them) and the channels (workers deliver
-with them).
+module for the specs (the API checks requests with them) and the providers of each channel
+(workers deliver through them): the default one from the flat settings, plus every named
+provider (``PULSE_PROVIDER_<NAME>__*``) of the channel's provider kind.
 """
 
 from __future__ import annotations
@@ -24,13 +26,22 @@ from pulse.channels.twilio import SMS_SPEC, WHATSAPP_SPEC, TwilioChannel, Twilio
 from pulse.channels.webhook import (
     SECRET_PREFIX,
     WEBHOOK_SPEC,
+    SecretsFor,
     WebhookChannel,
     WebhookConfig,
+    WebhookPayload,
     check_url,
 )
 from pulse.config import Settings
 from pulse.errors import ConfigError
 from pulse.ports import Channel, ChannelPlugin, ChannelSpec
+from pulse.providers import (
+    ProviderConfig,
+    SmtpProvider,
+    TwilioProvider,
+    default_provider,
+    provider_env_name,
+)
 
 ENTRY_POINT_GROUP = "pulse.channels"
 
@@ -48,14 +59,16 @@ def smtp_config(settings: Settings) -> SmtpConfig:
     )
 
 
-def _tls_context(ca_file: str | None) -> ssl.SSLContext | None:
+def _tls_context(
+    ca_file: str | None, variable: str = "PULSE_SMTP_CA_FILE"
+) -> ssl.SSLContext | None:
     """Trust ``ca_file`` (a private relay's CA) instead of the system store when given."""
     if ca_file is None:
         return None
     try:
         return ssl.create_default_context(cafile=ca_file)
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"PULSE_SMTP_CA_FILE={ca_file!r} is invalid: {exc}") from None
+        raise ConfigError(f"{variable}={ca_file!r} is invalid: {exc}") from None
 
 
 def webhook_config(settings: Settings) -> WebhookConfig:
@@ -98,14 +111,60 @@ def twilio_config(settings: Settings) -> TwilioConfig:
 def fcm_config(settings: Settings) -> FcmConfig:
     account = None
     if settings.fcm_service_account_file:
-        path = settings.fcm_service_account_file
-        try:
-            account = msgspec.json.decode(Path(path).read_bytes(), type=ServiceAccount)
-        except (OSError, msgspec.DecodeError) as exc:
-            raise ConfigError(
-                f"PULSE_FCM_SERVICE_ACCOUNT_FILE={path!r} is invalid: {exc}"
-            ) from None
+        account = _service_account(
+            settings.fcm_service_account_file, "PULSE_FCM_SERVICE_ACCOUNT_FILE"
+        )
     return FcmConfig(account=account, base_url=settings.fcm_base_url)
+
+
+def _service_account(path: str, variable: str) -> ServiceAccount:
+    try:
+        return msgspec.json.decode(Path(path).read_bytes(), type=ServiceAccount)
+    except (OSError, msgspec.DecodeError) as exc:
+        raise ConfigError(f"{variable}={path!r} is invalid: {exc}") from None
+
+
+def named_provider(settings: Settings, name: str, config: ProviderConfig, channel: str) -> Channel:
+    """The adapter of a named provider for one channel it serves."""
+    if isinstance(config, SmtpProvider):
+        return EmailChannel(
+            SmtpConfig(
+                host=config.host,
+                port=config.port,
+                tls=config.tls,
+                username=config.username,
+                password=config.password,
+                sender=config.sender,
+                timeout_s=config.timeout_s,
+                tls_context=_tls_context(config.ca_file, provider_env_name(name, "ca_file")),
+            )
+        )
+    if isinstance(config, TwilioProvider):
+        twilio = TwilioConfig(
+            account_sid=config.account_sid,
+            auth_token=config.auth_token,
+            base_url=config.base_url,
+            from_number=config.sender,
+            messaging_service_sid=config.messaging_service_sid,
+            whatsapp_from=config.whatsapp_from,
+            status_callback_base=settings.public_url,
+            provider=name,
+        )
+        return TwilioChannel(twilio, whatsapp=channel == "whatsapp")
+    account = _service_account(
+        config.service_account_file, provider_env_name(name, "service_account_file")
+    )
+    return FcmChannel(FcmConfig(account=account, base_url=config.base_url))
+
+
+def receipt_channel(settings: Settings, secrets_for: SecretsFor) -> Channel:
+    """The internal channel that POSTs delivery receipts, signed with each tenant's secret."""
+    return WebhookChannel(webhook_config(settings), spec=RECEIPT_SPEC, secrets_for=secrets_for)
+
+
+RECEIPT_SPEC = ChannelSpec(
+    name="receipt", payload_type=WebhookPayload, check_recipient=WEBHOOK_SPEC.check_recipient
+)
 
 
 EMAIL = ChannelPlugin("email", lambda s: EMAIL_SPEC, lambda s: EmailChannel(smtp_config(s)))
@@ -147,8 +206,19 @@ def channel_specs(settings: Settings) -> dict[str, ChannelSpec]:
     return {name: plugin.spec(settings) for name, plugin in plugins().items()}
 
 
-def build_channels(settings: Settings, quiet_log: bool = False) -> dict[str, Channel]:
-    channels = {name: plugin.build(settings) for name, plugin in plugins().items()}
+ProviderSets = dict[str, dict[str, Channel]]
+
+
+def build_channels(settings: Settings, quiet_log: bool = False) -> ProviderSets:
+    """Every channel's providers: channel -> provider name -> adapter."""
+    channels: ProviderSets = {}
+    for name, plugin in plugins().items():
+        spec = plugin.spec(settings)
+        providers = {default_provider(spec): plugin.build(settings)}
+        for provider, config in settings.providers.items():
+            if spec.provider_kind == type(config).__struct_config__.tag:
+                providers[provider] = named_provider(settings, provider, config, name)
+        channels[name] = providers
     if quiet_log:
-        channels["log"] = LogChannel(quiet=True)
+        channels["log"] = {"log": LogChannel(quiet=True)}
     return channels

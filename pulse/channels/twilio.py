@@ -32,8 +32,12 @@ def check_e164(value: str) -> str:
     return value
 
 
-SMS_SPEC = ChannelSpec(name="sms", payload_type=TextPayload, check_recipient=check_e164)
-WHATSAPP_SPEC = ChannelSpec(name="whatsapp", payload_type=TextPayload, check_recipient=check_e164)
+SMS_SPEC = ChannelSpec(
+    name="sms", payload_type=TextPayload, check_recipient=check_e164, provider_kind="twilio"
+)
+WHATSAPP_SPEC = ChannelSpec(
+    name="whatsapp", payload_type=TextPayload, check_recipient=check_e164, provider_kind="twilio"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +50,7 @@ class TwilioConfig:
     whatsapp_from: str | None = None
     status_callback_base: str | None = None  # Pulse's public URL, for delivery reports
     timeout_s: float = 15.0
+    provider: str | None = None  # a named provider's name: its callbacks say so, for the token
 
 
 class TwilioChannel:
@@ -94,7 +99,10 @@ class TwilioChannel:
             form["From"] = prefix + sender
         if self._config.status_callback_base:
             base = self._config.status_callback_base.rstrip("/")
-            form["StatusCallback"] = f"{base}/providers/twilio/status/{envelope.notification_id}"
+            callback = f"{base}/providers/twilio/status/{envelope.notification_id}"
+            if self._config.provider:
+                callback += f"?provider={self._config.provider}"
+            form["StatusCallback"] = callback
         return form
 
 

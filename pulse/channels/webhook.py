@@ -19,6 +19,7 @@ import hmac
 import ipaddress
 import socket
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -106,11 +107,23 @@ class WebhookConfig:
     read_timeout_s: float = 15.0
 
 
-class WebhookChannel:
-    spec = WEBHOOK_SPEC
+SecretsFor = Callable[[Envelope], Sequence[str]]
 
-    def __init__(self, config: WebhookConfig) -> None:
+
+class WebhookChannel:
+    """Signs with ``config.secret``, or with what ``secrets_for`` answers for the envelope (a
+    tenant's receipt secrets: during a rotation, the new and the previous one)."""
+
+    def __init__(
+        self,
+        config: WebhookConfig,
+        *,
+        spec: ChannelSpec = WEBHOOK_SPEC,
+        secrets_for: SecretsFor | None = None,
+    ) -> None:
         self._config = config
+        self.spec = spec
+        self._secrets_for = secrets_for or (lambda envelope: [config.secret])
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -134,12 +147,17 @@ class WebhookChannel:
         literal = _literal_refusal(envelope.recipient)
         if literal is not None and not self._config.allow_private:
             return Failed(error=f"refused: {literal}", error_class="SSRFGuard")
+        secrets = self._secrets_for(envelope)
+        if not secrets:
+            return Retry(error="no signing secret is configured", error_class="NotConfigured")
         if self._session is None:
             await self.start()
         assert self._session is not None
-        return await self._post(self._session, envelope)
+        return await self._post(self._session, envelope, secrets)
 
-    async def _post(self, session: aiohttp.ClientSession, envelope: Envelope) -> Outcome:
+    async def _post(
+        self, session: aiohttp.ClientSession, envelope: Envelope, secrets: Sequence[str]
+    ) -> Outcome:
         payload: WebhookPayload = envelope.payload
         timestamp = int(time.time())
         body = msgspec.json.encode(
@@ -149,8 +167,8 @@ class WebhookChannel:
             "content-type": "application/json",
             "webhook-id": envelope.notification_id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(
-                self._config.secret, envelope.notification_id, timestamp, body
+            "webhook-signature": " ".join(
+                sign(secret, envelope.notification_id, timestamp, body) for secret in secrets
             ),
         }
         try:

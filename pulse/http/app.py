@@ -26,6 +26,8 @@ from pulse.http import (
     notifications,
     openapi,
     providers,
+    receipts,
+    routing,
 )
 from pulse.http.auth import auth_middleware
 from pulse.http.edges import cors_middleware, request_id_middleware
@@ -33,18 +35,23 @@ from pulse.http.problems import Handler, problem_middleware
 from pulse.http.state import (
     BATCHES,
     DEAD_LETTERS,
+    DEFAULT_ROUTES,
     IDEMPOTENCY,
     METRICS,
     NOTIFICATIONS,
     POOL,
+    PROVIDERS,
     PUBLISHER,
+    RECEIPTS,
     REDIS,
+    ROUTES,
     SETTINGS,
     SPECS,
     TENANTS,
 )
 from pulse.metrics import Metrics
 from pulse.ports import ChannelSpec
+from pulse.providers import catalog, default_routes, parse_default_routes
 from pulse.queue.dead_letters import DeadLetterStream
 from pulse.queue.keys import QueueKeys
 from pulse.queue.publisher import Publisher
@@ -53,6 +60,8 @@ from pulse.store.dead_letters import DeadLetterStore
 from pulse.store.idempotency import IdempotencyStore
 from pulse.store.notifications import NotificationStore
 from pulse.store.pool import create_pool
+from pulse.store.receipts import ReceiptStore
+from pulse.store.routes import RouteStore
 from pulse.store.tenants import TenantStore
 
 logger = logging.getLogger("pulse.http.app")
@@ -74,6 +83,10 @@ def create_app(
     )
     app[SETTINGS] = settings
     app[SPECS] = specs
+    app[PROVIDERS] = catalog(specs, settings.providers)
+    app[DEFAULT_ROUTES] = default_routes(
+        specs, parse_default_routes(settings.routes, specs, app[PROVIDERS])
+    )
     app[METRICS] = metrics or Metrics()
     app.cleanup_ctx.append(_backends)
     app.add_routes(health.routes)
@@ -84,6 +97,8 @@ def create_app(
     app.add_routes(admin.routes)
     app.add_routes(openapi.routes)
     app.add_routes(providers.routes)
+    app.add_routes(routing.routes)
+    app.add_routes(receipts.routes)
     app.router.add_static("/docs/assets", openapi.swagger_assets())
     return app
 
@@ -104,6 +119,8 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
         DeadLetterStore(pool), DeadLetterStream(redis, keys), app[PUBLISHER]
     )
     app[BATCHES] = BatchStore(pool)
+    app[ROUTES] = RouteStore(pool)
+    app[RECEIPTS] = ReceiptStore(pool, settings.receipt_max_attempts)
     app[IDEMPOTENCY] = IdempotencyStore(
         pool, settings.idempotency_retention_s, settings.idempotency_stale_after_s
     )

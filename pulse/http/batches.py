@@ -104,9 +104,9 @@ def _check_all(
     valid: list[BatchItem] = []
     for index, raw in enumerate(raw_items):
         try:
-            if depth(raw) > settings.max_payload_depth + 2:
+            if depth(raw) > settings.max_payload_depth + 4:  # before decoding: no deep recursion
                 raise InvalidInput("item is nested too deeply", "$")
-            checked = check_item(raw, specs)
+            checked = check_item(raw, specs, settings.max_payload_depth)
         except InvalidInput as exc:
             pointer = f"/{index}" + json_pointer(exc.pointer or "$")
             error = {"detail": exc.detail, "pointer": pointer}
@@ -121,6 +121,7 @@ def _check_all(
             priority=req.priority,
             max_attempts=req.max_attempts or settings.default_max_attempts,
             metadata=req.metadata,
+            fallback=list(checked.fallback) or None,
         )
         valid.append(item)
         results.append(ItemResult(index=index, id=item.id))

@@ -95,6 +95,7 @@ def _job(request: web.Request, checked: CheckedNotification) -> Job:
         payload=req.payload,
         priority=req.priority,
         max_attempts=req.max_attempts or default_attempts,
+        fallback=checked.fallback,
     )
 
 
@@ -110,6 +111,7 @@ async def _commit(
         priority=job.priority,
         max_attempts=job.max_attempts,
         metadata_json=msgspec.json.encode(checked.request.metadata or {}),
+        fallback_json=msgspec.json.encode(job.fallback),
     )
     try:
         return await request.app[NOTIFICATIONS].insert(new, remember)

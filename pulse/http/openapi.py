@@ -11,7 +11,15 @@ import msgspec
 from aiohttp import web
 
 from pulse import __version__
-from pulse.http import admin, batches, dead_letters, documents, notification_queries
+from pulse.http import (
+    admin,
+    batches,
+    dead_letters,
+    documents,
+    notification_queries,
+    receipts,
+    routing,
+)
 from pulse.models import NotificationRequest, NotificationView
 
 routes = web.RouteTableDef()
@@ -25,6 +33,7 @@ PROBLEM_CODES = {
     "413": "Body too large",
     "415": "Not JSON",
     "422": "A field is invalid",
+    "501": "The deployment lacks a setting this needs",
     "503": "Redis or PostgreSQL unreachable; retry after Retry-After",
 }
 
@@ -43,6 +52,7 @@ class Operation:
 
 
 UUID_ID = {"id": {"type": "string", "format": "uuid"}}
+CHANNEL = {"channel": {"type": "string"}}
 INT_ID = {"id": {"type": "integer", "minimum": 0}}
 
 OPERATIONS = (
@@ -87,6 +97,24 @@ OPERATIONS = (
               body=admin.NewKeyRequest, problems=("400", "401", "403", "422", "503")),
     Operation("delete", "/api/keys/{id}", "Revoke an API key at once", ("204", None),
               problems=("401", "403", "404", "503"), path_params={"id": {"type": "string"}}),
+    Operation("get", "/api/routes", "Every channel's route, and the providers to choose from",
+              ("200", routing.RouteList)),
+    Operation("get", "/api/routes/{channel}", "A channel's route", ("200", routing.RouteDocument),
+              problems=("401", "403", "404", "503"), path_params=CHANNEL),
+    Operation("put", "/api/routes/{channel}", "Set a channel's providers, in failover order",
+              ("200", routing.RouteDocument), body=routing.RouteRequest,
+              problems=("400", "401", "403", "404", "422", "503"), path_params=CHANNEL),
+    Operation("delete", "/api/routes/{channel}", "Back to the default route", ("204", None),
+              problems=("401", "403", "404", "503"), path_params=CHANNEL),
+    Operation("get", "/api/receipts", "The receipt endpoint and its signing secret",
+              ("200", receipts.ReceiptDocument), problems=("401", "403", "404", "501", "503")),
+    Operation("put", "/api/receipts", "Set the endpoint that receives delivery receipts",
+              ("200", receipts.ReceiptDocument), body=receipts.ReceiptRequest,
+              problems=("400", "401", "403", "422", "501", "503")),
+    Operation("delete", "/api/receipts", "Stop sending receipts", ("204", None),
+              problems=("401", "403", "404", "503")),
+    Operation("post", "/api/receipts/rotate", "Move to a new signing secret",
+              ("200", receipts.ReceiptDocument), problems=("401", "403", "404", "501", "503")),
 )  # fmt: skip
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from pulse.errors import Forbidden, InvalidInput, NotFound, PulseError, Unavailable
+from pulse.errors import Forbidden, InvalidInput, NotConfigured, NotFound, PulseError, Unavailable
 from pulse.store.errors import UNSTORABLE_VALUE_ERRORS
 
 logger = logging.getLogger("pulse.http")
@@ -32,6 +32,7 @@ _TITLES = {
     415: "Unsupported media type",
     422: "Validation failed",
     500: "Internal server error",
+    501: "Not configured",
     503: "Service unavailable",
 }
 _SLUGS = {
@@ -45,6 +46,7 @@ _SLUGS = {
     415: "unsupported-media-type",
     422: "validation-failed",
     500: "internal-error",
+    501: "not-configured",
     503: "unavailable",
 }
 
@@ -119,7 +121,7 @@ def deliberate(exc: PulseError, path: str) -> web.Response:
         return problem(
             503, exc.detail, instance=path, headers={"Retry-After": str(exc.retry_after_s)}
         )
-    status = 403 if isinstance(exc, Forbidden) else 404 if isinstance(exc, NotFound) else 400
+    status = {Forbidden: 403, NotFound: 404, NotConfigured: 501}.get(type(exc), 400)
     return problem(status, str(exc) or _TITLES[status], instance=path)
 
 

@@ -8,24 +8,36 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from pulse.config import Settings
 from pulse.errors import Forbidden, NotFound
 from pulse.http.notifications import parse_id
 from pulse.http.responses import from_db
 from pulse.http.state import NOTIFICATIONS, SETTINGS
+from pulse.providers import TwilioProvider
 from pulse.signatures import valid_twilio_signature
 
 routes = web.RouteTableDef()
 
 
+def _auth_token(settings: Settings, provider: str | None) -> str | None:
+    """The token of the account that sent the message: the default one, or a named provider
+    (its callback URL says which)."""
+    if provider is None:
+        return settings.twilio_auth_token
+    config = settings.providers.get(provider)
+    return config.auth_token if isinstance(config, TwilioProvider) else None
+
+
 @routes.post("/providers/twilio/status/{id}")
 async def twilio_status(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
-    if not settings.twilio_auth_token or not settings.public_url:
+    token = _auth_token(settings, request.query.get("provider"))
+    if not token or not settings.public_url:
         raise NotFound("Twilio callbacks are not configured")
     form = {name: str(value) for name, value in (await request.post()).items()}
-    url = settings.public_url.rstrip("/") + request.path
+    url = settings.public_url.rstrip("/") + request.path_qs
     given = request.headers.get("X-Twilio-Signature", "")
-    if not valid_twilio_signature(settings.twilio_auth_token, url, form, given):
+    if not valid_twilio_signature(token, url, form, given):
         raise Forbidden("the X-Twilio-Signature does not match")
     notification_id = parse_id(request.match_info["id"])
     detail = " ".join(

@@ -16,6 +16,8 @@ from pulse.queue.publisher import Publisher
 from pulse.store.batches import BatchStore
 from pulse.store.idempotency import IdempotencyStore
 from pulse.store.notifications import NotificationStore
+from pulse.store.receipts import ReceiptStore
+from pulse.store.routes import RouteStore
 from pulse.store.tenants import Principal, TenantStore
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -29,6 +31,11 @@ PUBLISHER = web.AppKey("publisher", Publisher)
 DEAD_LETTERS = web.AppKey("dead_letters", DeadLetters)
 IDEMPOTENCY = web.AppKey("idempotency", IdempotencyStore)
 BATCHES = web.AppKey("batches", BatchStore)
+ROUTES = web.AppKey("routes", RouteStore)
+RECEIPTS = web.AppKey("receipts", ReceiptStore)
+# Provider name -> the channels it delivers; and each channel's route when a tenant has none.
+PROVIDERS = web.AppKey("providers", Mapping[str, frozenset[str]])
+DEFAULT_ROUTES = web.AppKey("default_routes", Mapping[str, list[str]])
 
 TENANT_ID = web.RequestKey("tenant_id", str)  # set by the auth middleware
 KEY_ID = web.RequestKey("key_id", str)  # the API key's id, for the audit

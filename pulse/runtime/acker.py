@@ -1,10 +1,13 @@
 """Settles finished attempts in batches: PostgreSQL first, then one Redis transition each.
 
-For every attempt the pure ``retry.decide`` picks acknowledge, retry later or dead-letter. The
-batch's statuses, audit, attempt and dead-letter rows are committed in one statement; only
-then are the stream entries acknowledged, scheduled for retry or moved to the dead letters.
-If PostgreSQL is down, results wait here and nothing is acknowledged; if the process dies
-first, the entries are still pending in Redis and come back after their lease.
+For every attempt the pure ``retry.decide`` picks acknowledge, retry later or dead-letter; a
+dead letter whose notification has a fallback chain moves to the chain's next step instead.
+The batch's statuses, audit, attempt and dead-letter rows are committed in one statement,
+with the receipts of the notifications it finished; only then are the stream entries
+acknowledged, scheduled for retry, moved to the dead letters or to their next step, and the
+receipts streamed. If PostgreSQL is down, results wait here and nothing is acknowledged; if
+the process dies first, the entries are still pending in Redis and come back after their
+lease (and committed receipts are streamed by the reconciler).
 """
 
 from __future__ import annotations
@@ -14,33 +17,42 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from pulse.metrics import Metrics
-from pulse.models import Status
-from pulse.ports import Delivered, Failed, Retry
+from pulse.models import Job, Status
+from pulse.ports import Delivered
 from pulse.queue.consumer import Consumer, Entry
 from pulse.queue.dead_letters import DeadLetterStream
+from pulse.queue.fallbacks import FallbackStreams
 from pulse.queue.pending import PendingEntries
+from pulse.queue.publisher import Publisher
 from pulse.retry import Ack, DeadLetter, Decision, RetryIn, RetryPolicy, decide
 from pulse.runtime.backoff import delay_for
+from pulse.runtime.failover import OUTCOME_NAMES
 from pulse.runtime.leaser import Leaser
 from pulse.runtime.work import Done
-from pulse.store.notifications import NotificationStore, OutcomeRow, UndecodableRow
+from pulse.store.ledger import AfterRecord, AttemptRow, DeliveryLedger, OutcomeRow, UndecodableRow
 from pulse.timeutil import now_ms
 
 logger = logging.getLogger("pulse.runtime.acker")
 SETTLE_DELAYS_S = (0.05, 0.2, 0.5, 1.0, 2.0)  # shorter first steps: results are waiting
+PUBLISH_CHUNK = 500
 
 
 @dataclass
 class Settlement:
     """What one batch turns into: rows for PostgreSQL, transitions for Redis."""
 
-    rows: list[OutcomeRow] = field(default_factory=list)
+    outcomes: list[OutcomeRow] = field(default_factory=list)
+    attempts: list[AttemptRow] = field(default_factory=list)
     acks: list[Entry] = field(default_factory=list)
     retries: list[tuple[Entry, int]] = field(default_factory=list)
     dead: list[tuple[Entry, str]] = field(default_factory=list)
+    fallbacks: list[tuple[Entry, Job]] = field(default_factory=list)
+
+
+Redact = Callable[[str | None], str | None]
 
 
 def settle(
@@ -48,7 +60,7 @@ def settle(
     policy: RetryPolicy,
     rng: random.Random,
     now: int,
-    redact: Callable[[str | None], str | None] = lambda text: text,
+    redact: Redact = lambda text: text,
 ) -> Settlement:
     """Pure: decide each attempt's fate and collect the writes it needs (with secrets
     scrubbed from errors and provider responses)."""
@@ -56,9 +68,12 @@ def settle(
     for done in results:
         job, entry = done.item.job, done.item.entry
         decision = decide(done.outcome, entry.attempt, job.max_attempts, policy, rng)
-        row = _row(done, decision)
-        plan.rows.append(replace(row, error=redact(row.error), response=redact(row.response)))
-        if isinstance(decision, Ack):
+        following = job.next_step() if isinstance(decision, DeadLetter) else None
+        plan.outcomes.append(_outcome_row(done, decision, following, redact))
+        plan.attempts.extend(_attempt_rows(done, redact))
+        if following is not None:
+            plan.fallbacks.append((entry, following))
+        elif isinstance(decision, Ack):
             plan.acks.append(entry)
         elif isinstance(decision, RetryIn):
             plan.retries.append((entry, now + int(decision.delay_s * 1000)))
@@ -67,27 +82,48 @@ def settle(
     return plan
 
 
-def _row(done: Done, decision: Decision) -> OutcomeRow:
-    outcome = done.outcome
+def _outcome_row(
+    done: Done, decision: Decision, following: Job | None, redact: Redact
+) -> OutcomeRow:
+    outcome, job = done.outcome, done.item.job
     status = {Ack: Status.DELIVERED, RetryIn: Status.RETRYING}.get(type(decision), Status.FAILED)
-    error = decision.reason if isinstance(decision, DeadLetter) else _error(outcome)
+    error = decision.reason if isinstance(decision, DeadLetter) else _error(done)
+    if following is not None:
+        status, error = Status.QUEUED, f"{job.handler} -> {following.handler}: {error}"
     return OutcomeRow(
-        notification_id=done.item.job.id,
+        notification_id=job.id,
         status=status,
-        error=error,
-        number=done.item.attempt,
-        started_at=done.started_at,
-        duration_ms=done.duration_s * 1000,
-        outcome={Delivered: "delivered", Retry: "retry"}.get(type(outcome), "failed"),
+        error=redact(error),
         error_class=None if isinstance(outcome, Delivered) else outcome.error_class,
-        response=outcome.response,
-        dead=isinstance(decision, DeadLetter),
+        dead=isinstance(decision, DeadLetter) and following is None,
         stream=done.item.entry.stream,
         entry_id=done.item.entry.entry_id,
+        provider=done.tries[-1].provider if isinstance(outcome, Delivered) else None,
+        next_step=None if following is None else following.step,
     )
 
 
-def _error(outcome: Delivered | Retry | Failed) -> str | None:
+def _attempt_rows(done: Done, redact: Redact) -> list[AttemptRow]:
+    job = done.item.job
+    return [
+        AttemptRow(
+            notification_id=job.id,
+            number=done.item.attempt,
+            channel=job.handler,
+            provider=call.provider,
+            started_at=call.started_at,
+            duration_ms=call.duration_s * 1000,
+            outcome=OUTCOME_NAMES[type(call.outcome)],
+            error_class=None if isinstance(call.outcome, Delivered) else call.outcome.error_class,
+            error=None if isinstance(call.outcome, Delivered) else redact(call.outcome.error),
+            response=redact(call.outcome.response),
+        )
+        for call in done.tries
+    ]
+
+
+def _error(done: Done) -> str | None:
+    outcome = done.outcome
     return None if isinstance(outcome, Delivered) else outcome.error
 
 
@@ -106,13 +142,22 @@ class Redactor:
         return text
 
 
+@dataclass(frozen=True, slots=True)
+class Transitions:
+    """The Redis side of settling: one atomic script per entry, and the receipts' XADDs."""
+
+    consumer: Consumer
+    pending: PendingEntries
+    dead_letters: DeadLetterStream
+    fallbacks: FallbackStreams
+    publisher: Publisher
+
+
 class Acker:
     def __init__(
         self,
-        store: NotificationStore,
-        consumer: Consumer,
-        pending: PendingEntries,
-        dead_letters: DeadLetterStream,
+        ledger: DeliveryLedger,
+        redis_side: Transitions,
         leaser: Leaser,
         metrics: Metrics,
         *,
@@ -120,11 +165,12 @@ class Acker:
         batch_size: int,
         interval_s: float,
         secrets: Sequence[str] = (),
+        receipts: AfterRecord | None = None,
     ) -> None:
-        self._store = store
-        self._consumer = consumer
-        self._pending = pending
-        self._dead_letters = dead_letters
+        self._ledger = ledger
+        self._redis = redis_side
+        self._receipts = receipts
+        self._unpublished: list[Job] = []
         self._leaser = leaser
         self._metrics = metrics
         self._policy = policy
@@ -205,27 +251,42 @@ class Acker:
     async def _settle(self, results: list[Done], ack_only: list[Entry], bad: list[Entry]) -> None:
         now = now_ms()
         plan = settle(results, self._policy, self._rng, now, self._redact)
-        await self._store.record(plan.rows, self._consumer.name)
-        await self._store.record_undecodable([_undecodable_row(e) for e in bad])
-        await self._consumer.ack([*plan.acks, *ack_only])
-        await self._pending.retry_later(plan.retries)
-        await self._dead_letters.move(
+        worker = self._redis.consumer.name
+        _, receipts = await self._ledger.record(
+            plan.outcomes, plan.attempts, worker, then=self._receipts
+        )
+        self._unpublished.extend(receipts)  # kept until streamed, whatever fails below
+        await self._ledger.record_undecodable([_undecodable_row(e) for e in bad])
+        await self._redis.consumer.ack([*plan.acks, *ack_only])
+        await self._redis.pending.retry_later(plan.retries)
+        await self._redis.dead_letters.move(
             [*plan.dead, *((e, f"undecodable: {e.error}") for e in bad)], now
         )
+        await self._redis.fallbacks.advance(plan.fallbacks)
         for done in results:
             self._leaser.release(done.item.lease_key)
         self._count(plan, results)
+        await self._publish_receipts()
+
+    async def _publish_receipts(self) -> None:
+        while self._unpublished:
+            chunk = self._unpublished[:PUBLISH_CHUNK]
+            await self._redis.publisher.publish(chunk)
+            del self._unpublished[: len(chunk)]
 
     def _count(self, plan: Settlement, results: list[Done]) -> None:
-        for done in results:
-            channel = done.item.job.handler
-            if isinstance(done.outcome, Delivered):
-                self._metrics.delivered.labels(channel).inc()
-            elif isinstance(done.outcome, Retry):
-                self._metrics.retried.labels(channel).inc()
-        for entry, _ in plan.dead:
-            channel = entry.job.handler if entry.job else "unknown"
-            self._metrics.failed.labels(channel).inc()
+        counters = {
+            Status.DELIVERED: self._metrics.delivered,
+            Status.RETRYING: self._metrics.retried,
+            Status.FAILED: self._metrics.failed,
+        }
+        for done, row in zip(results, plan.outcomes, strict=True):
+            counter = counters.get(row.status)
+            if counter is not None:
+                counter.labels(done.item.job.handler).inc()
+        for entry, following in plan.fallbacks:
+            source = entry.job.handler if entry.job else "unknown"
+            self._metrics.fallbacks.labels(source, following.handler).inc()
 
 
 def _undecodable_row(entry: Entry) -> UndecodableRow:

@@ -4,32 +4,38 @@ The mailbox bound is the backpressure: when a channel is slow its mailbox fills 
 waits for room *before* it reads its next round (never in the middle of one, where an urgent
 entry would queue behind the round's bulk), so the worker stops reading more than it can
 deliver. The mailbox is ordered by priority (then arrival), so an urgent item overtakes a
-backlog of bulk work. The lanes bound how many provider calls of this channel are in flight.
+backlog of bulk work. The lanes bound how many deliveries of this channel are in flight; each
+goes down its route of providers (``failover.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import time
 
 import msgspec
 
 from pulse.metrics import Metrics
-from pulse.ports import Channel, Envelope, Failed, Outcome, Retry
+from pulse.ports import ChannelSpec, Envelope, Failed
 from pulse.runtime.acker import Acker
+from pulse.runtime.failover import Failover
 from pulse.runtime.work import Done, WorkItem
-from pulse.timeutil import utcnow
-
-logger = logging.getLogger("pulse.runtime.deliverer")
 
 
 class Deliverer:
     def __init__(
-        self, channel: Channel, acker: Acker, metrics: Metrics, *, concurrency: int, mailbox: int
+        self,
+        spec: ChannelSpec,
+        failover: Failover,
+        acker: Acker,
+        metrics: Metrics,
+        *,
+        concurrency: int,
+        mailbox: int,
     ) -> None:
-        self._channel = channel
+        self._spec = spec
+        self._failover = failover
         self._acker = acker
         self._metrics = metrics
         self._concurrency = concurrency
@@ -41,7 +47,7 @@ class Deliverer:
 
     @property
     def name(self) -> str:
-        return self._channel.spec.name
+        return self._spec.name
 
     def put(self, item: WorkItem) -> None:
         """Never waits: the fetcher waited for room before reading (a round may overshoot the
@@ -68,25 +74,20 @@ class Deliverer:
             if self._mailbox.qsize() < self._limit:
                 self._room.set()
             try:
-                started_at, started = utcnow(), time.perf_counter()
-                outcome = await self._attempt(item)
-                self._acker.submit(Done(item, outcome, started_at, time.perf_counter() - started))
+                self._acker.submit(await self._attempt(item))
             finally:
                 self._mailbox.task_done()
 
-    async def _attempt(self, item: WorkItem) -> Outcome:
+    async def _attempt(self, item: WorkItem) -> Done:
         job = item.job
         try:
-            payload = msgspec.convert(job.payload, self._channel.spec.payload_type)
+            payload = msgspec.convert(job.payload, self._spec.payload_type)
         except msgspec.ValidationError as exc:
             error = f"payload no longer valid for {self.name}: {exc}"
-            return Failed(error=error, error_class="InvalidPayload")
+            return Done.without_call(item, Failed(error=error, error_class="InvalidPayload"))
         envelope = Envelope(job.id, job.tenant_id, job.recipient, payload, item.attempt)
         started = time.perf_counter()
         try:
-            return await self._channel.send(envelope)
-        except Exception as exc:  # a plugin bug must not kill the lane; treat it as temporary
-            logger.exception("channel %s raised on %s", self.name, job.id)
-            return Retry(error=f"{type(exc).__name__}: {exc}", error_class=type(exc).__name__)
+            return Done(item, tuple(await self._failover.send(envelope)))
         finally:
             self._metrics.delivery_seconds.labels(self.name).observe(time.perf_counter() - started)

@@ -1,15 +1,16 @@
 """Hands entries (new from the fetcher, or taken back by the reclaimer) to the deliverers.
 
 One claim statement per batch moves the notifications to ``delivering``; an entry whose
-notification is already delivered, failed or cancelled, or is being delivered by a live worker,
-is acknowledged without sending (the delivery ledger), and an entry that cannot be decoded goes
-to the dead letters, raw.
+notification is already delivered, failed or cancelled, or whose fallback chain has moved past
+the entry's step, is acknowledged without sending (the delivery ledger); one a live worker is
+delivering is left pending; an entry that cannot be decoded goes to the dead letters, raw.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from pulse.models import Job
 from pulse.ports import Failed
 from pulse.queue.consumer import Entry
 from pulse.runtime.acker import Acker
@@ -19,14 +20,13 @@ from pulse.runtime.fanout import FanOut
 from pulse.runtime.leaser import Leaser
 from pulse.runtime.work import Done, WorkItem
 from pulse.store.errors import TRANSIENT_DB_ERRORS
-from pulse.store.notifications import Claim, NotificationStore
-from pulse.timeutil import utcnow
+from pulse.store.ledger import Claim, DeliveryLedger
 
 
 class Dispatcher:
     def __init__(
         self,
-        store: NotificationStore,
+        store: DeliveryLedger,
         deliverers: Mapping[str, Deliverer],
         acker: Acker,
         leaser: Leaser,
@@ -58,7 +58,7 @@ class Dispatcher:
         good = [e for e in entries if e.job is not None and e.job.kind != "fanout"]
         if not good:
             return
-        claim = await self._claim([e.job_id for e in good])
+        claim = await self._claim([e.job for e in good if e.job is not None])
         finished = [e for e in good if e.job_id in claim.finished]
         if finished:
             self._acker.ack_only(finished)
@@ -75,14 +75,14 @@ class Dispatcher:
         if deliverer is None:
             error = f"channel {entry.job.handler!r} is not served by this worker"
             failed = Failed(error=error, error_class="UnknownChannel")
-            self._acker.submit(Done(item, failed, utcnow(), 0.0))
+            self._acker.submit(Done.without_call(item, failed))
             return
         deliverer.put(item)
 
-    async def _claim(self, ids: list[str]) -> Claim:
+    async def _claim(self, jobs: list[Job]) -> Claim:
         """Claim until PostgreSQL answers: the entries are ours and pending meanwhile."""
         return await until_answered(
-            lambda: self._store.claim(ids, self._worker, self._lease_s),
+            lambda: self._store.claim(jobs, self._worker, self._lease_s),
             "claim in PostgreSQL",
             TRANSIENT_DB_ERRORS,
         )

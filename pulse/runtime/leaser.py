@@ -15,13 +15,13 @@ import logging
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.queue.pending import PendingEntries
 from pulse.store.errors import TRANSIENT_DB_ERRORS
-from pulse.store.notifications import NotificationStore
+from pulse.store.ledger import DeliveryLedger
 
 logger = logging.getLogger("pulse.runtime.leaser")
 
 
 class Leaser:
-    def __init__(self, pending: PendingEntries, store: NotificationStore, lease_ms: int) -> None:
+    def __init__(self, pending: PendingEntries, store: DeliveryLedger, lease_ms: int) -> None:
         self._pending = pending
         self._store = store
         self._interval_s = lease_ms / 3000

@@ -18,7 +18,7 @@ from pulse.queue.lock import ExpiringLock
 from pulse.queue.publisher import Publisher
 from pulse.store.batches import BatchStore
 from pulse.store.errors import TRANSIENT_DB_ERRORS
-from pulse.store.notifications import NotificationStore
+from pulse.store.ledger import DeliveryLedger
 
 logger = logging.getLogger("pulse.runtime.reconciler")
 PAGE = 1000
@@ -41,7 +41,7 @@ class ReconcilerSettings:
 class Reconciler:
     def __init__(
         self,
-        store: NotificationStore,
+        store: DeliveryLedger,
         batches: BatchStore,
         index: JobIndex,
         publisher: Publisher,

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 from pulse.models import Job
 from pulse.ports import Outcome
 from pulse.queue.consumer import Entry
+from pulse.runtime.failover import Try, final_outcome
+from pulse.timeutil import utcnow
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,9 +29,16 @@ class WorkItem:
 
 @dataclass(frozen=True, slots=True)
 class Done:
-    """A finished attempt on its way to the acker."""
+    """A finished attempt on its way to the acker: every provider call it made, in order."""
 
     item: WorkItem
-    outcome: Outcome
-    started_at: datetime
-    duration_s: float
+    tries: tuple[Try, ...]
+
+    @property
+    def outcome(self) -> Outcome:
+        return final_outcome(list(self.tries))
+
+    @classmethod
+    def without_call(cls, item: WorkItem, outcome: Outcome) -> Done:
+        """An attempt decided before any provider was called (bad payload, unknown channel)."""
+        return cls(item, (Try(None, outcome, utcnow(), 0.0),))

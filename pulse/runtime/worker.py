@@ -17,21 +17,27 @@ from collections.abc import Mapping
 import asyncpg
 from redis.asyncio import Redis
 
+from pulse.breaker import BreakerPolicy
+from pulse.channels.registry import RECEIPT_SPEC, receipt_channel
 from pulse.config import Settings
 from pulse.metrics import Metrics
-from pulse.ports import Channel
+from pulse.ports import Channel, ChannelSpec
 from pulse.priority import DeficitRoundRobin
+from pulse.providers import RouteBook, catalog, default_routes, parse_default_routes
 from pulse.queue.consumer import Consumer
 from pulse.queue.dead_letters import DeadLetterStream
+from pulse.queue.fallbacks import FallbackStreams
 from pulse.queue.index import JobIndex
 from pulse.queue.keys import QueueKeys
 from pulse.queue.lock import ExpiringLock
 from pulse.queue.pending import PendingEntries
 from pulse.queue.publisher import Publisher
 from pulse.retry import RetryPolicy
-from pulse.runtime.acker import Acker
+from pulse.runtime.acker import Acker, Transitions
 from pulse.runtime.deliverer import Deliverer
+from pulse.runtime.delivery_config import DeliveryConfig
 from pulse.runtime.dispatcher import Dispatcher
+from pulse.runtime.failover import Breakers, Failover
 from pulse.runtime.fanout import FanOut
 from pulse.runtime.fetcher import Fetcher
 from pulse.runtime.leaser import Leaser
@@ -39,7 +45,10 @@ from pulse.runtime.reclaimer import Reclaimer
 from pulse.runtime.reconciler import Reconciler, ReconcilerSettings
 from pulse.runtime.supervisor import Supervisor
 from pulse.store.batches import BatchStore
-from pulse.store.notifications import NotificationStore
+from pulse.store.errors import TRANSIENT_DB_ERRORS
+from pulse.store.ledger import DeliveryLedger
+from pulse.store.receipts import RECEIPT_CHANNEL, ReceiptStore
+from pulse.store.routes import RouteStore
 
 logger = logging.getLogger("pulse.runtime.worker")
 
@@ -51,46 +60,72 @@ def consumer_name(settings: Settings) -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
 
 
+def route_defaults(settings: Settings, specs: Mapping[str, ChannelSpec]) -> RouteBook:
+    """The routes in force when a tenant has none (``PULSE_ROUTES``, checked at start-up)."""
+    known = catalog(specs, settings.providers)
+    return RouteBook(default_routes(specs, parse_default_routes(settings.routes, specs, known)))
+
+
 class Worker:
     def __init__(
         self,
         settings: Settings,
         redis: Redis,
         pool: asyncpg.Pool,
-        channels: Mapping[str, Channel],
+        channels: Mapping[str, Mapping[str, Channel]],
         metrics: Metrics,
     ) -> None:
         self._settings = settings
-        self._channels = channels
         keys = QueueKeys(settings.key_prefix)
         name = consumer_name(settings)
         self.consumer = Consumer(redis, keys, name)
         pending = PendingEntries(redis, keys, name)
-        store = NotificationStore(pool)
+        store = DeliveryLedger(pool)
+        receipts = ReceiptStore(pool, settings.receipt_max_attempts)
+        specs = {channel: _spec_of(providers) for channel, providers in channels.items()}
+        self.delivery_config = DeliveryConfig(
+            RouteStore(pool),
+            receipts,
+            route_defaults(settings, specs),
+            refresh_s=settings.routes_refresh_s,
+            signing_key=settings.receipt_signing_key,
+        )
+        receipt = receipt_channel(settings, self.delivery_config.receipt_secrets)
+        self._channels = {**channels, RECEIPT_CHANNEL: {RECEIPT_CHANNEL: receipt}}
+        specs[RECEIPT_CHANNEL] = RECEIPT_SPEC
         self.leaser = Leaser(pending, store, settings.worker_lease_ms)
+        publisher = Publisher(redis, keys)
         self.acker = Acker(
             store,
-            self.consumer,
-            pending,
-            DeadLetterStream(redis, keys),
+            Transitions(
+                self.consumer,
+                pending,
+                DeadLetterStream(redis, keys),
+                FallbackStreams(redis, keys),
+                publisher,
+            ),
             self.leaser,
             metrics,
             policy=RetryPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_cap_s),
             batch_size=settings.worker_ack_batch,
             interval_s=settings.worker_ack_interval_ms / 1000,
             secrets=settings.secret_values(),
+            receipts=receipts.create_for,
+        )
+        self.breakers = Breakers(
+            BreakerPolicy(settings.breaker_failures, settings.breaker_cooldown_s), metrics
         )
         self.deliverers = {
-            name: Deliverer(
-                channel,
+            channel: Deliverer(
+                specs[channel],
+                Failover(channel, providers, self.breakers, self.delivery_config.route, metrics),
                 self.acker,
                 metrics,
                 concurrency=settings.worker_concurrency,
                 mailbox=settings.worker_mailbox_size,
             )
-            for name, channel in channels.items()
+            for channel, providers in self._channels.items()
         }
-        publisher = Publisher(redis, keys)
         batches = BatchStore(pool)
         dispatcher = Dispatcher(
             store,
@@ -133,8 +168,13 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then shut down gracefully."""
         await self.consumer.ensure_group()
-        for channel in self._channels.values():
-            await channel.start()
+        for adapter in self._adapters():
+            await adapter.start()
+        try:
+            await self.delivery_config.refresh()
+        except TRANSIENT_DB_ERRORS as exc:  # default routes meanwhile; the loop tries again
+            logger.warning("could not load routes yet: %s", exc)
+        self._supervisor.start("delivery-config", self.delivery_config.run)
         self._supervisor.start("acker", self.acker.run)
         self._supervisor.start("leaser", self.leaser.run)
         for name, deliverer in self.deliverers.items():
@@ -169,7 +209,14 @@ class Worker:
         await self._supervisor.cancel("acker")
         if not await self.acker.drain(grace):
             logger.warning("could not settle %d results; they stay pending", self.acker.backlog)
-        await self._supervisor.cancel("leaser")
-        for channel in self._channels.values():
-            await channel.close()
+        await self._supervisor.cancel("leaser", "delivery-config")
+        for adapter in self._adapters():
+            await adapter.close()
         logger.info("worker %s stopped", self.consumer.name)
+
+    def _adapters(self) -> list[Channel]:
+        return [adapter for providers in self._channels.values() for adapter in providers.values()]
+
+
+def _spec_of(providers: Mapping[str, Channel]) -> ChannelSpec:
+    return next(iter(providers.values())).spec

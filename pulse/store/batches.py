@@ -10,8 +10,9 @@ import asyncpg
 import msgspec
 
 from pulse.models import Job
+from pulse.store.rows import JOB_COLUMNS, job_from_row
 
-_EXPAND = """
+_EXPAND = f"""
 WITH b AS (
     UPDATE batches SET expanded_at = coalesce(expanded_at, now())
      WHERE id = $1 RETURNING tenant_id, items
@@ -19,21 +20,21 @@ WITH b AS (
     SELECT b.tenant_id, x.* FROM b,
            jsonb_to_recordset(b.items) AS x(id uuid, channel text, recipient text, payload jsonb,
                                            priority smallint, max_attempts smallint,
-                                           metadata jsonb)
+                                           metadata jsonb, fallback jsonb)
 ), n AS (
     INSERT INTO notifications
-        (id, tenant_id, channel, recipient, payload, priority, status, max_attempts, metadata)
+        (id, tenant_id, channel, recipient, payload, priority, status, max_attempts, metadata,
+         fallback)
     SELECT id, tenant_id, channel, recipient, payload, priority, 'queued', max_attempts,
-           coalesce(metadata, '{}'::jsonb)
+           coalesce(metadata, '{{}}'::jsonb), coalesce(fallback, '[]'::jsonb)
       FROM i
     ON CONFLICT (id) DO NOTHING
-    RETURNING id, tenant_id, channel, recipient, payload, priority, max_attempts
+    RETURNING *
 ), a AS (
     INSERT INTO audit (notification_id, status, detail)
     SELECT id, 'queued', 'fanned out from batch ' || $1::text FROM n
 )
-SELECT id::text AS id, tenant_id::text AS tenant_id, channel, recipient,
-       payload::text AS payload, priority, max_attempts FROM n
+SELECT {JOB_COLUMNS} FROM n
 """
 
 
@@ -45,6 +46,7 @@ class BatchItem(msgspec.Struct, kw_only=True):
     priority: int
     max_attempts: int
     metadata: dict[str, str] | None = None
+    fallback: list[dict[str, Any]] | None = None
 
 
 class BatchStore:
@@ -72,8 +74,6 @@ class BatchStore:
     async def expand(self, batch_id: str) -> list[Job]:
         """Create the batch's notifications (once: a second call creates nothing) with their
         ``queued`` audit rows; return the jobs this call created, to be streamed."""
-        from pulse.store.notifications import job_from_row
-
         rows = await self._pool.fetch(_EXPAND, batch_id)
         return [job_from_row(row) for row in rows]
 

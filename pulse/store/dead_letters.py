@@ -10,7 +10,8 @@ import asyncpg
 import msgspec
 
 from pulse.models import Job
-from pulse.store.notifications import AttemptView, NotificationStore, job_from_row
+from pulse.store.notifications import AttemptView, NotificationStore
+from pulse.store.rows import JOB_COLUMNS, job_from_row
 
 
 class DeadLetterFilter(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -66,7 +67,7 @@ WITH d AS (
     RETURNING d.notification_id, d.stream, d.entry_id
 ), n AS (
     UPDATE notifications n
-       SET status = 'queued', attempts = 0, last_error = NULL, failed_at = NULL,
+       SET status = 'queued', attempts = 0, last_error = NULL, failed_at = NULL, step = 0,
            updated_at = now()
       FROM d WHERE n.id = d.notification_id AND n.status = 'failed'
     RETURNING n.*
@@ -77,8 +78,7 @@ WITH d AS (
     INSERT INTO audit (notification_id, status, worker, detail)
     SELECT id, 'queued', NULL, 'fresh attempts after replay' FROM n
 )
-SELECT n.id::text AS id, n.tenant_id::text AS tenant_id, n.channel, n.recipient,
-       n.payload::text AS payload, n.priority, n.max_attempts, d.entry_id
+SELECT {JOB_COLUMNS}, d.entry_id
   FROM n JOIN d ON d.notification_id = n.id
 """
 

@@ -1,29 +1,28 @@
-"""Notification rows and their audit trail.
+"""Notification rows and their audit trail, as the API writes and reads them.
 
-Every transition is one SQL statement that changes the row and appends the audit row together,
-and every worker-side transition takes a whole batch: the hot path pays one round trip per batch,
-never one per notification.
+Every transition is one SQL statement that changes the row and appends the audit row together.
+The worker's side (claim, record) is the delivery ledger, ``pulse/store/ledger.py``.
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 import asyncpg
 import msgspec
 
-from pulse.models import AuditEntry, Job, NotificationView, Status
+from pulse.models import AuditEntry, NotificationView, Status
+from pulse.store.rows import VIEW_COLUMNS, view_from_row
 from pulse.store.tenants import Connection
 
 _INSERT = """
 WITH n AS (
     INSERT INTO notifications
-        (id, tenant_id, channel, recipient, payload, priority, status, max_attempts, metadata)
-    VALUES ($1, $2, $3, $4, $5::jsonb, $6, 'queued', $7, $8::jsonb)
+        (id, tenant_id, channel, recipient, payload, priority, status, max_attempts, metadata,
+         fallback)
+    VALUES ($1, $2, $3, $4, $5::jsonb, $6, 'queued', $7, $8::jsonb, $9::jsonb)
     RETURNING id, created_at
 ), a AS (
     INSERT INTO audit (notification_id, status) SELECT id, 'queued' FROM n
@@ -31,92 +30,7 @@ WITH n AS (
 SELECT created_at FROM n
 """
 
-_CLAIM = """
-WITH c AS (
-    UPDATE notifications n
-       SET status = 'delivering', attempts = n.attempts + 1, updated_at = now()
-     WHERE n.id = ANY($1::uuid[])
-       AND (n.status IN ('queued', 'retrying')
-            OR (n.status = 'delivering' AND n.updated_at < now() - make_interval(secs => $3)))
-    RETURNING n.id, n.attempts
-), a AS (
-    INSERT INTO audit (notification_id, status, worker) SELECT id, 'delivering', $2 FROM c
-)
-SELECT id::text AS id, true AS claimed FROM c
-UNION ALL
-SELECT id::text, false FROM notifications
- WHERE id = ANY($1::uuid[]) AND status IN ('delivered', 'failed', 'cancelled')
-"""
-
-_TOUCH = """
-UPDATE notifications SET updated_at = now()
- WHERE id = ANY($1::uuid[]) AND status = 'delivering'
-"""
-
-_RECORD = """
-WITH o AS (
-    SELECT * FROM unnest(
-        $1::uuid[], $2::text[], $3::text[], $4::int[], $5::timestamptz[], $6::float8[],
-        $7::text[], $8::text[], $9::text[], $10::bool[], $11::text[], $12::text[]
-    ) AS o(id, status, error, number, started_at, duration_ms,
-           outcome, error_class, response, dead, stream, entry_id)
-), u AS (
-    UPDATE notifications n
-       SET status = o.status,
-           last_error = o.error,
-           updated_at = now(),
-           delivered_at = CASE WHEN o.status = 'delivered' THEN now() ELSE n.delivered_at END,
-           failed_at = CASE WHEN o.status = 'failed' THEN now() ELSE n.failed_at END
-      FROM o
-     WHERE n.id = o.id AND n.status = 'delivering'
-    RETURNING n.id, n.tenant_id, n.channel, o.status, o.error, o.number, o.started_at,
-              o.duration_ms, o.outcome, o.error_class, o.response, o.dead, o.stream, o.entry_id
-), a AS (
-    INSERT INTO audit (notification_id, status, worker, detail)
-    SELECT id, status, $13, error FROM u
-), t AS (
-    INSERT INTO attempts (notification_id, number, started_at, duration_ms, outcome,
-                          error_class, error_message, provider_response, worker)
-    SELECT id, number, started_at, duration_ms, outcome, error_class, error, response, $13
-      FROM u
-), d AS (
-    INSERT INTO dead_letters (notification_id, tenant_id, channel, reason, error_class,
-                              stream, entry_id)
-    SELECT id, tenant_id, channel, error, error_class, stream, entry_id FROM u WHERE dead
-    ON CONFLICT (stream, entry_id) DO NOTHING
-)
-SELECT count(*) FROM u
-"""
-
-_UNDECODABLE = """
-INSERT INTO dead_letters (reason, error_class, stream, entry_id, raw)
-SELECT reason, 'UndecodableMessage', stream, entry_id, raw
-  FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) AS u(reason, stream, entry_id, raw)
-ON CONFLICT (stream, entry_id) DO NOTHING
-"""
-
-_OPEN = """
-SELECT id::text AS id, tenant_id::text AS tenant_id, channel, recipient,
-       payload::text AS payload, priority, max_attempts, updated_at
-  FROM notifications
- WHERE status IN ('queued', 'delivering', 'retrying')
-   AND updated_at < now() - make_interval(secs => $1)
-   AND (updated_at, id) > ($2, $3::uuid)
- ORDER BY updated_at, id
- LIMIT $4
-"""
-
-_REQUEUED = """
-INSERT INTO audit (notification_id, status, worker, detail)
-SELECT id, 'queued', $2, 're-enqueued: missing from Redis' FROM unnest($1::uuid[]) AS id
-"""
-
-_SELECT = """
-SELECT id::text AS id, status, channel, recipient, payload::text AS payload, priority,
-       max_attempts, attempts, last_error, metadata::text AS metadata, created_at, updated_at,
-       delivered_at, failed_at
-  FROM notifications WHERE id = $1 AND tenant_id = $2
-"""
+_SELECT = f"SELECT {VIEW_COLUMNS} FROM notifications WHERE id = $1 AND tenant_id = $2"
 
 _AUDIT = """
 SELECT a.status, a.at, a.worker, a.detail
@@ -136,42 +50,13 @@ class NewNotification:
     priority: int
     max_attempts: int
     metadata_json: bytes = b"{}"
-
-
-@dataclass(frozen=True, slots=True)
-class OutcomeRow:
-    """One finished attempt to persist: the new status, the attempt row, maybe a dead letter."""
-
-    notification_id: str
-    status: Status
-    error: str | None
-    number: int
-    started_at: datetime
-    duration_ms: float
-    outcome: str  # delivered | retry | failed
-    error_class: str | None
-    response: str | None
-    dead: bool
-    stream: str
-    entry_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    claimed: set[str]
-    finished: set[str]
-
-
-@dataclass(frozen=True, slots=True)
-class UndecodableRow:
-    stream: str
-    entry_id: str
-    raw: bytes
-    reason: str
+    fallback_json: bytes = b"[]"
 
 
 class AttemptView(msgspec.Struct, kw_only=True):
     number: int
+    channel: str | None
+    provider: str | None
     started_at: datetime
     duration_ms: float
     outcome: str
@@ -193,14 +78,13 @@ class NotificationFilter(msgspec.Struct, kw_only=True):
     metadata: dict[str, str] | None = None
 
 
-_SEARCH = """
-SELECT id::text AS id, status, channel, recipient, payload::text AS payload, priority,
-       max_attempts, attempts, last_error, metadata::text AS metadata, created_at, updated_at,
-       delivered_at, failed_at
+# Receipts are listed only when asked for (channel=receipt): they would drown the rest.
+_SEARCH = f"""
+SELECT {VIEW_COLUMNS}
   FROM notifications
  WHERE tenant_id = $1
    AND ($2::text IS NULL OR status = $2)
-   AND ($3::text IS NULL OR channel = $3)
+   AND (($3::text IS NULL AND receipt_for IS NULL) OR channel = $3)
    AND ($4::text IS NULL OR recipient = $4)
    AND ($5::smallint IS NULL OR priority = $5)
    AND ($6::timestamptz IS NULL OR created_at >= $6)
@@ -247,76 +131,17 @@ class NotificationStore:
                 new.priority,
                 new.max_attempts,
                 new.metadata_json.decode(),
+                new.fallback_json.decode(),
             )
             if remember is not None:
                 await remember(conn, created_at)
         return created_at
-
-    async def claim(self, ids: Sequence[str], worker: str, lease_s: float) -> Claim:
-        """Move the given notifications to ``delivering`` (the delivery ledger).
-
-        Ones already delivered, failed or cancelled come back as ``finished``: their stream
-        entries are acknowledged without sending. Ones a live worker holds (claimed or touched
-        less than ``lease_s`` ago) are neither: after Redis lost its data, the reconciler's
-        copy must not overtake a delivery still in that worker's hands.
-        """
-        if not ids:
-            return Claim(set(), set())
-        rows = await self._pool.fetch(_CLAIM, list(ids), worker, lease_s)
-        return Claim(
-            claimed={row["id"] for row in rows if row["claimed"]},
-            finished={row["id"] for row in rows if not row["claimed"]},
-        )
-
-    async def touch(self, ids: Sequence[str]) -> None:
-        """Heartbeat held notifications, so their claim stays fresh while they are in hand."""
-        if ids:
-            await self._pool.execute(_TOUCH, list(ids))
-
-    async def record(self, outcomes: Sequence[OutcomeRow], worker: str) -> int:
-        """Persist a batch of attempts: statuses, audit, attempt and dead-letter rows, in one
-        statement. Only ``delivering`` rows move, so recording a batch twice changes nothing."""
-        if not outcomes:
-            return 0
-        columns = [
-            [getattr(o, name) for o in outcomes]
-            for name in (
-                "notification_id", "status", "error", "number", "started_at", "duration_ms",
-                "outcome", "error_class", "response", "dead", "stream", "entry_id",
-            )
-        ]  # fmt: skip
-        moved: int = await self._pool.fetchval(_RECORD, *columns, worker)
-        return moved
-
-    async def record_undecodable(self, rows: Sequence[UndecodableRow]) -> None:
-        """Keep stream entries that could not be decoded, raw bytes and all."""
-        if rows:
-            await self._pool.execute(
-                _UNDECODABLE,
-                [r.reason for r in rows],
-                [r.stream for r in rows],
-                [r.entry_id for r in rows],
-                [r.raw for r in rows],
-            )
-
-    async def open_jobs(
-        self, older_than_s: float, after: tuple[datetime, str] | None, limit: int
-    ) -> list[tuple[Job, datetime]]:
-        """Unfinished notifications untouched for ``older_than_s``, oldest first (keyset paged),
-        as jobs with their update time: what the reconciler checks against Redis."""
-        since, last_id = after or (datetime.min.replace(tzinfo=UTC), str(uuid.UUID(int=0)))
-        rows = await self._pool.fetch(_OPEN, older_than_s, since, last_id, limit)
-        return [(job_from_row(row), row["updated_at"]) for row in rows]
 
     async def withdraw(self, notification_id: str) -> None:
         """Remove a notification the API could not stream (its client got a 503)."""
         await self._pool.execute(
             "DELETE FROM notifications WHERE id = $1 AND status = 'queued'", notification_id
         )
-
-    async def note_requeued(self, ids: Sequence[str], worker: str) -> None:
-        if ids:
-            await self._pool.execute(_REQUEUED, list(ids), worker)
 
     async def get(self, tenant_id: str, notification_id: str) -> NotificationView | None:
         row = await self._pool.fetchrow(_SELECT, notification_id, tenant_id)
@@ -330,8 +155,9 @@ class NotificationStore:
 
     async def attempts(self, notification_id: str) -> list[AttemptView]:
         rows = await self._pool.fetch(
-            "SELECT number, started_at, duration_ms, outcome, error_class, error_message,"
-            " provider_response, worker FROM attempts WHERE notification_id = $1 ORDER BY id",
+            "SELECT number, channel, provider, started_at, duration_ms, outcome, error_class,"
+            " error_message, provider_response, worker FROM attempts WHERE notification_id = $1"
+            " ORDER BY id",
             notification_id,
         )
         return [AttemptView(**dict(row)) for row in rows]
@@ -378,24 +204,3 @@ class NotificationStore:
 
     async def ping(self) -> None:
         await self._pool.fetchval("SELECT 1")
-
-
-def job_from_row(row: Any) -> Job:
-    """A job from a row with the notification's columns (payload as JSON text)."""
-    return Job(
-        id=row["id"],
-        tenant_id=row["tenant_id"],
-        kind="notification",
-        handler=row["channel"],
-        recipient=row["recipient"],
-        payload=msgspec.json.decode(row["payload"]),
-        priority=row["priority"],
-        max_attempts=row["max_attempts"],
-    )
-
-
-def view_from_row(row: Any) -> NotificationView:
-    fields = dict(row)
-    fields["payload"] = msgspec.json.decode(fields["payload"])
-    fields["metadata"] = msgspec.json.decode(fields["metadata"])
-    return NotificationView(**fields)

@@ -14,8 +14,8 @@
   Returns: the dead-letter entry id, or false when the entry no longer exists.
   Side effects: XADD to the dead-letter stream with the original fields (raw bytes, untouched)
   plus source, entry, job, reason and time; then XACK + XDEL of the original, HDEL from the
-  index and ZREM from the schedule. A crash between the copy and the acknowledgement is
-  impossible: a script runs whole or not at all.
+  index (when it points at this entry) and ZREM from the schedule. A crash between the copy
+  and the acknowledgement is impossible: a script runs whole or not at all.
 ]]
 local found = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
 local entry = found[1]
@@ -33,7 +33,7 @@ local dead_id = redis.call('XADD', KEYS[2], '*', unpack(fields))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 redis.call('ZREM', KEYS[4], ARGV[2])
-if ARGV[3] ~= '' then
+if ARGV[3] ~= '' and redis.call('HGET', KEYS[3], ARGV[3]) == KEYS[1] .. ' ' .. ARGV[2] then
   redis.call('HDEL', KEYS[3], ARGV[3])
 end
 return dead_id

@@ -1,0 +1,30 @@
+--[[
+  fallback: replace an entry whose channel failed for good by the entry of the next step of its
+  notification's fallback chain, atomically.
+
+  KEYS[1]  the stream of the entry that failed
+  KEYS[2]  the stream of the next step (its priority's; usually the same stream)
+  KEYS[3]  the index hash
+  KEYS[4]  the failed entry's stream's retry schedule
+  ARGV[1]  the consumer group
+  ARGV[2]  the failed entry's id
+  ARGV[3]  job id
+  ARGV[4]  the next step's encoded message (field "m")
+
+  Returns: the new entry id, or false when the failed entry no longer exists (this transition
+  ran already: running it twice must not stream the next step twice).
+  Side effects: XACK + XDEL + ZREM of the failed entry, XADD of the next step (a fresh entry, so
+  its attempts count from 1) and HSET of the index to it. A crash can leave neither both entries
+  nor none.
+]]
+local found = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
+if not found[1] then
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+  return false
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+redis.call('ZREM', KEYS[4], ARGV[2])
+local entry_id = redis.call('XADD', KEYS[2], '*', 'm', ARGV[4])
+redis.call('HSET', KEYS[3], ARGV[3], KEYS[2] .. ' ' .. entry_id)
+return entry_id

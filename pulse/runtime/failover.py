@@ -1,0 +1,160 @@
+"""Provider failover: one attempt goes down the route until a provider answers for good.
+
+The route (a tenant's, else the default) lists a channel's providers in order. Each call is
+admitted by the provider's circuit breaker; a provider whose breaker is open is skipped, and a
+temporary failure (timeout, 5xx, throttling) moves on to the next provider within the same
+attempt. A delivery ends the attempt, and so does a permanent refusal: that is about the
+message (an invalid number, an unsubscribed recipient), and sending it elsewhere would be
+wrong. When every provider is skipped, the attempt is retried once the first breaker half-opens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from pulse.breaker import BreakerPolicy, CircuitBreaker
+from pulse.metrics import Metrics
+from pulse.ports import Channel, Delivered, Envelope, Failed, Outcome, Retry
+from pulse.timeutil import utcnow
+
+logger = logging.getLogger("pulse.runtime.failover")
+OUTCOME_NAMES = {Delivered: "delivered", Retry: "retry", Failed: "failed"}
+
+
+@dataclass(frozen=True, slots=True)
+class Try:
+    """One provider call within an attempt (``provider`` None: no call could be made)."""
+
+    provider: str | None
+    outcome: Outcome
+    started_at: datetime
+    duration_s: float
+
+
+class Breakers:
+    """One breaker per provider, shared by every channel it serves (a Twilio account's trouble
+    is the same for SMS and WhatsApp); each one's state is a gauge in /metrics."""
+
+    def __init__(
+        self,
+        policy: BreakerPolicy,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._policy = policy
+        self._metrics = metrics
+        self._clock = clock
+        self._breakers: dict[str, CircuitBreaker] = {}
+
+    def of(self, provider: str) -> CircuitBreaker:
+        breaker = self._breakers.get(provider)
+        if breaker is None:
+            breaker = self._breakers[provider] = CircuitBreaker(self._policy)
+            self._metrics.circuit_state.labels(provider).set_function(
+                lambda: float(breaker.state(self._clock()))
+            )
+        return breaker
+
+    def admit(self, provider: str) -> bool:
+        return self.of(provider).admit(self._clock())
+
+    def record(self, provider: str, outcome: Outcome) -> None:
+        breaker = self.of(provider)
+        if isinstance(outcome, Retry):
+            if breaker.failed(self._clock()):
+                self._metrics.circuit_opened.labels(provider).inc()
+        else:
+            breaker.succeeded()
+
+    def reopens_in(self, provider: str) -> float:
+        return self.of(provider).reopens_in(self._clock())
+
+
+class Failover:
+    """Sends one channel's envelopes down their route."""
+
+    def __init__(
+        self,
+        channel: str,
+        providers: Mapping[str, Channel],
+        breakers: Breakers,
+        route: Callable[[str, str], list[str]],
+        metrics: Metrics,
+    ) -> None:
+        self._channel = channel
+        self._providers = providers
+        self._breakers = breakers
+        self._route = route
+        self._metrics = metrics
+
+    def route_of(self, tenant_id: str) -> list[str]:
+        """The tenant's route, restricted to providers this worker has (a route naming a
+        provider configured elsewhere only skips it); never empty."""
+        names = [p for p in self._route(tenant_id, self._channel) if p in self._providers]
+        return names or list(self._providers)[:1]
+
+    async def send(self, envelope: Envelope) -> list[Try]:
+        """Every call this attempt made, in order; the last one's outcome decides."""
+        tries: list[Try] = []
+        skipped: list[str] = []
+        for name in self.route_of(envelope.tenant_id):
+            if not self._breakers.admit(name):
+                skipped.append(name)
+                continue
+            done = await self._call(name, envelope)
+            tries.append(done)
+            if not isinstance(done.outcome, Retry):
+                return tries
+        if not tries:
+            return [self._all_open(skipped)]
+        return tries
+
+    async def _call(self, name: str, envelope: Envelope) -> Try:
+        started_at, started = utcnow(), time.perf_counter()
+        breaker = self._breakers.of(name)
+        try:
+            outcome = await self._providers[name].send(envelope)
+        except asyncio.CancelledError:
+            breaker.released()  # says nothing of the provider
+            raise
+        except Exception as exc:  # a plugin bug must not kill the lane: a temporary failure
+            logger.exception("%s/%s raised on %s", self._channel, name, envelope.notification_id)
+            outcome = Retry(error=f"{type(exc).__name__}: {exc}", error_class=type(exc).__name__)
+        self._breakers.record(name, outcome)
+        self._metrics.provider_attempts.labels(
+            name, self._channel, OUTCOME_NAMES[type(outcome)]
+        ).inc()
+        return Try(name, outcome, started_at, time.perf_counter() - started)
+
+    def _all_open(self, skipped: list[str]) -> Try:
+        wait = min(self._breakers.reopens_in(name) for name in skipped)
+        outcome = Retry(
+            error=f"every provider of {self._channel} is paused (circuit open): "
+            + ", ".join(skipped),
+            after_s=max(wait, 0.1),
+            error_class="CircuitOpen",
+        )
+        return Try(None, outcome, utcnow(), 0.0)
+
+
+def final_outcome(tries: list[Try]) -> Outcome:
+    """What the attempt amounts to: the last call's outcome; when every provider failed
+    temporarily, one Retry naming each, waiting as little as any of them asked."""
+    last = tries[-1].outcome
+    failures = [t for t in tries if isinstance(t.outcome, Retry)]
+    if not isinstance(last, Retry) or len(failures) < 2:
+        return last
+    waits = [t.outcome.after_s for t in failures if isinstance(t.outcome, Retry)]
+    after = None if any(w is None for w in waits) else min(w for w in waits if w is not None)
+    errors = [f"{t.provider}: {t.outcome.error}" for t in failures if isinstance(t.outcome, Retry)]
+    return Retry(
+        error="; ".join(errors),
+        after_s=after,
+        error_class=last.error_class,
+        response=last.response,
+    )

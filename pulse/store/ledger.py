@@ -1,0 +1,253 @@
+"""The delivery ledger: the worker side of a notification's row.
+
+Claim before sending, heartbeat while in hand, record the outcome after. Every transition takes
+a whole batch in one statement, so the hot path pays one round trip per batch, never one per
+notification, and every statement changes the row and appends its audit rows together.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+
+from pulse.models import Job, Status
+from pulse.store.rows import JOB_COLUMNS, job_from_row
+from pulse.store.tenants import Connection
+
+_CLAIM = """
+WITH i AS (
+    SELECT * FROM unnest($1::uuid[], $4::int[]) AS i(id, step)
+), c AS (
+    UPDATE notifications n
+       SET status = 'delivering', attempts = n.attempts + 1, updated_at = now()
+      FROM i
+     WHERE n.id = i.id AND n.step = i.step
+       AND (n.status IN ('queued', 'retrying')
+            OR (n.status = 'delivering' AND n.updated_at < now() - make_interval(secs => $3)))
+    RETURNING n.id, n.attempts
+), a AS (
+    INSERT INTO audit (notification_id, status, worker) SELECT id, 'delivering', $2 FROM c
+)
+SELECT id::text AS id, true AS claimed FROM c
+UNION ALL
+SELECT n.id::text, false FROM notifications n JOIN i ON n.id = i.id
+ WHERE n.status IN ('delivered', 'failed', 'cancelled') OR n.step <> i.step
+"""
+
+_TOUCH = """
+UPDATE notifications SET updated_at = now()
+ WHERE id = ANY($1::uuid[]) AND status = 'delivering'
+"""
+
+_RECORD = """
+WITH o AS (
+    SELECT * FROM unnest(
+        $1::uuid[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::text[], $7::text[],
+        $8::text[], $9::int[]
+    ) AS o(id, status, error, error_class, dead, stream, entry_id, provider, next_step)
+), u AS (
+    UPDATE notifications n
+       SET status = o.status,
+           last_error = o.error,
+           updated_at = now(),
+           provider = coalesce(o.provider, n.provider),
+           step = coalesce(o.next_step, n.step),
+           delivered_at = CASE WHEN o.status = 'delivered' THEN now() ELSE n.delivered_at END,
+           failed_at = CASE WHEN o.status = 'failed' THEN now() ELSE n.failed_at END
+      FROM o
+     WHERE n.id = o.id AND n.status = 'delivering'
+    RETURNING n.id, n.tenant_id, n.channel, n.fallback, o.status, o.error, o.error_class, o.dead,
+              o.stream, o.entry_id, o.next_step
+), a AS (
+    INSERT INTO audit (notification_id, status, worker, detail)
+    SELECT id, status, $20, detail FROM (
+        SELECT id, 'fallback' AS status, error AS detail, 1 AS ord FROM u
+         WHERE next_step IS NOT NULL
+        UNION ALL
+        SELECT id, status,
+               CASE WHEN next_step IS NULL THEN error
+                    ELSE 'step ' || next_step || ': ' || (fallback -> (next_step - 1) ->> 'channel')
+               END,
+               2
+          FROM u
+    ) e ORDER BY id, ord
+), t AS (
+    INSERT INTO attempts (notification_id, number, channel, provider, started_at, duration_ms,
+                          outcome, error_class, error_message, provider_response, worker)
+    SELECT t.* , $20 FROM unnest(
+        $10::uuid[], $11::int[], $12::text[], $13::text[], $14::timestamptz[], $15::float8[],
+        $16::text[], $17::text[], $18::text[], $19::text[]
+    ) AS t(id, number, channel, provider, started_at, duration_ms, outcome, error_class,
+           error, response)
+     WHERE t.id IN (SELECT id FROM u)
+), d AS (
+    INSERT INTO dead_letters (notification_id, tenant_id, channel, reason, error_class,
+                              stream, entry_id)
+    SELECT id, tenant_id, channel, error, error_class, stream, entry_id FROM u WHERE dead
+    ON CONFLICT (stream, entry_id) DO NOTHING
+)
+SELECT id::text AS id, status FROM u
+"""
+
+_UNDECODABLE = """
+INSERT INTO dead_letters (reason, error_class, stream, entry_id, raw)
+SELECT reason, 'UndecodableMessage', stream, entry_id, raw
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) AS u(reason, stream, entry_id, raw)
+ON CONFLICT (stream, entry_id) DO NOTHING
+"""
+
+_OPEN = f"""
+SELECT {JOB_COLUMNS}, updated_at
+  FROM notifications
+ WHERE status IN ('queued', 'delivering', 'retrying')
+   AND updated_at < now() - make_interval(secs => $1)
+   AND (updated_at, id) > ($2, $3::uuid)
+ ORDER BY updated_at, id
+ LIMIT $4
+"""
+
+_REQUEUED = """
+INSERT INTO audit (notification_id, status, worker, detail)
+SELECT id, 'queued', $2, 're-enqueued: missing from Redis' FROM unnest($1::uuid[]) AS id
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRow:
+    """What one finished attempt does to its notification: the new status, maybe a dead letter,
+    maybe the next fallback step (then the status is ``queued``)."""
+
+    notification_id: str
+    status: Status
+    error: str | None
+    error_class: str | None
+    dead: bool
+    stream: str
+    entry_id: str
+    provider: str | None = None  # the provider that delivered it
+    next_step: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    """One provider call (or the reason none was made) within attempt ``number``."""
+
+    notification_id: str
+    number: int
+    channel: str
+    provider: str | None
+    started_at: datetime
+    duration_ms: float
+    outcome: str  # delivered | retry | failed
+    error_class: str | None
+    error: str | None
+    response: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    claimed: set[str]
+    finished: set[str]
+
+
+@dataclass(frozen=True, slots=True)
+class UndecodableRow:
+    stream: str
+    entry_id: str
+    raw: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """A notification the record statement moved, and the status it moved to."""
+
+    notification_id: str
+    status: Status
+
+
+AfterRecord = Callable[[Connection, list[Moved]], Awaitable[list[Job]]]
+_OUTCOME_FIELDS = (
+    "notification_id", "status", "error", "error_class", "dead", "stream", "entry_id",
+    "provider", "next_step",
+)  # fmt: skip
+_ATTEMPT_FIELDS = (
+    "notification_id", "number", "channel", "provider", "started_at", "duration_ms", "outcome",
+    "error_class", "error", "response",
+)  # fmt: skip
+
+
+class DeliveryLedger:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def claim(self, jobs: Sequence[Job], worker: str, lease_s: float) -> Claim:
+        """Move the jobs' notifications to ``delivering`` (the delivery ledger).
+
+        Ones already delivered, failed or cancelled, or whose chain has moved past the job's
+        step, come back as ``finished``: their entries are acknowledged without sending. Ones a
+        live worker holds (claimed or touched less than ``lease_s`` ago) are neither: after
+        Redis lost its data, the reconciler's copy must not overtake a delivery in hand.
+        """
+        if not jobs:
+            return Claim(set(), set())
+        ids, steps = [job.id for job in jobs], [job.step for job in jobs]
+        rows = await self._pool.fetch(_CLAIM, ids, worker, lease_s, steps)
+        return Claim(
+            claimed={row["id"] for row in rows if row["claimed"]},
+            finished={row["id"] for row in rows if not row["claimed"]},
+        )
+
+    async def touch(self, ids: Sequence[str]) -> None:
+        """Heartbeat held notifications, so their claim stays fresh while they are in hand."""
+        if ids:
+            await self._pool.execute(_TOUCH, list(ids))
+
+    async def record(
+        self,
+        outcomes: Sequence[OutcomeRow],
+        attempts: Sequence[AttemptRow],
+        worker: str,
+        then: AfterRecord | None = None,
+    ) -> tuple[list[Moved], list[Job]]:
+        """Persist a batch of attempts (statuses, audit, attempt and dead-letter rows) in one
+        statement, and run ``then`` on the moved rows in the same transaction (receipts).
+        Only ``delivering`` rows move, so recording a batch twice changes nothing."""
+        if not outcomes:
+            return [], []
+        columns = [[getattr(o, name) for o in outcomes] for name in _OUTCOME_FIELDS]
+        tries = [[getattr(a, name) for a in attempts] for name in _ATTEMPT_FIELDS]
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(_RECORD, *columns, *tries, worker)
+            moved = [Moved(row["id"], Status(row["status"])) for row in rows]
+            created = await then(conn, moved) if then is not None and moved else []
+        return moved, created
+
+    async def record_undecodable(self, rows: Sequence[UndecodableRow]) -> None:
+        """Keep stream entries that could not be decoded, raw bytes and all."""
+        if rows:
+            await self._pool.execute(
+                _UNDECODABLE,
+                [r.reason for r in rows],
+                [r.stream for r in rows],
+                [r.entry_id for r in rows],
+                [r.raw for r in rows],
+            )
+
+    async def open_jobs(
+        self, older_than_s: float, after: tuple[datetime, str] | None, limit: int
+    ) -> list[tuple[Job, datetime]]:
+        """Unfinished notifications untouched for ``older_than_s``, oldest first (keyset paged),
+        as jobs of their current step with their update time: what the reconciler checks
+        against Redis."""
+        since, last_id = after or (datetime.min.replace(tzinfo=UTC), str(uuid.UUID(int=0)))
+        rows = await self._pool.fetch(_OPEN, older_than_s, since, last_id, limit)
+        return [(job_from_row(row), row["updated_at"]) for row in rows]
+
+    async def note_requeued(self, ids: Sequence[str], worker: str) -> None:
+        if ids:
+            await self._pool.execute(_REQUEUED, list(ids), worker)
