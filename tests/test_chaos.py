@@ -261,8 +261,15 @@ async def _verify(
             " FROM audit WHERE notification_id = ANY($1::uuid[]) GROUP BY notification_id",
             list(submitter.accepted),
         )
+        attempt_rows = await conn.fetch(
+            "SELECT notification_id::text AS id, array_agg(coalesce(error_class, outcome)"
+            " ORDER BY id) AS classes FROM attempts WHERE notification_id = ANY($1::uuid[])"
+            " GROUP BY notification_id",
+            list(submitter.accepted),
+        )
     finally:
         await conn.close()
+    attempt_classes = {row["id"]: list(row["classes"]) for row in attempt_rows}
     status = {row["id"]: row for row in rows}
     history = {row["id"]: row for row in audits}
     received = {mid.strip("<>").split("@")[0]: n for mid, n in handler.accepted.items()}
@@ -304,7 +311,8 @@ async def _verify(
         assert statuses[-1] == status[notification_id]["status"], statuses
     for notification_id in duplicates:  # each explained by a SIGKILLed worker holding it
         holders = set(history[notification_id]["workers"]) - {None}
-        assert holders & killed, (notification_id, history[notification_id])
+        explained = list(history[notification_id]["details"]), attempt_classes.get(notification_id)
+        assert holders & killed, (notification_id, explained)
     rejected = sum(1 for r in submitter.accepted.values() if r.startswith("reject-"))
     assert len(failed) >= rejected
     random.seed()  # nothing else in this process depends on the seed above
