@@ -102,6 +102,12 @@ def _convert(name: str, raw: dict[str, str]) -> ProviderConfig:
         return config
     except msgspec.ValidationError as exc:
         text = str(exc)
+        missing = re.search(r"missing required field `(\w+)`", text)
+        if missing:
+            variable = provider_env_name(name, missing.group(1))
+            raise ConfigError(
+                f"{variable} is not set (a {raw['kind']} provider needs it)"
+            ) from None
         match = re.search(r"at `\$\.(\w+)`", text) or re.search(r"field `(\w+)`", text)
         field = match.group(1) if match else "kind"
         shown = "***" if field in SECRET_PROVIDER_FIELDS else repr(raw.get(field))

@@ -34,6 +34,7 @@ from pulse.runtime.worker import Worker
 from pulse.store.migrations import migrate
 from pulse.store.pool import create_pool
 from pulse.store.tenants import NewTenant, TenantStore
+from tests.provider_fakes import google, twilio  # noqa: F401  (fixtures, shared)
 
 Client = TestClient[web.Request, web.Application]
 

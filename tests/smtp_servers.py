@@ -63,9 +63,13 @@ class ScriptedSmtp(Managed):
         self.handler = handler
         self.port = free_port("127.0.0.1")
         self._controller = Controller(handler, hostname="127.0.0.1", port=self.port)
+        self.running = False
 
     def start(self) -> None:
         self._controller.start()
+        self.running = True
 
     def stop(self) -> None:
-        self._controller.stop()
+        if self.running:
+            self._controller.stop()
+            self.running = False

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import msgspec
-import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from pulse.channels.registry import channel_specs
@@ -17,49 +13,10 @@ from pulse.config import Settings
 from pulse.http.app import create_app
 from pulse.ids import uuid7
 from pulse.ports import Delivered, Envelope, Failed, Retry
+from pulse.providers import TwilioProvider
 from pulse.signatures import twilio_signature
 from tests.conftest import WorkerFactory, wait_for_status
-
-SID, TOKEN = "AC" + "0" * 32, "twilio-auth-token"
-
-
-class FakeTwilio:
-    """Answers like Twilio: 201 with a Message resource, or its documented error bodies."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-
-    async def messages(self, request: web.Request) -> web.Response:
-        assert request.match_info["sid"] == SID
-        expected = aiohttp.encode_basic_auth(SID, TOKEN)
-        if request.headers.get("Authorization") != expected:
-            return web.json_response({"code": 20003, "message": "Authenticate", "status": 401},
-                                     status=401)  # fmt: skip
-        form = {k: str(v) for k, v in (await request.post()).items()}
-        self.requests.append(form)
-        to = form["To"].removeprefix("whatsapp:")
-        if to == "+15005550001":
-            body = {
-                "code": 21211,
-                "message": f"The 'To' number {to} is not a valid phone number.",
-                "more_info": "https://www.twilio.com/docs/errors/21211",
-                "status": 400,
-            }
-            return web.json_response(body, status=400)
-        if to == "+15005550009":
-            body = {"code": 20429, "message": "Too Many Requests", "status": 429}
-            return web.json_response(body, status=429, headers={"Retry-After": "3"})
-        body = {"sid": "SM" + "1" * 32, "status": "queued", "to": form["To"]}
-        return web.json_response(body, status=201)
-
-
-@pytest.fixture
-async def twilio() -> AsyncIterator[tuple[FakeTwilio, str]]:
-    fake = FakeTwilio()
-    app = web.Application()
-    app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", fake.messages)
-    async with TestServer(app, host="127.0.0.1") as server:
-        yield fake, str(server.make_url("")).rstrip("/")
+from tests.provider_fakes import BACKUP_SID, BACKUP_TOKEN, SID, TOKEN, FakeTwilio
 
 
 async def send(base: str, to: str, whatsapp: bool = False) -> Any:
@@ -132,3 +89,42 @@ async def test_sms_end_to_end_with_a_signed_status_callback(
     assert forged.status == 403
     assert accepted.status == 204
     assert history[-1] == "provider:delivered"
+
+
+async def test_a_named_twilio_account_delivers_and_its_callbacks_carry_its_token(
+    settings: Settings,
+    start_worker: WorkerFactory,
+    twilio: tuple[FakeTwilio, str],
+    auth: dict[str, str],
+) -> None:
+    fake, base = twilio
+    backup = TwilioProvider(
+        account_sid=BACKUP_SID, auth_token=BACKUP_TOKEN, base_url=base, sender="+15005550007"
+    )
+    local = msgspec.structs.replace(
+        settings, twilio_account_sid=SID, twilio_auth_token=TOKEN, twilio_base_url=base,
+        public_url="https://pulse.example.com", providers={"twilio-backup": backup},
+    )  # fmt: skip
+    body = {"recipient": "+14155552671", "channel": "sms", "payload": {"body": "Hi"}}
+    async with TestClient(TestServer(create_app(local, channel_specs(local)))) as client:
+        routed = await client.put(
+            "/api/routes/sms", json={"providers": ["twilio-backup"]}, headers=auth
+        )
+        start_worker(local)
+        response = await client.post("/api/notifications/", json=body, headers=auth)
+        document = await wait_for_status(client, auth, response.headers["Location"], "delivered")
+        callback = fake.requests[-1]["StatusCallback"]
+        path = callback.removeprefix("https://pulse.example.com")
+        report = {"MessageSid": "SM" + "2" * 32, "MessageStatus": "delivered"}
+        wrong = twilio_signature(TOKEN, callback, report)  # the other account's token
+        right = twilio_signature(BACKUP_TOKEN, callback, report)
+        refused = await client.post(path, data=report, headers={"X-Twilio-Signature": wrong})
+        accepted = await client.post(path, data=report, headers={"X-Twilio-Signature": right})
+
+    assert routed.status == 200
+    assert document["provider"] == "twilio-backup"
+    assert fake.requests[-1]["account"] == BACKUP_SID
+    assert fake.requests[-1]["From"] == "+15005550007"
+    assert callback.endswith("?provider=twilio-backup")
+    assert refused.status == 403
+    assert accepted.status == 204

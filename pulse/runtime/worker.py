@@ -76,6 +76,7 @@ class Worker:
         metrics: Metrics,
     ) -> None:
         self._settings = settings
+        self.metrics = metrics
         keys = QueueKeys(settings.key_prefix)
         name = consumer_name(settings)
         self.consumer = Consumer(redis, keys, name)

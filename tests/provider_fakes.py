@@ -1,0 +1,141 @@
+"""Local servers that speak providers' documented wire formats, for the channel tests:
+Twilio's Messages API, Google's OAuth2 token endpoint and FCM HTTP v1."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jwt
+import msgspec
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from pulse.channels.fcm import GRANT_TYPE, SCOPE
+from pulse.config import Settings
+
+SID, TOKEN = "AC" + "0" * 32, "twilio-auth-token"
+BACKUP_SID, BACKUP_TOKEN = "AC" + "7" * 32, "backup-account-token"
+
+
+class FakeTwilio:
+    """Answers like Twilio: 201 with a Message resource, or its documented error bodies. Knows
+    the accounts it is given (SID -> auth token); each request is kept with its account."""
+
+    def __init__(self, accounts: dict[str, str] | None = None) -> None:
+        self.accounts = accounts or {SID: TOKEN, BACKUP_SID: BACKUP_TOKEN}
+        self.requests: list[dict[str, Any]] = []
+
+    async def messages(self, request: web.Request) -> web.Response:
+        sid = request.match_info["sid"]
+        expected = aiohttp.encode_basic_auth(sid, self.accounts.get(sid, ""))
+        if request.headers.get("Authorization") != expected:
+            return web.json_response({"code": 20003, "message": "Authenticate", "status": 401},
+                                     status=401)  # fmt: skip
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        self.requests.append(form | {"account": sid})
+        to = form["To"].removeprefix("whatsapp:")
+        if to == "+15005550001":
+            body = {
+                "code": 21211,
+                "message": f"The 'To' number {to} is not a valid phone number.",
+                "more_info": "https://www.twilio.com/docs/errors/21211",
+                "status": 400,
+            }
+            return web.json_response(body, status=400)
+        if to == "+15005550009":
+            body = {"code": 20429, "message": "Too Many Requests", "status": 429}
+            return web.json_response(body, status=429, headers={"Retry-After": "3"})
+        body = {"sid": "SM" + "1" * 32, "status": "queued", "to": form["To"]}
+        return web.json_response(body, status=201)
+
+
+@pytest.fixture
+async def twilio() -> AsyncIterator[tuple[FakeTwilio, str]]:
+    fake = FakeTwilio()
+    app = web.Application()
+    app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", fake.messages)
+    async with TestServer(app, host="127.0.0.1") as server:
+        yield fake, str(server.make_url("")).rstrip("/")
+
+
+GOOD = "a" * 40
+UNREGISTERED = "u" * 40
+BUSY = "b" * 40
+
+
+class FakeGoogle:
+    """The token endpoint verifies the RS256 grant; messages:send answers FCM's documented
+    success and error bodies by target token."""
+
+    def __init__(self, public_key: Any) -> None:
+        self.public_key = public_key
+        self.tokens_issued = 0
+        self.messages: list[dict[str, Any]] = []
+
+    async def token(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        assert form["grant_type"] == GRANT_TYPE
+        claims = jwt.decode(
+            str(form["assertion"]), self.public_key, algorithms=["RS256"],
+            audience=str(request.url),
+        )  # fmt: skip
+        assert claims["scope"] == SCOPE
+        self.tokens_issued += 1
+        return web.json_response(
+            {"access_token": f"ya29.token{self.tokens_issued}", "expires_in": 3599,
+             "token_type": "Bearer"}
+        )  # fmt: skip
+
+    async def send(self, request: web.Request) -> web.Response:
+        assert request.headers["Authorization"].startswith("Bearer ya29.token")
+        assert request.match_info["project"] == "pulse-test"
+        body = await request.json()
+        self.messages.append(body["message"])
+        target = body["message"].get("token")
+        if target == UNREGISTERED:
+            return _error(404, "NOT_FOUND", "UNREGISTERED")
+        if target == BUSY:
+            return _error(503, "UNAVAILABLE", "UNAVAILABLE", retry_after="11")
+        return web.json_response({"name": "projects/pulse-test/messages/0:1234"})
+
+
+def _error(status: int, rpc: str, code: str, retry_after: str | None = None) -> web.Response:
+    body = {"error": {"code": status, "message": "Requested entity was not found.",
+                      "status": rpc, "details": [
+                          {"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError",
+                           "errorCode": code}]}}  # fmt: skip
+    headers = {"Retry-After": retry_after} if retry_after else None
+    return web.json_response(body, status=status, headers=headers)
+
+
+@pytest.fixture
+async def google(tmp_path: Path) -> AsyncIterator[tuple[FakeGoogle, Settings]]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    fake = FakeGoogle(key.public_key())
+    app = web.Application()
+    app.router.add_post("/token", fake.token)
+    app.router.add_post("/v1/projects/{project}/messages:send", fake.send)
+    async with TestServer(app, host="127.0.0.1") as server:
+        base = str(server.make_url("")).rstrip("/")
+        account = {
+            "type": "service_account",
+            "project_id": "pulse-test",
+            "private_key": pem,
+            "private_key_id": "k1",
+            "client_email": "pulse@pulse-test.iam.gserviceaccount.com",
+            "token_uri": f"{base}/token",
+        }
+        path = tmp_path / "service-account.json"
+        path.write_bytes(msgspec.json.encode(account))
+        yield fake, Settings(fcm_service_account_file=str(path), fcm_base_url=base)
