@@ -17,7 +17,8 @@ class Status(enum.StrEnum):
     """Lifecycle of a notification. Who moves it where:
 
     - ``scheduled``: accepted with a future time; the scheduler moves it to ``queued``.
-    - ``queued``: committed and appended to its priority stream by the API.
+    - ``queued``: committed and appended to its priority stream by the API; or moved back here
+      by the acker when a fallback step takes over (with fresh attempts).
     - ``delivering``: claimed by a worker's fetcher just before its channel is called.
     - ``retrying``: the channel failed temporarily; the entry stays pending for another attempt.
     - ``delivered`` / ``failed`` / ``cancelled``: terminal; nothing moves them out.

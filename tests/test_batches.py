@@ -100,3 +100,25 @@ async def test_batch_limits_and_all_invalid_are_problems(
         await pool.fetchval("SELECT count(*) FROM batches WHERE tenant_id = $1", tenant.tenant_id)
         == 0
     )
+
+
+async def test_batch_items_keep_their_fallback_chains(
+    client: Client,
+    auth: dict[str, str],
+    settings: Settings,
+    start_worker: WorkerFactory,
+    pool: asyncpg.Pool,
+    tenant: NewTenant,
+) -> None:
+    step = {"channel": "log", "recipient": "ops", "payload": {"message": "mail failed"}}
+    bad_step = step | {"payload": {}}
+    items: list[Any] = [EXAMPLE | {"fallback": [step]}, EXAMPLE | {"fallback": [bad_step]}]
+
+    response = await client.post("/api/notifications/batch", json={"items": items}, headers=auth)
+    body = msgspec.json.decode(await response.read())
+    start_worker(settings)
+    await wait_delivered(pool, tenant, 1)
+    got = await client.get(f"/api/notifications/{body['items'][0]['id']}", headers=auth)
+
+    assert body["items"][1]["errors"][0]["pointer"] == "/1/fallback/0/payload/message"
+    assert msgspec.json.decode(await got.read())["fallback"] == [step]
