@@ -23,6 +23,7 @@ from pulse.store.receipts import ReceiptEndpoint
 
 routes = web.RouteTableDef()
 Event = Literal["delivered", "failed"]
+NO_ENDPOINT = "no receipt endpoint is set"
 
 
 class ReceiptRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -66,14 +67,17 @@ def _document(request: web.Request, endpoint: ReceiptEndpoint) -> ReceiptDocumen
     )
 
 
+def _found(request: web.Request, endpoint: ReceiptEndpoint | None) -> web.Response:
+    if endpoint is None:
+        raise NotFound(NO_ENDPOINT)
+    return json_response(_document(request, endpoint))
+
+
 @routes.get("/api/receipts")
 async def get_receipts(request: web.Request) -> web.Response:
     require(request, "admin")
     _signing_key(request)
-    endpoint = await from_db(request.app[RECEIPTS].get(request[TENANT_ID]))
-    if endpoint is None:
-        raise NotFound("no receipt endpoint is set")
-    return json_response(_document(request, endpoint))
+    return _found(request, await from_db(request.app[RECEIPTS].get(request[TENANT_ID])))
 
 
 @routes.put("/api/receipts")
@@ -94,7 +98,7 @@ async def put_receipts(request: web.Request) -> web.Response:
 async def delete_receipts(request: web.Request) -> web.Response:
     require(request, "admin")
     if not await from_db(request.app[RECEIPTS].delete(request[TENANT_ID])):
-        raise NotFound("no receipt endpoint is set")
+        raise NotFound(NO_ENDPOINT)
     return web.Response(status=204)
 
 
@@ -102,7 +106,4 @@ async def delete_receipts(request: web.Request) -> web.Response:
 async def rotate_secret(request: web.Request) -> web.Response:
     require(request, "admin")
     _signing_key(request)
-    endpoint = await from_db(request.app[RECEIPTS].rotate(request[TENANT_ID]))
-    if endpoint is None:
-        raise NotFound("no receipt endpoint is set")
-    return json_response(_document(request, endpoint))
+    return _found(request, await from_db(request.app[RECEIPTS].rotate(request[TENANT_ID])))
