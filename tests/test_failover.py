@@ -28,7 +28,7 @@ def failover_settings(settings: Settings, primary: ScriptedSmtp, backup: Scripte
         smtp_port=primary.port,
         providers={"relay2": relay2},
         breaker_failures=2,
-        breaker_cooldown_s=0.5,
+        breaker_cooldown_s=3.0,  # long enough that it stays open while the test looks
     )
 
 
