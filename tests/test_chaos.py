@@ -58,7 +58,7 @@ def pulse_env(lab: Lab, smtp_port: int) -> dict[str, str]:
         PULSE_SMTP_TLS="none",
         PULSE_SMTP_TIMEOUT_S="5",
         PULSE_WORKER_BLOCK_MS="200",
-        PULSE_WORKER_LEASE_MS="10000",  # longer than the 5 s PostgreSQL outage
+        PULSE_WORKER_LEASE_MS="15000",  # heartbeat every 5 s: rides out the 5 s outage + restart
         PULSE_WORKER_RECLAIM_INTERVAL_MS="200",
         PULSE_RETRY_BASE_S="0.1",
         PULSE_RETRY_CAP_S="2",

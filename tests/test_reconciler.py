@@ -15,10 +15,13 @@ import pytest
 from redis.asyncio import Redis
 
 from pulse.config import Settings
+from pulse.ids import uuid7
 from pulse.queue.keys import QueueKeys
 from pulse.queue.publisher import Publisher
 from pulse.store.batches import BatchStore
 from pulse.store.ledger import DeliveryLedger
+from pulse.store.notifications import NewNotification, NotificationStore
+from pulse.store.tenants import NewTenant
 from tests.conftest import Client, ServerUrls, WorkerFactory, fresh_database, wait_for_status
 from tests.smtp_servers import ScriptedHandler, ScriptedSmtp
 from tests.test_reliability import column, post
@@ -90,3 +93,29 @@ async def test_a_dead_reconciler_lock_blocks_only_until_it_expires(
     await asyncio.sleep(0.4)
     assert await reconciler.reconcile_once() == 0  # ran: the lock had expired
     assert await redis.get(lock_key) is None  # and released its own lock
+
+
+async def test_no_requeued_audit_row_for_a_notification_settled_meanwhile(
+    pool: asyncpg.Pool, tenant: NewTenant
+) -> None:
+    """The reconciler reads unfinished notifications, then asks Redis which are missing; the
+    holder may settle one in between. Its history must still end with the final status."""
+    store = NotificationStore(pool)
+    ids = [str(uuid7()) for _ in range(2)]
+    for notification_id in ids:
+        await store.insert(
+            NewNotification(
+                id=notification_id, tenant_id=tenant.tenant_id, channel="email",
+                recipient="a@example.com", payload_json=b'{"subject": "s", "body": "b"}',
+                priority=1, max_attempts=3,
+            )
+        )  # fmt: skip
+    settled, still_open = ids
+    await pool.execute("UPDATE notifications SET status = 'delivered' WHERE id = $1", settled)
+
+    noted = await DeliveryLedger(pool).note_requeued(ids, "test")
+
+    history = "SELECT status FROM audit WHERE notification_id = $1 ORDER BY id"
+    assert noted == {still_open}  # only it is streamed again
+    assert await column(pool, history, settled) == ["queued"]  # nothing after delivered
+    assert await column(pool, history, still_open) == ["queued", "queued"]

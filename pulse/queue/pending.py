@@ -40,7 +40,12 @@ class PendingEntries:
                 await self._renew(
                     keys=[stream], args=[CONSUMER_GROUP, self._consumer, *ids], client=pipe
                 )
-            replies = await pipe.execute()
+            try:
+                replies = await pipe.execute()
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    return []  # Redis restarted empty: nothing to renew; the fetcher regroups
+                raise
         return [
             (stream, as_str(entry_id))
             for stream, lost in zip(by_stream, replies, strict=True)

@@ -14,10 +14,12 @@ import logging
 
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.queue.pending import PendingEntries
+from pulse.runtime.backoff import delay_for
 from pulse.store.errors import TRANSIENT_DB_ERRORS
 from pulse.store.ledger import DeliveryLedger
 
 logger = logging.getLogger("pulse.runtime.leaser")
+RETRY_DELAYS_S = (0.1, 0.25, 0.5)  # after a failed renewal: short, so a claim outlives an outage
 
 
 class Leaser:
@@ -38,22 +40,30 @@ class Leaser:
         return len(self._held)
 
     async def run(self) -> None:
+        failures = 0
         while True:
-            await asyncio.sleep(self._interval_s)
-            await self.renew_once()
+            # A failed renewal is tried again within 0.5 s, not an interval later: waiting would
+            # let a live holder's claim lapse after an outage of little more than lease/3.
+            delay = delay_for(failures - 1, RETRY_DELAYS_S) if failures else self._interval_s
+            await asyncio.sleep(delay)
+            failures = 0 if await self.renew_once() else failures + 1
 
-    async def renew_once(self) -> None:
+    async def renew_once(self) -> bool:
+        """Renew every lease in hand; False when PostgreSQL or Redis could not be reached."""
         if not self._held:
-            return
+            return True
         held = dict(self._held)
+        renewed = True
         try:
             await self._store.touch(list(held.values()))
         except TRANSIENT_DB_ERRORS as exc:
             logger.warning("could not renew %d claims: %s", len(held), exc)
+            renewed = False
         try:
             lost = await self._pending.renew(list(held))
         except TRANSIENT_REDIS_ERRORS as exc:
             logger.warning("could not renew %d leases: %s", len(held), exc)
-            return
+            return False
         for key in lost:
             logger.warning("lease of %s %s was taken by another worker", *key)
+        return renewed

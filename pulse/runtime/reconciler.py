@@ -92,10 +92,12 @@ class Reconciler:
             if not page:
                 return requeued
             missing = set(await self._index.missing([job.id for job, _ in page]))
-            jobs = [job for job, _ in page if job.id in missing]
+            noted = await self._store.note_requeued(
+                [job.id for job, _ in page if job.id in missing], self._worker
+            )
+            jobs = [job for job, _ in page if job.id in noted]
             if jobs:
                 await self._publisher.publish(jobs)
-                await self._store.note_requeued([job.id for job in jobs], self._worker)
                 logger.warning("re-enqueued %d notifications missing from Redis", len(jobs))
                 requeued += len(jobs)
             if len(page) < PAGE:

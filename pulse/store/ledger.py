@@ -110,9 +110,16 @@ SELECT {JOB_COLUMNS}, updated_at
  LIMIT $4
 """
 
+# Only rows still unfinished: the reconciler read them a moment ago, and their holder may have
+# settled them since (a 'queued' audit row after 'delivered' would be a lie). The row lock
+# orders this audit row before or after the settling one; a row locked right now is being
+# settled or claimed and is left for the next pass.
 _REQUEUED = """
 INSERT INTO audit (notification_id, status, worker, detail)
-SELECT id, 'queued', $2, 're-enqueued: missing from Redis' FROM unnest($1::uuid[]) AS id
+SELECT id, 'queued', $2, 're-enqueued: missing from Redis' FROM notifications
+ WHERE id = ANY($1::uuid[]) AND status IN ('queued', 'delivering', 'retrying')
+   FOR UPDATE SKIP LOCKED
+RETURNING notification_id::text
 """
 
 
@@ -248,6 +255,10 @@ class DeliveryLedger:
         rows = await self._pool.fetch(_OPEN, older_than_s, since, last_id, limit)
         return [(job_from_row(row), row["updated_at"]) for row in rows]
 
-    async def note_requeued(self, ids: Sequence[str], worker: str) -> None:
-        if ids:
-            await self._pool.execute(_REQUEUED, list(ids), worker)
+    async def note_requeued(self, ids: Sequence[str], worker: str) -> set[str]:
+        """Audit the re-enqueueing of those still unfinished; return their ids (the ones to
+        stream: noting first means a copy is never streamed without its audit row)."""
+        if not ids:
+            return set()
+        rows = await self._pool.fetch(_REQUEUED, list(ids), worker)
+        return {row[0] for row in rows}
