@@ -21,12 +21,18 @@ class Delivered(msgspec.Struct, frozen=True):
 
 
 class Retry(msgspec.Struct, frozen=True):
-    """A temporary failure: try again later (after ``after_s`` when the provider said so)."""
+    """A temporary failure: try again later (after ``after_s`` when the provider said so).
+
+    ``provider_fault``: the provider itself is in trouble (unreachable, timing out, 5xx,
+    throttling), which counts against its circuit breaker; False when it answered but put
+    this one message off (an SMTP 451 for a greylisted mailbox), or when the far end is the
+    recipient's own (a webhook endpoint), not a provider shared by everyone."""
 
     error: str
     after_s: float | None = None
     error_class: str = "TemporaryError"
     response: str | None = None
+    provider_fault: bool = True
 
 
 class Failed(msgspec.Struct, frozen=True):

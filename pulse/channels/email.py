@@ -1,8 +1,9 @@
 """Email over SMTP with aiosmtplib.
 
 SMTP 5xx replies are permanent (the server refused this message for good); 4xx replies and
-connection problems are temporary. The Message-ID is derived from the notification id so a
-receiving system can recognise a redelivered mail as the same message.
+connection problems are temporary (only connection problems and 421 count against the relay's
+circuit breaker: other 4xx are about one message). The Message-ID is derived from the
+notification id so a receiving system can recognise a redelivered mail as the same message.
 """
 
 from __future__ import annotations
@@ -155,4 +156,7 @@ def _classify(code: int, text: str) -> Outcome:
     error, error_class, response = f"SMTP {code}: {text}", f"SMTP{code}", f"{code} {text}"
     if 500 <= code < 600:
         return Failed(error=error, error_class=error_class, response=response)
-    return Retry(error=error, error_class=error_class, response=response)
+    # 421: the relay is shutting the channel (its own trouble); other 4xx put off one message
+    return Retry(
+        error=error, error_class=error_class, response=response, provider_fault=code == 421
+    )

@@ -179,9 +179,15 @@ class WebhookChannel:
             refused = exc.os_error if isinstance(exc.os_error, RefusedAddress) else None
             if refused is not None or isinstance(exc.__cause__, RefusedAddress):
                 return Failed(error=f"refused: {refused or exc.__cause__}", error_class="SSRFGuard")
-            return Retry(error=f"{type(exc).__name__}: {exc}", error_class=type(exc).__name__)
+            return _unreachable(exc)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            return Retry(error=f"{type(exc).__name__}: {exc}", error_class=type(exc).__name__)
+            return _unreachable(exc)
+
+
+def _unreachable(exc: BaseException) -> Retry:
+    """An endpoint that cannot be reached is its receiver's trouble, not a provider's."""
+    name = type(exc).__name__
+    return Retry(error=f"{name}: {exc}", error_class=name, provider_fault=False)
 
 
 def _literal_refusal(url: str) -> str | None:
@@ -202,7 +208,11 @@ def _classify(status: int, retry_after: str | None, text: str) -> Outcome:
         return Failed(error=f"HTTP 410: {text}", error_class="HTTP410", response=response)
     after = _seconds(retry_after)
     return Retry(
-        error=f"HTTP {status}", after_s=after, error_class=f"HTTP{status}", response=response
+        error=f"HTTP {status}",
+        after_s=after,
+        error_class=f"HTTP{status}",
+        response=response,
+        provider_fault=False,  # each endpoint is its receiver's own, not a shared provider
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ class Breakers:
         self._policy = policy
         self._metrics = metrics
         self._clock = clock
+        self._rng = random.Random()
         self._breakers: dict[str, CircuitBreaker] = {}
 
     def of(self, provider: str) -> CircuitBreaker:
@@ -64,15 +66,21 @@ class Breakers:
         return self.of(provider).admit(self._clock())
 
     def record(self, provider: str, outcome: Outcome) -> None:
+        """Only the provider's own trouble counts against it; any other answer shows it up."""
         breaker = self.of(provider)
-        if isinstance(outcome, Retry):
+        if isinstance(outcome, Retry) and outcome.provider_fault:
             if breaker.failed(self._clock()):
                 self._metrics.circuit_opened.labels(provider).inc()
         else:
             breaker.succeeded()
 
-    def reopens_in(self, provider: str) -> float:
-        return self.of(provider).reopens_in(self._clock())
+    def retry_in(self, providers: list[str]) -> float:
+        """When to try a route whose providers are all paused: once the first may admit a
+        probe, spread over a cool-down so that the held-back messages do not all come back at
+        the same moment (one probe at a time goes out; the rest would be paused again)."""
+        now = self._clock()
+        soonest = min(self.of(name).reopens_in(now) for name in providers)
+        return soonest + self._rng.uniform(0.0, self._policy.cooldown_s)
 
 
 class Failover:
@@ -132,12 +140,12 @@ class Failover:
         return Try(name, outcome, started_at, time.perf_counter() - started)
 
     def _all_open(self, skipped: list[str]) -> Try:
-        wait = min(self._breakers.reopens_in(name) for name in skipped)
         outcome = Retry(
             error=f"every provider of {self._channel} is paused (circuit open): "
             + ", ".join(skipped),
-            after_s=max(wait, 0.1),
+            after_s=self._breakers.retry_in(skipped),
             error_class="CircuitOpen",
+            provider_fault=False,
         )
         return Try(None, outcome, utcnow(), 0.0)
 
