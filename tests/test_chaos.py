@@ -314,5 +314,7 @@ async def _verify(
         explained = list(history[notification_id]["details"]), attempt_classes.get(notification_id)
         assert holders & killed, (notification_id, explained)
     rejected = sum(1 for r in submitter.accepted.values() if r.startswith("reject-"))
-    assert len(failed) >= rejected
+    # Beyond the 550s, giving up needs ten 451s in a row (about 1e-7 a mail): a handful at most,
+    # never the scores that attempts wasted on paused providers would cost.
+    assert rejected <= len(failed) <= rejected + 2, (len(failed), rejected)
     random.seed()  # nothing else in this process depends on the seed above
