@@ -138,9 +138,9 @@ class NotificationView(msgspec.Struct, kw_only=True):
 
 
 class AuditEntry(msgspec.Struct, kw_only=True):
-    """One event in a notification's life, in the order it happened: a status it entered, or
-    ``replayed``, ``fallback`` (the chain moved to its next channel) and ``provider:<status>``
-    (a provider's delivery report)."""
+    """One event in a notification's life, in the order it happened: a status it entered (a
+    ``queued`` whose detail starts with ``fallback`` when the chain moved to its next channel),
+    or ``replayed`` and ``provider:<status>`` (a provider's delivery report)."""
 
     status: str
     at: datetime

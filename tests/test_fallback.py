@@ -78,14 +78,14 @@ async def test_push_then_sms_then_email(
 
     # Then: each channel failed for good in turn, and email delivered
     history = [(h["status"], h["detail"]) for h in document["history"]]
-    fallbacks = [detail for status, detail in history if status == "fallback"]
+    fallbacks = [d for s, d in history if s == "queued" and (d or "").startswith("fallback ")]
     assert document["status"] == "delivered"
     assert document["step"] == 2
     assert document["channel"] == "push"  # the notification keeps its own channel
     assert len(fallbacks) == 2
-    assert fallbacks[0].startswith("push -> sms: permanent failure")
+    assert fallbacks[0].startswith("fallback push -> sms: permanent failure")
     assert "UNREGISTERED" in fallbacks[0]
-    assert fallbacks[1].startswith("sms -> email: permanent failure")
+    assert fallbacks[1].startswith("fallback sms -> email: permanent failure")
     rows = [
         (r["channel"], r["number"], r["outcome"], r["error_class"])
         for r in document["attempt_rows"]

@@ -27,8 +27,8 @@ def test_settled_rows_carry_no_configured_secret() -> None:
         response="server said: tw-token-123 rejected",
     )
 
-    tries = (Try("smtp", echoed, utcnow(), 0.1),)
-    plan = settle([Done(item, tries)], RetryPolicy(), random.Random(0), 0, redact)
+    tries = [Try("smtp", echoed, utcnow(), 0.1)]
+    plan = settle([Done.of(item, tries)], RetryPolicy(), random.Random(0), 0, redact)
 
     row, attempt = plan.outcomes[0], plan.attempts[0]
     assert row.error is not None

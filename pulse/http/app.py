@@ -120,7 +120,7 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
     )
     app[BATCHES] = BatchStore(pool)
     app[ROUTES] = RouteStore(pool)
-    app[RECEIPTS] = ReceiptStore(pool, settings.receipt_max_attempts)
+    app[RECEIPTS] = ReceiptStore(pool)
     app[IDEMPOTENCY] = IdempotencyStore(
         pool, settings.idempotency_retention_s, settings.idempotency_stale_after_s
     )

@@ -16,9 +16,11 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from pulse.ids import uuid7
 from pulse.metrics import Metrics
 from pulse.models import Job, Status
 from pulse.ports import Delivered
@@ -32,12 +34,13 @@ from pulse.runtime.backoff import delay_for
 from pulse.runtime.failover import OUTCOME_NAMES
 from pulse.runtime.leaser import Leaser
 from pulse.runtime.work import Done
-from pulse.store.ledger import AfterRecord, AttemptRow, DeliveryLedger, OutcomeRow, UndecodableRow
+from pulse.store.ledger import AttemptRow, DeliveryLedger, OutcomeRow, UndecodableRow
 from pulse.timeutil import now_ms
 
 logger = logging.getLogger("pulse.runtime.acker")
 SETTLE_DELAYS_S = (0.05, 0.2, 0.5, 1.0, 2.0)  # shorter first steps: results are waiting
 PUBLISH_CHUNK = 500
+FINAL = frozenset({Status.DELIVERED, Status.FAILED})  # the ends a receipt reports
 
 
 @dataclass
@@ -89,7 +92,7 @@ def _outcome_row(
     status = {Ack: Status.DELIVERED, RetryIn: Status.RETRYING}.get(type(decision), Status.FAILED)
     error = decision.reason if isinstance(decision, DeadLetter) else _error(done)
     if following is not None:
-        status, error = Status.QUEUED, f"{job.handler} -> {following.handler}: {error}"
+        status, error = Status.QUEUED, f"fallback {job.handler} -> {following.handler}: {error}"
     return OutcomeRow(
         notification_id=job.id,
         status=status,
@@ -100,6 +103,7 @@ def _outcome_row(
         entry_id=done.item.entry.entry_id,
         provider=done.tries[-1].provider if isinstance(outcome, Delivered) else None,
         next_step=None if following is None else following.step,
+        receipt_id=str(uuid7()) if status in FINAL else None,
     )
 
 
@@ -165,11 +169,16 @@ class Acker:
         batch_size: int,
         interval_s: float,
         secrets: Sequence[str] = (),
-        receipts: AfterRecord | None = None,
+        receipt_max_attempts: int = 10,
     ) -> None:
         self._ledger = ledger
         self._redis = redis_side
-        self._receipts = receipts
+        self._receipt_max_attempts = receipt_max_attempts
+        self._counters = {
+            Status.DELIVERED: metrics.delivered,
+            Status.RETRYING: metrics.retried,
+            Status.FAILED: metrics.failed,
+        }
         self._unpublished: list[Job] = []
         self._leaser = leaser
         self._metrics = metrics
@@ -252,8 +261,8 @@ class Acker:
         now = now_ms()
         plan = settle(results, self._policy, self._rng, now, self._redact)
         worker = self._redis.consumer.name
-        _, receipts = await self._ledger.record(
-            plan.outcomes, plan.attempts, worker, then=self._receipts
+        receipts = await self._ledger.record(
+            plan.outcomes, plan.attempts, worker, self._receipt_max_attempts
         )
         self._unpublished.extend(receipts)  # kept until streamed, whatever fails below
         await self._ledger.record_undecodable([_undecodable_row(e) for e in bad])
@@ -275,15 +284,14 @@ class Acker:
             del self._unpublished[: len(chunk)]
 
     def _count(self, plan: Settlement, results: list[Done]) -> None:
-        counters = {
-            Status.DELIVERED: self._metrics.delivered,
-            Status.RETRYING: self._metrics.retried,
-            Status.FAILED: self._metrics.failed,
-        }
-        for done, row in zip(results, plan.outcomes, strict=True):
-            counter = counters.get(row.status)
+        tally = Counter(
+            (row.status, done.item.job.handler)
+            for done, row in zip(results, plan.outcomes, strict=True)
+        )
+        for (status, channel), count in tally.items():
+            counter = self._counters.get(status)
             if counter is not None:
-                counter.labels(done.item.job.handler).inc()
+                counter.labels(channel).inc(count)
         for entry, following in plan.fallbacks:
             source = entry.job.handler if entry.job else "unknown"
             self._metrics.fallbacks.labels(source, following.handler).inc()

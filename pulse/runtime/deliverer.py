@@ -37,7 +37,7 @@ class Deliverer:
         self._spec = spec
         self._failover = failover
         self._acker = acker
-        self._metrics = metrics
+        self._seconds = metrics.delivery_seconds.labels(spec.name)
         self._concurrency = concurrency
         self._mailbox: asyncio.PriorityQueue[tuple[int, int, WorkItem]] = asyncio.PriorityQueue()
         self._limit = mailbox
@@ -88,6 +88,6 @@ class Deliverer:
         envelope = Envelope(job.id, job.tenant_id, job.recipient, payload, item.attempt)
         started = time.perf_counter()
         try:
-            return Done(item, tuple(await self._failover.send(envelope)))
+            return Done.of(item, await self._failover.send(envelope))
         finally:
-            self._metrics.delivery_seconds.labels(self.name).observe(time.perf_counter() - started)
+            self._seconds.observe(time.perf_counter() - started)

@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from prometheus_client import Counter
+
 from pulse.breaker import BreakerPolicy, CircuitBreaker
 from pulse.metrics import Metrics
 from pulse.ports import Channel, Delivered, Envelope, Failed, Outcome, Retry
@@ -99,6 +101,7 @@ class Failover:
         self._breakers = breakers
         self._route = route
         self._metrics = metrics
+        self._counters: dict[tuple[str, str], Counter] = {}
 
     def route_of(self, tenant_id: str) -> list[str]:
         """The tenant's route, restricted to providers this worker has (a route naming a
@@ -134,10 +137,17 @@ class Failover:
             logger.exception("%s/%s raised on %s", self._channel, name, envelope.notification_id)
             outcome = Retry(error=f"{type(exc).__name__}: {exc}", error_class=type(exc).__name__)
         self._breakers.record(name, outcome)
-        self._metrics.provider_attempts.labels(
-            name, self._channel, OUTCOME_NAMES[type(outcome)]
-        ).inc()
+        self._counter(name, OUTCOME_NAMES[type(outcome)]).inc()
         return Try(name, outcome, started_at, time.perf_counter() - started)
+
+    def _counter(self, provider: str, outcome: str) -> Counter:
+        """The labelled counter, looked up once: ``labels()`` costs more than the count."""
+        key = (provider, outcome)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._metrics.provider_attempts.labels(provider, self._channel, outcome)
+            self._counters[key] = counter
+        return counter
 
     def _all_open(self, skipped: list[str]) -> Try:
         outcome = Retry(

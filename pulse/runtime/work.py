@@ -33,12 +33,13 @@ class Done:
 
     item: WorkItem
     tries: tuple[Try, ...]
+    outcome: Outcome  # what the attempt amounts to (``failover.final_outcome``)
 
-    @property
-    def outcome(self) -> Outcome:
-        return final_outcome(list(self.tries))
+    @classmethod
+    def of(cls, item: WorkItem, tries: list[Try]) -> Done:
+        return cls(item, tuple(tries), final_outcome(tries))
 
     @classmethod
     def without_call(cls, item: WorkItem, outcome: Outcome) -> Done:
         """An attempt decided before any provider was called (bad payload, unknown channel)."""
-        return cls(item, (Try(None, outcome, utcnow(), 0.0),))
+        return cls(item, (Try(None, outcome, utcnow(), 0.0),), outcome)

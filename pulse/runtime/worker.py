@@ -47,8 +47,9 @@ from pulse.runtime.supervisor import Supervisor
 from pulse.store.batches import BatchStore
 from pulse.store.errors import TRANSIENT_DB_ERRORS
 from pulse.store.ledger import DeliveryLedger
-from pulse.store.receipts import RECEIPT_CHANNEL, ReceiptStore
+from pulse.store.receipts import ReceiptStore
 from pulse.store.routes import RouteStore
+from pulse.store.rows import RECEIPT_CHANNEL
 
 logger = logging.getLogger("pulse.runtime.worker")
 
@@ -82,7 +83,7 @@ class Worker:
         self.consumer = Consumer(redis, keys, name)
         pending = PendingEntries(redis, keys, name)
         store = DeliveryLedger(pool)
-        receipts = ReceiptStore(pool, settings.receipt_max_attempts)
+        receipts = ReceiptStore(pool)
         specs = {channel: _spec_of(providers) for channel, providers in channels.items()}
         self.delivery_config = DeliveryConfig(
             RouteStore(pool),
@@ -111,7 +112,7 @@ class Worker:
             batch_size=settings.worker_ack_batch,
             interval_s=settings.worker_ack_interval_ms / 1000,
             secrets=settings.secret_values(),
-            receipts=receipts.create_for,
+            receipt_max_attempts=settings.receipt_max_attempts,
         )
         self.breakers = Breakers(
             BreakerPolicy(settings.breaker_failures, settings.breaker_cooldown_s), metrics

@@ -8,24 +8,24 @@ notification, and every statement changes the row and appends its audit rows tog
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
+import msgspec
 
 from pulse.models import Job, Status
-from pulse.store.rows import JOB_COLUMNS, job_from_row
-from pulse.store.tenants import Connection
+from pulse.store.rows import JOB_COLUMNS, RECEIPT_CHANNEL, job_from_row
 
+# $4 maps the ids of entries past step 0 to their step (a jsonb object, usually empty): a
+# lookup per row, where a join of the id list with the table was planned as a nested loop.
 _CLAIM = """
-WITH i AS (
-    SELECT * FROM unnest($1::uuid[], $4::int[]) AS i(id, step)
-), c AS (
+WITH c AS (
     UPDATE notifications n
        SET status = 'delivering', attempts = n.attempts + 1, updated_at = now()
-      FROM i
-     WHERE n.id = i.id AND n.step = i.step
+     WHERE n.id = ANY($1::uuid[])
+       AND n.step = coalesce(($4::jsonb ->> n.id::text)::int, 0)
        AND (n.status IN ('queued', 'retrying')
             OR (n.status = 'delivering' AND n.updated_at < now() - make_interval(secs => $3)))
     RETURNING n.id, n.attempts
@@ -34,8 +34,10 @@ WITH i AS (
 )
 SELECT id::text AS id, true AS claimed FROM c
 UNION ALL
-SELECT n.id::text, false FROM notifications n JOIN i ON n.id = i.id
- WHERE n.status IN ('delivered', 'failed', 'cancelled') OR n.step <> i.step
+SELECT id::text, false FROM notifications n
+ WHERE n.id = ANY($1::uuid[])
+   AND (n.status IN ('delivered', 'failed', 'cancelled')
+        OR n.step <> coalesce(($4::jsonb ->> n.id::text)::int, 0))
 """
 
 _TOUCH = """
@@ -43,12 +45,17 @@ UPDATE notifications SET updated_at = now()
  WHERE id = ANY($1::uuid[]) AND status = 'delivering'
 """
 
-_RECORD = """
+# One statement per acker batch: the status (only rows still 'delivering' move, so recording
+# twice changes nothing), an audit row, one attempt row per provider call, the dead letters, and
+# a receipt for each notification that ended for good whose tenant has an endpoint: created
+# with the final status or not at all.
+_RECORD = f"""
 WITH o AS (
     SELECT * FROM unnest(
         $1::uuid[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::text[], $7::text[],
-        $8::text[], $9::int[]
-    ) AS o(id, status, error, error_class, dead, stream, entry_id, provider, next_step)
+        $8::text[], $9::int[], $10::uuid[]
+    ) AS o(id, status, error, error_class, dead, stream, entry_id, provider, next_step,
+           receipt_id)
 ), u AS (
     UPDATE notifications n
        SET status = o.status,
@@ -59,28 +66,20 @@ WITH o AS (
            delivered_at = CASE WHEN o.status = 'delivered' THEN now() ELSE n.delivered_at END,
            failed_at = CASE WHEN o.status = 'failed' THEN now() ELSE n.failed_at END
       FROM o
-     WHERE n.id = o.id AND n.status = 'delivering'
-    RETURNING n.id, n.tenant_id, n.channel, n.fallback, o.status, o.error, o.error_class, o.dead,
-              o.stream, o.entry_id, o.next_step
+     WHERE n.id = ANY($1::uuid[]) AND n.id = o.id AND n.status = 'delivering'
+    RETURNING n.id, n.tenant_id, n.channel, n.recipient, n.fallback, n.step, n.provider,
+              n.attempts, n.metadata, n.priority, n.created_at, n.delivered_at, n.failed_at,
+              n.receipt_for, o.status, o.error, o.error_class, o.dead, o.stream, o.entry_id,
+              o.receipt_id
 ), a AS (
     INSERT INTO audit (notification_id, status, worker, detail)
-    SELECT id, status, $20, detail FROM (
-        SELECT id, 'fallback' AS status, error AS detail, 1 AS ord FROM u
-         WHERE next_step IS NOT NULL
-        UNION ALL
-        SELECT id, status,
-               CASE WHEN next_step IS NULL THEN error
-                    ELSE 'step ' || next_step || ': ' || (fallback -> (next_step - 1) ->> 'channel')
-               END,
-               2
-          FROM u
-    ) e ORDER BY id, ord
+    SELECT id, status, $21, error FROM u
 ), t AS (
     INSERT INTO attempts (notification_id, number, channel, provider, started_at, duration_ms,
                           outcome, error_class, error_message, provider_response, worker)
-    SELECT t.* , $20 FROM unnest(
-        $10::uuid[], $11::int[], $12::text[], $13::text[], $14::timestamptz[], $15::float8[],
-        $16::text[], $17::text[], $18::text[], $19::text[]
+    SELECT t.*, $21 FROM unnest(
+        $11::uuid[], $12::int[], $13::text[], $14::text[], $15::timestamptz[], $16::float8[],
+        $17::text[], $18::text[], $19::text[], $20::text[]
     ) AS t(id, number, channel, provider, started_at, duration_ms, outcome, error_class,
            error, response)
      WHERE t.id IN (SELECT id FROM u)
@@ -89,8 +88,31 @@ WITH o AS (
                               stream, entry_id)
     SELECT id, tenant_id, channel, error, error_class, stream, entry_id FROM u WHERE dead
     ON CONFLICT (stream, entry_id) DO NOTHING
+), r AS (
+    INSERT INTO notifications
+        (id, tenant_id, channel, recipient, payload, priority, status, max_attempts,
+         receipt_for)
+    SELECT u.receipt_id, u.tenant_id, '{RECEIPT_CHANNEL}', e.url,
+           jsonb_build_object(
+               'type', 'notification.' || u.status,
+               'data', jsonb_build_object(
+                   'id', u.id, 'status', u.status,
+                   'channel', CASE WHEN u.step = 0 THEN u.channel
+                                   ELSE u.fallback -> (u.step - 1) ->> 'channel' END,
+                   'recipient', CASE WHEN u.step = 0 THEN u.recipient
+                                     ELSE u.fallback -> (u.step - 1) ->> 'recipient' END,
+                   'provider', u.provider, 'step', u.step, 'attempts', u.attempts,
+                   'error', u.error, 'metadata', u.metadata, 'created_at', u.created_at,
+                   'finished_at', coalesce(u.delivered_at, u.failed_at))),
+           u.priority, 'queued', $22, u.id
+      FROM u JOIN receipt_endpoints e ON e.tenant_id = u.tenant_id AND u.status = ANY(e.events)
+     WHERE u.receipt_for IS NULL AND u.status IN ('delivered', 'failed')
+    RETURNING *
+), ra AS (
+    INSERT INTO audit (notification_id, status, detail)
+    SELECT id, 'queued', 'receipt of ' || receipt_for FROM r
 )
-SELECT id::text AS id, status FROM u
+SELECT {JOB_COLUMNS} FROM r
 """
 
 _UNDECODABLE = """
@@ -137,6 +159,7 @@ class OutcomeRow:
     entry_id: str
     provider: str | None = None  # the provider that delivered it
     next_step: int | None = None
+    receipt_id: str | None = None  # the id its receipt takes, if one is due (a UUIDv7)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,18 +192,9 @@ class UndecodableRow:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class Moved:
-    """A notification the record statement moved, and the status it moved to."""
-
-    notification_id: str
-    status: Status
-
-
-AfterRecord = Callable[[Connection, list[Moved]], Awaitable[list[Job]]]
 _OUTCOME_FIELDS = (
     "notification_id", "status", "error", "error_class", "dead", "stream", "entry_id",
-    "provider", "next_step",
+    "provider", "next_step", "receipt_id",
 )  # fmt: skip
 _ATTEMPT_FIELDS = (
     "notification_id", "number", "channel", "provider", "started_at", "duration_ms", "outcome",
@@ -202,7 +216,8 @@ class DeliveryLedger:
         """
         if not jobs:
             return Claim(set(), set())
-        ids, steps = [job.id for job in jobs], [job.step for job in jobs]
+        ids = [job.id for job in jobs]
+        steps = msgspec.json.encode({job.id: job.step for job in jobs if job.step}).decode()
         rows = await self._pool.fetch(_CLAIM, ids, worker, lease_s, steps)
         return Claim(
             claimed={row["id"] for row in rows if row["claimed"]},
@@ -219,20 +234,16 @@ class DeliveryLedger:
         outcomes: Sequence[OutcomeRow],
         attempts: Sequence[AttemptRow],
         worker: str,
-        then: AfterRecord | None = None,
-    ) -> tuple[list[Moved], list[Job]]:
-        """Persist a batch of attempts (statuses, audit, attempt and dead-letter rows) in one
-        statement, and run ``then`` on the moved rows in the same transaction (receipts).
-        Only ``delivering`` rows move, so recording a batch twice changes nothing."""
+        receipt_max_attempts: int,
+    ) -> list[Job]:
+        """Persist a batch of attempts in one statement (see ``_RECORD``); return the jobs of
+        the receipts it queued, to be streamed."""
         if not outcomes:
-            return [], []
+            return []
         columns = [[getattr(o, name) for o in outcomes] for name in _OUTCOME_FIELDS]
         tries = [[getattr(a, name) for a in attempts] for name in _ATTEMPT_FIELDS]
-        async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(_RECORD, *columns, *tries, worker)
-            moved = [Moved(row["id"], Status(row["status"])) for row in rows]
-            created = await then(conn, moved) if then is not None and moved else []
-        return moved, created
+        rows = await self._pool.fetch(_RECORD, *columns, *tries, worker, receipt_max_attempts)
+        return [job_from_row(row) for row in rows]
 
     async def record_undecodable(self, rows: Sequence[UndecodableRow]) -> None:
         """Keep stream entries that could not be decoded, raw bytes and all."""
