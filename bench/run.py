@@ -137,9 +137,10 @@ are noisy: compare the ratio, which both peers measure in the same run on the sa
 **Pulse / arq: {ratio:.2f}x**
 
 What Pulse does per notification in this figure, batched per fetch round: a claim (status
-`delivering` and an audit row, one statement per batch), the channel call, then one statement
-per acker batch for the status, its audit row and the attempt row, then `ack.lua` (XACK, XDEL,
-index HDEL); leases are renewed in Redis and PostgreSQL meanwhile. The run checks every
+`delivering` and an audit row, one statement per batch), the call down the tenant's route of
+providers (breaker admission, a count per provider), then one statement per acker batch for the
+status, its audit row, the attempt row and the receipt check, then `ack.lua` (XACK, XDEL, index
+HDEL); leases are renewed in Redis and PostgreSQL meanwhile. The run checks every
 notification ended `delivered` with its three audit rows. arq runs a no-op function and
 persists nothing (`keep_result=0`), at its fastest settings.
 
