@@ -28,6 +28,8 @@ from pulse.ports import ChannelSpec
 
 PROVIDER_PREFIX = "PULSE_PROVIDER_"
 PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+# Names the flat settings and Pulse's own channels already give a provider.
+RESERVED_NAMES = frozenset({"smtp", "twilio", "fcm", "webhook", "log", "receipt"})
 MAX_ROUTE_LENGTH = 8
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
@@ -81,6 +83,8 @@ def split_provider_variable(variable: str) -> tuple[str, str]:
         raise ConfigError(
             f"{variable} is not a provider setting: use PULSE_PROVIDER_<NAME>__<FIELD>"
         )
+    if name in RESERVED_NAMES:
+        raise ConfigError(f"{variable}: {name!r} is the default provider's name; pick another")
     return name, field.lower()
 
 

@@ -59,6 +59,7 @@ def test_provider_secrets_are_hidden_and_scrubbed() -> None:
         (RELAY | {"PULSE_PROVIDER_RELAY2__HOTS": "x"}, "PULSE_PROVIDER_RELAY2__HOTS"),
         ({"PULSE_PROVIDER_RELAY2_HOST": "x"}, "PULSE_PROVIDER_RELAY2_HOST"),
         ({"PULSE_PROVIDER_X__KIND": "twilio"}, "PULSE_PROVIDER_X__ACCOUNT_SID"),
+        ({"PULSE_PROVIDER_SMTP__KIND": "smtp"}, "default provider's name"),
     ],
 )
 def test_a_bad_provider_setting_stops_start_up_naming_it(env: dict[str, str], named: str) -> None:
