@@ -34,6 +34,7 @@ class Status(enum.StrEnum):
 
 
 TERMINAL_STATUSES = frozenset({Status.DELIVERED, Status.FAILED, Status.CANCELLED})
+RECEIPT_CHANNEL = "receipt"  # the internal channel delivery receipts travel on
 
 # Priority scale: lower is more urgent. One Redis stream per level.
 PRIORITY_NAMES = ("critical", "high", "normal", "low", "bulk")

@@ -206,6 +206,14 @@ def default_routes(
     }
 
 
+def configured_routes(
+    text: str, specs: Mapping[str, ChannelSpec], providers: Mapping[str, ProviderConfig]
+) -> dict[str, list[str]]:
+    """Every channel's default route: ``PULSE_ROUTES`` (``text``) checked against the
+    providers configured, else the channel's default provider."""
+    return default_routes(specs, parse_default_routes(text, specs, catalog(specs, providers)))
+
+
 class RouteBook:
     """The routes in force: a tenant's own, else the defaults. An immutable snapshot, so a
     lookup on the delivery path is a dictionary read and a refresh is one assignment."""

@@ -34,6 +34,7 @@ from pulse.channels.webhook import (
 )
 from pulse.config import Settings
 from pulse.errors import ConfigError
+from pulse.models import RECEIPT_CHANNEL
 from pulse.ports import Channel, ChannelPlugin, ChannelSpec
 from pulse.providers import (
     ProviderConfig,
@@ -163,7 +164,7 @@ def receipt_channel(settings: Settings, secrets_for: SecretsFor) -> Channel:
 
 
 RECEIPT_SPEC = ChannelSpec(
-    name="receipt", payload_type=WebhookPayload, check_recipient=WEBHOOK_SPEC.check_recipient
+    name=RECEIPT_CHANNEL, payload_type=WebhookPayload, check_recipient=WEBHOOK_SPEC.check_recipient
 )
 
 

@@ -51,7 +51,7 @@ from pulse.http.state import (
 )
 from pulse.metrics import Metrics
 from pulse.ports import ChannelSpec
-from pulse.providers import catalog, default_routes, parse_default_routes
+from pulse.providers import catalog, configured_routes
 from pulse.queue.dead_letters import DeadLetterStream
 from pulse.queue.keys import QueueKeys
 from pulse.queue.publisher import Publisher
@@ -84,9 +84,7 @@ def create_app(
     app[SETTINGS] = settings
     app[SPECS] = specs
     app[PROVIDERS] = catalog(specs, settings.providers)
-    app[DEFAULT_ROUTES] = default_routes(
-        specs, parse_default_routes(settings.routes, specs, app[PROVIDERS])
-    )
+    app[DEFAULT_ROUTES] = configured_routes(settings.routes, specs, settings.providers)
     app[METRICS] = metrics or Metrics()
     app.cleanup_ctx.append(_backends)
     app.add_routes(health.routes)

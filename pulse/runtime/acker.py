@@ -20,7 +20,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from pulse.ids import uuid7
 from pulse.metrics import Metrics
 from pulse.models import Job, Status
 from pulse.ports import Delivered
@@ -40,7 +39,6 @@ from pulse.timeutil import now_ms
 logger = logging.getLogger("pulse.runtime.acker")
 SETTLE_DELAYS_S = (0.05, 0.2, 0.5, 1.0, 2.0)  # shorter first steps: results are waiting
 PUBLISH_CHUNK = 500
-FINAL = frozenset({Status.DELIVERED, Status.FAILED})  # the ends a receipt reports
 
 
 @dataclass
@@ -103,7 +101,6 @@ def _outcome_row(
         entry_id=done.item.entry.entry_id,
         provider=done.tries[-1].provider if isinstance(outcome, Delivered) else None,
         next_step=None if following is None else following.step,
-        receipt_id=str(uuid7()) if status in FINAL else None,
     )
 
 

@@ -164,15 +164,13 @@ def final_outcome(tries: list[Try]) -> Outcome:
     """What the attempt amounts to: the last call's outcome; when every provider failed
     temporarily, one Retry naming each, waiting as little as any of them asked."""
     last = tries[-1].outcome
-    failures = [t for t in tries if isinstance(t.outcome, Retry)]
+    failures = [(t.provider, t.outcome) for t in tries if isinstance(t.outcome, Retry)]
     if not isinstance(last, Retry) or len(failures) < 2:
         return last
-    waits = [t.outcome.after_s for t in failures if isinstance(t.outcome, Retry)]
-    after = None if any(w is None for w in waits) else min(w for w in waits if w is not None)
-    errors = [f"{t.provider}: {t.outcome.error}" for t in failures if isinstance(t.outcome, Retry)]
+    waits = [retry.after_s for _, retry in failures]
     return Retry(
-        error="; ".join(errors),
-        after_s=after,
+        error="; ".join(f"{provider}: {retry.error}" for provider, retry in failures),
+        after_s=None if None in waits else min(w for w in waits if w is not None),
         error_class=last.error_class,
         response=last.response,
     )

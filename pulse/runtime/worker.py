@@ -21,9 +21,10 @@ from pulse.breaker import BreakerPolicy
 from pulse.channels.registry import RECEIPT_SPEC, receipt_channel
 from pulse.config import Settings
 from pulse.metrics import Metrics
+from pulse.models import RECEIPT_CHANNEL
 from pulse.ports import Channel, ChannelSpec
 from pulse.priority import DeficitRoundRobin
-from pulse.providers import RouteBook, catalog, default_routes, parse_default_routes
+from pulse.providers import RouteBook, configured_routes
 from pulse.queue.consumer import Consumer
 from pulse.queue.dead_letters import DeadLetterStream
 from pulse.queue.fallbacks import FallbackStreams
@@ -49,7 +50,6 @@ from pulse.store.errors import TRANSIENT_DB_ERRORS
 from pulse.store.ledger import DeliveryLedger
 from pulse.store.receipts import ReceiptStore
 from pulse.store.routes import RouteStore
-from pulse.store.rows import RECEIPT_CHANNEL
 
 logger = logging.getLogger("pulse.runtime.worker")
 
@@ -59,12 +59,6 @@ def consumer_name(settings: Settings) -> str:
     if settings.worker_consumer:
         return settings.worker_consumer
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
-
-
-def route_defaults(settings: Settings, specs: Mapping[str, ChannelSpec]) -> RouteBook:
-    """The routes in force when a tenant has none (``PULSE_ROUTES``, checked at start-up)."""
-    known = catalog(specs, settings.providers)
-    return RouteBook(default_routes(specs, parse_default_routes(settings.routes, specs, known)))
 
 
 class Worker:
@@ -88,7 +82,7 @@ class Worker:
         self.delivery_config = DeliveryConfig(
             RouteStore(pool),
             receipts,
-            route_defaults(settings, specs),
+            RouteBook(configured_routes(settings.routes, specs, settings.providers)),
             refresh_s=settings.routes_refresh_s,
             signing_key=settings.receipt_signing_key,
         )

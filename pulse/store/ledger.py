@@ -15,8 +15,9 @@ from datetime import UTC, datetime
 import asyncpg
 import msgspec
 
-from pulse.models import Job, Status
-from pulse.store.rows import JOB_COLUMNS, RECEIPT_CHANNEL, job_from_row
+from pulse.ids import uuid7
+from pulse.models import RECEIPT_CHANNEL, Job, Status
+from pulse.store.rows import JOB_COLUMNS, job_from_row
 
 # $4 maps the ids of entries past step 0 to their step (a jsonb object, usually empty): a
 # lookup per row, where a join of the id list with the table was planned as a nested loop.
@@ -159,7 +160,6 @@ class OutcomeRow:
     entry_id: str
     provider: str | None = None  # the provider that delivered it
     next_step: int | None = None
-    receipt_id: str | None = None  # the id its receipt takes, if one is due (a UUIDv7)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,8 +194,9 @@ class UndecodableRow:
 
 _OUTCOME_FIELDS = (
     "notification_id", "status", "error", "error_class", "dead", "stream", "entry_id",
-    "provider", "next_step", "receipt_id",
+    "provider", "next_step",
 )  # fmt: skip
+FINAL = frozenset({Status.DELIVERED, Status.FAILED})  # the ends a receipt reports
 _ATTEMPT_FIELDS = (
     "notification_id", "number", "channel", "provider", "started_at", "duration_ms", "outcome",
     "error_class", "error", "response",
@@ -241,6 +242,8 @@ class DeliveryLedger:
         if not outcomes:
             return []
         columns = [[getattr(o, name) for o in outcomes] for name in _OUTCOME_FIELDS]
+        # the id each receipt would take, if its tenant wants one (UUIDv7: lists stay in order)
+        columns.append([str(uuid7()) if o.status in FINAL else None for o in outcomes])
         tries = [[getattr(a, name) for a in attempts] for name in _ATTEMPT_FIELDS]
         rows = await self._pool.fetch(_RECORD, *columns, *tries, worker, receipt_max_attempts)
         return [job_from_row(row) for row in rows]

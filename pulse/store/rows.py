@@ -8,8 +8,6 @@ import msgspec
 
 from pulse.models import Job, NotificationView
 
-RECEIPT_CHANNEL = "receipt"  # the internal channel of delivery receipts
-
 # What ``job_from_row`` needs, for a SELECT or RETURNING list (prefix ``n.`` where joined).
 JOB_COLUMNS = (
     "id::text AS id, tenant_id::text AS tenant_id, channel, recipient, payload::text AS payload,"
