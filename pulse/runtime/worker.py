@@ -184,6 +184,7 @@ class Worker:
             await self.shutdown()
         except asyncio.CancelledError:  # a second signal: stop at once, leave work pending
             await self._supervisor.cancel_all()
+            await self._close_adapters()  # drops their connections; waits for nobody
             raise
 
     async def shutdown(self) -> None:
@@ -206,12 +207,18 @@ class Worker:
         if not await self.acker.drain(grace):
             logger.warning("could not settle %d results; they stay pending", self.acker.backlog)
         await self._supervisor.cancel("leaser", "delivery-config")
-        for adapter in self._adapters():
-            await adapter.close()
+        await self._close_adapters()
         logger.info("worker %s stopped", self.consumer.name)
 
     def _adapters(self) -> list[Channel]:
         return [adapter for providers in self._channels.values() for adapter in providers.values()]
+
+    async def _close_adapters(self) -> None:
+        for adapter in self._adapters():
+            try:
+                await adapter.close()
+            except Exception:  # one plugin's failure to close must not keep the others open
+                logger.exception("closing %s failed", adapter.spec.name)
 
 
 def _spec_of(providers: Mapping[str, Channel]) -> ChannelSpec:
