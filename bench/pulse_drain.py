@@ -18,9 +18,9 @@ from redis.asyncio import Redis
 
 from pulse.channels.log import LogChannel
 from pulse.config import Settings
-from pulse.ids import uuid7
+from pulse.core.ids import uuid7
+from pulse.core.models import Job
 from pulse.metrics import Metrics
-from pulse.models import Job
 from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
 from pulse.queue.publisher import Publisher
 from pulse.runtime.worker import Worker

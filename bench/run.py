@@ -65,7 +65,7 @@ def servers() -> Iterator[tuple[str, str]]:
     if redis_url and database_url:
         yield redis_url, database_url
         return
-    from pulse.embedded import EmbeddedServers
+    from pulse.devtools.embedded import EmbeddedServers
 
     with tempfile.TemporaryDirectory(prefix="pulse-bench-") as workdir:
         os.chmod(workdir, 0o755)

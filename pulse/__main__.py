@@ -1,5 +1,5 @@
 import sys
 
-from pulse.cli import main
+from pulse.cli.main import main
 
 sys.exit(main())

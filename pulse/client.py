@@ -22,13 +22,13 @@ from typing import Any, Self, TypeVar
 import aiohttp
 import msgspec
 
-from pulse.http.documents import (
+from pulse.core.documents import (
     Accepted,
     AttemptsDocument,
     NotificationDocument,
     NotificationList,
 )
-from pulse.models import NotificationView
+from pulse.core.views import NotificationView
 
 T = TypeVar("T")
 RETRY_STATUSES = frozenset({429, 502, 503, 504})

@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from pulse.errors import ConfigError
-from pulse.providers import PROVIDER_PREFIX, ProviderConfig, parse_providers, provider_secrets
+from pulse.core.errors import ConfigError
+from pulse.core.routes import PROVIDER_NAME
 
 ENV_PREFIX = "PULSE_"
 # Variables under these prefixes belong to tools around Pulse (the test suite), not to Pulse.
@@ -29,6 +29,108 @@ PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 SECRET_FIELDS = frozenset(
     {"smtp_password", "dev_api_key", "webhook_secret", "twilio_auth_token", "receipt_signing_key"}
 )
+
+
+# Named providers: one configured account of a provider kind (an SMTP relay, a Twilio account,
+# an FCM project), one variable per field: PULSE_PROVIDER_RELAY2__KIND=smtp,
+# PULSE_PROVIDER_RELAY2__HOST=..., PULSE_PROVIDER_RELAY2__PASSWORD=... (name ``relay2``;
+# underscores in a name become dashes). The flat settings configure each channel's default one.
+PROVIDER_PREFIX = "PULSE_PROVIDER_"
+# Names the flat settings and Pulse's own channels already give a provider.
+RESERVED_NAMES = frozenset({"smtp", "twilio", "fcm", "webhook", "log", "receipt"})
+
+
+class _Provider(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Fields shared by every kind; ``kind`` is the tag."""
+
+
+class SmtpProvider(_Provider, frozen=True, tag_field="kind", tag="smtp"):
+    host: str
+    port: Port = 587
+    tls: Literal["none", "starttls", "implicit"] = "starttls"
+    username: str | None = None
+    password: str | None = None
+    sender: str = msgspec.field(default="Pulse <pulse@localhost>", name="from")
+    timeout_s: PositiveFloat = 30.0
+    ca_file: str | None = None
+
+
+class TwilioProvider(_Provider, frozen=True, tag_field="kind", tag="twilio"):
+    account_sid: str
+    auth_token: str
+    base_url: str = "https://api.twilio.com"
+    sender: str | None = msgspec.field(default=None, name="from")
+    messaging_service_sid: str | None = None
+    whatsapp_from: str | None = None
+
+
+class FcmProvider(_Provider, frozen=True, tag_field="kind", tag="fcm"):
+    service_account_file: str
+    base_url: str = "https://fcm.googleapis.com"
+
+
+ProviderConfig = SmtpProvider | TwilioProvider | FcmProvider
+SECRET_PROVIDER_FIELDS = frozenset({"password", "auth_token"})
+
+
+def provider_env_name(name: str, field: str) -> str:
+    return f"{PROVIDER_PREFIX}{name.upper().replace('-', '_')}__{field.upper()}"
+
+
+def split_provider_variable(variable: str) -> tuple[str, str]:
+    """``PULSE_PROVIDER_RELAY2__HOST`` -> ``("relay2", "host")``."""
+    rest = variable[len(PROVIDER_PREFIX) :]
+    raw_name, sep, field = rest.partition("__")
+    name = raw_name.lower().replace("_", "-")
+    if not sep or not field or not PROVIDER_NAME.match(name):
+        raise ConfigError(
+            f"{variable} is not a provider setting: use PULSE_PROVIDER_<NAME>__<FIELD>"
+        )
+    if name in RESERVED_NAMES:
+        raise ConfigError(f"{variable}: {name!r} is the default provider's name; pick another")
+    return name, field.lower()
+
+
+def parse_providers(env: Mapping[str, str]) -> dict[str, ProviderConfig]:
+    """Every named provider in ``env``; a bad or missing field stops start-up naming it."""
+    fields: dict[str, dict[str, str]] = {}
+    for variable, value in env.items():
+        if variable.startswith(PROVIDER_PREFIX):
+            name, field = split_provider_variable(variable)
+            fields.setdefault(name, {})[field] = value
+    return {name: _convert(name, raw) for name, raw in sorted(fields.items())}
+
+
+def _convert(name: str, raw: dict[str, str]) -> ProviderConfig:
+    if "kind" not in raw:
+        raise ConfigError(f"{provider_env_name(name, 'kind')} is not set: use smtp, twilio or fcm")
+    try:
+        config: ProviderConfig = msgspec.convert(raw, ProviderConfig, strict=False)
+        return config
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        missing = re.search(r"missing required field `(\w+)`", text)
+        if missing:
+            variable = provider_env_name(name, missing.group(1))
+            raise ConfigError(
+                f"{variable} is not set (a {raw['kind']} provider needs it)"
+            ) from None
+        match = re.search(r"at `\$\.(\w+)`", text) or re.search(r"field `(\w+)`", text)
+        field = match.group(1) if match else "kind"
+        shown = "***" if field in SECRET_PROVIDER_FIELDS else repr(raw.get(field))
+        reason = text.split(" - at ")[0]
+        variable = provider_env_name(name, field)
+        raise ConfigError(f"{variable}={shown} is invalid: {reason}") from None
+
+
+def provider_secrets(providers: Mapping[str, ProviderConfig]) -> list[str]:
+    values = []
+    for config in providers.values():
+        for field in SECRET_PROVIDER_FIELDS:
+            value = getattr(config, field, None)
+            if isinstance(value, str):
+                values.append(value)
+    return values
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pulse.devsmtp import free_port
-from pulse.embedded import EmbeddedPostgres, EmbeddedRedis
+from pulse.devtools.embedded import EmbeddedPostgres, EmbeddedRedis
+from pulse.devtools.smtp_sink import free_port
 
 
 class PulseProcess:

@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 
 from pulse.channels.registry import build_channels, channel_specs
 from pulse.config import Settings
-from pulse.devsmtp import SmtpSink
+from pulse.devtools.smtp_sink import SmtpSink
 from pulse.http.app import create_app
 from pulse.metrics import Metrics
 from pulse.queue.keys import QueueKeys
@@ -57,7 +57,7 @@ def server_urls() -> Iterator[ServerUrls]:
     if redis_url and database_url:
         yield ServerUrls(redis_url, database_url)
         return
-    from pulse.embedded import EmbeddedServers
+    from pulse.devtools.embedded import EmbeddedServers
 
     with tempfile.TemporaryDirectory(prefix="pulse-test-") as workdir:
         os.chmod(workdir, 0o755)
@@ -230,7 +230,7 @@ async def live_api(settings: Settings, tmp_path: Path) -> AsyncIterator[str]:
     import subprocess
     import sys
 
-    from pulse.devsmtp import free_port
+    from pulse.devtools.smtp_sink import free_port
 
     port = free_port("127.0.0.1")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}

@@ -10,8 +10,8 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from pulse.devsmtp import free_port
-from pulse.managed import Managed
+from pulse.devtools.managed import Managed
+from pulse.devtools.smtp_sink import free_port
 
 FLAKY = re.compile(r"^flaky(\d+)-")
 

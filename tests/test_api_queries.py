@@ -110,7 +110,7 @@ async def test_a_key_still_in_flight_answers_409(
 
 
 def _canonical(body: dict[str, Any]) -> Any:
-    from pulse.models import NotificationRequest
+    from pulse.http.validation import NotificationRequest
 
     return msgspec.convert(body, NotificationRequest)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pulse.breaker import BreakerPolicy, CircuitBreaker, CircuitState
+from pulse.core.breaker import BreakerPolicy, CircuitBreaker, CircuitState
 
 
 def test_consecutive_failures_open_the_circuit_and_a_success_resets_the_count() -> None:

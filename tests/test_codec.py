@@ -5,9 +5,9 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from pulse.codec import MESSAGE_FIELD, UndecodableMessage, decode_job, encode_job
-from pulse.ids import uuid7
-from pulse.models import Job
+from pulse.core.ids import uuid7
+from pulse.core.models import Job
+from pulse.queue.codec import MESSAGE_FIELD, UndecodableMessage, decode_job, encode_job
 
 
 def a_job() -> Job:

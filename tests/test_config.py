@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pulse.config import load_settings
-from pulse.errors import ConfigError
+from pulse.core.errors import ConfigError
 
 
 def test_values_are_typed_and_env_wins_over_dotenv(tmp_path: Path) -> None:

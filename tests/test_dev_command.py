@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import msgspec
 
-from pulse.devsmtp import free_port
+from pulse.devtools.smtp_sink import free_port
 
 
 def processes_mentioning(text: str) -> list[str]:

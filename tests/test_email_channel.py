@@ -15,10 +15,10 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from pulse.channels.email import EmailChannel, EmailPayload
 from pulse.channels.registry import smtp_config
 from pulse.config import Settings
-from pulse.devsmtp import free_port
-from pulse.errors import ConfigError
-from pulse.ids import uuid7
-from pulse.ports import Delivered, Envelope, Failed, Retry
+from pulse.core.errors import ConfigError
+from pulse.core.ids import uuid7
+from pulse.core.ports import Delivered, Envelope, Failed, Retry
+from pulse.devtools.smtp_sink import free_port
 
 USER, PASSWORD = "pulse", "s3cret"
 

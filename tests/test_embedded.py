@@ -17,14 +17,14 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from pulse.devsmtp import ReceivedMail, SmtpSink
-from pulse.embedded import (
+from pulse.devtools.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
     EmbeddedServers,
     is_running,
     process_tree,
 )
+from pulse.devtools.smtp_sink import ReceivedMail, SmtpSink
 
 
 def _processes_mentioning(text: str) -> list[int]:
@@ -88,7 +88,7 @@ def test_redis_dies_with_a_killed_parent(tmp_path: Path) -> None:
         f"""
         import time
         from pathlib import Path
-        from pulse.embedded import EmbeddedRedis
+        from pulse.devtools.embedded import EmbeddedRedis
         redis = EmbeddedRedis(Path({str(tmp_path)!r}))
         redis.start()
         print(redis.pid, flush=True)
@@ -143,7 +143,7 @@ async def test_smtp_sink_receives_and_parses(caplog: pytest.LogCaptureFixture) -
     message["Message-ID"] = "<abc123@pulse>"
     message.set_content("Hello Ada,\nyour code is 123456.\n")
     with (
-        caplog.at_level(logging.INFO, logger="pulse.devsmtp"),
+        caplog.at_level(logging.INFO, logger="pulse.devtools.smtp_sink"),
         SmtpSink(on_message=seen.append) as sink,
     ):
         assert sink.port != 0

@@ -12,9 +12,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from pulse.channels.registry import channel_specs
-from pulse.config import Settings
+from pulse.config import Settings, SmtpProvider
 from pulse.http.app import create_app
-from pulse.providers import SmtpProvider
 from pulse.store.tenants import NewTenant
 from tests.conftest import EXAMPLE, Client, RunningWorker, WorkerFactory, wait_for_status
 from tests.smtp_servers import ScriptedHandler, ScriptedSmtp

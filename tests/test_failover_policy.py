@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pulse.breaker import BreakerPolicy
 from pulse.channels.log import LOG_SPEC, LogPayload
-from pulse.ids import uuid7
+from pulse.core.breaker import BreakerPolicy
+from pulse.core.ids import uuid7
+from pulse.core.ports import Delivered, Envelope, Failed, Outcome, Retry
 from pulse.metrics import Metrics
-from pulse.ports import Delivered, Envelope, Failed, Outcome, Retry
 from pulse.runtime.failover import Breakers, Failover, final_outcome
 
 

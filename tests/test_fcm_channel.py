@@ -10,8 +10,8 @@ import pytest
 from pulse.channels.fcm import FcmChannel, PushPayload
 from pulse.channels.registry import fcm_config
 from pulse.config import Settings
-from pulse.ids import uuid7
-from pulse.ports import Delivered, Envelope, Failed, Retry
+from pulse.core.ids import uuid7
+from pulse.core.ports import Delivered, Envelope, Failed, Retry
 from tests.provider_fakes import BUSY, GOOD, UNREGISTERED, FakeGoogle
 
 
@@ -57,7 +57,7 @@ def test_registration_tokens_and_topics_are_checked() -> None:
 
 
 def test_unreadable_service_account_is_a_config_error(tmp_path: Path) -> None:
-    from pulse.errors import ConfigError
+    from pulse.core.errors import ConfigError
 
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(ConfigError, match="PULSE_FCM_SERVICE_ACCOUNT_FILE"):

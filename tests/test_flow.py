@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import msgspec
 
-from pulse.devsmtp import SmtpSink
+from pulse.devtools.smtp_sink import SmtpSink
 from pulse.store.tenants import NewTenant
 from tests.conftest import EXAMPLE, Client, RunningWorker, wait_for_status
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pulse.priority import DEFAULT_WEIGHTS, DeficitRoundRobin
+from pulse.core.priority import DEFAULT_WEIGHTS, DeficitRoundRobin
 
 
 def simulate(backlog: list[int], rounds: int, batch: int = 200) -> list[int]:

@@ -6,9 +6,9 @@ import pytest
 
 from pulse.channels.registry import build_channels, channel_specs
 from pulse.channels.twilio import TwilioChannel
-from pulse.config import load_settings
-from pulse.errors import ConfigError
-from pulse.providers import SmtpProvider, TwilioProvider, catalog, parse_default_routes
+from pulse.config import SmtpProvider, TwilioProvider, load_settings
+from pulse.core.errors import ConfigError
+from pulse.core.routes import catalog, parse_default_routes
 
 RELAY = {
     "PULSE_PROVIDER_RELAY2__KIND": "smtp",

@@ -15,7 +15,7 @@ import pytest
 from redis.asyncio import Redis
 
 from pulse.config import Settings
-from pulse.ids import uuid7
+from pulse.core.ids import uuid7
 from pulse.queue.keys import QueueKeys
 from pulse.queue.publisher import Publisher
 from pulse.store.batches import BatchStore

@@ -5,15 +5,15 @@ from __future__ import annotations
 import random
 
 from pulse.config import Settings
-from pulse.ids import uuid7
-from pulse.models import Job
-from pulse.ports import Retry
+from pulse.core.ids import uuid7
+from pulse.core.models import Job
+from pulse.core.ports import Retry
+from pulse.core.retry import RetryPolicy
+from pulse.core.timeutil import utcnow
 from pulse.queue.consumer import Entry
-from pulse.retry import RetryPolicy
 from pulse.runtime.acker import Redactor, settle
 from pulse.runtime.failover import Try
 from pulse.runtime.work import Done, WorkItem
-from pulse.timeutil import utcnow
 
 
 def test_settled_rows_carry_no_configured_secret() -> None:

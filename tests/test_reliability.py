@@ -14,12 +14,12 @@ from redis.asyncio import Redis
 
 from pulse.channels.registry import channel_specs
 from pulse.config import Settings
+from pulse.core.timeutil import now_ms
 from pulse.http.app import create_app
 from pulse.queue.consumer import Consumer
 from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
 from pulse.queue.pending import PendingEntries
 from pulse.queue.publisher import Publisher
-from pulse.timeutil import now_ms
 from tests.conftest import EXAMPLE, Client, WorkerFactory, wait_for_status
 from tests.smtp_servers import ScriptedHandler, ScriptedSmtp
 
@@ -266,7 +266,7 @@ async def test_redelivered_entry_of_a_delivered_notification_is_not_sent_again(
     document = await wait_for_status(client, auth, location, "delivered")
 
     # When a stale copy of its stream entry shows up (a replayed or duplicated XADD)
-    from pulse.models import Job
+    from pulse.core.models import Job
 
     notification_id = str(document["id"])
     row = await pool.fetchrow(

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from pulse.ports import Delivered, Failed, Retry
-from pulse.retry import Ack, DeadLetter, RetryIn, RetryPolicy, backoff_s, decide
+from pulse.core.ports import Delivered, Failed, Retry
+from pulse.core.retry import Ack, DeadLetter, RetryIn, RetryPolicy, backoff_s, decide
 
 POLICY = RetryPolicy(base_s=1.0, cap_s=60.0)
 

@@ -9,12 +9,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from pulse.channels.registry import channel_specs
 from pulse.channels.twilio import TextPayload, TwilioChannel, TwilioConfig
-from pulse.config import Settings
+from pulse.config import Settings, TwilioProvider
+from pulse.core.ids import uuid7
+from pulse.core.ports import Delivered, Envelope, Failed, Retry
+from pulse.core.signatures import twilio_signature
 from pulse.http.app import create_app
-from pulse.ids import uuid7
-from pulse.ports import Delivered, Envelope, Failed, Retry
-from pulse.providers import TwilioProvider
-from pulse.signatures import twilio_signature
 from tests.conftest import WorkerFactory, wait_for_status
 from tests.provider_fakes import BACKUP_SID, BACKUP_TOKEN, SID, TOKEN, FakeTwilio
 

@@ -15,8 +15,8 @@ from aiohttp.test_utils import TestServer
 from pulse.channels.registry import ENTRY_POINT_GROUP, plugins, webhook_config
 from pulse.channels.webhook import WebhookChannel, WebhookConfig, WebhookPayload, sign
 from pulse.config import Settings
-from pulse.ids import uuid7
-from pulse.ports import Delivered, Envelope, Failed, Retry
+from pulse.core.ids import uuid7
+from pulse.core.ports import Delivered, Envelope, Failed, Retry
 from tests.conftest import Client, WorkerFactory, wait_for_status
 
 SECRET = "whsec_" + base64.b64encode(b"pulse-test-webhook-secret-32byte").decode()
@@ -116,7 +116,7 @@ async def test_the_ssrf_guard_refuses_inward_addresses(
 
 
 def test_a_malformed_secret_is_a_config_error() -> None:
-    from pulse.errors import ConfigError
+    from pulse.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="PULSE_WEBHOOK_SECRET"):
         webhook_config(Settings(webhook_secret="whsec_not base64!"))

@@ -1,1 +1,2 @@
-"""Delivery channels: plugins behind ``pulse.ports.Channel``; none knows Redis or PostgreSQL."""
+"""Delivery channels: plugins behind ``pulse.core.ports.Channel``; none knows Redis or
+PostgreSQL."""

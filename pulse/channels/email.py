@@ -20,7 +20,7 @@ from typing import Annotated, Literal
 import aiosmtplib
 import msgspec
 
-from pulse.ports import ChannelSpec, Delivered, Envelope, Failed, Outcome, Retry
+from pulse.core.ports import ChannelSpec, Delivered, Envelope, Failed, Outcome, Retry
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _ADDRESS = re.compile(rf"^[^@\s<>()\[\],;:\"]+@{_LABEL}(?:\.{_LABEL})+$")

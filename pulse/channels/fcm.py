@@ -18,7 +18,7 @@ import aiohttp
 import jwt
 import msgspec
 
-from pulse.ports import ChannelSpec, Delivered, Envelope, Failed, Outcome, Retry
+from pulse.core.ports import ChannelSpec, Delivered, Envelope, Failed, Outcome, Retry
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"

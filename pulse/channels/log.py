@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from pulse.ports import ChannelSpec, Delivered, Envelope, Outcome
+from pulse.core.ports import ChannelSpec, Delivered, Envelope, Outcome
 
 logger = logging.getLogger("pulse.channels.log")
 

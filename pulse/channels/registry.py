@@ -32,17 +32,11 @@ from pulse.channels.webhook import (
     WebhookPayload,
     check_url,
 )
-from pulse.config import Settings
-from pulse.errors import ConfigError
-from pulse.models import RECEIPT_CHANNEL
-from pulse.ports import Channel, ChannelPlugin, ChannelSpec
-from pulse.providers import (
-    ProviderConfig,
-    SmtpProvider,
-    TwilioProvider,
-    default_provider,
-    provider_env_name,
-)
+from pulse.config import ProviderConfig, Settings, SmtpProvider, TwilioProvider, provider_env_name
+from pulse.core.errors import ConfigError
+from pulse.core.models import RECEIPT_CHANNEL
+from pulse.core.ports import Channel, ChannelPlugin, ChannelSpec
+from pulse.core.routes import default_provider
 
 ENTRY_POINT_GROUP = "pulse.channels"
 

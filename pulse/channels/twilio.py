@@ -16,7 +16,7 @@ from typing import Annotated
 import aiohttp
 import msgspec
 
-from pulse.ports import ChannelSpec, Delivered, Envelope, Failed, Outcome, Retry
+from pulse.core.ports import ChannelSpec, Delivered, Envelope, Failed, Outcome, Retry
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 RETRYABLE = frozenset({408, 429})

@@ -29,7 +29,7 @@ import msgspec
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
-from pulse.ports import ChannelSpec, Delivered, Envelope, Failed, Outcome, Retry
+from pulse.core.ports import ChannelSpec, Delivered, Envelope, Failed, Outcome, Retry
 
 SECRET_PREFIX = "whsec_"
 

@@ -9,9 +9,9 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
-from pulse.errors import InvalidInput, NotFound
+from pulse.core.documents import KeyList, NewKey, NewTenantDocument
+from pulse.core.errors import InvalidInput, NotFound
 from pulse.http.auth import require, require_operator
-from pulse.http.documents import KeyList, NewKey, NewTenantDocument
 from pulse.http.responses import decode_body, from_db, json_response
 from pulse.http.state import TENANT_ID, TENANTS
 from pulse.store.tenants import SCOPES

@@ -16,7 +16,8 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from pulse.config import Settings
-from pulse.dlq import DeadLetters
+from pulse.core.ports import ChannelSpec
+from pulse.core.routes import catalog, configured_routes
 from pulse.http import (
     admin,
     batches,
@@ -50,11 +51,10 @@ from pulse.http.state import (
     TENANTS,
 )
 from pulse.metrics import Metrics
-from pulse.ports import ChannelSpec
-from pulse.providers import catalog, configured_routes
 from pulse.queue.dead_letters import DeadLetterStream
 from pulse.queue.keys import QueueKeys
 from pulse.queue.publisher import Publisher
+from pulse.services.dead_letters import DeadLetters
 from pulse.store.batches import BatchStore
 from pulse.store.dead_letters import DeadLetterStore
 from pulse.store.idempotency import IdempotencyStore

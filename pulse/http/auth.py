@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from pulse.errors import Forbidden, Unavailable
+from pulse.core.errors import Forbidden, Unavailable
 from pulse.http.problems import Handler, problem
 from pulse.http.state import KEY_ID, PRINCIPAL, TENANT_ID, TENANTS
 from pulse.store.errors import TRANSIENT_DB_ERRORS

@@ -12,17 +12,17 @@ from typing import Annotated, Any
 import msgspec
 from aiohttp import web
 
-from pulse.errors import InvalidInput, Unavailable
+from pulse.core.errors import InvalidInput, Unavailable
+from pulse.core.ids import uuid7
+from pulse.core.models import DEFAULT_PRIORITY, MaxAttempts, PriorityLevel
+from pulse.core.ports import ChannelSpec
 from pulse.http.auth import require
 from pulse.http.problems import json_pointer, problem
 from pulse.http.responses import decode_body, from_db, json_response
 from pulse.http.state import BATCHES, PUBLISHER, SETTINGS, SPECS, TENANT_ID
-from pulse.ids import uuid7
-from pulse.models import DEFAULT_PRIORITY, MaxAttempts, Metadata, PriorityLevel
-from pulse.ports import ChannelSpec
+from pulse.http.validation import Metadata, check_item, depth
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.store.batches import BatchItem, fanout_job
-from pulse.validation import check_item, depth
 
 routes = web.RouteTableDef()
 

@@ -8,16 +8,16 @@ from typing import Annotated, Any
 import msgspec
 from aiohttp import web
 
-from pulse.errors import NotFound, Unavailable
+from pulse.core.documents import DeadLetterDocument, DeadLetterList, Replayed
+from pulse.core.errors import NotFound, Unavailable
+from pulse.core.models import RowId
 from pulse.http.auth import require
-from pulse.http.documents import DeadLetterDocument, DeadLetterList, Replayed
 from pulse.http.responses import decode_body, from_db, json_response
 from pulse.http.state import DEAD_LETTERS, KEY_ID, NOTIFICATIONS, TENANT_ID
-from pulse.models import RowId
+from pulse.http.validation import explain
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.store.dead_letters import DeadLetterFilter
 from pulse.store.errors import TRANSIENT_DB_ERRORS
-from pulse.validation import explain
 
 routes = web.RouteTableDef()
 Limit = Annotated[int, msgspec.Meta(ge=1, le=1000)]

@@ -15,7 +15,7 @@ from datetime import datetime
 
 from aiohttp import web
 
-from pulse.errors import InvalidInput, Unavailable
+from pulse.core.errors import InvalidInput, Unavailable
 from pulse.http.problems import problem
 from pulse.http.state import IDEMPOTENCY, TENANT_ID
 from pulse.store.errors import TRANSIENT_DB_ERRORS

@@ -8,15 +8,15 @@ from typing import Annotated
 import msgspec
 from aiohttp import web
 
-from pulse.errors import InvalidInput, NotFound
+from pulse.core.documents import AttemptsDocument, NotificationList
+from pulse.core.errors import InvalidInput, NotFound
+from pulse.core.models import PriorityLevel, Status
 from pulse.http.auth import require
-from pulse.http.documents import AttemptsDocument, NotificationList
 from pulse.http.notifications import parse_id
 from pulse.http.responses import from_db, json_response
 from pulse.http.state import KEY_ID, NOTIFICATIONS, SETTINGS, TENANT_ID
-from pulse.models import PriorityLevel, Status
+from pulse.http.validation import explain
 from pulse.store.notifications import NotificationFilter
-from pulse.validation import explain
 
 routes = web.RouteTableDef()
 METADATA_PREFIX = "metadata."

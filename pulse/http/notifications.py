@@ -9,17 +9,17 @@ from datetime import datetime
 import msgspec
 from aiohttp import web
 
-from pulse.errors import NotFound, Unavailable
+from pulse.core.documents import Accepted, NotificationDocument
+from pulse.core.errors import NotFound, Unavailable
+from pulse.core.ids import uuid7
+from pulse.core.models import Job, Status
 from pulse.http.auth import require
-from pulse.http.documents import Accepted, NotificationDocument
 from pulse.http.idempotency import Remember, answer, idempotent_start, remember_answer
 from pulse.http.state import METRICS, NOTIFICATIONS, PUBLISHER, SETTINGS, SPECS, TENANT_ID
-from pulse.ids import uuid7
-from pulse.models import Job, Status
+from pulse.http.validation import CheckedNotification, decode_request
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.store.errors import TRANSIENT_DB_ERRORS
 from pulse.store.notifications import NewNotification
-from pulse.validation import CheckedNotification, decode_request
 
 logger = logging.getLogger("pulse.http.notifications")
 JSON_TYPES = frozenset({"application/json"})

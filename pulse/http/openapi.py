@@ -11,16 +11,17 @@ import msgspec
 from aiohttp import web
 
 from pulse import __version__
+from pulse.core import documents
+from pulse.core.views import NotificationView
 from pulse.http import (
     admin,
     batches,
     dead_letters,
-    documents,
     notification_queries,
     receipts,
     routing,
 )
-from pulse.models import NotificationRequest, NotificationView
+from pulse.http.validation import NotificationRequest
 
 routes = web.RouteTableDef()
 REF = "#/components/schemas/{name}"

@@ -14,7 +14,14 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from pulse.errors import Forbidden, InvalidInput, NotConfigured, NotFound, PulseError, Unavailable
+from pulse.core.errors import (
+    Forbidden,
+    InvalidInput,
+    NotConfigured,
+    NotFound,
+    PulseError,
+    Unavailable,
+)
 from pulse.store.errors import UNSTORABLE_VALUE_ERRORS
 
 logger = logging.getLogger("pulse.http")

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from pulse.config import Settings
-from pulse.errors import Forbidden, NotFound
+from pulse.config import Settings, TwilioProvider
+from pulse.core.errors import Forbidden, NotFound
+from pulse.core.signatures import valid_twilio_signature
 from pulse.http.notifications import parse_id
 from pulse.http.responses import from_db
 from pulse.http.state import NOTIFICATIONS, SETTINGS
-from pulse.providers import TwilioProvider
-from pulse.signatures import valid_twilio_signature
 
 routes = web.RouteTableDef()
 

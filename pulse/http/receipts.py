@@ -14,11 +14,11 @@ from typing import Annotated, Literal
 import msgspec
 from aiohttp import web
 
-from pulse.errors import InvalidInput, NotConfigured, NotFound
+from pulse.core.errors import InvalidInput, NotConfigured, NotFound
+from pulse.core.signatures import RECEIPT_ROTATION_GRACE, receipt_secret
 from pulse.http.auth import require
 from pulse.http.responses import decode_body, from_db, json_response
 from pulse.http.state import RECEIPTS, SETTINGS, SPECS, TENANT_ID
-from pulse.signatures import RECEIPT_ROTATION_GRACE, receipt_secret
 from pulse.store.receipts import ReceiptEndpoint
 
 routes = web.RouteTableDef()

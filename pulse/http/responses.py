@@ -9,9 +9,9 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
-from pulse.errors import InvalidInput, Unavailable
+from pulse.core.errors import InvalidInput, Unavailable
+from pulse.http.validation import explain
 from pulse.store.errors import TRANSIENT_DB_ERRORS
-from pulse.validation import explain
 
 T = TypeVar("T")
 

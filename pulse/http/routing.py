@@ -14,11 +14,11 @@ from typing import Annotated, Literal
 import msgspec
 from aiohttp import web
 
-from pulse.errors import InvalidInput, NotFound
+from pulse.core.errors import InvalidInput, NotFound
+from pulse.core.routes import MAX_ROUTE_LENGTH, ProviderName, RouteError, check_route
 from pulse.http.auth import require
 from pulse.http.responses import decode_body, from_db, json_response
 from pulse.http.state import DEFAULT_ROUTES, PROVIDERS, ROUTES, TENANT_ID
-from pulse.providers import MAX_ROUTE_LENGTH, ProviderName, RouteError, check_route
 from pulse.store.routes import RouteView
 
 routes = web.RouteTableDef()

@@ -9,10 +9,10 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from pulse.config import Settings
-from pulse.dlq import DeadLetters
+from pulse.core.ports import ChannelSpec
 from pulse.metrics import Metrics
-from pulse.ports import ChannelSpec
 from pulse.queue.publisher import Publisher
+from pulse.services.dead_letters import DeadLetters
 from pulse.store.batches import BatchStore
 from pulse.store.idempotency import IdempotencyStore
 from pulse.store.notifications import NotificationStore

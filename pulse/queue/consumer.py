@@ -16,8 +16,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from pulse.codec import MESSAGE_FIELD, UndecodableMessage, decode_job
-from pulse.models import Job
+from pulse.core.models import Job
+from pulse.queue.codec import MESSAGE_FIELD, UndecodableMessage, decode_job
 from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
 from pulse.queue.scripts import load_script
 

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
-from pulse.codec import MESSAGE_FIELD, encode_job
-from pulse.models import Job
+from pulse.core.models import Job
+from pulse.queue.codec import MESSAGE_FIELD, encode_job
 from pulse.queue.consumer import Entry
 from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
 from pulse.queue.scripts import load_script

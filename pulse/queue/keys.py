@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pulse.models import MAX_PRIORITY, MIN_PRIORITY
+from pulse.core.models import MAX_PRIORITY, MIN_PRIORITY
 
 CONSUMER_GROUP = "pulse-workers"
 

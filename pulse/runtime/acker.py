@@ -20,21 +20,21 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from pulse.core.models import Job, Status
+from pulse.core.ports import Delivered
+from pulse.core.retry import Ack, DeadLetter, Decision, RetryIn, RetryPolicy, decide
+from pulse.core.timeutil import now_ms
 from pulse.metrics import Metrics
-from pulse.models import Job, Status
-from pulse.ports import Delivered
 from pulse.queue.consumer import Consumer, Entry
 from pulse.queue.dead_letters import DeadLetterStream
 from pulse.queue.fallbacks import FallbackStreams
 from pulse.queue.pending import PendingEntries
 from pulse.queue.publisher import Publisher
-from pulse.retry import Ack, DeadLetter, Decision, RetryIn, RetryPolicy, decide
 from pulse.runtime.backoff import delay_for
 from pulse.runtime.failover import OUTCOME_NAMES
 from pulse.runtime.leaser import Leaser
 from pulse.runtime.work import Done
 from pulse.store.ledger import AttemptRow, DeliveryLedger, OutcomeRow, UndecodableRow
-from pulse.timeutil import now_ms
 
 logger = logging.getLogger("pulse.runtime.acker")
 SETTLE_DELAYS_S = (0.05, 0.2, 0.5, 1.0, 2.0)  # shorter first steps: results are waiting

@@ -16,8 +16,8 @@ import time
 
 import msgspec
 
+from pulse.core.ports import ChannelSpec, Envelope, Failed
 from pulse.metrics import Metrics
-from pulse.ports import ChannelSpec, Envelope, Failed
 from pulse.runtime.acker import Acker
 from pulse.runtime.failover import Failover
 from pulse.runtime.work import Done, WorkItem

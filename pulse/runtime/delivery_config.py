@@ -12,13 +12,13 @@ import asyncio
 import logging
 from datetime import datetime
 
-from pulse.ports import Envelope
-from pulse.providers import RouteBook
-from pulse.signatures import RECEIPT_ROTATION_GRACE, receipt_secret
+from pulse.core.ports import Envelope
+from pulse.core.routes import RouteBook
+from pulse.core.signatures import RECEIPT_ROTATION_GRACE, receipt_secret
+from pulse.core.timeutil import utcnow
 from pulse.store.errors import TRANSIENT_DB_ERRORS
 from pulse.store.receipts import ReceiptStore
 from pulse.store.routes import RouteStore
-from pulse.timeutil import utcnow
 
 logger = logging.getLogger("pulse.runtime.delivery_config")
 

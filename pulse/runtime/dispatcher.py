@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from pulse.models import Job
-from pulse.ports import Failed
+from pulse.core.models import Job
+from pulse.core.ports import Failed
 from pulse.queue.consumer import Entry
 from pulse.runtime.acker import Acker
 from pulse.runtime.backoff import until_answered

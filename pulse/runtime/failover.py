@@ -20,10 +20,10 @@ from datetime import datetime
 
 from prometheus_client import Counter
 
-from pulse.breaker import BreakerPolicy, CircuitBreaker
+from pulse.core.breaker import BreakerPolicy, CircuitBreaker
+from pulse.core.ports import Channel, Delivered, Envelope, Failed, Outcome, Retry
+from pulse.core.timeutil import utcnow
 from pulse.metrics import Metrics
-from pulse.ports import Channel, Delivered, Envelope, Failed, Outcome, Retry
-from pulse.timeutil import utcnow
 
 logger = logging.getLogger("pulse.runtime.failover")
 OUTCOME_NAMES = {Delivered: "delivered", Retry: "retry", Failed: "failed"}

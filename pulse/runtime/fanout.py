@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from pulse.models import Job
+from pulse.core.models import Job
 from pulse.queue.consumer import Entry
 from pulse.queue.publisher import Publisher
 from pulse.runtime.backoff import until_answered

@@ -1,6 +1,6 @@
 """Reads new entries from the priority streams by weighted round robin and dispatches them.
 
-Each round asks every stream for its share (``pulse.priority``) in one pipelined round trip;
+Each round asks every stream for its share (``pulse.core.priority``) in one pipelined round trip;
 only when every stream is empty does it block on all of them for new work.
 """
 
@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections import Counter
 
-from pulse.priority import DeficitRoundRobin
+from pulse.core.priority import DeficitRoundRobin
 from pulse.queue.consumer import Consumer, Entry
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.runtime.backoff import delay_for

@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from pulse.core.timeutil import now_ms
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.queue.pending import PendingEntries
 from pulse.runtime.dispatcher import Dispatcher
-from pulse.timeutil import now_ms
 
 logger = logging.getLogger("pulse.runtime.reclaimer")
 

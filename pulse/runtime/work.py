@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pulse.models import Job
-from pulse.ports import Outcome
+from pulse.core.models import Job
+from pulse.core.ports import Outcome
+from pulse.core.timeutil import utcnow
 from pulse.queue.consumer import Entry
 from pulse.runtime.failover import Try, final_outcome
-from pulse.timeutil import utcnow
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,14 +17,15 @@ from collections.abc import Mapping
 import asyncpg
 from redis.asyncio import Redis
 
-from pulse.breaker import BreakerPolicy
 from pulse.channels.registry import RECEIPT_SPEC, receipt_channel
 from pulse.config import Settings
+from pulse.core.breaker import BreakerPolicy
+from pulse.core.models import RECEIPT_CHANNEL
+from pulse.core.ports import Channel, ChannelSpec
+from pulse.core.priority import DeficitRoundRobin
+from pulse.core.retry import RetryPolicy
+from pulse.core.routes import RouteBook, configured_routes
 from pulse.metrics import Metrics
-from pulse.models import RECEIPT_CHANNEL
-from pulse.ports import Channel, ChannelSpec
-from pulse.priority import DeficitRoundRobin
-from pulse.providers import RouteBook, configured_routes
 from pulse.queue.consumer import Consumer
 from pulse.queue.dead_letters import DeadLetterStream
 from pulse.queue.fallbacks import FallbackStreams
@@ -33,7 +34,6 @@ from pulse.queue.keys import QueueKeys
 from pulse.queue.lock import ExpiringLock
 from pulse.queue.pending import PendingEntries
 from pulse.queue.publisher import Publisher
-from pulse.retry import RetryPolicy
 from pulse.runtime.acker import Acker, Transitions
 from pulse.runtime.deliverer import Deliverer
 from pulse.runtime.delivery_config import DeliveryConfig

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from pulse.models import Job
+from pulse.core.models import Job
 from pulse.store.rows import JOB_COLUMNS, job_from_row
 
 _EXPAND = f"""

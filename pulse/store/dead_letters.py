@@ -9,8 +9,9 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from pulse.models import Job
-from pulse.store.notifications import AttemptView, NotificationStore
+from pulse.core.models import Job
+from pulse.core.views import AttemptView, DeadLetterView
+from pulse.store.notifications import NotificationStore
 from pulse.store.rows import JOB_COLUMNS, job_from_row
 
 
@@ -24,18 +25,6 @@ class DeadLetterFilter(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     until: datetime | None = None
     ids: list[int] | None = None
     up_to_id: int | None = None  # a snapshot bound: replay leaves later deaths alone
-
-
-class DeadLetterView(msgspec.Struct, kw_only=True):
-    id: int
-    notification_id: str | None
-    tenant_id: str | None
-    channel: str | None
-    reason: str
-    error_class: str | None
-    dead_at: datetime
-    stream: str
-    entry_id: str
 
 
 @dataclass(frozen=True, slots=True)

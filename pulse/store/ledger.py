@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 import asyncpg
 import msgspec
 
-from pulse.ids import uuid7
-from pulse.models import RECEIPT_CHANNEL, Job, Status
+from pulse.core.ids import uuid7
+from pulse.core.models import RECEIPT_CHANNEL, Job, Status
 from pulse.store.rows import JOB_COLUMNS, job_from_row
 
 # $4 maps the ids of entries past step 0 to their step (a jsonb object, usually empty): a

@@ -13,7 +13,8 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
-from pulse.models import AuditEntry, NotificationView, Status
+from pulse.core.models import Status
+from pulse.core.views import AttemptView, AuditEntry, NotificationView
 from pulse.store.rows import VIEW_COLUMNS, view_from_row
 from pulse.store.tenants import Connection
 
@@ -51,19 +52,6 @@ class NewNotification:
     max_attempts: int
     metadata_json: bytes = b"{}"
     fallback_json: bytes = b"[]"
-
-
-class AttemptView(msgspec.Struct, kw_only=True):
-    number: int
-    channel: str | None
-    provider: str | None
-    started_at: datetime
-    duration_ms: float
-    outcome: str
-    error_class: str | None
-    error_message: str | None
-    provider_response: str | None
-    worker: str
 
 
 class NotificationFilter(msgspec.Struct, kw_only=True):

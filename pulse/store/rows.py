@@ -6,7 +6,8 @@ from typing import Any
 
 import msgspec
 
-from pulse.models import Job, NotificationView
+from pulse.core.models import Job
+from pulse.core.views import NotificationView
 
 # What ``job_from_row`` needs, for a SELECT or RETURNING list (prefix ``n.`` where joined).
 JOB_COLUMNS = (

@@ -8,13 +8,12 @@ import secrets
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 import asyncpg
-import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
-from pulse.ids import uuid7
+from pulse.core.ids import uuid7
+from pulse.core.views import KeyView
 
 KEY_PREFIX = "pk_"
 Connection = asyncpg.Connection | PoolConnectionProxy
@@ -36,15 +35,6 @@ class Principal:
     key_id: str
     scopes: frozenset[str] = frozenset(SCOPES)
     operator: bool = False
-
-
-class KeyView(msgspec.Struct, kw_only=True):
-    id: str
-    name: str
-    prefix: str
-    scopes: list[str]
-    created_at: datetime
-    revoked_at: datetime | None
 
 
 def generate_key() -> str:

@@ -11,12 +11,12 @@ from datetime import datetime
 
 import msgspec
 
+from pulse.cli.serve import backends
 from pulse.config import Settings
-from pulse.dlq import DEFAULT_RATE, DeadLetters
 from pulse.queue.dead_letters import DeadLetterStream
 from pulse.queue.keys import QueueKeys
 from pulse.queue.publisher import Publisher
-from pulse.serve import backends
+from pulse.services.dead_letters import DEFAULT_RATE, DeadLetters
 from pulse.store.dead_letters import DeadLetterFilter, DeadLetterStore
 
 

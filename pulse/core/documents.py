@@ -7,10 +7,8 @@ from typing import Any
 
 import msgspec
 
-from pulse.models import AuditEntry, NotificationView, Status
-from pulse.store.dead_letters import DeadLetterView
-from pulse.store.notifications import AttemptView
-from pulse.store.tenants import KeyView
+from pulse.core.models import Status
+from pulse.core.views import AttemptView, AuditEntry, DeadLetterView, KeyView, NotificationView
 
 
 class Accepted(msgspec.Struct, kw_only=True):

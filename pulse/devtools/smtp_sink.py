@@ -15,9 +15,9 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from pulse.managed import Managed
+from pulse.devtools.managed import Managed
 
-logger = logging.getLogger("pulse.devsmtp")
+logger = logging.getLogger("pulse.devtools.smtp_sink")
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,6 @@ kind of job (a user task function) runs through the same fetcher, deliverers and
 from __future__ import annotations
 
 import enum
-from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -46,42 +45,6 @@ PriorityLevel = Annotated[int, msgspec.Meta(ge=MIN_PRIORITY, le=MAX_PRIORITY)]
 # A database row id as the API shows it: PostgreSQL's bigint.
 RowId = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 MaxAttempts = Annotated[int, msgspec.Meta(ge=1, le=100)]
-MetadataKey = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-]
-MetadataValue = Annotated[str, msgspec.Meta(max_length=256)]
-# The client's own labels, to filter lists by: at most 20 string pairs.
-Metadata = Annotated[dict[MetadataKey, MetadataValue], msgspec.Meta(max_length=20)]
-
-
-Recipient = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
-ChannelName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-MAX_FALLBACK_STEPS = 5
-
-
-class FallbackStep(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Where to go next when the channel before fails for good (checked like a notification)."""
-
-    channel: ChannelName
-    recipient: Recipient
-    payload: dict[str, Any]
-
-
-class NotificationRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """The body of ``POST /api/notifications/``; the payload is checked by its channel's schema.
-
-    ``fallback``: channels to try in turn when the one before fails for good (a permanent
-    refusal, or its attempts exhausted), such as push, then sms, then email."""
-
-    recipient: Recipient
-    channel: ChannelName
-    payload: dict[str, Any]
-    priority: PriorityLevel = DEFAULT_PRIORITY
-    max_attempts: MaxAttempts | None = None
-    metadata: Metadata | None = None
-    fallback: Annotated[list[FallbackStep], msgspec.Meta(max_length=MAX_FALLBACK_STEPS)] | None = (
-        None
-    )
 
 
 class Job(msgspec.Struct, frozen=True, kw_only=True):
@@ -113,37 +76,3 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
             payload=following["payload"],
             step=self.step + 1,
         )
-
-
-class NotificationView(msgspec.Struct, kw_only=True):
-    """What ``GET /api/notifications/{id}`` answers."""
-
-    id: str
-    status: Status
-    channel: str
-    recipient: str
-    payload: dict[str, Any]
-    priority: int
-    max_attempts: int
-    attempts: int
-    last_error: str | None
-    metadata: dict[str, str]
-    fallback: list[dict[str, Any]]
-    step: int  # the fallback step in force: 0 is the notification's own channel
-    provider: str | None  # the provider that delivered it
-    receipt_for: str | None  # set on delivery receipts: the notification they report
-    created_at: datetime
-    updated_at: datetime
-    delivered_at: datetime | None
-    failed_at: datetime | None
-
-
-class AuditEntry(msgspec.Struct, kw_only=True):
-    """One event in a notification's life, in the order it happened: a status it entered (a
-    ``queued`` whose detail starts with ``fallback`` when the chain moved to its next channel),
-    or ``replayed`` and ``provider:<status>`` (a provider's delivery report)."""
-
-    status: str
-    at: datetime
-    worker: str | None = None
-    detail: str | None = None

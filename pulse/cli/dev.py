@@ -17,14 +17,14 @@ from pathlib import Path
 import asyncpg
 import msgspec
 
+from pulse.cli.serve import api_site, install_stop_signals, run, run_worker
 from pulse.config import Settings
 from pulse.metrics import Metrics
-from pulse.serve import api_site, install_stop_signals, run, run_worker
 from pulse.store.migrations import migrate
 from pulse.store.pool import create_pool
 from pulse.store.tenants import TenantStore, generate_key
 
-logger = logging.getLogger("pulse.dev")
+logger = logging.getLogger("pulse.cli.dev")
 DEV_TENANT = "dev"
 EXAMPLE_BODY = {
     "recipient": "someone@example.com",
@@ -51,7 +51,7 @@ def run_dev(settings: Settings) -> int:
 def _with_servers(settings: Settings, data_dir: Path, stack: contextlib.ExitStack) -> Settings:
     if settings.redis_url and settings.database_url:
         return settings
-    from pulse.embedded import EmbeddedPostgres, EmbeddedRedis
+    from pulse.devtools.embedded import EmbeddedPostgres, EmbeddedRedis
 
     if not settings.redis_url:
         redis = stack.enter_context(EmbeddedRedis(data_dir / "redis"))
@@ -67,7 +67,7 @@ def _with_servers(settings: Settings, data_dir: Path, stack: contextlib.ExitStac
 def _with_smtp_sink(settings: Settings, stack: contextlib.ExitStack) -> Settings:
     if settings.smtp_host:
         return settings
-    from pulse.devsmtp import SmtpSink
+    from pulse.devtools.smtp_sink import SmtpSink
 
     sink = stack.enter_context(SmtpSink())
     logger.info("SMTP sink on 127.0.0.1:%d: received mails are logged here", sink.port)

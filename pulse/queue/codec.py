@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from pulse.models import Job
+from pulse.core.models import Job
 
 MESSAGE_FIELD = b"m"
 

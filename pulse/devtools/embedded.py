@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from pulse.managed import Managed
+from pulse.devtools.managed import Managed
 
-logger = logging.getLogger("pulse.embedded")
+logger = logging.getLogger("pulse.devtools.embedded")
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 _PR_SET_PDEATHSIG = 1

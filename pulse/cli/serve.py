@@ -26,7 +26,7 @@ from pulse.metrics import Metrics
 from pulse.runtime.worker import Worker
 from pulse.store.pool import create_pool
 
-logger = logging.getLogger("pulse.serve")
+logger = logging.getLogger("pulse.cli.serve")
 T = TypeVar("T")
 
 

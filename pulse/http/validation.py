@@ -9,13 +9,51 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
-from pulse.errors import InvalidInput
-from pulse.models import NotificationRequest
-from pulse.ports import ChannelSpec
+from pulse.core.errors import InvalidInput
+from pulse.core.models import DEFAULT_PRIORITY, MaxAttempts, PriorityLevel
+from pulse.core.ports import ChannelSpec
+
+MetadataKey = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+]
+MetadataValue = Annotated[str, msgspec.Meta(max_length=256)]
+# The client's own labels, to filter lists by: at most 20 string pairs.
+Metadata = Annotated[dict[MetadataKey, MetadataValue], msgspec.Meta(max_length=20)]
+
+
+Recipient = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+ChannelName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+MAX_FALLBACK_STEPS = 5
+
+
+class FallbackStep(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Where to go next when the channel before fails for good (checked like a notification)."""
+
+    channel: ChannelName
+    recipient: Recipient
+    payload: dict[str, Any]
+
+
+class NotificationRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The body of ``POST /api/notifications/``; the payload is checked by its channel's schema.
+
+    ``fallback``: channels to try in turn when the one before fails for good (a permanent
+    refusal, or its attempts exhausted), such as push, then sms, then email."""
+
+    recipient: Recipient
+    channel: ChannelName
+    payload: dict[str, Any]
+    priority: PriorityLevel = DEFAULT_PRIORITY
+    max_attempts: MaxAttempts | None = None
+    metadata: Metadata | None = None
+    fallback: Annotated[list[FallbackStep], msgspec.Meta(max_length=MAX_FALLBACK_STEPS)] | None = (
+        None
+    )
+
 
 _AT_PATH = re.compile(r"^(?P<reason>.*) - at `(?P<path>\$[^`]*)`$", re.DOTALL)
 _MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from pulse.config import Settings, load_settings
-from pulse.errors import ConfigError
+from pulse.core.errors import ConfigError
 from pulse.logs import configure as configure_logging
 
 
@@ -53,15 +53,15 @@ def _parser() -> argparse.ArgumentParser:
     ):
         sub.choices[name].set_defaults(command=handler)
     create.set_defaults(command=_tenants_create)
-    from pulse.cli_dlq import add_parser as add_dlq
+    from pulse.cli.dlq import add_parser as add_dlq
 
     add_dlq(sub)
     return parser
 
 
 def _dev(settings: Settings, args: argparse.Namespace) -> int:
-    from pulse.dev import run_dev
-    from pulse.embedded import EmbeddedServerError
+    from pulse.cli.dev import run_dev
+    from pulse.devtools.embedded import EmbeddedServerError
 
     try:
         return run_dev(settings)
@@ -71,14 +71,14 @@ def _dev(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _api(settings: Settings, args: argparse.Namespace) -> int:
-    from pulse.serve import run, serve_api
+    from pulse.cli.serve import run, serve_api
 
     run(lambda: serve_api(settings))
     return 0
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
-    from pulse.serve import run, serve_worker
+    from pulse.cli.serve import run, serve_worker
 
     try:
         run(lambda: serve_worker(settings))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from pulse.ports import Delivered, Failed, Outcome, Retry
+from pulse.core.ports import Delivered, Failed, Outcome, Retry
 
 
 @dataclass(frozen=True, slots=True)

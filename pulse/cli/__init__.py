@@ -1,0 +1,1 @@
+"""Entry points: the `pulse` command and the processes it starts."""

@@ -1,0 +1,1 @@
+"""The pure domain: types, rules and policies. Imports only the standard library and msgspec."""
