@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from pulse.channels.log import LogChannel
 from pulse.config import Settings
 from pulse.core.ids import uuid7
-from pulse.core.models import Job
+from pulse.core.models import Job, JobKind
 from pulse.metrics import Metrics
 from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
 from pulse.queue.publisher import Publisher
@@ -81,8 +81,8 @@ async def enqueue_bulk(
             Job(
                 id=str(uuid7()),
                 tenant_id=tenant_id,
-                kind="notification",
-                handler="log",
+                kind=JobKind.NOTIFICATION,
+                channel="log",
                 recipient="bench",
                 payload=payload,
                 priority=priority,

@@ -6,7 +6,7 @@ import msgspec
 import pytest
 
 from pulse.core.ids import uuid7
-from pulse.core.models import Job
+from pulse.core.models import Job, JobKind
 from pulse.queue.codec import MESSAGE_FIELD, UndecodableMessage, decode_job, encode_job
 
 
@@ -14,8 +14,8 @@ def a_job() -> Job:
     return Job(
         id=str(uuid7()),
         tenant_id=str(uuid7()),
-        kind="notification",
-        handler="email",
+        kind=JobKind.NOTIFICATION,
+        channel="email",
         recipient="someone@example.com",
         payload={"subject": "Hello", "body": "Welcome"},
         priority=1,
@@ -36,7 +36,7 @@ def test_job_with_a_fallback_chain_round_trips() -> None:
 
     assert decode_job(encode_job(job)) == job
     assert following is not None
-    assert (following.handler, following.recipient, following.step) == ("sms", step["recipient"], 1)
+    assert (following.channel, following.recipient, following.step) == ("sms", step["recipient"], 1)
     assert decode_job(encode_job(following)) == following
     assert following.next_step() is None
 
@@ -50,6 +50,7 @@ def test_a_version_1_message_is_still_read() -> None:
     job = a_job()
     old = msgspec.structs.asdict(job) | {"v": 1}
     del old["step"], old["fallback"]
+    old["handler"] = old.pop("channel")  # the wire name of the channel field
 
     assert decode_job({MESSAGE_FIELD: msgspec.msgpack.encode(old)}) == job
 

@@ -6,7 +6,7 @@ import random
 
 from pulse.config import Settings
 from pulse.core.ids import uuid7
-from pulse.core.models import Job
+from pulse.core.models import Job, JobKind
 from pulse.core.ports import Retry
 from pulse.core.retry import RetryPolicy
 from pulse.core.timeutil import utcnow
@@ -19,7 +19,7 @@ from pulse.runtime.work import Done, WorkItem
 def test_settled_rows_carry_no_configured_secret() -> None:
     settings = Settings(smtp_password="hunter2-smtp", twilio_auth_token="tw-token-123")
     redact = Redactor(settings.secret_values())
-    job = Job(id=str(uuid7()), tenant_id=str(uuid7()), kind="notification", handler="email",
+    job = Job(id=str(uuid7()), tenant_id=str(uuid7()), kind=JobKind.NOTIFICATION, channel="email",
               recipient="a@example.com", payload={}, priority=2, max_attempts=5)  # fmt: skip
     item = WorkItem(entry=Entry("s", "1-0", 1, job), job=job)
     echoed = Retry(

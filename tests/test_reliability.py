@@ -266,7 +266,7 @@ async def test_redelivered_entry_of_a_delivered_notification_is_not_sent_again(
     document = await wait_for_status(client, auth, location, "delivered")
 
     # When a stale copy of its stream entry shows up (a replayed or duplicated XADD)
-    from pulse.core.models import Job
+    from pulse.core.models import Job, JobKind
 
     notification_id = str(document["id"])
     row = await pool.fetchrow(
@@ -276,8 +276,8 @@ async def test_redelivered_entry_of_a_delivered_notification_is_not_sent_again(
     stale = Job(
         id=notification_id,
         tenant_id=row[0],
-        kind="notification",
-        handler="email",
+        kind=JobKind.NOTIFICATION,
+        channel="email",
         recipient="someone@example.com",
         payload=dict(EXAMPLE["payload"]),  # type: ignore[call-overload]
         priority=1,

@@ -19,6 +19,7 @@ import jwt
 import msgspec
 
 from pulse.core.ports import ChannelSpec, Delivered, Envelope, Failed, Outcome, Retry
+from pulse.core.retry_after import retry_after_seconds
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -148,7 +149,7 @@ def _classify(status: int, retry_after: str | None, text: str) -> Outcome:
     error = f"FCM {status} {code}"
     if code in PERMANENT or (400 <= status < 500 and status not in (408, 429)):
         return Failed(error=error, error_class=code, response=text[:500])
-    after = float(retry_after) if retry_after and retry_after.isdigit() else None
+    after = retry_after_seconds(retry_after)
     return Retry(error=error, after_s=after, error_class=code, response=text[:500])
 
 

@@ -17,6 +17,7 @@ import aiohttp
 import msgspec
 
 from pulse.core.ports import ChannelSpec, Delivered, Envelope, Failed, Outcome, Retry
+from pulse.core.retry_after import retry_after_seconds
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 RETRYABLE = frozenset({408, 429})
@@ -118,6 +119,6 @@ def _classify(status: int, retry_after: str | None, text: str) -> Outcome:
     error = f"Twilio {status} (code {code}): {body.get('message', text[:200])}"
     error_class = f"Twilio{code}" if code else f"HTTP{status}"
     if status >= 500 or status in RETRYABLE:
-        after = float(retry_after) if retry_after and retry_after.isdigit() else None
+        after = retry_after_seconds(retry_after)
         return Retry(error=error, after_s=after, error_class=error_class, response=text[:500])
     return Failed(error=error, error_class=error_class, response=text[:500])

@@ -30,6 +30,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
 from pulse.core.ports import ChannelSpec, Delivered, Envelope, Failed, Outcome, Retry
+from pulse.core.retry_after import retry_after_seconds
 
 SECRET_PREFIX = "whsec_"
 
@@ -206,7 +207,7 @@ def _classify(status: int, retry_after: str | None, text: str) -> Outcome:
         return Delivered(response=response)
     if status == 410:
         return Failed(error=f"HTTP 410: {text}", error_class="HTTP410", response=response)
-    after = _seconds(retry_after)
+    after = retry_after_seconds(retry_after)
     return Retry(
         error=f"HTTP {status}",
         after_s=after,
@@ -214,12 +215,3 @@ def _classify(status: int, retry_after: str | None, text: str) -> Outcome:
         response=response,
         provider_fault=False,  # each endpoint is its receiver's own, not a shared provider
     )
-
-
-def _seconds(retry_after: str | None) -> float | None:
-    if retry_after is None:
-        return None
-    try:
-        return max(float(retry_after), 0.0)
-    except ValueError:
-        return None

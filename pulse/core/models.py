@@ -32,7 +32,6 @@ class Status(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
-TERMINAL_STATUSES = frozenset({Status.DELIVERED, Status.FAILED, Status.CANCELLED})
 RECEIPT_CHANNEL = "receipt"  # the internal channel delivery receipts travel on
 
 # Priority scale: lower is more urgent. One Redis stream per level.
@@ -47,16 +46,24 @@ RowId = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 MaxAttempts = Annotated[int, msgspec.Meta(ge=1, le=100)]
 
 
+class JobKind(enum.StrEnum):
+    """What a job's handler is: a channel delivering one notification, or the fan-out that
+    expands a committed batch into its notifications."""
+
+    NOTIFICATION = "notification"
+    FANOUT = "fanout"
+
+
 class Job(msgspec.Struct, frozen=True, kw_only=True):
     """The unit of work: what the runtime fetches, hands to a handler and acknowledges.
 
-    For a notification with a fallback chain, ``handler``, ``recipient`` and ``payload`` are
+    For a notification with a fallback chain, ``channel``, ``recipient`` and ``payload`` are
     those of the step in force (``step`` 0 is its own channel, k is ``fallback[k-1]``)."""
 
     id: str
     tenant_id: str
-    kind: str  # "notification", or "fanout" (a batch to expand); user task functions later
-    handler: str  # the channel name for a notification
+    kind: JobKind
+    channel: str  # the channel of the step in force
     recipient: str
     payload: dict[str, Any]
     priority: int
@@ -71,7 +78,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
         following = self.fallback[self.step]
         return msgspec.structs.replace(
             self,
-            handler=following["channel"],
+            channel=following["channel"],
             recipient=following["recipient"],
             payload=following["payload"],
             step=self.step + 1,

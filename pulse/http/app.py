@@ -26,9 +26,9 @@ from pulse.http import (
     notification_queries,
     notifications,
     openapi,
-    providers,
+    provider_callbacks,
+    provider_routes,
     receipts,
-    routing,
 )
 from pulse.http.auth import auth_middleware
 from pulse.http.edges import cors_middleware, request_id_middleware
@@ -94,8 +94,8 @@ def create_app(
     app.add_routes(dead_letters.routes)
     app.add_routes(admin.routes)
     app.add_routes(openapi.routes)
-    app.add_routes(providers.routes)
-    app.add_routes(routing.routes)
+    app.add_routes(provider_callbacks.routes)
+    app.add_routes(provider_routes.routes)
     app.add_routes(receipts.routes)
     app.router.add_static("/docs/assets", openapi.swagger_assets())
     return app

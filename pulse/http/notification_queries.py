@@ -20,7 +20,6 @@ from pulse.store.notifications import NotificationFilter
 
 routes = web.RouteTableDef()
 METADATA_PREFIX = "metadata."
-CANCELLABLE = frozenset({Status.QUEUED, Status.SCHEDULED, Status.RETRYING})
 
 
 class ListQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

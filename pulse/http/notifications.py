@@ -12,7 +12,7 @@ from aiohttp import web
 from pulse.core.documents import Accepted, NotificationDocument
 from pulse.core.errors import NotFound, Unavailable
 from pulse.core.ids import uuid7
-from pulse.core.models import Job, Status
+from pulse.core.models import Job, JobKind, Status
 from pulse.http.auth import require
 from pulse.http.idempotency import Remember, answer, idempotent_start, remember_answer
 from pulse.http.state import METRICS, NOTIFICATIONS, PUBLISHER, SETTINGS, SPECS, TENANT_ID
@@ -47,7 +47,7 @@ async def create_notification(request: web.Request) -> web.StreamResponse:
         body = Accepted(
             id=job.id,
             status=Status.QUEUED,
-            channel=job.handler,
+            channel=job.channel,
             priority=job.priority,
             created_at=created_at.isoformat(),
         )
@@ -62,7 +62,7 @@ async def create_notification(request: web.Request) -> web.StreamResponse:
         if started is not None:
             await started.release()
         raise
-    request.app[METRICS].accepted.labels(job.handler).inc()
+    request.app[METRICS].accepted.labels(job.channel).inc()
     return answer(202, render(created_at), location)
 
 
@@ -89,8 +89,8 @@ def _job(request: web.Request, checked: CheckedNotification) -> Job:
     return Job(
         id=str(uuid7()),
         tenant_id=request[TENANT_ID],
-        kind="notification",
-        handler=req.channel,
+        kind=JobKind.NOTIFICATION,
+        channel=req.channel,
         recipient=checked.recipient,
         payload=req.payload,
         priority=req.priority,
@@ -105,7 +105,7 @@ async def _commit(
     new = NewNotification(
         id=job.id,
         tenant_id=job.tenant_id,
-        channel=job.handler,
+        channel=job.channel,
         recipient=job.recipient,
         payload_json=msgspec.json.encode(job.payload),
         priority=job.priority,

@@ -18,8 +18,8 @@ from pulse.http import (
     batches,
     dead_letters,
     notification_queries,
+    provider_routes,
     receipts,
-    routing,
 )
 from pulse.http.validation import NotificationRequest
 
@@ -99,11 +99,12 @@ OPERATIONS = (
     Operation("delete", "/api/keys/{id}", "Revoke an API key at once", ("204", None),
               problems=("401", "403", "404", "503"), path_params={"id": {"type": "string"}}),
     Operation("get", "/api/routes", "Every channel's route, and the providers to choose from",
-              ("200", routing.RouteList)),
-    Operation("get", "/api/routes/{channel}", "A channel's route", ("200", routing.RouteDocument),
+              ("200", provider_routes.RouteList)),
+    Operation("get", "/api/routes/{channel}", "A channel's route",
+              ("200", provider_routes.RouteDocument),
               problems=("401", "403", "404", "503"), path_params=CHANNEL),
     Operation("put", "/api/routes/{channel}", "Set a channel's providers, in failover order",
-              ("200", routing.RouteDocument), body=routing.RouteRequest,
+              ("200", provider_routes.RouteDocument), body=provider_routes.RouteRequest,
               problems=("400", "401", "403", "404", "422", "503"), path_params=CHANNEL),
     Operation("delete", "/api/routes/{channel}", "Back to the default route", ("204", None),
               problems=("401", "403", "404", "503"), path_params=CHANNEL),

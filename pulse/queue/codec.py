@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from pulse.core.models import Job
+from pulse.core.models import Job, JobKind
 
 MESSAGE_FIELD = b"m"
 
@@ -22,7 +22,7 @@ class StreamMessageV1(msgspec.Struct, frozen=True, kw_only=True, tag_field="v", 
     id: str
     tenant_id: str
     kind: Literal["notification", "fanout"]
-    handler: str
+    channel: str = msgspec.field(name="handler")  # the wire name of versions 1 and 2
     recipient: str
     payload: dict[str, Any]
     priority: int
@@ -53,8 +53,8 @@ def encode_job(job: Job) -> dict[bytes, bytes]:
     message = StreamMessage(
         id=job.id,
         tenant_id=job.tenant_id,
-        kind="fanout" if job.kind == "fanout" else "notification",
-        handler=job.handler,
+        kind=job.kind.value,
+        channel=job.channel,
         recipient=job.recipient,
         payload=job.payload,
         priority=job.priority,
@@ -76,8 +76,8 @@ def decode_job(fields: dict[bytes, bytes]) -> Job:
     return Job(
         id=message.id,
         tenant_id=message.tenant_id,
-        kind=message.kind,
-        handler=message.handler,
+        kind=JobKind(message.kind),
+        channel=message.channel,
         recipient=message.recipient,
         payload=message.payload,
         priority=message.priority,

@@ -90,7 +90,7 @@ def _outcome_row(
     status = {Ack: Status.DELIVERED, RetryIn: Status.RETRYING}.get(type(decision), Status.FAILED)
     error = decision.reason if isinstance(decision, DeadLetter) else _error(done)
     if following is not None:
-        status, error = Status.QUEUED, f"fallback {job.handler} -> {following.handler}: {error}"
+        status, error = Status.QUEUED, f"fallback {job.channel} -> {following.channel}: {error}"
     return OutcomeRow(
         notification_id=job.id,
         status=status,
@@ -110,7 +110,7 @@ def _attempt_rows(done: Done, redact: Redact) -> list[AttemptRow]:
         AttemptRow(
             notification_id=job.id,
             number=done.item.attempt,
-            channel=job.handler,
+            channel=job.channel,
             provider=call.provider,
             started_at=call.started_at,
             duration_ms=call.duration_s * 1000,
@@ -282,7 +282,7 @@ class Acker:
 
     def _count(self, plan: Settlement, results: list[Done]) -> None:
         tally = Counter(
-            (row.status, done.item.job.handler)
+            (row.status, done.item.job.channel)
             for done, row in zip(results, plan.outcomes, strict=True)
         )
         for (status, channel), count in tally.items():
@@ -290,8 +290,8 @@ class Acker:
             if counter is not None:
                 counter.labels(channel).inc(count)
         for entry, following in plan.fallbacks:
-            source = entry.job.handler if entry.job else "unknown"
-            self._metrics.fallbacks.labels(source, following.handler).inc()
+            source = entry.job.channel if entry.job else "unknown"
+            self._metrics.fallbacks.labels(source, following.channel).inc()
 
 
 def _undecodable_row(entry: Entry) -> UndecodableRow:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from pulse.core.models import Job
+from pulse.core.models import Job, JobKind
 from pulse.core.ports import Failed
 from pulse.queue.consumer import Entry
 from pulse.runtime.acker import Acker
@@ -51,11 +51,11 @@ class Dispatcher:
         undecodable = [e for e in entries if e.job is None]
         if undecodable:
             self._acker.dead_letter_undecodable(undecodable)
-        batches = [e for e in entries if e.job is not None and e.job.kind == "fanout"]
+        batches = [e for e in entries if e.job is not None and e.job.kind is JobKind.FANOUT]
         if batches:
             await self._fan_out.expand(batches)
             self._acker.ack_only(batches)
-        good = [e for e in entries if e.job is not None and e.job.kind != "fanout"]
+        good = [e for e in entries if e.job is not None and e.job.kind is not JobKind.FANOUT]
         if not good:
             return
         claim = await self._claim([e.job for e in good if e.job is not None])
@@ -71,9 +71,9 @@ class Dispatcher:
         assert entry.job is not None
         item = WorkItem(entry=entry, job=entry.job)
         self._leaser.hold(item.lease_key, item.job.id)
-        deliverer = self._deliverers.get(entry.job.handler)
+        deliverer = self._deliverers.get(entry.job.channel)
         if deliverer is None:
-            error = f"channel {entry.job.handler!r} is not served by this worker"
+            error = f"channel {entry.job.channel!r} is not served by this worker"
             failed = Failed(error=error, error_class="UnknownChannel")
             self._acker.submit(Done.without_call(item, failed))
             return

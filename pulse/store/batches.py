@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from pulse.core.models import Job
+from pulse.core.models import Job, JobKind
 from pulse.store.rows import JOB_COLUMNS, job_from_row
 
 _EXPAND = f"""
@@ -93,8 +93,8 @@ def fanout_job(batch_id: str, tenant_id: str, priority: int) -> Job:
     return Job(
         id=batch_id,
         tenant_id=tenant_id,
-        kind="fanout",
-        handler="batch",
+        kind=JobKind.FANOUT,
+        channel="batch",
         recipient="",
         payload={},
         priority=priority,

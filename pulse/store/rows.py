@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from pulse.core.models import Job
+from pulse.core.models import Job, JobKind
 from pulse.core.views import NotificationView
 
 # What ``job_from_row`` needs, for a SELECT or RETURNING list (prefix ``n.`` where joined).
@@ -28,8 +28,8 @@ def job_from_row(row: Any) -> Job:
     job = Job(
         id=row["id"],
         tenant_id=row["tenant_id"],
-        kind="notification",
-        handler=row["channel"],
+        kind=JobKind.NOTIFICATION,
+        channel=row["channel"],
         recipient=row["recipient"],
         payload=msgspec.json.decode(row["payload"]),
         priority=row["priority"],
@@ -41,7 +41,7 @@ def job_from_row(row: Any) -> Job:
         current = fallback[step - 1]
         job = msgspec.structs.replace(
             job,
-            handler=current["channel"],
+            channel=current["channel"],
             recipient=current["recipient"],
             payload=current["payload"],
             step=step,
