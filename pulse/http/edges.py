@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from aiohttp import web
@@ -11,16 +12,19 @@ from pulse.http.state import SETTINGS
 from pulse.logs import request_id
 
 HEADER = "X-Request-ID"
-MAX_ID_LENGTH = 128
+# A client's id is kept only if it is short and made of characters that cannot end, split or
+# colour a log line, nor close the ``[...]`` it is logged in: UUIDs, hex, base64 and
+# ``trace:span``-style ids all fit. Anything else is replaced, not cleaned: a cleaned id would
+# no longer be the client's anyway.
+SAFE_ID = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}")
 CORS_METHODS = "GET, POST, DELETE, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type, Idempotency-Key, X-Request-ID"
 
 
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Keep a sane client-given id, else make one; echo it and tag every log line with it."""
-    given = request.headers.get(HEADER, "")
-    ident = given if 0 < len(given) <= MAX_ID_LENGTH and given.isprintable() else uuid.uuid4().hex
+    """Keep a safe client-given id, else make one; echo it and tag every log line with it."""
+    ident = safe_request_id(request.headers.get(HEADER))
     token = request_id.set(ident)
     try:
         response = await handler(request)
@@ -28,6 +32,13 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
         request_id.reset(token)
     response.headers[HEADER] = ident
     return response
+
+
+def safe_request_id(given: str | None) -> str:
+    """``given`` if it matches ``SAFE_ID`` in full, else a new random id (32 hex digits)."""
+    if given is not None and SAFE_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
 
 
 @web.middleware
