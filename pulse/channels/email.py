@@ -4,6 +4,11 @@ SMTP 5xx replies are permanent (the server refused this message for good); 4xx r
 connection problems are temporary (only connection problems and 421 count against the relay's
 circuit breaker: other 4xx are about one message). The Message-ID is derived from the
 notification id so a receiving system can recognise a redelivered mail as the same message.
+
+The SMTP envelope is always the configured sender and the one accepted recipient, whatever the
+headers say; tenants' headers and header-bound values are checked by ``mail_headers``. A mail
+that cannot be built is a permanent failure of that mail (``UnbuildableMessage``), never an
+exception out of the channel.
 """
 
 from __future__ import annotations
@@ -20,6 +25,15 @@ from typing import Annotated, Literal
 import aiosmtplib
 import msgspec
 
+from pulse.channels.mail_headers import (
+    MAX_VALUE_LENGTH,
+    NAME,
+    address_fault,
+    name_fault,
+    render_fault,
+    value_fault,
+)
+from pulse.core.errors import ConfigError
 from pulse.core.ports import ChannelSpec, Delivered, Envelope, Failed, Outcome, Retry
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
@@ -29,36 +43,49 @@ _ADDRESS = re.compile(rf"^[^@\s<>()\[\],;:\"]+@{_LABEL}(?:\.{_LABEL})+$")
 QUIT_TIMEOUT_S = 1.0
 
 
-# Custom headers: RFC 5322 field names; values on one line (no header injection); never the
-# headers Pulse itself owns.
-HeaderName = Annotated[str, msgspec.Meta(pattern=r"^[!-9;-~]{1,76}$")]
-HeaderValue = Annotated[str, msgspec.Meta(max_length=998, pattern=r"^[^\r\n]*$")]
-OWN_HEADERS = frozenset(
-    {"from", "to", "cc", "bcc", "subject", "date", "message-id", "reply-to", "sender",
-     "mime-version", "content-type", "content-transfer-encoding"}
-)  # fmt: skip
-
-
 class EmailPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    subject: Annotated[str, msgspec.Meta(min_length=1, max_length=998, pattern=r"^[^\r\n]*$")]
+    """Header-bound fields (subject, reply_to, headers) are checked in ``__post_init__`` by
+    ``mail_headers``: with the mail library's own rule, and naming the field at fault."""
+
+    subject: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_VALUE_LENGTH)]
     body: Annotated[str, msgspec.Meta(min_length=1)]
     html: Annotated[str, msgspec.Meta(min_length=1)] | None = None
     reply_to: Annotated[str, msgspec.Meta(max_length=254)] | None = None
-    headers: Annotated[dict[HeaderName, HeaderValue], msgspec.Meta(max_length=20)] | None = None
+    headers: Annotated[dict[str, str], msgspec.Meta(max_length=20)] | None = None
 
     def __post_init__(self) -> None:
+        _refuse(value_fault("Subject", self.subject), "subject")
         if self.reply_to is not None:
-            check_address(self.reply_to)
-        clash = sorted(name for name in self.headers or {} if name.lower() in OWN_HEADERS)
-        if clash:
-            raise ValueError(f"headers may not set {', '.join(clash)}: Pulse sets them")
+            _refuse(_address_error(self.reply_to), "reply_to")
+        for name, value in (self.headers or {}).items():
+            where = f"headers.{name}" if NAME.fullmatch(name) else "headers"
+            _refuse(name_fault(name) or value_fault(name, value), where)
+
+
+def _refuse(fault: str | None, field: str) -> None:
+    """Raise ``fault`` for ``field`` in msgspec's own "reason - at `$.path`" form, which the
+    API reads to name the field (a JSON pointer) in its 422."""
+    if fault is not None:
+        raise ValueError(f"{fault} - at `$.{field}`")
+
+
+def _address_error(value: str) -> str | None:
+    try:
+        check_address(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def check_address(value: str) -> str:
-    """Accept a bare address such as ``someone@example.com``."""
+    """Accept a bare address such as ``someone@example.com``, one the mail library writes in an
+    address header as itself."""
     address = value.strip()
     if len(address) > 254 or not _ADDRESS.match(address):
         raise ValueError(f"{value!r} is not an email address")
+    fault = address_fault(address)
+    if fault is not None:
+        raise ValueError(f"{value!r} cannot be a mail address: {fault}")
     return address
 
 
@@ -86,6 +113,7 @@ class EmailChannel:
 
     def __init__(self, config: SmtpConfig) -> None:
         self._config = config
+        self._sender = envelope_sender(config.sender)
 
     async def start(self) -> None:
         return None
@@ -94,9 +122,15 @@ class EmailChannel:
         return None
 
     async def send(self, envelope: Envelope) -> Outcome:
-        message = build_message(envelope, self._config.sender)
         try:
-            await self._send(message)
+            message = build_message(envelope, self._config.sender)
+        except Exception as exc:  # whatever this one mail holds, it can never be sent: not a
+            return _unbuildable(f"{type(exc).__name__}: {exc}")  # fault of the relay's
+        fault = render_fault(message)  # what aiosmtplib would raise mid-session, found now
+        if fault is not None:
+            return _unbuildable(fault)
+        try:
+            await self._send(message, envelope.recipient)
         except aiosmtplib.SMTPResponseException as exc:
             return _classify(exc.code, exc.message)
         except aiosmtplib.SMTPRecipientsRefused as exc:
@@ -106,10 +140,14 @@ class EmailChannel:
             return Retry(error=f"{type(exc).__name__}: {exc}", error_class=type(exc).__name__)
         return Delivered(provider_id=message["Message-ID"], response="250")
 
-    async def _send(self, message: EmailMessage) -> None:
+    async def _send(self, message: EmailMessage, recipient: str) -> None:
         """Connect, authenticate, send. Not ``aiosmtplib.send``: its context manager answers a
         cancellation with a polite QUIT, which hangs on a stalled server; a worker told to stop
-        at once must drop the connection instead."""
+        at once must drop the connection instead.
+
+        The envelope is given, never left to aiosmtplib: it would read it from the headers
+        (``Resent-To``/``Resent-From`` when a ``Resent-Date`` is present), and the mail would
+        go where the headers say rather than to the one recipient accepted."""
         config = self._config
         client = aiosmtplib.SMTP(
             hostname=config.host,
@@ -123,7 +161,7 @@ class EmailChannel:
         )
         try:
             await client.connect()
-            await client.send_message(message)
+            await client.send_message(message, sender=self._sender, recipients=[recipient])
             with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
                 await asyncio.wait_for(client.quit(), QUIT_TIMEOUT_S)
         finally:
@@ -146,6 +184,23 @@ def build_message(envelope: Envelope, sender: str) -> EmailMessage:
     if payload.html:
         message.add_alternative(payload.html, subtype="html")
     return message
+
+
+def envelope_sender(sender: str) -> str:
+    """The address of the configured From (``Pulse <pulse@localhost>``), for MAIL FROM."""
+    message = EmailMessage()
+    try:
+        message["From"] = sender
+        addresses: list[str] = [mailbox.addr_spec for mailbox in message["From"].addresses]
+    except (ValueError, TypeError, IndexError) as exc:
+        raise ConfigError(f"the SMTP sender {sender!r} is not an address: {exc}") from None
+    if len(addresses) != 1 or "@" not in addresses[0]:
+        raise ConfigError(f"the SMTP sender {sender!r} must hold exactly one address")
+    return addresses[0]
+
+
+def _unbuildable(reason: str) -> Failed:
+    return Failed(error=f"the mail cannot be built: {reason}", error_class="UnbuildableMessage")
 
 
 def message_id(notification_id: str) -> str:
