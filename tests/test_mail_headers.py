@@ -18,7 +18,7 @@ from pulse.config import Settings
 from pulse.core.ids import uuid7
 from pulse.core.ports import Delivered, Envelope, Failed
 from pulse.devtools.smtp_sink import ReceivedMail, SmtpSink
-from tests.conftest import EXAMPLE, Client
+from tests.conftest import EXAMPLE, Client, RunningWorker, wait_for_status
 
 pytestmark = pytest.mark.integration
 
@@ -257,3 +257,31 @@ def test_the_channel_refuses_a_sender_without_an_address() -> None:
 
     with pytest.raises(ConfigError, match="sender"):
         EmailChannel(smtp_config(settings))
+
+
+# --- end to end: allowed headers arrive, the mail reaches only the accepted recipient -------
+
+
+async def test_a_mail_with_custom_headers_reaches_only_its_recipient(
+    client: Client, auth: dict[str, str], worker: RunningWorker, smtp_sink: SmtpSink
+) -> None:
+    status, accepted = await post(client, auth, email_body(headers=HARMLESS))
+    assert status == 202, accepted
+
+    location = f"/api/notifications/{accepted['id']}"
+    document = await wait_for_status(client, auth, location, "delivered", "failed")
+
+    assert document["status"] == "delivered"
+    [mail] = [m for m in smtp_sink.messages() if m.message_id == f"<{accepted['id']}@pulse>"]
+    assert mail.rcpt_tos == [RECIPIENT]
+    received = message_from_bytes(mail.raw, policy=policy.default)
+    assert {name: received[name] for name in HARMLESS} == HARMLESS
+
+
+def test_a_job_accepted_before_the_allow_list_no_longer_converts() -> None:
+    # The worker converts each job's payload with the channel's type before sending, so a
+    # queued job carrying Resent-To fails as InvalidPayload instead of reaching the relay.
+    stored = {"subject": "s", "body": "b", "headers": {"Resent-To": "attacker@evil.example"}}
+
+    with pytest.raises(msgspec.ValidationError, match=r"headers\.Resent-To"):
+        msgspec.convert(stored, EmailPayload)
