@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
 import msgspec
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -15,11 +16,21 @@ from pulse.core.ports import Delivered, Envelope, Failed, Retry
 from pulse.core.signatures import twilio_signature
 from pulse.http.app import create_app
 from tests.conftest import WorkerFactory, wait_for_status
-from tests.provider_fakes import BACKUP_SID, BACKUP_TOKEN, SID, TOKEN, FakeTwilio
+from tests.provider_fakes import (
+    BACKUP_SID,
+    BACKUP_TOKEN,
+    SERVICE,
+    SID,
+    SMS_ONLY_SERVICE,
+    TOKEN,
+    FakeTwilio,
+)
 
 
-async def send(base: str, to: str, whatsapp: bool = False) -> Any:
-    config = TwilioConfig(
+async def send(
+    base: str, to: str, whatsapp: bool = False, config: TwilioConfig | None = None
+) -> Any:
+    config = config or TwilioConfig(
         account_sid=SID, auth_token=TOKEN, base_url=base, from_number="+15005550006",
         whatsapp_from="+14155238886", status_callback_base="https://pulse.example.com",
     )  # fmt: skip
@@ -55,6 +66,69 @@ async def test_sms_and_whatsapp_requests_and_outcomes(twilio: tuple[FakeTwilio, 
     assert invalid.error_class == "Twilio21211"
     assert isinstance(throttled, Retry)
     assert throttled.after_s == 3.0
+
+
+async def test_an_account_with_only_a_messaging_service_sends_whatsapp_through_it(
+    twilio: tuple[FakeTwilio, str],
+) -> None:
+    # Given an account configured with a Messaging Service SID and no sender number
+    fake, base = twilio
+    config = TwilioConfig(account_sid=SID, auth_token=TOKEN, base_url=base,
+                          messaging_service_sid=SERVICE)  # fmt: skip
+
+    # When it sends WhatsApp and SMS
+    whatsapp = await send(base, "+14155552671", whatsapp=True, config=config)
+    sms = await send(base, "+14155552671", config=config)
+
+    # Then both go through the service, which picks the sender of each channel
+    assert isinstance(whatsapp, Delivered), whatsapp
+    assert fake.requests[0]["MessagingServiceSid"] == SERVICE
+    assert fake.requests[0]["To"] == "whatsapp:+14155552671"
+    assert "From" not in fake.requests[0]
+    assert isinstance(sms, Delivered), sms
+    assert fake.requests[1]["MessagingServiceSid"] == SERVICE
+
+
+async def test_a_channel_without_a_sender_is_not_configured_and_twilio_is_not_called(
+    twilio: tuple[FakeTwilio, str],
+) -> None:
+    # Given an account with an SMS number only
+    fake, base = twilio
+    config = TwilioConfig(account_sid=SID, auth_token=TOKEN, base_url=base,
+                          from_number="+15005550006")  # fmt: skip
+
+    # When it is asked for WhatsApp
+    outcome = await send(base, "+14155552671", whatsapp=True, config=config)
+
+    # Then nothing is sent, and the outcome names the settings to give; it is not the
+    # provider's fault (the breaker it shares with SMS stays closed)
+    assert isinstance(outcome, Retry)
+    assert outcome.error_class == "NotConfigured"
+    assert "PULSE_TWILIO_WHATSAPP_FROM" in outcome.error
+    assert "PULSE_TWILIO_MESSAGING_SERVICE_SID" in outcome.error
+    assert not outcome.provider_fault
+    assert fake.requests == []
+
+
+async def test_the_fake_refuses_what_twilio_refuses(twilio: tuple[FakeTwilio, str]) -> None:
+    # Given raw Messages API requests, as another client could send them
+    _, base = twilio
+    url = f"{base}/2010-04-01/Accounts/{SID}/Messages.json"
+    wa = {"To": "whatsapp:+14155552671", "Body": "Hi"}
+    cases = {
+        21603: wa,  # neither From nor MessagingServiceSid
+        21910: wa | {"From": "+15005550006"},  # an SMS number for WhatsApp
+        21701: wa | {"MessagingServiceSid": "MG" + "9" * 32},  # no such service
+        63007: wa | {"MessagingServiceSid": SMS_ONLY_SERVICE},  # no WhatsApp sender in it
+    }
+    codes = {}
+    auth = {"Authorization": aiohttp.encode_basic_auth(SID, TOKEN)}
+    async with aiohttp.ClientSession(headers=auth) as session:
+        for expected, form in cases.items():
+            async with session.post(url, data=form) as response:
+                codes[expected] = (response.status, (await response.json())["code"])
+
+    assert codes == {code: (400, code) for code in cases}
 
 
 async def test_sms_end_to_end_with_a_signed_status_callback(
