@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -97,8 +98,11 @@ async def test_a_channel_without_a_sender_is_not_configured_and_twilio_is_not_ca
     config = TwilioConfig(account_sid=SID, auth_token=TOKEN, base_url=base,
                           from_number="+15005550006")  # fmt: skip
 
-    # When it is asked for WhatsApp
+    # When it is asked for WhatsApp, as the default account and as a named one
     outcome = await send(base, "+14155552671", whatsapp=True, config=config)
+    backup = await send(
+        base, "+14155552671", whatsapp=True, config=replace(config, provider="wa-backup")
+    )
 
     # Then nothing is sent, and the outcome names the settings to give; it is not the
     # provider's fault (the breaker it shares with SMS stays closed)
@@ -107,6 +111,9 @@ async def test_a_channel_without_a_sender_is_not_configured_and_twilio_is_not_ca
     assert "PULSE_TWILIO_WHATSAPP_FROM" in outcome.error
     assert "PULSE_TWILIO_MESSAGING_SERVICE_SID" in outcome.error
     assert not outcome.provider_fault
+    assert isinstance(backup, Retry)
+    assert "PULSE_PROVIDER_WA_BACKUP__WHATSAPP_FROM" in backup.error
+    assert "PULSE_PROVIDER_WA_BACKUP__MESSAGING_SERVICE_SID" in backup.error
     assert fake.requests == []
 
 

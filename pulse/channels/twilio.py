@@ -19,6 +19,7 @@ from typing import Annotated
 import aiohttp
 import msgspec
 
+from pulse.config import provider_env_name
 from pulse.core.ports import ChannelSpec, Delivered, Envelope, Failed, Outcome, Retry
 from pulse.core.retry_after import retry_after_seconds
 
@@ -97,10 +98,9 @@ class TwilioChannel:
 
     def _no_sender(self) -> Retry:
         """Not the provider's fault: its breaker, shared with the other channel, stays shut."""
-        number = "PULSE_TWILIO_WHATSAPP_FROM" if self._whatsapp else "PULSE_TWILIO_FROM"
+        number, service = _sender_variables(self._config.provider, whatsapp=self._whatsapp)
         return Retry(
-            error=f"Twilio has no {self.spec.name} sender: set {number} or "
-            "PULSE_TWILIO_MESSAGING_SERVICE_SID (or the named provider's fields)",
+            error=f"Twilio has no {self.spec.name} sender: set {number} or {service}",
             error_class="NotConfigured",
             provider_fault=False,
         )
@@ -131,6 +131,15 @@ def twilio_sender(config: TwilioConfig, *, whatsapp: bool) -> tuple[str, str] | 
     else:
         ordered = (service, ("From", config.from_number))
     return next(((field, value) for field, value in ordered if value), None)
+
+
+def _sender_variables(provider: str | None, *, whatsapp: bool) -> tuple[str, str]:
+    """The variables that give a sender: the flat ones, or a named provider's."""
+    if provider is None:
+        number = "PULSE_TWILIO_WHATSAPP_FROM" if whatsapp else "PULSE_TWILIO_FROM"
+        return number, "PULSE_TWILIO_MESSAGING_SERVICE_SID"
+    number = provider_env_name(provider, "whatsapp_from" if whatsapp else "from")
+    return number, provider_env_name(provider, "messaging_service_sid")
 
 
 def _classify(status: int, retry_after: str | None, text: str) -> Outcome:
