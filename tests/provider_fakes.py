@@ -108,7 +108,15 @@ class FakeGoogle:
     def __init__(self, public_key: Any) -> None:
         self.public_key = public_key
         self.tokens_issued = 0
+        self.valid_tokens: set[str] = set()
+        self.grant_dead_tokens = False  # grants tokens that FCM then refuses (a broken account)
         self.messages: list[dict[str, Any]] = []
+        self.refused = 0  # sends answered 401
+
+    def revoke(self) -> None:
+        """Every access token granted so far stops working, as a revoked or early-expired
+        token does: FCM answers 401 UNAUTHENTICATED."""
+        self.valid_tokens.clear()
 
     async def token(self, request: web.Request) -> web.Response:
         form = await request.post()
@@ -119,14 +127,19 @@ class FakeGoogle:
         )  # fmt: skip
         assert claims["scope"] == SCOPE
         self.tokens_issued += 1
+        token = f"ya29.token{self.tokens_issued}"
+        if not self.grant_dead_tokens:
+            self.valid_tokens.add(token)
         return web.json_response(
-            {"access_token": f"ya29.token{self.tokens_issued}", "expires_in": 3599,
-             "token_type": "Bearer"}
-        )  # fmt: skip
+            {"access_token": token, "expires_in": 3599, "token_type": "Bearer"}
+        )
 
     async def send(self, request: web.Request) -> web.Response:
-        assert request.headers["Authorization"].startswith("Bearer ya29.token")
         assert request.match_info["project"] == "pulse-test"
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if token not in self.valid_tokens:
+            self.refused += 1
+            return _unauthenticated()
         body = await request.json()
         self.messages.append(body["message"])
         target = body["message"].get("token")
@@ -135,6 +148,16 @@ class FakeGoogle:
         if target == BUSY:
             return _error(503, "UNAVAILABLE", "UNAVAILABLE", retry_after="11")
         return web.json_response({"name": "projects/pulse-test/messages/0:1234"})
+
+
+def _unauthenticated() -> web.Response:
+    """Google's answer to a missing, expired or revoked OAuth2 access token."""
+    body = {"error": {"code": 401, "status": "UNAUTHENTICATED",
+                      "message": "Request had invalid authentication credentials. Expected "
+                      "OAuth 2 access token, login cookie or other valid authentication "
+                      "credential."}}  # fmt: skip
+    challenge = 'Bearer realm="https://accounts.google.com/", error="invalid_token"'
+    return web.json_response(body, status=401, headers={"WWW-Authenticate": challenge})
 
 
 def _error(status: int, rpc: str, code: str, retry_after: str | None = None) -> web.Response:

@@ -46,6 +46,55 @@ async def test_push_outcomes_and_a_cached_access_token(
     assert fake.tokens_issued == 1  # one grant, cached for every later send
 
 
+async def test_a_revoked_access_token_is_dropped_and_the_push_sent_once_more(
+    google: tuple[FakeGoogle, Settings],
+) -> None:
+    # Given a channel holding a cached access token
+    fake, settings = google
+    channel = FcmChannel(fcm_config(settings))
+    await channel.start()
+    try:
+        first = await push(channel, GOOD)
+
+        # When Google revokes that token mid-run (or it expires early)
+        fake.revoke()
+        after_revocation = await push(channel, GOOD)
+        next_one = await push(channel, GOOD)
+    finally:
+        await channel.close()
+
+    # Then the refused push fetched a new token and was sent again, once, and delivered;
+    # the new token serves what follows
+    assert isinstance(first, Delivered)
+    assert isinstance(after_revocation, Delivered), after_revocation
+    assert isinstance(next_one, Delivered)
+    assert fake.refused == 1
+    assert fake.tokens_issued == 2
+    assert len(fake.messages) == 3  # the refused request was not taken
+
+
+async def test_credentials_refused_even_when_fresh_are_retried_later_not_failed(
+    google: tuple[FakeGoogle, Settings],
+) -> None:
+    # Given an account whose every access token FCM refuses (its key disabled, say)
+    fake, settings = google
+    fake.grant_dead_tokens = True
+    channel = FcmChannel(fcm_config(settings))
+    await channel.start()
+    try:
+        outcome = await push(channel, GOOD)
+    finally:
+        await channel.close()
+
+    # Then the push is tried with one fresh token only (no loop), and put off: the account is
+    # at fault, not the message, so it must not be dead-lettered as permanent
+    assert isinstance(outcome, Retry), outcome
+    assert outcome.error_class == "UNAUTHENTICATED"
+    assert outcome.provider_fault
+    assert fake.tokens_issued == 2
+    assert fake.refused == 2
+
+
 def test_registration_tokens_and_topics_are_checked() -> None:
     from pulse.channels.fcm import check_target
 
