@@ -42,6 +42,7 @@ class FakeTwilio:
         self.services = services or {SERVICE: frozenset({"sms", "whatsapp"}), SMS_ONLY_SERVICE:
                                      frozenset({"sms"})}  # fmt: skip
         self.requests: list[dict[str, Any]] = []
+        self.sids: list[str] = []  # of the messages it accepted
 
     async def messages(self, request: web.Request) -> web.Response:
         sid = request.match_info["sid"]
@@ -53,7 +54,8 @@ class FakeTwilio:
         refusal = self._refusal(form)
         if refusal is not None:
             return refusal
-        body = {"sid": "SM" + uuid.uuid4().hex, "status": "queued", "to": form["To"],
+        self.sids.append("SM" + uuid.uuid4().hex)
+        body = {"sid": self.sids[-1], "status": "queued", "to": form["To"],
                 "messaging_service_sid": form.get("MessagingServiceSid")}  # fmt: skip
         return web.json_response(body, status=201)
 
@@ -112,6 +114,7 @@ class FakeGoogle:
         self.grant_dead_tokens = False  # grants tokens that FCM then refuses (a broken account)
         self.messages: list[dict[str, Any]] = []
         self.refused = 0  # sends answered 401
+        self.names: list[str] = []  # of the messages it accepted
 
     def revoke(self) -> None:
         """Every access token granted so far stops working, as a revoked or early-expired
@@ -147,7 +150,8 @@ class FakeGoogle:
             return _error(404, "NOT_FOUND", "UNREGISTERED")
         if target == BUSY:
             return _error(503, "UNAVAILABLE", "UNAVAILABLE", retry_after="11")
-        return web.json_response({"name": "projects/pulse-test/messages/0:1234"})
+        self.names.append(f"projects/pulse-test/messages/0:{uuid.uuid4().int % 10**16}")
+        return web.json_response({"name": self.names[-1]})
 
 
 def _unauthenticated() -> web.Response:

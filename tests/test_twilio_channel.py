@@ -144,7 +144,7 @@ async def test_sms_end_to_end_with_a_signed_status_callback(
     twilio: tuple[FakeTwilio, str],
     auth: dict[str, str],
 ) -> None:
-    _, base = twilio
+    fake, base = twilio
     local = msgspec.structs.replace(
         settings, twilio_account_sid=SID, twilio_auth_token=TOKEN, twilio_base_url=base,
         twilio_from="+15005550006", public_url="https://pulse.example.com",
@@ -164,8 +164,11 @@ async def test_sms_end_to_end_with_a_signed_status_callback(
         accepted = await client.post(path, data=report, headers={"X-Twilio-Signature": good})
         after = await client.get(response.headers["Location"], headers=auth)
         history = [h["status"] for h in msgspec.json.decode(await after.read())["history"]]
+        tries = await client.get(f"/api/notifications/{document['id']}/attempts", headers=auth)
+        attempts = msgspec.json.decode(await tries.read())["attempts"]
 
     assert bad_number.status == 422
+    assert [a["provider_message_id"] for a in attempts] == fake.sids  # Twilio's message SID
     assert forged.status == 403
     assert accepted.status == 204
     assert history[-1] == "provider:delivered"
