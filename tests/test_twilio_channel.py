@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import hmac
 from dataclasses import replace
 from typing import Any
 
 import aiohttp
 import msgspec
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from pulse.channels.registry import channel_specs
@@ -14,8 +17,9 @@ from pulse.channels.twilio import TextPayload, TwilioChannel, TwilioConfig
 from pulse.config import Settings, TwilioProvider
 from pulse.core.ids import uuid7
 from pulse.core.ports import Delivered, Envelope, Failed, Retry
-from pulse.core.signatures import twilio_signature
+from pulse.core.signatures import twilio_signature, valid_twilio_signature
 from pulse.http.app import create_app
+from pulse.store.tenants import NewTenant
 from tests.conftest import WorkerFactory, wait_for_status
 from tests.provider_fakes import (
     BACKUP_SID,
@@ -211,3 +215,60 @@ async def test_a_named_twilio_account_delivers_and_its_callbacks_carry_its_token
     assert callback.endswith("?provider=twilio-backup")
     assert refused.status == 403
     assert accepted.status == 204
+
+
+@pytest.mark.parametrize(
+    ("public_url", "signed_base"),
+    [
+        ("https://pulse.example.com", "https://pulse.example.com:443"),  # Twilio added the port
+        ("https://pulse.example.com:443", "https://pulse.example.com"),  # Twilio dropped it
+        ("http://pulse.example.com", "http://pulse.example.com:80"),
+        ("https://pulse.example.com:8443", "https://pulse.example.com"),  # as the SDK: any port
+    ],
+)
+async def test_status_callbacks_signed_with_or_without_the_port_are_accepted(
+    settings: Settings, tenant: NewTenant, public_url: str, signed_base: str
+) -> None:
+    # Given a notification and Pulse's public URL, with or without a port
+    local = msgspec.structs.replace(
+        settings, twilio_account_sid=SID, twilio_auth_token=TOKEN, public_url=public_url
+    )
+    notification_id = await _notification(local, tenant)
+    path = f"/providers/twilio/status/{notification_id}"
+    report = {"MessageSid": "SM" + "3" * 32, "MessageStatus": "delivered"}
+
+    # When Twilio signs the callback URL in the other form, as it may
+    async with TestClient(TestServer(create_app(local, channel_specs(local)))) as client:
+        signature = twilio_signature(TOKEN, signed_base + path, report)
+        answer = await client.post(path, data=report, headers={"X-Twilio-Signature": signature})
+        other_host = twilio_signature(TOKEN, "https://evil.example.com" + path, report)
+        forged = await client.post(path, data=report, headers={"X-Twilio-Signature": other_host})
+
+    # Then the report is accepted, as Twilio's own RequestValidator accepts it; another host's
+    # signature still is not
+    assert answer.status == 204
+    assert forged.status == 403
+
+
+async def _notification(settings: Settings, tenant: NewTenant) -> str:
+    """A queued SMS notification of the tenant (no worker: only its callbacks matter here)."""
+    body = {"recipient": "+14155552671", "channel": "sms", "payload": {"body": "Hi"}}
+    headers = {"Authorization": f"Bearer {tenant.api_key}"}
+    async with TestClient(TestServer(create_app(settings, channel_specs(settings)))) as client:
+        response = await client.post("/api/notifications/", json=body, headers=headers)
+        assert response.status == 202
+        return str((await response.json())["id"])
+
+
+def test_signature_checks_take_repeated_names_and_any_header_bytes() -> None:
+    # Given a form with a repeated name, signed as Twilio's validator reads it (its distinct
+    # values sorted), and a header that is not base64 at all
+    url = "https://pulse.example.com/providers/twilio/status/x"
+    params = {"To": "+1", "MediaUrl": ["https://b.example", "https://a.example"]}
+    flat = url + "MediaUrlhttps://a.exampleMediaUrlhttps://b.exampleTo+1"
+    expected = base64.b64encode(hmac.new(TOKEN.encode(), flat.encode(), "sha1").digest())
+
+    # Then the signature is that one, and a non-ASCII header is simply not valid (no error)
+    assert twilio_signature(TOKEN, url, params) == expected.decode()
+    assert valid_twilio_signature(TOKEN, url, params, expected.decode())
+    assert not valid_twilio_signature(TOKEN, url, params, "sïgnature\udcff")

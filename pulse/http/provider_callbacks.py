@@ -1,7 +1,8 @@
 """Callbacks from providers: Twilio's delivery reports, verified by X-Twilio-Signature.
 
 Not under ``/api/``: providers carry no Pulse key; the signature, made with the account's
-auth token over the exact callback URL Pulse gave, is the authentication.
+auth token over the callback URL Pulse gave (with or without its port: Twilio signs either),
+is the authentication.
 """
 
 from __future__ import annotations
@@ -33,11 +34,13 @@ async def twilio_status(request: web.Request) -> web.Response:
     token = _auth_token(settings, request.query.get("provider"))
     if not token or not settings.public_url:
         raise NotFound("Twilio callbacks are not configured")
-    form = {name: str(value) for name, value in (await request.post()).items()}
+    posted = await request.post()
+    params = {name: [str(value) for value in posted.getall(name)] for name in posted}
     url = settings.public_url.rstrip("/") + request.path_qs
     given = request.headers.get("X-Twilio-Signature", "")
-    if not valid_twilio_signature(token, url, form, given):
+    if not valid_twilio_signature(token, url, params, given):
         raise Forbidden("the X-Twilio-Signature does not match")
+    form = {name: values[-1] for name, values in params.items()}
     notification_id = parse_id(request.match_info["id"])
     detail = " ".join(
         f"{k}={form[k]}" for k in ("MessageSid", "MessageStatus", "ErrorCode") if form.get(k)
