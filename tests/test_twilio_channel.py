@@ -272,3 +272,52 @@ def test_signature_checks_take_repeated_names_and_any_header_bytes() -> None:
     assert twilio_signature(TOKEN, url, params) == expected.decode()
     assert valid_twilio_signature(TOKEN, url, params, expected.decode())
     assert not valid_twilio_signature(TOKEN, url, params, "sïgnature\udcff")
+
+
+async def test_callbacks_signed_with_a_webhook_shared_key_and_hmac_sha256(
+    settings: Settings, tenant: NewTenant
+) -> None:
+    # Given an account whose Twilio Webhook Setting signs with a shared key and HMAC-SHA256,
+    # the key given to Pulse, and one deployment that lacks it
+    shared = "shared-key-secret-of-the-setting"
+    local = msgspec.structs.replace(
+        settings, twilio_account_sid=SID, twilio_auth_token=TOKEN,
+        public_url="https://pulse.example.com", twilio_webhook_shared_key=shared,
+    )  # fmt: skip
+    lacking = msgspec.structs.replace(local, twilio_webhook_shared_key=None)
+    path = f"/providers/twilio/status/{await _notification(local, tenant)}"
+    report = {"MessageSid": "SM" + "4" * 32, "MessageStatus": "delivered"}
+    url = "https://pulse.example.com" + path
+
+    def signed(key: str, algorithm: str, announced: str) -> dict[str, str]:
+        settings_header = f"key=webhooks_sharedkey_01,algorithm={announced}"
+        return {"X-Twilio-Signature": twilio_signature(key, url, report, algorithm),
+                "X-Twilio-Webhooks-Signature-Settings": settings_header}  # fmt: skip
+
+    # When Twilio posts reports signed that way (and forgers try their variants)
+    async with TestClient(TestServer(create_app(local, channel_specs(local)))) as client:
+        good = await client.post(
+            path, data=report, headers=signed(shared, "HMAC_SHA256", "HMAC_SHA256")
+        )
+        with_token = await client.post(
+            path, data=report, headers=signed(TOKEN, "HMAC_SHA256", "HMAC_SHA256")
+        )
+        as_sha1 = await client.post(
+            path, data=report, headers=signed(shared, "HMAC_SHA1", "HMAC_SHA256")
+        )
+        unknown = await client.post(
+            path, data=report, headers=signed(shared, "HMAC_SHA256", "HMAC_MD5")
+        )
+    async with TestClient(TestServer(create_app(lacking, channel_specs(lacking)))) as client:
+        unconfigured = await client.post(
+            path, data=report, headers=signed(shared, "HMAC_SHA256", "HMAC_SHA256")
+        )
+        problem = await unconfigured.json()
+
+    # Then the shared key and the announced algorithm are what counts
+    assert good.status == 204
+    assert with_token.status == 403
+    assert as_sha1.status == 403
+    assert unknown.status == 403
+    assert unconfigured.status == 501
+    assert "PULSE_TWILIO_WEBHOOK_SHARED_KEY" in problem["detail"]

@@ -49,6 +49,15 @@ def valid_twilio_signature(
     )
 
 
+def twilio_signature_algorithm(settings_header: str) -> str:
+    """The algorithm named by ``X-Twilio-Webhooks-Signature-Settings``
+    (``key=<SharedKey id>,algorithm=HMAC_SHA256``): Twilio sends it when a Webhook Rule makes
+    a Setting's shared key sign instead of the auth token. Only the hash changes; the signed
+    text is the same. Empty when it names none."""
+    pairs = (part.strip().partition("=") for part in settings_header.split(","))
+    return next((value.strip() for name, _, value in pairs if name == "algorithm"), "")
+
+
 RECEIPT_SECRET_PREFIX = "whsec_"
 RECEIPT_ROTATION_GRACE = timedelta(hours=24)  # the previous secret keeps signing this long
 
