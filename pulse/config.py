@@ -27,7 +27,14 @@ Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 SECRET_FIELDS = frozenset(
-    {"smtp_password", "dev_api_key", "webhook_secret", "twilio_auth_token", "receipt_signing_key"}
+    {
+        "smtp_password",
+        "dev_api_key",
+        "webhook_secret",
+        "twilio_auth_token",
+        "twilio_webhook_shared_key",
+        "receipt_signing_key",
+    }
 )
 
 
@@ -62,6 +69,7 @@ class TwilioProvider(_Provider, frozen=True, tag_field="kind", tag="twilio"):
     sender: str | None = msgspec.field(default=None, name="from")
     messaging_service_sid: str | None = None
     whatsapp_from: str | None = None
+    webhook_shared_key: str | None = None  # a Twilio Webhook Setting's key (HMAC-SHA256)
 
 
 class FcmProvider(_Provider, frozen=True, tag_field="kind", tag="fcm"):
@@ -70,7 +78,7 @@ class FcmProvider(_Provider, frozen=True, tag_field="kind", tag="fcm"):
 
 
 ProviderConfig = SmtpProvider | TwilioProvider | FcmProvider
-SECRET_PROVIDER_FIELDS = frozenset({"password", "auth_token"})
+SECRET_PROVIDER_FIELDS = frozenset({"password", "auth_token", "webhook_shared_key"})
 
 
 def provider_env_name(name: str, field: str) -> str:
@@ -195,6 +203,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     twilio_from: str | None = None
     twilio_messaging_service_sid: str | None = None
     twilio_whatsapp_from: str | None = None
+    twilio_webhook_shared_key: str | None = None  # signs callbacks instead of the auth token
     public_url: str | None = None
     fcm_service_account_file: str | None = None
     fcm_base_url: str = "https://fcm.googleapis.com"

@@ -2,8 +2,11 @@
 
 ``POST {base}/v1/projects/{project_id}/messages:send`` with an OAuth2 access token, obtained
 from the service account by a signed RS256 JWT grant (PyJWT) at the account's ``token_uri``
-and cached until shortly before it expires. UNREGISTERED and INVALID_ARGUMENT are permanent;
-QUOTA_EXCEEDED, UNAVAILABLE and INTERNAL are retried (after Retry-After when given).
+and cached until shortly before it expires. A 401 (the token revoked or expired early) drops
+the cached token and sends once more with a fresh one, as the official SDK's transport does
+(google-auth's AuthorizedSession refreshes on 401); a fresh token refused too is the account's
+fault, retried later. UNREGISTERED and INVALID_ARGUMENT are permanent; QUOTA_EXCEEDED,
+UNAVAILABLE and INTERNAL are retried (after Retry-After when given).
 """
 
 from __future__ import annotations
@@ -88,12 +91,27 @@ class FcmChannel:
             await self.start()
         assert self._session is not None
         try:
-            token = await self._access_token(self._session, account)
-            return await self._send(self._session, account, token, envelope)
+            return await self._deliver(self._session, account, envelope)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return Retry(error=f"{type(exc).__name__}: {exc}", error_class=type(exc).__name__)
         except TokenRefused as exc:
             return Retry(error=str(exc), error_class="OAuth2")
+
+    async def _deliver(
+        self, session: aiohttp.ClientSession, account: ServiceAccount, envelope: Envelope
+    ) -> Outcome:
+        token = await self._access_token(session, account)
+        answer = await self._post(session, account, token, envelope)
+        if answer.status == 401:  # nothing was sent: a fresh token, and one more try
+            self._drop_token(token)
+            token = await self._access_token(session, account)
+            answer = await self._post(session, account, token, envelope)
+        return _classify(answer.status, answer.retry_after, answer.text)
+
+    def _drop_token(self, token: str) -> None:
+        """Forget a refused token, unless a concurrent send already replaced it."""
+        if self._token is not None and self._token[0] == token:
+            self._token = None
 
     async def _access_token(self, session: aiohttp.ClientSession, account: ServiceAccount) -> str:
         async with self._token_lock:
@@ -113,18 +131,27 @@ class FcmChannel:
             self._token = (granted["access_token"], now + expires_in - TOKEN_MARGIN_S)
             return self._token[0]
 
-    async def _send(
+    async def _post(
         self,
         session: aiohttp.ClientSession,
         account: ServiceAccount,
         token: str,
         envelope: Envelope,
-    ) -> Outcome:
+    ) -> Answer:
         url = f"{self._config.base_url.rstrip('/')}/v1/projects/{account.project_id}/messages:send"
         headers = {"Authorization": f"Bearer {token}"}
         async with session.post(url, json=_message(envelope), headers=headers) as response:
             text = await response.text()
-            return _classify(response.status, response.headers.get("Retry-After"), text)
+            return Answer(response.status, response.headers.get("Retry-After"), text)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """FCM's answer to one messages:send request."""
+
+    status: int
+    retry_after: str | None
+    text: str
 
 
 class TokenRefused(Exception):
@@ -147,10 +174,19 @@ def _classify(status: int, retry_after: str | None, text: str) -> Outcome:
         return Delivered(provider_id=_message_name(text), response=f"{status}")
     code = _error_code(text) or f"HTTP{status}"
     error = f"FCM {status} {code}"
-    if code in PERMANENT or (400 <= status < 500 and status not in (408, 429)):
+    if _permanent(status, code):
         return Failed(error=error, error_class=code, response=text[:500])
     after = retry_after_seconds(retry_after)
     return Retry(error=error, after_s=after, error_class=code, response=text[:500])
+
+
+def _permanent(status: int, code: str) -> bool:
+    """About the message (a gone token, a bad field), so no retry can help. Throttling and
+    timeouts are not, nor is a 401 with a fresh token: the account's credentials are at fault
+    (and fixing them must not have cost the messages sent meanwhile)."""
+    if code in PERMANENT:
+        return True
+    return 400 <= status < 500 and status not in (401, 408, 429)
 
 
 def _message_name(text: str) -> str | None:

@@ -1,8 +1,11 @@
 """SMS and WhatsApp through Twilio's Messages API.
 
 ``POST {base}/2010-04-01/Accounts/{AccountSid}/Messages.json``, form-encoded, basic auth with
-the account SID and auth token; ``From`` (a number) or ``MessagingServiceSid``; WhatsApp
-addresses take the ``whatsapp:`` form. A StatusCallback URL brings Twilio's delivery reports
+the account SID and auth token; WhatsApp addresses take the ``whatsapp:`` form. The sender is
+``From`` (a number) or ``MessagingServiceSid``, for WhatsApp too: a Messaging Service whose
+pool holds a WhatsApp sender picks it for a ``whatsapp:`` recipient (Twilio's Messages API).
+A request with neither is refused by Twilio (21603), so a channel with no sender configured
+is not sent at all. A StatusCallback URL brings Twilio's delivery reports
 back to Pulse, verified by ``X-Twilio-Signature``. Errors: 429 and 5xx are retried (with
 Retry-After); other 4xx (an invalid number, an unsubscribed recipient...) are permanent.
 """
@@ -16,6 +19,7 @@ from typing import Annotated
 import aiohttp
 import msgspec
 
+from pulse.config import provider_env_name
 from pulse.core.ports import ChannelSpec, Delivered, Envelope, Failed, Outcome, Retry
 from pulse.core.retry_after import retry_after_seconds
 
@@ -75,6 +79,9 @@ class TwilioChannel:
             return Retry(
                 error="Twilio is not configured (PULSE_TWILIO_*)", error_class="NotConfigured"
             )
+        sender = twilio_sender(self._config, whatsapp=self._whatsapp)
+        if sender is None:
+            return self._no_sender()
         if self._session is None:
             await self.start()
         assert self._session is not None
@@ -83,21 +90,26 @@ class TwilioChannel:
             f"{self._config.account_sid}/Messages.json"
         )
         try:
-            async with self._session.post(url, data=self._form(envelope)) as response:
+            async with self._session.post(url, data=self._form(envelope, sender)) as response:
                 text = await response.text()
                 return _classify(response.status, response.headers.get("Retry-After"), text)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return Retry(error=f"{type(exc).__name__}: {exc}", error_class=type(exc).__name__)
 
-    def _form(self, envelope: Envelope) -> dict[str, str]:
+    def _no_sender(self) -> Retry:
+        """Not the provider's fault: its breaker, shared with the other channel, stays shut."""
+        number, service = _sender_variables(self._config.provider, whatsapp=self._whatsapp)
+        return Retry(
+            error=f"Twilio has no {self.spec.name} sender: set {number} or {service}",
+            error_class="NotConfigured",
+            provider_fault=False,
+        )
+
+    def _form(self, envelope: Envelope, sender: tuple[str, str]) -> dict[str, str]:
         payload: TextPayload = envelope.payload
         prefix = "whatsapp:" if self._whatsapp else ""
         form = {"To": prefix + envelope.recipient, "Body": payload.body}
-        sender = self._config.whatsapp_from if self._whatsapp else self._config.from_number
-        if self._config.messaging_service_sid and not self._whatsapp:
-            form["MessagingServiceSid"] = self._config.messaging_service_sid
-        elif sender:
-            form["From"] = prefix + sender
+        form[sender[0]] = sender[1]
         if self._config.status_callback_base:
             base = self._config.status_callback_base.rstrip("/")
             callback = f"{base}/providers/twilio/status/{envelope.notification_id}"
@@ -105,6 +117,29 @@ class TwilioChannel:
                 callback += f"?provider={self._config.provider}"
             form["StatusCallback"] = callback
         return form
+
+
+def twilio_sender(config: TwilioConfig, *, whatsapp: bool) -> tuple[str, str] | None:
+    """The form field and value that name the sender of one channel, or None when the account
+    has none for it. SMS: the Messaging Service first (its sender pool, as before), else the
+    number. WhatsApp: its own number first (a service may lack a WhatsApp sender), else the
+    Messaging Service."""
+    service = ("MessagingServiceSid", config.messaging_service_sid)
+    if whatsapp:
+        number = ("From", f"whatsapp:{config.whatsapp_from}" if config.whatsapp_from else None)
+        ordered = (number, service)
+    else:
+        ordered = (service, ("From", config.from_number))
+    return next(((field, value) for field, value in ordered if value), None)
+
+
+def _sender_variables(provider: str | None, *, whatsapp: bool) -> tuple[str, str]:
+    """The variables that give a sender: the flat ones, or a named provider's."""
+    if provider is None:
+        number = "PULSE_TWILIO_WHATSAPP_FROM" if whatsapp else "PULSE_TWILIO_FROM"
+        return number, "PULSE_TWILIO_MESSAGING_SERVICE_SID"
+    number = provider_env_name(provider, "whatsapp_from" if whatsapp else "from")
+    return number, provider_env_name(provider, "messaging_service_sid")
 
 
 def _classify(status: int, retry_after: str | None, text: str) -> Outcome:

@@ -6,22 +6,56 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
+from urllib.parse import urlsplit, urlunsplit
+
+TwilioParams = Mapping[str, str | Sequence[str]]  # a name may repeat: all its values
+TWILIO_ALGORITHMS = {"HMAC_SHA1": hashlib.sha1, "HMAC_SHA256": hashlib.sha256}
+_DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
-def twilio_signature(auth_token: str, url: str, params: Mapping[str, str]) -> str:
-    """``X-Twilio-Signature``: base64 HMAC-SHA1 of the URL followed by each POST parameter's
-    name and value, sorted by name."""
-    data = url + "".join(name + params[name] for name in sorted(params))
-    digest = hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()
+def twilio_signature(key: str, url: str, params: TwilioParams, algorithm: str = "HMAC_SHA1") -> str:
+    """``X-Twilio-Signature``: base64 HMAC of the URL followed by each POST parameter's name
+    and value, sorted by name (a repeated name: its distinct values, sorted). The key is the
+    account's auth token, with SHA-1; or a Webhook Setting's shared key, with its algorithm."""
+    data = url + "".join(name + value for name in sorted(params) for value in _values(params[name]))
+    digest = hmac.new(key.encode(), data.encode(), TWILIO_ALGORITHMS[algorithm]).digest()
     return base64.b64encode(digest).decode()
 
 
+def _values(value: str | Sequence[str]) -> list[str]:
+    return [value] if isinstance(value, str) else sorted(set(value))
+
+
+def twilio_url_forms(url: str) -> tuple[str, str]:
+    """The URL with its port and without: Twilio signs either form, so its RequestValidator
+    accepts both (the default port added when none is given; any port removed)."""
+    parts = urlsplit(url)
+    if parts.port is not None:
+        return url, urlunsplit(parts._replace(netloc=parts.netloc.rsplit(":", 1)[0]))
+    port = _DEFAULT_PORTS.get(parts.scheme, 80)
+    return urlunsplit(parts._replace(netloc=f"{parts.netloc}:{port}")), url
+
+
 def valid_twilio_signature(
-    auth_token: str, url: str, params: Mapping[str, str], given: str
+    key: str, url: str, params: TwilioParams, given: str, algorithm: str = "HMAC_SHA1"
 ) -> bool:
-    return hmac.compare_digest(twilio_signature(auth_token, url, params), given)
+    """Whether ``given`` signs ``url`` (in either port form) and ``params`` with ``key``."""
+    given_bytes = given.encode("utf-8", "replace")  # compare_digest refuses non-ASCII str
+    return any(
+        hmac.compare_digest(twilio_signature(key, form, params, algorithm).encode(), given_bytes)
+        for form in twilio_url_forms(url)
+    )
+
+
+def twilio_signature_algorithm(settings_header: str) -> str:
+    """The algorithm named by ``X-Twilio-Webhooks-Signature-Settings``
+    (``key=<SharedKey id>,algorithm=HMAC_SHA256``): Twilio sends it when a Webhook Rule makes
+    a Setting's shared key sign instead of the auth token. Only the hash changes; the signed
+    text is the same. Empty when it names none."""
+    pairs = (part.strip().partition("=") for part in settings_header.split(","))
+    return next((value.strip() for name, _, value in pairs if name == "algorithm"), "")
 
 
 RECEIPT_SECRET_PREFIX = "whsec_"

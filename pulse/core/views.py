@@ -56,6 +56,7 @@ class AttemptView(msgspec.Struct, kw_only=True):
     error_message: str | None
     provider_response: str | None
     worker: str
+    provider_message_id: str | None = None  # the provider's id of a message it accepted
 
 
 class DeadLetterView(msgspec.Struct, kw_only=True):

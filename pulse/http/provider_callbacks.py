@@ -1,16 +1,23 @@
 """Callbacks from providers: Twilio's delivery reports, verified by X-Twilio-Signature.
 
 Not under ``/api/``: providers carry no Pulse key; the signature, made with the account's
-auth token over the exact callback URL Pulse gave, is the authentication.
+auth token over the callback URL Pulse gave (with or without its port: Twilio signs either),
+is the authentication. An account whose Webhook Rule signs with a shared key announces it in
+``X-Twilio-Webhooks-Signature-Settings``: that key (``PULSE_TWILIO_WEBHOOK_SHARED_KEY``, or the
+named provider's ``WEBHOOK_SHARED_KEY``) and the algorithm it names are used instead.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from pulse.config import Settings, TwilioProvider
-from pulse.core.errors import Forbidden, NotFound
-from pulse.core.signatures import valid_twilio_signature
+from pulse.config import Settings, TwilioProvider, provider_env_name
+from pulse.core.errors import Forbidden, NotConfigured, NotFound
+from pulse.core.signatures import (
+    TWILIO_ALGORITHMS,
+    twilio_signature_algorithm,
+    valid_twilio_signature,
+)
 from pulse.http.notifications import parse_id
 from pulse.http.responses import from_db
 from pulse.http.state import NOTIFICATIONS, SETTINGS
@@ -18,26 +25,51 @@ from pulse.http.state import NOTIFICATIONS, SETTINGS
 routes = web.RouteTableDef()
 
 
-def _auth_token(settings: Settings, provider: str | None) -> str | None:
-    """The token of the account that sent the message: the default one, or a named provider
-    (its callback URL says which)."""
+def _account(settings: Settings, provider: str | None) -> tuple[str, str | None] | None:
+    """The auth token and webhook shared key of the account that sent the message: the default
+    one, or a named provider (its callback URL says which)."""
     if provider is None:
-        return settings.twilio_auth_token
+        token = settings.twilio_auth_token
+        return (token, settings.twilio_webhook_shared_key) if token else None
     config = settings.providers.get(provider)
-    return config.auth_token if isinstance(config, TwilioProvider) else None
+    if not isinstance(config, TwilioProvider):
+        return None
+    return config.auth_token, config.webhook_shared_key
+
+
+def _signing(
+    account: tuple[str, str | None], provider: str | None, settings_header: str | None
+) -> tuple[str, str]:
+    """The key and algorithm the callback must be signed with: the auth token and SHA-1, or,
+    when Twilio announces a Webhook Setting, its shared key and the algorithm it names."""
+    if settings_header is None:
+        return account[0], "HMAC_SHA1"
+    algorithm = twilio_signature_algorithm(settings_header)
+    if algorithm not in TWILIO_ALGORITHMS:
+        raise Forbidden(f"unsupported Twilio signature algorithm {algorithm[:40]!r}")
+    if not account[1]:
+        variable = "PULSE_TWILIO_WEBHOOK_SHARED_KEY"
+        if provider is not None:
+            variable = provider_env_name(provider, "webhook_shared_key")
+        raise NotConfigured(f"Twilio signs with a webhook shared key: set {variable}")
+    return account[1], algorithm
 
 
 @routes.post("/providers/twilio/status/{id}")
 async def twilio_status(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
-    token = _auth_token(settings, request.query.get("provider"))
-    if not token or not settings.public_url:
+    settings, provider = request.app[SETTINGS], request.query.get("provider")
+    account = _account(settings, provider)
+    if account is None or not settings.public_url:
         raise NotFound("Twilio callbacks are not configured")
-    form = {name: str(value) for name, value in (await request.post()).items()}
+    header = request.headers.get("X-Twilio-Webhooks-Signature-Settings")
+    key, algorithm = _signing(account, provider, header)
+    posted = await request.post()
+    params = {name: [str(value) for value in posted.getall(name)] for name in posted}
     url = settings.public_url.rstrip("/") + request.path_qs
     given = request.headers.get("X-Twilio-Signature", "")
-    if not valid_twilio_signature(token, url, form, given):
+    if not valid_twilio_signature(key, url, params, given, algorithm):
         raise Forbidden("the X-Twilio-Signature does not match")
+    form = {name: values[-1] for name, values in params.items()}
     notification_id = parse_id(request.match_info["id"])
     detail = " ".join(
         f"{k}={form[k]}" for k in ("MessageSid", "MessageStatus", "ErrorCode") if form.get(k)

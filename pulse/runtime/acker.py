@@ -118,6 +118,9 @@ def _attempt_rows(done: Done, redact: Redact) -> list[AttemptRow]:
             error_class=None if isinstance(call.outcome, Delivered) else call.outcome.error_class,
             error=None if isinstance(call.outcome, Delivered) else redact(call.outcome.error),
             response=redact(call.outcome.response),
+            provider_message_id=(
+                call.outcome.provider_id if isinstance(call.outcome, Delivered) else None
+            ),
         )
         for call in done.tries
     ]

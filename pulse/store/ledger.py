@@ -77,12 +77,13 @@ WITH o AS (
     SELECT id, status, $21, error FROM u
 ), t AS (
     INSERT INTO attempts (notification_id, number, channel, provider, started_at, duration_ms,
-                          outcome, error_class, error_message, provider_response, worker)
+                          outcome, error_class, error_message, provider_response,
+                          provider_message_id, worker)
     SELECT t.*, $21 FROM unnest(
         $11::uuid[], $12::int[], $13::text[], $14::text[], $15::timestamptz[], $16::float8[],
-        $17::text[], $18::text[], $19::text[], $20::text[]
+        $17::text[], $18::text[], $19::text[], $20::text[], $23::text[]
     ) AS t(id, number, channel, provider, started_at, duration_ms, outcome, error_class,
-           error, response)
+           error, response, provider_message_id)
      WHERE t.id IN (SELECT id FROM u)
 ), d AS (
     INSERT INTO dead_letters (notification_id, tenant_id, channel, reason, error_class,
@@ -176,6 +177,7 @@ class AttemptRow:
     error_class: str | None
     error: str | None
     response: str | None
+    provider_message_id: str | None = None  # the provider's id of the message it accepted
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +247,10 @@ class DeliveryLedger:
         # the id each receipt would take, if its tenant wants one (UUIDv7: lists stay in order)
         columns.append([str(uuid7()) if o.status in FINAL else None for o in outcomes])
         tries = [[getattr(a, name) for a in attempts] for name in _ATTEMPT_FIELDS]
-        rows = await self._pool.fetch(_RECORD, *columns, *tries, worker, receipt_max_attempts)
+        message_ids = [a.provider_message_id for a in attempts]  # $23: added after $21, $22
+        rows = await self._pool.fetch(
+            _RECORD, *columns, *tries, worker, receipt_max_attempts, message_ids
+        )
         return [job_from_row(row) for row in rows]
 
     async def record_undecodable(self, rows: Sequence[UndecodableRow]) -> None:

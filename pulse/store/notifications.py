@@ -144,7 +144,8 @@ class NotificationStore:
     async def attempts(self, notification_id: str) -> list[AttemptView]:
         rows = await self._pool.fetch(
             "SELECT number, channel, provider, started_at, duration_ms, outcome, error_class,"
-            " error_message, provider_response, worker FROM attempts WHERE notification_id = $1"
+            " error_message, provider_response, worker, provider_message_id"
+            " FROM attempts WHERE notification_id = $1"
             " ORDER BY id",
             notification_id,
         )
