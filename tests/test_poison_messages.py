@@ -6,6 +6,7 @@ checked such values would be): the worker must cope with it, whatever the accept
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator
 
@@ -108,3 +109,88 @@ async def test_a_poison_message_fails_alone_and_never_opens_the_shared_breaker(
     assert document["status"] == "delivered"
     assert [(row["provider"], row["outcome"]) for row in rows] == [("smtp", "delivered")]
     assert sum(smtp.handler.accepted.values()) == 1
+
+
+async def test_a_retry_refused_by_an_open_breaker_keeps_its_attempts(
+    settings: Settings,
+    start_worker: WorkerFactory,
+    pool: asyncpg.Pool,
+    auth: dict[str, str],
+) -> None:
+    # Given: a relay that refuses connections (its breaker opens at the first fault) and a
+    # notification allowed two attempts
+    relay = ScriptedSmtp(ScriptedHandler())
+    local = msgspec.structs.replace(
+        settings,
+        smtp_port=relay.port,
+        breaker_failures=1,
+        breaker_cooldown_s=1.5,
+        retry_base_s=0.05,
+        retry_cap_s=0.05,
+        worker_reclaim_interval_ms=50,
+    )
+    start_worker(local)
+    async with TestClient(TestServer(create_app(local, channel_specs(local)))) as client:
+        body = dict(EXAMPLE) | {"max_attempts": 2}
+        response = await client.post("/api/notifications/", json=body, headers=auth)
+        location = response.headers["Location"]
+        notification_id = location.rsplit("/", 1)[-1]
+
+        # When: its retry is refused by the open breaker, and the relay comes back meanwhile
+        await wait_for_attempt_row(pool, notification_id, "CircuitOpen")
+        relay.start()
+        try:
+            document = await wait_for_status(client, auth, location, "delivered", "failed")
+        finally:
+            relay.stop()
+
+    # Then: the refusal cost no attempt: the probe after the cool-down was its second
+    # attempt, and it delivered
+    calls = await pool.fetch(
+        "SELECT number, provider, outcome FROM attempts"
+        " WHERE notification_id = $1 AND provider IS NOT NULL ORDER BY id",
+        notification_id,
+    )
+    assert document["status"] == "delivered"
+    assert [tuple(row) for row in calls] == [(1, "smtp", "retry"), (2, "smtp", "delivered")]
+    assert document["attempts"] == 2
+    assert sum(relay.handler.accepted.values()) == 1
+
+
+async def wait_for_attempt_row(pool: asyncpg.Pool, notification_id: str, error_class: str) -> None:
+    """Poll the attempt rows until one of ``error_class`` shows; give up after a minute."""
+    for _ in range(1200):
+        found = await pool.fetchval(
+            "SELECT count(*) FROM attempts WHERE notification_id = $1 AND error_class = $2",
+            notification_id,
+            error_class,
+        )
+        if found:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no {error_class} attempt for {notification_id}")
+
+
+async def test_an_attempt_not_made_is_given_back_to_the_stream(
+    settings: Settings, redis: Redis
+) -> None:
+    from pulse.core.timeutil import now_ms
+    from pulse.queue.consumer import Consumer
+    from pulse.queue.pending import PendingEntries
+    from tests.test_codec import a_job
+
+    # Given: two entries read once (attempt 1 each)
+    keys = QueueKeys(settings.key_prefix)
+    await Publisher(redis, keys).publish([a_job(), a_job()])
+    consumer = Consumer(redis, keys, "w1")
+    await consumer.ensure_group()
+    made, not_made = await consumer.read({keys.stream(1): 2})
+    pending = PendingEntries(redis, keys, "w1")
+
+    # When: one is retried after a provider call, the other after none was made
+    await pending.retry_later([(made, now_ms(), True), (not_made, now_ms(), False)])
+    again = await pending.reclaim(keys.stream(1), now_ms(), lease_ms=60_000, limit=10)
+
+    # Then: the first comes back as attempt 2, the second as attempt 1 again
+    attempts = {entry.entry_id: entry.attempt for entry in again}
+    assert attempts == {made.entry_id: 2, not_made.entry_id: 1}

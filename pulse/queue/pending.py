@@ -52,11 +52,12 @@ class PendingEntries:
             for entry_id in lost
         ]
 
-    async def retry_later(self, schedule: Sequence[tuple[Entry, int]]) -> None:
-        """Schedule entries for another attempt at the given due times (ms since the epoch)."""
+    async def retry_later(self, schedule: Sequence[tuple[Entry, int, bool]]) -> None:
+        """Schedule entries for another attempt at the given due times (ms since the epoch);
+        an attempt not made (``made`` False: no provider was called) is given back."""
         by_stream: dict[str, list[str | int]] = defaultdict(list)
-        for entry, due_ms in schedule:
-            by_stream[entry.stream] += [entry.entry_id, due_ms]
+        for entry, due_ms, made in schedule:
+            by_stream[entry.stream] += [entry.entry_id, due_ms, int(made)]
         if not by_stream:
             return
         async with self._redis.pipeline(transaction=False) as pipe:

@@ -48,7 +48,7 @@ class Settlement:
     outcomes: list[OutcomeRow] = field(default_factory=list)
     attempts: list[AttemptRow] = field(default_factory=list)
     acks: list[Entry] = field(default_factory=list)
-    retries: list[tuple[Entry, int]] = field(default_factory=list)
+    retries: list[tuple[Entry, int, bool]] = field(default_factory=list)  # due, attempt made
     dead: list[tuple[Entry, str]] = field(default_factory=list)
     fallbacks: list[tuple[Entry, Job]] = field(default_factory=list)
 
@@ -68,7 +68,7 @@ def settle(
     plan = Settlement()
     for done in results:
         job, entry = done.item.job, done.item.entry
-        decision = decide(done.outcome, entry.attempt, job.max_attempts, policy, rng)
+        decision = _decide(done, policy, rng)
         following = job.next_step() if isinstance(decision, DeadLetter) else None
         plan.outcomes.append(_outcome_row(done, decision, following, redact))
         plan.attempts.extend(_attempt_rows(done, redact))
@@ -77,10 +77,17 @@ def settle(
         elif isinstance(decision, Ack):
             plan.acks.append(entry)
         elif isinstance(decision, RetryIn):
-            plan.retries.append((entry, now + int(decision.delay_s * 1000)))
+            plan.retries.append((entry, now + int(decision.delay_s * 1000), done.made))
         else:
             plan.dead.append((entry, decision.reason))
     return plan
+
+
+def _decide(done: Done, policy: RetryPolicy, rng: random.Random) -> Decision:
+    """An attempt that called no provider (every breaker open) was not made: it is decided as
+    if the attempts made so far were all, so it never uses up ``max_attempts``."""
+    attempt = done.item.attempt if done.made else done.item.attempt - 1
+    return decide(done.outcome, attempt, done.item.job.max_attempts, policy, rng)
 
 
 def _outcome_row(
@@ -101,6 +108,7 @@ def _outcome_row(
         entry_id=done.item.entry.entry_id,
         provider=done.tries[-1].provider if isinstance(outcome, Delivered) else None,
         next_step=None if following is None else following.step,
+        made=done.made,
     )
 
 

@@ -35,6 +35,12 @@ class Done:
     tries: tuple[Try, ...]
     outcome: Outcome  # what the attempt amounts to (``failover.final_outcome``)
 
+    @property
+    def made(self) -> bool:
+        """Did this attempt call a provider? A retry of one that did not (every breaker of its
+        route open) does not count against ``max_attempts``."""
+        return any(call.provider is not None for call in self.tries)
+
     @classmethod
     def of(cls, item: WorkItem, tries: list[Try]) -> Done:
         return cls(item, tuple(tries), final_outcome(tries))

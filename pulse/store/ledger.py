@@ -54,12 +54,13 @@ _RECORD = f"""
 WITH o AS (
     SELECT * FROM unnest(
         $1::uuid[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::text[], $7::text[],
-        $8::text[], $9::int[], $10::uuid[]
-    ) AS o(id, status, error, error_class, dead, stream, entry_id, provider, next_step,
+        $8::text[], $9::int[], $23::bool[], $10::uuid[]
+    ) AS o(id, status, error, error_class, dead, stream, entry_id, provider, next_step, made,
            receipt_id)
 ), u AS (
     UPDATE notifications n
        SET status = o.status,
+           attempts = n.attempts - CASE WHEN o.made THEN 0 ELSE 1 END,
            last_error = o.error,
            updated_at = now(),
            provider = coalesce(o.provider, n.provider),
@@ -160,6 +161,7 @@ class OutcomeRow:
     entry_id: str
     provider: str | None = None  # the provider that delivered it
     next_step: int | None = None
+    made: bool = True  # False: no provider was called, the claim's attempt is given back
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +247,8 @@ class DeliveryLedger:
         # the id each receipt would take, if its tenant wants one (UUIDv7: lists stay in order)
         columns.append([str(uuid7()) if o.status in FINAL else None for o in outcomes])
         tries = [[getattr(a, name) for a in attempts] for name in _ATTEMPT_FIELDS]
-        rows = await self._pool.fetch(_RECORD, *columns, *tries, worker, receipt_max_attempts)
+        made = [o.made for o in outcomes]
+        rows = await self._pool.fetch(_RECORD, *columns, *tries, worker, receipt_max_attempts, made)
         return [job_from_row(row) for row in rows]
 
     async def record_undecodable(self, rows: Sequence[UndecodableRow]) -> None:
