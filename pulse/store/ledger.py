@@ -8,7 +8,7 @@ notification, and every statement changes the row and appends its audit rows tog
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -146,6 +146,27 @@ SELECT id, 'queued', $2, 're-enqueued: missing from Redis' FROM notifications
 RETURNING notification_id::text
 """
 
+# A job the stream cannot carry fails with its reason, if still unfinished (and not being
+# settled or claimed right now: a locked row is left for the next pass, as above).
+_UNSTREAMABLE = """
+WITH f AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[]) AS f(id, reason)
+), l AS (
+    SELECT id FROM notifications
+     WHERE id = ANY($1::uuid[]) AND status IN ('queued', 'delivering', 'retrying')
+       FOR UPDATE SKIP LOCKED
+), u AS (
+    UPDATE notifications n
+       SET status = 'failed', last_error = f.reason, failed_at = now(), updated_at = now()
+      FROM f
+     WHERE n.id IN (SELECT id FROM l) AND n.id = f.id
+    RETURNING n.id, f.reason
+)
+INSERT INTO audit (notification_id, status, worker, detail)
+SELECT id, 'failed', $3, reason FROM u
+RETURNING notification_id::text
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class OutcomeRow:
@@ -278,4 +299,12 @@ class DeliveryLedger:
         if not ids:
             return set()
         rows = await self._pool.fetch(_REQUEUED, list(ids), worker)
+        return {row[0] for row in rows}
+
+    async def fail_unstreamable(self, reasons: Mapping[str, str], worker: str) -> set[str]:
+        """Fail unfinished notifications whose job the stream cannot carry (job id -> reason),
+        with an audit row saying why; return the ids that moved."""
+        if not reasons:
+            return set()
+        rows = await self._pool.fetch(_UNSTREAMABLE, list(reasons), list(reasons.values()), worker)
         return {row[0] for row in rows}
