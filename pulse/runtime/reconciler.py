@@ -108,11 +108,11 @@ class Reconciler:
         failed = await self._store.fail_unstreamable(reasons, self._worker)
         for job_id in failed:
             logger.error("notification %s failed: %s", job_id, reasons[job_id])
-        noted = await self._store.note_requeued(
-            [job.id for job in lost if job.id not in reasons], self._worker
-        )
-        jobs = [job for job in lost if job.id in noted]
+        streamable = [job.id for job in lost if job.id not in reasons]
+        async with self._store.requeueing(streamable, self._worker) as noted:
+            jobs = [job for job in lost if job.id in noted]
+            if jobs:
+                await self._publisher.publish(jobs)
         if jobs:
-            await self._publisher.publish(jobs)
             logger.warning("re-enqueued %d notifications missing from Redis", len(jobs))
         return len(jobs)

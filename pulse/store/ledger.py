@@ -8,7 +8,8 @@ notification, and every statement changes the row and appends its audit rows tog
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -293,13 +294,17 @@ class DeliveryLedger:
         rows = await self._pool.fetch(_OPEN, older_than_s, since, last_id, limit)
         return [(job_from_row(row), row["updated_at"]) for row in rows]
 
-    async def note_requeued(self, ids: Sequence[str], worker: str) -> set[str]:
-        """Audit the re-enqueueing of those still unfinished; return their ids (the ones to
-        stream: noting first means a copy is never streamed without its audit row)."""
+    @asynccontextmanager
+    async def requeueing(self, ids: Sequence[str], worker: str) -> AsyncIterator[set[str]]:
+        """Audit the re-enqueueing of those still unfinished and yield their ids, the ones to
+        stream, inside the transaction: the audit rows commit only if streaming them did not
+        raise, so a copy is never streamed without its audit row, nor audited unstreamed."""
         if not ids:
-            return set()
-        rows = await self._pool.fetch(_REQUEUED, list(ids), worker)
-        return {row[0] for row in rows}
+            yield set()
+            return
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(_REQUEUED, list(ids), worker)
+            yield {row[0] for row in rows}
 
     async def fail_unstreamable(self, reasons: Mapping[str, str], worker: str) -> set[str]:
         """Fail unfinished notifications whose job the stream cannot carry (job id -> reason),
