@@ -7,7 +7,8 @@ from pulse.core.breaker import BreakerPolicy
 from pulse.core.ids import uuid7
 from pulse.core.ports import Delivered, Envelope, Failed, Outcome, Retry
 from pulse.metrics import Metrics
-from pulse.runtime.failover import Breakers, Failover, final_outcome
+from pulse.runtime.failover import Breakers, Failover
+from pulse.runtime.work import final_outcome
 
 
 class Scripted:

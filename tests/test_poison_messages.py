@@ -177,20 +177,29 @@ async def test_an_attempt_not_made_is_given_back_to_the_stream(
     from pulse.core.timeutil import now_ms
     from pulse.queue.consumer import Consumer
     from pulse.queue.pending import PendingEntries
+    from pulse.queue.transitions import EntryRef, SettledBatch, Transitions
     from tests.test_codec import a_job
 
     # Given: two entries read once (attempt 1 each)
     keys = QueueKeys(settings.key_prefix)
-    await Publisher(redis, keys).publish([a_job(), a_job()])
+    publisher = Publisher(redis, keys)
+    await publisher.publish([a_job(), a_job()])
     consumer = Consumer(redis, keys, "w1")
     await consumer.ensure_group()
-    made, not_made = await consumer.read({keys.stream(1): 2})
-    pending = PendingEntries(redis, keys, "w1")
+    made, not_made = [
+        EntryRef(entry.stream, entry.entry_id, entry.job_id)
+        for entry in await consumer.read({keys.stream(1): 2})
+    ]
 
     # When: one is retried after a provider call, the other after none was made
-    await pending.retry_later([(made, now_ms(), True), (not_made, now_ms(), False)])
+    retries = [(made, now_ms(), True), (not_made, now_ms(), False)]
+    applied = await Transitions(redis, keys, "w1", publisher).apply(
+        SettledBatch(retries=retries), now_ms()
+    )
+    pending = PendingEntries(redis, keys, "w1")
     again = await pending.reclaim(keys.stream(1), now_ms(), lease_ms=60_000, limit=10)
 
     # Then: the first comes back as attempt 2, the second as attempt 1 again
     attempts = {entry.entry_id: entry.attempt for entry in again}
+    assert applied.error is None
     assert attempts == {made.entry_id: 2, not_made.entry_id: 1}

@@ -17,28 +17,16 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
 
 from prometheus_client import Counter
 
 from pulse.core.breaker import BreakerPolicy, CircuitBreaker
-from pulse.core.ports import Channel, Delivered, Envelope, Failed, Outcome, Retry
+from pulse.core.ports import Channel, Envelope, Failed, Outcome, Retry
 from pulse.core.timeutil import utcnow
 from pulse.metrics import Metrics
+from pulse.runtime.work import OUTCOME_NAMES, Try
 
 logger = logging.getLogger("pulse.runtime.failover")
-OUTCOME_NAMES = {Delivered: "delivered", Retry: "retry", Failed: "failed"}
-
-
-@dataclass(frozen=True, slots=True)
-class Try:
-    """One provider call within an attempt (``provider`` None: no call could be made)."""
-
-    provider: str | None
-    outcome: Outcome
-    started_at: datetime
-    duration_s: float
 
 
 class Breakers:
@@ -168,19 +156,3 @@ class Failover:
             provider_fault=False,
         )
         return Try(None, outcome, utcnow(), 0.0)
-
-
-def final_outcome(tries: list[Try]) -> Outcome:
-    """What the attempt amounts to: the last call's outcome; when every provider failed
-    temporarily, one Retry naming each, waiting as little as any of them asked."""
-    last = tries[-1].outcome
-    failures = [(t.provider, t.outcome) for t in tries if isinstance(t.outcome, Retry)]
-    if not isinstance(last, Retry) or len(failures) < 2:
-        return last
-    waits = [retry.after_s for _, retry in failures]
-    return Retry(
-        error="; ".join(f"{provider}: {retry.error}" for provider, retry in failures),
-        after_s=None if None in waits else min(w for w in waits if w is not None),
-        error_class=last.error_class,
-        response=last.response,
-    )
