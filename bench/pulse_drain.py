@@ -23,7 +23,7 @@ from pulse.core.models import Job, JobKind
 from pulse.metrics import Metrics
 from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
 from pulse.queue.publisher import Publisher
-from pulse.runtime.worker import Worker
+from pulse.runtime.worker import build_worker
 from pulse.store.migrations import migrate
 from pulse.store.pool import create_pool
 from pulse.store.tenants import TenantStore, generate_key
@@ -119,7 +119,7 @@ async def _timed_drain(
     settings: Settings, pool: asyncpg.Pool, redis: Redis, jobs: int
 ) -> DrainResult:
     metrics = Metrics()
-    worker = Worker(settings, redis, pool, {"log": {"log": LogChannel(quiet=True)}}, metrics)
+    worker = build_worker(settings, redis, pool, {"log": {"log": LogChannel(quiet=True)}}, metrics)
     stop = asyncio.Event()
     started = time.perf_counter()
     task = asyncio.create_task(worker.run(stop))

@@ -30,7 +30,7 @@ from pulse.devtools.smtp_sink import SmtpSink
 from pulse.http.app import create_app
 from pulse.metrics import Metrics
 from pulse.queue.keys import QueueKeys
-from pulse.runtime.worker import Worker
+from pulse.runtime.worker import Worker, build_worker
 from pulse.store.migrations import migrate
 from pulse.store.pool import create_pool
 from pulse.store.tenants import NewTenant, TenantStore
@@ -186,7 +186,7 @@ async def start_worker(redis: Redis, pool: asyncpg.Pool) -> AsyncIterator[Worker
     def start(settings: Settings) -> RunningWorker:
         stop = asyncio.Event()
         channels = build_channels(settings, quiet_log=True)
-        instance = Worker(settings, redis, pool, channels, Metrics())
+        instance = build_worker(settings, redis, pool, channels, Metrics())
         running = RunningWorker(instance, asyncio.create_task(instance.run(stop)), stop)
         started.append(running)
         return running

@@ -7,7 +7,8 @@ from pulse.core.breaker import BreakerPolicy
 from pulse.core.ids import uuid7
 from pulse.core.ports import Delivered, Envelope, Failed, Outcome, Retry
 from pulse.metrics import Metrics
-from pulse.runtime.failover import Breakers, Failover, final_outcome
+from pulse.runtime.failover import Breakers, Failover
+from pulse.runtime.work import final_outcome
 
 
 class Scripted:
@@ -15,7 +16,7 @@ class Scripted:
 
     spec = LOG_SPEC
 
-    def __init__(self, *answers: Outcome) -> None:
+    def __init__(self, *answers: Outcome | Exception) -> None:
         self.answers = list(answers)
         self.calls = 0
 
@@ -27,7 +28,10 @@ class Scripted:
 
     async def send(self, envelope: Envelope) -> Outcome:
         self.calls += 1
-        return self.answers[min(self.calls, len(self.answers)) - 1]
+        answer = self.answers[min(self.calls, len(self.answers)) - 1]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
 
 DOWN = Retry(error="connection refused", error_class="ConnectionRefusedError")
@@ -111,3 +115,18 @@ async def test_when_every_provider_is_paused_the_retry_waits_for_a_probe() -> No
     assert held.outcome.after_s is not None
     assert 6 <= held.outcome.after_s <= 16  # reopens in 6 s, spread over a cool-down
     assert (a.calls, b.calls) == (1, 1)
+
+
+async def test_a_channel_that_raises_fails_that_message_alone() -> None:
+    # Given: a provider whose channel raises on a message it cannot build (breaker at 1 fault)
+    a, b, clock = Scripted(ValueError("bad header")), Scripted(Delivered()), Clock()
+    failover = route(a, b, clock, failures=1)
+
+    # When: three such messages are sent
+    attempts = [await failover.send(envelope()) for _ in range(3)]
+
+    # Then: each failed for good at a, was not sent elsewhere, and a's breaker stayed closed
+    assert all([t.provider for t in tries] == ["a"] for tries in attempts)
+    assert all(final_outcome(tries) == Failed("ValueError: bad header", "ValueError")
+               for tries in attempts)  # fmt: skip
+    assert (a.calls, b.calls) == (3, 0)

@@ -113,9 +113,113 @@ async def test_no_requeued_audit_row_for_a_notification_settled_meanwhile(
     settled, still_open = ids
     await pool.execute("UPDATE notifications SET status = 'delivered' WHERE id = $1", settled)
 
-    noted = await DeliveryLedger(pool).note_requeued(ids, "test")
+    async with DeliveryLedger(pool).requeueing(ids, "test") as noted:
+        pass
 
     history = "SELECT status FROM audit WHERE notification_id = $1 ORDER BY id"
     assert noted == {still_open}  # only it is streamed again
     assert await column(pool, history, settled) == ["queued"]  # nothing after delivered
     assert await column(pool, history, still_open) == ["queued", "queued"]
+
+
+async def test_one_job_the_stream_cannot_carry_fails_alone_and_the_page_is_recovered(
+    settings: Settings, redis: Redis, pool: asyncpg.Pool, tenant: NewTenant
+) -> None:
+    from pulse.queue.index import JobIndex
+    from pulse.queue.lock import ExpiringLock
+    from pulse.runtime.reconciler import Reconciler, ReconcilerSettings
+
+    # Given: two committed notifications Redis never got, one of them with a payload integer
+    # beyond 64 bits (PostgreSQL holds it; the stream message cannot)
+    store = NotificationStore(pool)
+    payloads = {
+        "bad": b'{"subject": "s", "body": "b", "n": 123456789012345678901234567890}',
+        "good": b'{"subject": "s", "body": "b"}',
+    }
+    ids = {name: str(uuid7()) for name in payloads}
+    for name, payload in payloads.items():
+        await store.insert(
+            NewNotification(
+                id=ids[name], tenant_id=tenant.tenant_id, channel="email",
+                recipient="a@example.com", payload_json=payload, priority=1, max_attempts=3,
+            )
+        )  # fmt: skip
+    await pool.execute(
+        "UPDATE notifications SET updated_at = now() - interval '1 minute'"
+        " WHERE id = ANY($1::uuid[])",
+        list(ids.values()),
+    )
+    keys = QueueKeys(settings.key_prefix)
+    reconciler = Reconciler(
+        DeliveryLedger(pool),
+        BatchStore(pool),
+        JobIndex(redis, keys),
+        Publisher(redis, keys),
+        ExpiringLock(redis, keys.lock("reconciler"), 30_000),
+        ReconcilerSettings(interval_s=1, older_than_s=30),
+        "test",
+    )
+
+    # When: the reconciler runs twice
+    first = await reconciler.reconcile_once()
+    second = await reconciler.reconcile_once()
+
+    # Then: the good one is streamed again (and audited so); the bad one failed with its
+    # reason, audited, never streamed nor claimed to be; the second pass finds nothing
+    history = "SELECT status, detail FROM audit WHERE notification_id = $1 ORDER BY id"
+    bad = await pool.fetchrow("SELECT status, last_error FROM notifications WHERE id = $1",
+                              ids["bad"])  # fmt: skip
+    assert (first, second) == (1, 0)
+    assert await JobIndex(redis, keys).missing(list(ids.values())) == [ids["bad"]]
+    assert [tuple(r) for r in await pool.fetch(history, ids["good"])] == [
+        ("queued", None), ("queued", "re-enqueued: missing from Redis"),
+    ]  # fmt: skip
+    assert bad is not None
+    assert bad["status"] == "failed"
+    assert bad["last_error"].startswith("cannot be streamed: can't serialize ints")
+    bad_history = [tuple(r) for r in await pool.fetch(history, ids["bad"])]
+    assert bad_history == [("queued", None), ("failed", bad["last_error"])]
+
+
+async def test_no_requeued_audit_row_when_the_stream_could_not_take_it(
+    settings: Settings, redis: Redis, pool: asyncpg.Pool, tenant: NewTenant
+) -> None:
+    from pulse.devtools.smtp_sink import free_port
+    from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
+    from pulse.queue.index import JobIndex
+    from pulse.queue.lock import ExpiringLock
+    from pulse.runtime.reconciler import Reconciler, ReconcilerSettings
+
+    # Given: a committed notification Redis lost, and a stream that refuses connections
+    notification_id = str(uuid7())
+    await NotificationStore(pool).insert(
+        NewNotification(
+            id=notification_id, tenant_id=tenant.tenant_id, channel="email",
+            recipient="a@example.com", payload_json=b'{"subject": "s", "body": "b"}',
+            priority=1, max_attempts=3,
+        )
+    )  # fmt: skip
+    await pool.execute(
+        "UPDATE notifications SET updated_at = now() - interval '1 minute' WHERE id = $1",
+        notification_id,
+    )
+    keys = QueueKeys(settings.key_prefix)
+    unreachable = Redis(host="127.0.0.1", port=free_port("127.0.0.1"), socket_timeout=1)
+    reconciler = Reconciler(
+        DeliveryLedger(pool),
+        BatchStore(pool),
+        JobIndex(redis, keys),
+        Publisher(unreachable, keys),
+        ExpiringLock(redis, keys.lock("reconciler"), 30_000),
+        ReconcilerSettings(interval_s=1, older_than_s=30),
+        "test",
+    )
+
+    # When: the reconciler runs
+    with pytest.raises(TRANSIENT_REDIS_ERRORS):
+        await reconciler.reconcile_once()
+    await unreachable.aclose()
+
+    # Then: its history does not claim a re-enqueueing that did not happen
+    history = "SELECT status FROM audit WHERE notification_id = $1 ORDER BY id"
+    assert await column(pool, history, notification_id) == ["queued"]

@@ -10,10 +10,8 @@ from pulse.core.models import Job, JobKind
 from pulse.core.ports import Retry
 from pulse.core.retry import RetryPolicy
 from pulse.core.timeutil import utcnow
-from pulse.queue.consumer import Entry
-from pulse.runtime.acker import Redactor, settle
-from pulse.runtime.failover import Try
-from pulse.runtime.work import Done, WorkItem
+from pulse.runtime.settle import Redactor, settle
+from pulse.runtime.work import Delivery, Done, Try
 
 
 def test_settled_rows_carry_no_configured_secret() -> None:
@@ -21,7 +19,7 @@ def test_settled_rows_carry_no_configured_secret() -> None:
     redact = Redactor(settings.secret_values())
     job = Job(id=str(uuid7()), tenant_id=str(uuid7()), kind=JobKind.NOTIFICATION, channel="email",
               recipient="a@example.com", payload={}, priority=2, max_attempts=5)  # fmt: skip
-    item = WorkItem(entry=Entry("s", "1-0", 1, job), job=job)
+    item = Delivery("s", "1-0", 1, job)
     echoed = Retry(
         error="535 auth failed for user pulse password hunter2-smtp",
         response="server said: tw-token-123 rejected",

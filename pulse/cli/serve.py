@@ -23,7 +23,8 @@ from pulse.channels.registry import build_channels, channel_specs
 from pulse.config import Settings
 from pulse.http.app import create_app
 from pulse.metrics import Metrics
-from pulse.runtime.worker import Worker
+from pulse.queue.client import open_redis
+from pulse.runtime.worker import build_worker
 from pulse.store.pool import create_pool
 
 logger = logging.getLogger("pulse.cli.serve")
@@ -72,7 +73,7 @@ async def backends(settings: Settings) -> AsyncIterator[tuple[Redis, asyncpg.Poo
     pool = await create_pool(
         settings.require_database_url(), settings.db_pool_min, settings.db_pool_max
     )
-    redis: Redis = Redis.from_url(settings.require_redis_url(), socket_timeout=None)
+    redis = open_redis(settings.require_redis_url(), blocking_reads=True)
     try:
         yield redis, pool
     except BaseException:
@@ -103,5 +104,5 @@ async def run_worker(
     if serve_metrics and settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, registry=metrics.registry)
     async with backends(settings) as (redis, pool):
-        worker = Worker(settings, redis, pool, build_channels(settings), metrics)
+        worker = build_worker(settings, redis, pool, build_channels(settings), metrics)
         await worker.run(stop)

@@ -13,7 +13,6 @@ import time
 from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import web
-from redis.asyncio import Redis
 
 from pulse.config import Settings
 from pulse.core.ports import ChannelSpec
@@ -51,6 +50,7 @@ from pulse.http.state import (
     TENANTS,
 )
 from pulse.metrics import Metrics
+from pulse.queue.client import open_redis
 from pulse.queue.dead_letters import DeadLetterStream
 from pulse.queue.keys import QueueKeys
 from pulse.queue.publisher import Publisher
@@ -106,7 +106,7 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
     pool = await create_pool(
         settings.require_database_url(), settings.db_pool_min, settings.db_pool_max
     )
-    redis: Redis = Redis.from_url(settings.require_redis_url(), socket_timeout=5)
+    redis = open_redis(settings.require_redis_url())
     app[POOL] = pool
     app[REDIS] = redis
     app[NOTIFICATIONS] = NotificationStore(pool)

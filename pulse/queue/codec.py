@@ -65,6 +65,16 @@ def encode_job(job: Job) -> dict[bytes, bytes]:
     return {MESSAGE_FIELD: _encoder.encode(message)}
 
 
+def unstreamable(job: Job) -> str | None:
+    """Why ``job`` cannot become a stream message (a value msgpack cannot carry, such as an
+    integer beyond 64 bits), or None when it can."""
+    try:
+        encode_job(job)
+    except (OverflowError, TypeError, msgspec.EncodeError) as exc:
+        return f"cannot be streamed: {exc}"
+    return None
+
+
 def decode_job(fields: dict[bytes, bytes]) -> Job:
     data = fields.get(MESSAGE_FIELD)
     if data is None:

@@ -2,14 +2,12 @@
 
 Reads come in two forms: a pipelined, non-blocking read with a count per stream (what the
 weighted scheduler asks for), and a blocking read over every stream that only waits for work
-when all were empty. Acknowledgement goes through ``lua/ack.lua``, so acknowledged entries
-leave the stream, the index and the retry schedule together.
+when all were empty. What becomes of an entry after it is delivered is ``transitions.py``'s.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +17,7 @@ from redis.exceptions import ResponseError
 from pulse.core.models import Job
 from pulse.queue.codec import MESSAGE_FIELD, UndecodableMessage, decode_job
 from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
-from pulse.queue.scripts import load_script
+from pulse.queue.scripts import is_nogroup
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +43,6 @@ class Consumer:
         self._redis = redis
         self._keys = keys
         self._consumer = consumer
-        self._ack = load_script(redis, "ack")
 
     @property
     def name(self) -> str:
@@ -88,27 +85,12 @@ class Consumer:
         )
         return _entries(reply)
 
-    async def ack(self, entries: Sequence[Entry]) -> int:
-        """Acknowledge and forget entries, one script call per stream, pipelined."""
-        by_stream: dict[str, list[str]] = defaultdict(list)
-        for entry in entries:
-            by_stream[entry.stream] += [entry.entry_id, entry.job_id]
-        if not by_stream:
-            return 0
-        index = self._keys.index()
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for stream, pairs in by_stream.items():
-                keys = [stream, index, self._keys.retry_schedule(stream)]
-                await self._ack(keys=keys, args=[CONSUMER_GROUP, *pairs], client=pipe)
-            counts = await pipe.execute()
-        return sum(int(count) for count in counts)
-
     async def _guard(self, call: Any) -> Any:
         """Redis restarted empty: streams and group are gone; make them again, read nothing."""
         try:
             return await call
         except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
+            if not is_nogroup(exc):
                 raise
             await self.ensure_group()
             return None

@@ -1,15 +1,15 @@
-"""The dead-letter stream: where entries go when retrying cannot help (``dead_letter.lua``)."""
+"""The dead-letter stream: where entries go when retrying cannot help (``dead_letter.lua``, run
+by ``transitions.py``); read and pruned here."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from typing import Any
 
 from redis.asyncio import Redis
 
-from pulse.queue.consumer import Entry, as_str
-from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
-from pulse.queue.scripts import load_script
+from pulse.queue.consumer import as_str
+from pulse.queue.keys import QueueKeys
 
 SCAN_CHUNK = 500
 
@@ -18,29 +18,6 @@ class DeadLetterStream:
     def __init__(self, redis: Redis, keys: QueueKeys) -> None:
         self._redis = redis
         self._keys = keys
-        self._move = load_script(redis, "dead_letter")
-
-    async def move(self, entries: Sequence[tuple[Entry, str]], now_ms: int) -> None:
-        """Move each (entry, reason) to the dead letters, acknowledging the original."""
-        if not entries:
-            return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for entry, reason in entries:
-                keys = [
-                    entry.stream,
-                    self._keys.dead_letters(),
-                    self._keys.index(),
-                    self._keys.retry_schedule(entry.stream),
-                ]
-                args: list[str | int] = [
-                    CONSUMER_GROUP,
-                    entry.entry_id,
-                    entry.job_id,
-                    reason,
-                    now_ms,
-                ]
-                await self._move(keys=keys, args=args, client=pipe)
-            await pipe.execute()
 
     async def length(self) -> int:
         return int(await self._redis.xlen(self._keys.dead_letters()))

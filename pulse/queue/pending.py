@@ -2,13 +2,12 @@
 
 An entry stays pending from the first read until it is acknowledged or dead-lettered. While a
 worker delivers it, the worker renews its lease (``renew.lua``); when an attempt fails
-temporarily, it is scheduled (``retry_later.lua``); the reclaimer takes due and abandoned
-entries back (``reclaim.lua``). Each is one atomic script.
+temporarily, it is scheduled (``retry_later.lua``, in ``transitions.py``); the reclaimer takes
+due and abandoned entries back (``reclaim.lua``). Each is one atomic script.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 
 from redis.asyncio import Redis
@@ -16,7 +15,7 @@ from redis.exceptions import ResponseError
 
 from pulse.queue.consumer import Entry, as_str, make_entry
 from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
-from pulse.queue.scripts import load_script
+from pulse.queue.scripts import by_stream, is_nogroup, load_script, per_stream
 
 
 class PendingEntries:
@@ -25,47 +24,27 @@ class PendingEntries:
         self._keys = keys
         self._consumer = consumer
         self._renew = load_script(redis, "renew")
-        self._retry_later = load_script(redis, "retry_later")
         self._reclaim = load_script(redis, "reclaim")
 
     async def renew(self, entries: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
         """Heartbeat (stream, entry id) pairs; return the ones another consumer has taken."""
-        by_stream: dict[str, list[str]] = defaultdict(list)
-        for stream, entry_id in entries:
-            by_stream[stream].append(entry_id)
-        if not by_stream:
+        grouped = by_stream((stream, (entry_id,)) for stream, entry_id in entries)
+        if not grouped:
             return []
         async with self._redis.pipeline(transaction=False) as pipe:
-            for stream, ids in by_stream.items():
-                await self._renew(
-                    keys=[stream], args=[CONSUMER_GROUP, self._consumer, *ids], client=pipe
-                )
+            head = [CONSUMER_GROUP, self._consumer]
+            await per_stream(pipe, self._renew, grouped, lambda stream: [stream], head)
             try:
                 replies = await pipe.execute()
             except ResponseError as exc:
-                if "NOGROUP" in str(exc):
+                if is_nogroup(exc):
                     return []  # Redis restarted empty: nothing to renew; the fetcher regroups
                 raise
         return [
             (stream, as_str(entry_id))
-            for stream, lost in zip(by_stream, replies, strict=True)
+            for stream, lost in zip(grouped, replies, strict=True)
             for entry_id in lost
         ]
-
-    async def retry_later(self, schedule: Sequence[tuple[Entry, int]]) -> None:
-        """Schedule entries for another attempt at the given due times (ms since the epoch)."""
-        by_stream: dict[str, list[str | int]] = defaultdict(list)
-        for entry, due_ms in schedule:
-            by_stream[entry.stream] += [entry.entry_id, due_ms]
-        if not by_stream:
-            return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for stream, pairs in by_stream.items():
-                keys = [stream, self._keys.retry_schedule(stream)]
-                await self._retry_later(
-                    keys=keys, args=[CONSUMER_GROUP, self._consumer, *pairs], client=pipe
-                )
-            await pipe.execute()
 
     async def reclaim(self, stream: str, now_ms: int, lease_ms: int, limit: int) -> list[Entry]:
         """Claim entries of ``stream`` due for retry or abandoned longer than the lease."""
@@ -74,7 +53,7 @@ class PendingEntries:
         try:
             flat = await self._reclaim(keys=keys, args=args)
         except ResponseError as exc:
-            if "NOGROUP" in str(exc):
+            if is_nogroup(exc):
                 return []  # Redis restarted empty; the fetcher makes the group again
             raise
         return [

@@ -3,7 +3,7 @@
 The mailbox bound is the backpressure: when a channel is slow its mailbox fills and the fetcher
 waits for room *before* it reads its next round (never in the middle of one, where an urgent
 entry would queue behind the round's bulk), so the worker stops reading more than it can
-deliver. The mailbox is ordered by priority (then arrival), so an urgent item overtakes a
+deliver. The mailbox is ordered by priority (then arrival), so an urgent delivery overtakes a
 backlog of bulk work. The lanes bound how many deliveries of this channel are in flight; each
 goes down its route of providers (``failover.py``).
 """
@@ -20,7 +20,7 @@ from pulse.core.ports import ChannelSpec, Envelope, Failed
 from pulse.metrics import Metrics
 from pulse.runtime.acker import Acker
 from pulse.runtime.failover import Failover
-from pulse.runtime.work import Done, WorkItem
+from pulse.runtime.work import Delivery, Done
 
 
 class Deliverer:
@@ -39,7 +39,7 @@ class Deliverer:
         self._acker = acker
         self._seconds = metrics.delivery_seconds.labels(spec.name)
         self._concurrency = concurrency
-        self._mailbox: asyncio.PriorityQueue[tuple[int, int, WorkItem]] = asyncio.PriorityQueue()
+        self._mailbox: asyncio.PriorityQueue[tuple[int, int, Delivery]] = asyncio.PriorityQueue()
         self._limit = mailbox
         self._room = asyncio.Event()
         self._room.set()
@@ -49,10 +49,10 @@ class Deliverer:
     def name(self) -> str:
         return self._spec.name
 
-    def put(self, item: WorkItem) -> None:
+    def put(self, delivery: Delivery) -> None:
         """Never waits: the fetcher waited for room before reading (a round may overshoot the
         bound by at most one fetch batch)."""
-        self._mailbox.put_nowait((item.job.priority, next(self._arrivals), item))
+        self._mailbox.put_nowait((delivery.job.priority, next(self._arrivals), delivery))
         if self._mailbox.qsize() >= self._limit:
             self._room.clear()
 
@@ -65,29 +65,29 @@ class Deliverer:
                 lanes.create_task(self._lane())
 
     async def drain(self) -> None:
-        """Return once every item put so far has been delivered and handed to the acker."""
+        """Return once every delivery put so far has been delivered and handed to the acker."""
         await self._mailbox.join()
 
     async def _lane(self) -> None:
         while True:
-            _, _, item = await self._mailbox.get()
+            _, _, delivery = await self._mailbox.get()
             if self._mailbox.qsize() < self._limit:
                 self._room.set()
             try:
-                self._acker.submit(await self._attempt(item))
+                self._acker.submit(await self._attempt(delivery))
             finally:
                 self._mailbox.task_done()
 
-    async def _attempt(self, item: WorkItem) -> Done:
-        job = item.job
+    async def _attempt(self, delivery: Delivery) -> Done:
+        job = delivery.job
         try:
             payload = msgspec.convert(job.payload, self._spec.payload_type)
         except msgspec.ValidationError as exc:
             error = f"payload no longer valid for {self.name}: {exc}"
-            return Done.without_call(item, Failed(error=error, error_class="InvalidPayload"))
-        envelope = Envelope(job.id, job.tenant_id, job.recipient, payload, item.attempt)
+            return Done.without_call(delivery, Failed(error=error, error_class="InvalidPayload"))
+        envelope = Envelope(job.id, job.tenant_id, job.recipient, payload, delivery.attempt)
         started = time.perf_counter()
         try:
-            return Done.of(item, await self._failover.send(envelope))
+            return Done.of(delivery, await self._failover.send(envelope))
         finally:
             self._seconds.observe(time.perf_counter() - started)

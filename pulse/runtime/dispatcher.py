@@ -17,8 +17,7 @@ from pulse.runtime.acker import Acker
 from pulse.runtime.backoff import until_answered
 from pulse.runtime.deliverer import Deliverer
 from pulse.runtime.fanout import FanOut
-from pulse.runtime.leaser import Leaser
-from pulse.runtime.work import Done, WorkItem
+from pulse.runtime.work import Delivery, Done, received
 from pulse.store.errors import TRANSIENT_DB_ERRORS
 from pulse.store.ledger import Claim, DeliveryLedger
 
@@ -29,7 +28,6 @@ class Dispatcher:
         store: DeliveryLedger,
         deliverers: Mapping[str, Deliverer],
         acker: Acker,
-        leaser: Leaser,
         worker: str,
         lease_s: float,
         fan_out: FanOut,
@@ -37,7 +35,6 @@ class Dispatcher:
         self._store = store
         self._deliverers = deliverers
         self._acker = acker
-        self._leaser = leaser
         self._worker = worker
         self._lease_s = lease_s
         self._fan_out = fan_out
@@ -48,36 +45,34 @@ class Dispatcher:
             await deliverer.wait_for_room()
 
     async def dispatch(self, entries: Sequence[Entry]) -> None:
-        undecodable = [e for e in entries if e.job is None]
-        if undecodable:
-            self._acker.dead_letter_undecodable(undecodable)
-        batches = [e for e in entries if e.job is not None and e.job.kind is JobKind.FANOUT]
+        deliveries, unreadable = received(entries)
+        if unreadable:
+            self._acker.dead_letter_unreadable(unreadable)
+        batches = [d for d in deliveries if d.job.kind is JobKind.FANOUT]
         if batches:
             await self._fan_out.expand(batches)
             self._acker.ack_only(batches)
-        good = [e for e in entries if e.job is not None and e.job.kind is not JobKind.FANOUT]
+        good = [d for d in deliveries if d.job.kind is not JobKind.FANOUT]
         if not good:
             return
-        claim = await self._claim([e.job for e in good if e.job is not None])
-        finished = [e for e in good if e.job_id in claim.finished]
+        claim = await self._claim([d.job for d in good])
+        finished = [d for d in good if d.job.id in claim.finished]
         if finished:
             self._acker.ack_only(finished)
-        for entry in good:
-            if entry.job_id in claim.claimed:
-                self._hand_out(entry)
+        for delivery in good:
+            if delivery.job.id in claim.claimed:
+                self._hand_out(delivery)
         # The rest are in a live worker's hands: left pending, looked at again after a lease.
 
-    def _hand_out(self, entry: Entry) -> None:
-        assert entry.job is not None
-        item = WorkItem(entry=entry, job=entry.job)
-        self._leaser.hold(item.lease_key, item.job.id)
-        deliverer = self._deliverers.get(entry.job.channel)
+    def _hand_out(self, delivery: Delivery) -> None:
+        self._acker.take(delivery)
+        deliverer = self._deliverers.get(delivery.job.channel)
         if deliverer is None:
-            error = f"channel {entry.job.channel!r} is not served by this worker"
+            error = f"channel {delivery.job.channel!r} is not served by this worker"
             failed = Failed(error=error, error_class="UnknownChannel")
-            self._acker.submit(Done.without_call(item, failed))
+            self._acker.submit(Done.without_call(delivery, failed))
             return
-        deliverer.put(item)
+        deliverer.put(delivery)
 
     async def _claim(self, jobs: list[Job]) -> Claim:
         """Claim until PostgreSQL answers: the entries are ours and pending meanwhile."""

@@ -5,7 +5,9 @@ admitted by the provider's circuit breaker; a provider whose breaker is open is 
 temporary failure (timeout, 5xx, throttling) moves on to the next provider within the same
 attempt. A delivery ends the attempt, and so does a permanent refusal: that is about the
 message (an invalid number, an unsubscribed recipient), and sending it elsewhere would be
-wrong. When every provider is skipped, the attempt is retried once the first breaker half-opens.
+wrong. When every provider is skipped, the attempt is retried once the first breaker half-opens
+(and, no provider having been called, it costs the notification none of its attempts). A channel
+that raises has failed on that message alone: a permanent failure, not the provider's fault.
 """
 
 from __future__ import annotations
@@ -15,28 +17,16 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
 
 from prometheus_client import Counter
 
 from pulse.core.breaker import BreakerPolicy, CircuitBreaker
-from pulse.core.ports import Channel, Delivered, Envelope, Failed, Outcome, Retry
+from pulse.core.ports import Channel, Envelope, Failed, Outcome, Retry
 from pulse.core.timeutil import utcnow
 from pulse.metrics import Metrics
+from pulse.runtime.work import OUTCOME_NAMES, Try
 
 logger = logging.getLogger("pulse.runtime.failover")
-OUTCOME_NAMES = {Delivered: "delivered", Retry: "retry", Failed: "failed"}
-
-
-@dataclass(frozen=True, slots=True)
-class Try:
-    """One provider call within an attempt (``provider`` None: no call could be made)."""
-
-    provider: str | None
-    outcome: Outcome
-    started_at: datetime
-    duration_s: float
 
 
 class Breakers:
@@ -133,12 +123,20 @@ class Failover:
         except asyncio.CancelledError:
             breaker.released()  # says nothing of the provider
             raise
-        except Exception as exc:  # a plugin bug must not kill the lane: a temporary failure
-            logger.exception("%s/%s raised on %s", self._channel, name, envelope.notification_id)
-            outcome = Retry(error=f"{type(exc).__name__}: {exc}", error_class=type(exc).__name__)
-        self._breakers.record(name, outcome)
+        except Exception as exc:
+            outcome = self._raised(name, envelope, exc)
+            breaker.released()  # the channel's own failure says nothing of the provider
+        else:
+            self._breakers.record(name, outcome)
         self._counter(name, OUTCOME_NAMES[type(outcome)]).inc()
         return Try(name, outcome, started_at, time.perf_counter() - started)
+
+    def _raised(self, name: str, envelope: Envelope, exc: Exception) -> Failed:
+        """A channel that raises instead of answering failed on this message (a value it cannot
+        build a request from, a plugin bug): a permanent failure of this message alone, never
+        the provider's fault, so it neither retries nor counts against the shared breaker."""
+        logger.exception("%s/%s raised on %s", self._channel, name, envelope.notification_id)
+        return Failed(error=f"{type(exc).__name__}: {exc}", error_class=type(exc).__name__)
 
     def _counter(self, provider: str, outcome: str) -> Counter:
         """The labelled counter, looked up once: ``labels()`` costs more than the count."""
@@ -158,19 +156,3 @@ class Failover:
             provider_fault=False,
         )
         return Try(None, outcome, utcnow(), 0.0)
-
-
-def final_outcome(tries: list[Try]) -> Outcome:
-    """What the attempt amounts to: the last call's outcome; when every provider failed
-    temporarily, one Retry naming each, waiting as little as any of them asked."""
-    last = tries[-1].outcome
-    failures = [(t.provider, t.outcome) for t in tries if isinstance(t.outcome, Retry)]
-    if not isinstance(last, Retry) or len(failures) < 2:
-        return last
-    waits = [retry.after_s for _, retry in failures]
-    return Retry(
-        error="; ".join(f"{provider}: {retry.error}" for provider, retry in failures),
-        after_s=None if None in waits else min(w for w in waits if w is not None),
-        error_class=last.error_class,
-        response=last.response,
-    )

@@ -7,14 +7,13 @@ import logging
 from collections.abc import Sequence
 
 from pulse.core.models import Job
-from pulse.queue.consumer import Entry
 from pulse.queue.publisher import Publisher
 from pulse.runtime.backoff import until_answered
+from pulse.runtime.work import Delivery
 from pulse.store.batches import BatchStore
 from pulse.store.errors import TRANSIENT_DB_ERRORS
 
 logger = logging.getLogger("pulse.runtime.fanout")
-PUBLISH_CHUNK = 500
 
 
 class FanOut:
@@ -22,16 +21,15 @@ class FanOut:
         self._batches = batches
         self._publisher = publisher
 
-    async def expand(self, entries: Sequence[Entry]) -> None:
+    async def expand(self, deliveries: Sequence[Delivery]) -> None:
         """Create and stream each batch's notifications. Creating is idempotent; should the
         stream step fail, the created notifications are queued in PostgreSQL and the reconciler
         streams them."""
-        for entry in entries:
-            jobs = await self._create(entry.job_id)
-            for start in range(0, len(jobs), PUBLISH_CHUNK):
-                await self._publisher.publish(jobs[start : start + PUBLISH_CHUNK])
+        for delivery in deliveries:
+            jobs = await self._create(delivery.job.id)
+            await self._publisher.publish(jobs)
             if jobs:
-                logger.info("batch %s fanned out into %d notifications", entry.job_id, len(jobs))
+                logger.info("batch %s fanned out into %d notifications", delivery.job.id, len(jobs))
 
     async def _create(self, batch_id: str) -> list[Job]:
         return await until_answered(

@@ -1,7 +1,8 @@
 """Keeps the leases of in-flight entries alive, in Redis and in PostgreSQL.
 
-From the moment an entry is handed to a deliverer until the acker has settled it, this actor
-renews its lease every third of the lease period: in Redis (``renew.lua``: XCLAIM JUSTID, which
+From the moment an entry is handed to a deliverer until the acker has settled it (the acker
+holds and lets go of the lease: it answers for the delivery all that time), this actor renews
+its lease every third of the lease period: in Redis (``renew.lua``: XCLAIM JUSTID, which
 does not count as a delivery) and in PostgreSQL (the claim's ``updated_at``). Only entries of a
 crashed or hung worker go idle long enough for another worker to take them, and a copy the
 reconciler made after Redis lost its data cannot be claimed while the holder lives.
@@ -11,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.queue.pending import PendingEntries
 from pulse.runtime.backoff import delay_for
+from pulse.runtime.work import Delivery
 from pulse.store.errors import TRANSIENT_DB_ERRORS
 from pulse.store.ledger import DeliveryLedger
 
@@ -29,11 +32,12 @@ class Leaser:
         self._interval_s = lease_ms / 3000
         self._held: dict[tuple[str, str], str] = {}
 
-    def hold(self, key: tuple[str, str], job_id: str) -> None:
-        self._held[key] = job_id
+    def hold(self, delivery: Delivery) -> None:
+        self._held[delivery.lease_key] = delivery.job.id
 
-    def release(self, key: tuple[str, str]) -> None:
-        self._held.pop(key, None)
+    def release(self, deliveries: Sequence[Delivery]) -> None:
+        for delivery in deliveries:
+            self._held.pop(delivery.lease_key, None)
 
     @property
     def held(self) -> int:

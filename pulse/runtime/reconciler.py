@@ -12,6 +12,8 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from pulse.core.models import Job
+from pulse.queue.codec import unstreamable
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.queue.index import JobIndex
 from pulse.queue.lock import ExpiringLock
@@ -91,16 +93,26 @@ class Reconciler:
             page = await self._store.open_jobs(self._settings.older_than_s, after, PAGE)
             if not page:
                 return requeued
-            missing = set(await self._index.missing([job.id for job, _ in page]))
-            noted = await self._store.note_requeued(
-                [job.id for job, _ in page if job.id in missing], self._worker
-            )
-            jobs = [job for job, _ in page if job.id in noted]
-            if jobs:
-                await self._publisher.publish(jobs)
-                logger.warning("re-enqueued %d notifications missing from Redis", len(jobs))
-                requeued += len(jobs)
+            requeued += await self._recover([job for job, _ in page])
             if len(page) < PAGE:
                 return requeued
             last_job, last_at = page[-1]
             after = (last_at, last_job.id)
+
+    async def _recover(self, page: list[Job]) -> int:
+        """Stream again the jobs of ``page`` Redis lost. One the stream cannot carry fails
+        alone, with its reason: it must not keep the rest of the page from being recovered."""
+        missing = set(await self._index.missing([job.id for job in page]))
+        lost = [job for job in page if job.id in missing]
+        reasons = {job.id: reason for job in lost if (reason := unstreamable(job)) is not None}
+        failed = await self._store.fail_unstreamable(reasons, self._worker)
+        for job_id in failed:
+            logger.error("notification %s failed: %s", job_id, reasons[job_id])
+        streamable = [job.id for job in lost if job.id not in reasons]
+        async with self._store.requeueing(streamable, self._worker) as noted:
+            jobs = [job for job in lost if job.id in noted]
+            if jobs:
+                await self._publisher.publish(jobs)
+        if jobs:
+            logger.warning("re-enqueued %d notifications missing from Redis", len(jobs))
+        return len(jobs)

@@ -1,45 +1,118 @@
-"""What actors pass to each other."""
+"""The work item and what becomes of it: the runtime's own vocabulary.
+
+A ``Delivery`` is a job taken from a stream, with where it came from and which attempt this is;
+the Redis adapter's entries are turned into deliveries (or ``Unreadable`` entries) as they come
+in, so nothing past the dispatcher depends on how the queue reads them. A ``Done`` is a finished
+attempt: every provider call it made (``Try``) and what they amount to.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from pulse.core.models import Job
-from pulse.core.ports import Outcome
+from pulse.core.ports import Delivered, Failed, Outcome, Retry
 from pulse.core.timeutil import utcnow
+from pulse.queue.codec import MESSAGE_FIELD
 from pulse.queue.consumer import Entry
-from pulse.runtime.failover import Try, final_outcome
+from pulse.queue.transitions import EntryRef
+
+OUTCOME_NAMES = {Delivered: "delivered", Retry: "retry", Failed: "failed"}
 
 
 @dataclass(frozen=True, slots=True)
-class WorkItem:
-    """A claimed job on its way to a deliverer; ``attempt`` is the stream's delivery count."""
+class Delivery:
+    """A job taken from ``stream`` as ``entry_id``; ``attempt`` counts the attempts made with
+    this one (the stream's delivery count: 1 on the first read, +1 on every reclaim)."""
 
-    entry: Entry
+    stream: str
+    entry_id: str
+    attempt: int
     job: Job
 
     @property
-    def attempt(self) -> int:
-        return self.entry.attempt
+    def ref(self) -> EntryRef:
+        return EntryRef(self.stream, self.entry_id, self.job.id)
 
     @property
     def lease_key(self) -> tuple[str, str]:
-        return (self.entry.stream, self.entry.entry_id)
+        return (self.stream, self.entry_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """An entry that is not a job this worker understands: kept raw in the dead letters."""
+
+    stream: str
+    entry_id: str
+    raw: bytes
+    reason: str
+
+    @property
+    def ref(self) -> EntryRef:
+        return EntryRef(self.stream, self.entry_id)
+
+
+def received(entries: Sequence[Entry]) -> tuple[list[Delivery], list[Unreadable]]:
+    """The queue's entries as deliveries, and the ones that could not be decoded."""
+    deliveries, unreadable = [], []
+    for entry in entries:
+        if entry.job is not None:
+            deliveries.append(Delivery(entry.stream, entry.entry_id, entry.attempt, entry.job))
+        else:
+            raw = entry.error.raw.get(MESSAGE_FIELD, b"") if entry.error is not None else b""
+            reason = f"undecodable: {entry.error}"
+            unreadable.append(Unreadable(entry.stream, entry.entry_id, raw, reason))
+    return deliveries, unreadable
+
+
+@dataclass(frozen=True, slots=True)
+class Try:
+    """One provider call within an attempt (``provider`` None: no call could be made)."""
+
+    provider: str | None
+    outcome: Outcome
+    started_at: datetime
+    duration_s: float
 
 
 @dataclass(frozen=True, slots=True)
 class Done:
     """A finished attempt on its way to the acker: every provider call it made, in order."""
 
-    item: WorkItem
+    delivery: Delivery
     tries: tuple[Try, ...]
-    outcome: Outcome  # what the attempt amounts to (``failover.final_outcome``)
+    outcome: Outcome  # what the attempt amounts to (``final_outcome``)
+
+    @property
+    def made(self) -> bool:
+        """Did this attempt call a provider? A retry of one that did not (every breaker of its
+        route open) does not count against ``max_attempts``."""
+        return any(call.provider is not None for call in self.tries)
 
     @classmethod
-    def of(cls, item: WorkItem, tries: list[Try]) -> Done:
-        return cls(item, tuple(tries), final_outcome(tries))
+    def of(cls, delivery: Delivery, tries: list[Try]) -> Done:
+        return cls(delivery, tuple(tries), final_outcome(tries))
 
     @classmethod
-    def without_call(cls, item: WorkItem, outcome: Outcome) -> Done:
+    def without_call(cls, delivery: Delivery, outcome: Outcome) -> Done:
         """An attempt decided before any provider was called (bad payload, unknown channel)."""
-        return cls(item, (Try(None, outcome, utcnow(), 0.0),), outcome)
+        return cls(delivery, (Try(None, outcome, utcnow(), 0.0),), outcome)
+
+
+def final_outcome(tries: list[Try]) -> Outcome:
+    """What the attempt amounts to: the last call's outcome; when every provider failed
+    temporarily, one Retry naming each, waiting as little as any of them asked."""
+    last = tries[-1].outcome
+    failures = [(t.provider, t.outcome) for t in tries if isinstance(t.outcome, Retry)]
+    if not isinstance(last, Retry) or len(failures) < 2:
+        return last
+    waits = [retry.after_s for _, retry in failures]
+    return Retry(
+        error="; ".join(f"{provider}: {retry.error}" for provider, retry in failures),
+        after_s=None if None in waits else min(w for w in waits if w is not None),
+        error_class=last.error_class,
+        response=last.response,
+    )

@@ -1,4 +1,5 @@
-"""A worker process's actors wired together, with the shutdown order that loses nothing.
+"""A worker process: its actors wired together (``build_worker``, the composition root), with
+the shutdown order that loses nothing.
 
 Shutdown: stop the fetcher (it finishes the read in progress), let deliverers finish what is in
 their mailboxes within the grace period, flush the acker, then cancel what is left. Anything
@@ -13,11 +14,12 @@ import os
 import secrets
 import socket
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import asyncpg
 from redis.asyncio import Redis
 
-from pulse.channels.registry import RECEIPT_SPEC, receipt_channel
+from pulse.channels.registry import receipt_channel
 from pulse.config import Settings
 from pulse.core.breaker import BreakerPolicy
 from pulse.core.models import RECEIPT_CHANNEL
@@ -27,14 +29,13 @@ from pulse.core.retry import RetryPolicy
 from pulse.core.routes import RouteBook, configured_routes
 from pulse.metrics import Metrics
 from pulse.queue.consumer import Consumer
-from pulse.queue.dead_letters import DeadLetterStream
-from pulse.queue.fallbacks import FallbackStreams
 from pulse.queue.index import JobIndex
 from pulse.queue.keys import QueueKeys
 from pulse.queue.lock import ExpiringLock
 from pulse.queue.pending import PendingEntries
 from pulse.queue.publisher import Publisher
-from pulse.runtime.acker import Acker, Transitions
+from pulse.queue.transitions import Transitions
+from pulse.runtime.acker import Acker
 from pulse.runtime.deliverer import Deliverer
 from pulse.runtime.delivery_config import DeliveryConfig
 from pulse.runtime.dispatcher import Dispatcher
@@ -61,105 +62,24 @@ def consumer_name(settings: Settings) -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
 
 
+@dataclass(slots=True)
 class Worker:
-    def __init__(
-        self,
-        settings: Settings,
-        redis: Redis,
-        pool: asyncpg.Pool,
-        channels: Mapping[str, Mapping[str, Channel]],
-        metrics: Metrics,
-    ) -> None:
-        self._settings = settings
-        self.metrics = metrics
-        keys = QueueKeys(settings.key_prefix)
-        name = consumer_name(settings)
-        self.consumer = Consumer(redis, keys, name)
-        pending = PendingEntries(redis, keys, name)
-        store = DeliveryLedger(pool)
-        receipts = ReceiptStore(pool)
-        specs = {channel: _spec_of(providers) for channel, providers in channels.items()}
-        self.delivery_config = DeliveryConfig(
-            RouteStore(pool),
-            receipts,
-            RouteBook(configured_routes(settings.routes, specs, settings.providers)),
-            refresh_s=settings.routes_refresh_s,
-            signing_key=settings.receipt_signing_key,
-        )
-        receipt = receipt_channel(settings, self.delivery_config.receipt_secrets)
-        self._channels = {**channels, RECEIPT_CHANNEL: {RECEIPT_CHANNEL: receipt}}
-        specs[RECEIPT_CHANNEL] = RECEIPT_SPEC
-        self.leaser = Leaser(pending, store, settings.worker_lease_ms)
-        publisher = Publisher(redis, keys)
-        self.acker = Acker(
-            store,
-            Transitions(
-                self.consumer,
-                pending,
-                DeadLetterStream(redis, keys),
-                FallbackStreams(redis, keys),
-                publisher,
-            ),
-            self.leaser,
-            metrics,
-            policy=RetryPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_cap_s),
-            batch_size=settings.worker_ack_batch,
-            interval_s=settings.worker_ack_interval_ms / 1000,
-            secrets=settings.secret_values(),
-            receipt_max_attempts=settings.receipt_max_attempts,
-        )
-        self.breakers = Breakers(
-            BreakerPolicy(settings.breaker_failures, settings.breaker_cooldown_s), metrics
-        )
-        self.deliverers = {
-            channel: Deliverer(
-                specs[channel],
-                Failover(channel, providers, self.breakers, self.delivery_config.route, metrics),
-                self.acker,
-                metrics,
-                concurrency=settings.worker_concurrency,
-                mailbox=settings.worker_mailbox_size,
-            )
-            for channel, providers in self._channels.items()
-        }
-        batches = BatchStore(pool)
-        dispatcher = Dispatcher(
-            store,
-            self.deliverers,
-            self.acker,
-            self.leaser,
-            name,
-            settings.worker_lease_ms / 1000,
-            FanOut(batches, publisher),
-        )
-        self.fetcher = Fetcher(
-            self.consumer,
-            dispatcher,
-            DeficitRoundRobin(settings.weights(), settings.worker_batch_size),
-            batch_size=settings.worker_batch_size,
-            block_ms=settings.worker_block_ms,
-        )
-        self.reclaimer = Reclaimer(
-            pending,
-            dispatcher,
-            keys.streams(),
-            lease_ms=settings.worker_lease_ms,
-            interval_s=settings.worker_reclaim_interval_ms / 1000,
-            batch_size=settings.worker_batch_size,
-        )
-        reconciler_settings = ReconcilerSettings(
-            interval_s=settings.reconcile_interval_s, older_than_s=settings.reconcile_after_s
-        )
-        self.reconciler = Reconciler(
-            store,
-            batches,
-            JobIndex(redis, keys),
-            publisher,
-            ExpiringLock(redis, keys.lock("reconciler"), reconciler_settings.lock_ttl_ms),
-            reconciler_settings,
-            name,
-        )
-        self._supervisor = Supervisor()
+    """A worker process's actors (wired by ``build_worker``) and the order they start and stop
+    in."""
+
+    settings: Settings
+    metrics: Metrics
+    consumer: Consumer
+    channels: Mapping[str, Mapping[str, Channel]]
+    delivery_config: DeliveryConfig
+    breakers: Breakers
+    leaser: Leaser
+    acker: Acker
+    deliverers: dict[str, Deliverer]
+    fetcher: Fetcher
+    reclaimer: Reclaimer
+    reconciler: Reconciler
+    _supervisor: Supervisor = field(default_factory=Supervisor)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then shut down gracefully."""
@@ -178,7 +98,7 @@ class Worker:
         self._supervisor.start("fetcher", self.fetcher.run)
         self._supervisor.start("reclaimer", self.reclaimer.run)
         self._supervisor.start("reconciler", self.reconciler.run)
-        logger.info("worker %s serving channels %s", self.consumer.name, ", ".join(self._channels))
+        logger.info("worker %s serving channels %s", self.consumer.name, ", ".join(self.channels))
         try:
             await stop.wait()
             await self.shutdown()
@@ -189,7 +109,7 @@ class Worker:
 
     async def shutdown(self) -> None:
         """Stop taking work, finish what is in hand within the grace period, settle, leave."""
-        grace = self._settings.worker_grace_s
+        grace = self.settings.worker_grace_s
         await self._supervisor.cancel("reclaimer", "reconciler")
         self.fetcher.stop()
         logger.debug("shutdown: fetcher asked to stop")
@@ -211,7 +131,7 @@ class Worker:
         logger.info("worker %s stopped", self.consumer.name)
 
     def _adapters(self) -> list[Channel]:
-        return [adapter for providers in self._channels.values() for adapter in providers.values()]
+        return [adapter for providers in self.channels.values() for adapter in providers.values()]
 
     async def _close_adapters(self) -> None:
         for adapter in self._adapters():
@@ -219,6 +139,154 @@ class Worker:
                 await adapter.close()
             except Exception:  # one plugin's failure to close must not keep the others open
                 logger.exception("closing %s failed", adapter.spec.name)
+
+
+def build_worker(
+    settings: Settings,
+    redis: Redis,
+    pool: asyncpg.Pool,
+    channels: Mapping[str, Mapping[str, Channel]],
+    metrics: Metrics,
+) -> Worker:
+    """The composition root of a worker process: every actor and what it talks to."""
+    name, keys, ledger = (
+        consumer_name(settings),
+        QueueKeys(settings.key_prefix),
+        DeliveryLedger(pool),
+    )
+    delivery_config = _delivery_config(settings, pool, channels)
+    receipt = receipt_channel(settings, delivery_config.receipt_secrets)
+    served = {**channels, RECEIPT_CHANNEL: {RECEIPT_CHANNEL: receipt}}
+    publisher = Publisher(redis, keys)
+    pending = PendingEntries(redis, keys, name)
+    leaser = Leaser(pending, ledger, settings.worker_lease_ms)
+    transitions = Transitions(redis, keys, name, publisher)
+    acker = _acker(settings, ledger, transitions, leaser, metrics, name)
+    breakers = Breakers(
+        BreakerPolicy(settings.breaker_failures, settings.breaker_cooldown_s), metrics
+    )
+    deliverers = {
+        channel: _deliverer(settings, channel, providers, breakers, delivery_config, acker, metrics)
+        for channel, providers in served.items()
+    }
+    fan_out = FanOut(BatchStore(pool), publisher)
+    lease_s = settings.worker_lease_ms / 1000
+    dispatcher = Dispatcher(ledger, deliverers, acker, name, lease_s, fan_out)
+    consumer = Consumer(redis, keys, name)
+    return Worker(
+        settings=settings,
+        metrics=metrics,
+        consumer=consumer,
+        channels=served,
+        delivery_config=delivery_config,
+        breakers=breakers,
+        leaser=leaser,
+        acker=acker,
+        deliverers=deliverers,
+        fetcher=_fetcher(settings, consumer, dispatcher),
+        reclaimer=_reclaimer(settings, pending, dispatcher, keys),
+        reconciler=_reconciler(settings, redis, ledger, BatchStore(pool), keys, publisher, name),
+    )
+
+
+def _delivery_config(
+    settings: Settings, pool: asyncpg.Pool, channels: Mapping[str, Mapping[str, Channel]]
+) -> DeliveryConfig:
+    specs = {channel: _spec_of(providers) for channel, providers in channels.items()}
+    return DeliveryConfig(
+        RouteStore(pool),
+        ReceiptStore(pool),
+        RouteBook(configured_routes(settings.routes, specs, settings.providers)),
+        refresh_s=settings.routes_refresh_s,
+        signing_key=settings.receipt_signing_key,
+    )
+
+
+def _acker(
+    settings: Settings,
+    ledger: DeliveryLedger,
+    transitions: Transitions,
+    leaser: Leaser,
+    metrics: Metrics,
+    name: str,
+) -> Acker:
+    return Acker(
+        ledger,
+        transitions,
+        leaser,
+        metrics,
+        worker=name,
+        policy=RetryPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_cap_s),
+        batch_size=settings.worker_ack_batch,
+        interval_s=settings.worker_ack_interval_ms / 1000,
+        secrets=settings.secret_values(),
+        receipt_max_attempts=settings.receipt_max_attempts,
+    )
+
+
+def _deliverer(
+    settings: Settings,
+    channel: str,
+    providers: Mapping[str, Channel],
+    breakers: Breakers,
+    delivery_config: DeliveryConfig,
+    acker: Acker,
+    metrics: Metrics,
+) -> Deliverer:
+    return Deliverer(
+        _spec_of(providers),
+        Failover(channel, providers, breakers, delivery_config.route, metrics),
+        acker,
+        metrics,
+        concurrency=settings.worker_concurrency,
+        mailbox=settings.worker_mailbox_size,
+    )
+
+
+def _fetcher(settings: Settings, consumer: Consumer, dispatcher: Dispatcher) -> Fetcher:
+    return Fetcher(
+        consumer,
+        dispatcher,
+        DeficitRoundRobin(settings.weights(), settings.worker_batch_size),
+        batch_size=settings.worker_batch_size,
+        block_ms=settings.worker_block_ms,
+    )
+
+
+def _reclaimer(
+    settings: Settings, pending: PendingEntries, dispatcher: Dispatcher, keys: QueueKeys
+) -> Reclaimer:
+    return Reclaimer(
+        pending,
+        dispatcher,
+        keys.streams(),
+        lease_ms=settings.worker_lease_ms,
+        interval_s=settings.worker_reclaim_interval_ms / 1000,
+        batch_size=settings.worker_batch_size,
+    )
+
+
+def _reconciler(
+    settings: Settings,
+    redis: Redis,
+    ledger: DeliveryLedger,
+    batches: BatchStore,
+    keys: QueueKeys,
+    publisher: Publisher,
+    name: str,
+) -> Reconciler:
+    reconciler_settings = ReconcilerSettings(
+        interval_s=settings.reconcile_interval_s, older_than_s=settings.reconcile_after_s
+    )
+    return Reconciler(
+        ledger,
+        batches,
+        JobIndex(redis, keys),
+        publisher,
+        ExpiringLock(redis, keys.lock("reconciler"), reconciler_settings.lock_ttl_ms),
+        reconciler_settings,
+        name,
+    )
 
 
 def _spec_of(providers: Mapping[str, Channel]) -> ChannelSpec:

@@ -11,11 +11,10 @@ import asyncio
 import msgspec
 
 from pulse.queue.dead_letters import DeadLetterStream
-from pulse.queue.publisher import Publisher
+from pulse.queue.publisher import CHUNK, Publisher
 from pulse.store.dead_letters import DeadLetterFilter, DeadLetterStore
 
 DEFAULT_RATE = 100.0  # notifications per second
-MAX_CHUNK = 500
 
 
 class DeadLetters:
@@ -32,7 +31,7 @@ class DeadLetters:
         """Replay up to ``limit`` dead letters, at most ``rate`` per second; return how many."""
         if rate <= 0 or limit < 0:
             raise ValueError("replay needs a positive rate and a non-negative limit")
-        chunk = max(1, min(MAX_CHUNK, int(rate)))
+        chunk = max(1, min(CHUNK, int(rate)))  # a step of the rate: one publish round trip
         # Only what is dead now: a replayed notification that dies again is not replayed again.
         where = msgspec.structs.replace(where, up_to_id=await self.store.newest_id())
         replayed = 0

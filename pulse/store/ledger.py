@@ -8,7 +8,8 @@ notification, and every statement changes the row and appends its audit rows tog
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -54,12 +55,13 @@ _RECORD = f"""
 WITH o AS (
     SELECT * FROM unnest(
         $1::uuid[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::text[], $7::text[],
-        $8::text[], $9::int[], $10::uuid[]
-    ) AS o(id, status, error, error_class, dead, stream, entry_id, provider, next_step,
+        $8::text[], $9::int[], $23::bool[], $10::uuid[]
+    ) AS o(id, status, error, error_class, dead, stream, entry_id, provider, next_step, made,
            receipt_id)
 ), u AS (
     UPDATE notifications n
        SET status = o.status,
+           attempts = n.attempts - CASE WHEN o.made THEN 0 ELSE 1 END,
            last_error = o.error,
            updated_at = now(),
            provider = coalesce(o.provider, n.provider),
@@ -81,7 +83,7 @@ WITH o AS (
                           provider_message_id, worker)
     SELECT t.*, $21 FROM unnest(
         $11::uuid[], $12::int[], $13::text[], $14::text[], $15::timestamptz[], $16::float8[],
-        $17::text[], $18::text[], $19::text[], $20::text[], $23::text[]
+        $17::text[], $18::text[], $19::text[], $20::text[], $24::text[]
     ) AS t(id, number, channel, provider, started_at, duration_ms, outcome, error_class,
            error, response, provider_message_id)
      WHERE t.id IN (SELECT id FROM u)
@@ -146,6 +148,27 @@ SELECT id, 'queued', $2, 're-enqueued: missing from Redis' FROM notifications
 RETURNING notification_id::text
 """
 
+# A job the stream cannot carry fails with its reason, if still unfinished (and not being
+# settled or claimed right now: a locked row is left for the next pass, as above).
+_UNSTREAMABLE = """
+WITH f AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[]) AS f(id, reason)
+), l AS (
+    SELECT id FROM notifications
+     WHERE id = ANY($1::uuid[]) AND status IN ('queued', 'delivering', 'retrying')
+       FOR UPDATE SKIP LOCKED
+), u AS (
+    UPDATE notifications n
+       SET status = 'failed', last_error = f.reason, failed_at = now(), updated_at = now()
+      FROM f
+     WHERE n.id IN (SELECT id FROM l) AND n.id = f.id
+    RETURNING n.id, f.reason
+)
+INSERT INTO audit (notification_id, status, worker, detail)
+SELECT id, 'failed', $3, reason FROM u
+RETURNING notification_id::text
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class OutcomeRow:
@@ -161,6 +184,7 @@ class OutcomeRow:
     entry_id: str
     provider: str | None = None  # the provider that delivered it
     next_step: int | None = None
+    made: bool = True  # False: no provider was called, the claim's attempt is given back
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,9 +271,10 @@ class DeliveryLedger:
         # the id each receipt would take, if its tenant wants one (UUIDv7: lists stay in order)
         columns.append([str(uuid7()) if o.status in FINAL else None for o in outcomes])
         tries = [[getattr(a, name) for a in attempts] for name in _ATTEMPT_FIELDS]
-        message_ids = [a.provider_message_id for a in attempts]  # $23: added after $21, $22
+        made = [o.made for o in outcomes]  # $23
+        message_ids = [a.provider_message_id for a in attempts]  # $24
         rows = await self._pool.fetch(
-            _RECORD, *columns, *tries, worker, receipt_max_attempts, message_ids
+            _RECORD, *columns, *tries, worker, receipt_max_attempts, made, message_ids
         )
         return [job_from_row(row) for row in rows]
 
@@ -274,10 +299,22 @@ class DeliveryLedger:
         rows = await self._pool.fetch(_OPEN, older_than_s, since, last_id, limit)
         return [(job_from_row(row), row["updated_at"]) for row in rows]
 
-    async def note_requeued(self, ids: Sequence[str], worker: str) -> set[str]:
-        """Audit the re-enqueueing of those still unfinished; return their ids (the ones to
-        stream: noting first means a copy is never streamed without its audit row)."""
+    @asynccontextmanager
+    async def requeueing(self, ids: Sequence[str], worker: str) -> AsyncIterator[set[str]]:
+        """Audit the re-enqueueing of those still unfinished and yield their ids, the ones to
+        stream, inside the transaction: the audit rows commit only if streaming them did not
+        raise, so a copy is never streamed without its audit row, nor audited unstreamed."""
         if not ids:
+            yield set()
+            return
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(_REQUEUED, list(ids), worker)
+            yield {row[0] for row in rows}
+
+    async def fail_unstreamable(self, reasons: Mapping[str, str], worker: str) -> set[str]:
+        """Fail unfinished notifications whose job the stream cannot carry (job id -> reason),
+        with an audit row saying why; return the ids that moved."""
+        if not reasons:
             return set()
-        rows = await self._pool.fetch(_REQUEUED, list(ids), worker)
+        rows = await self._pool.fetch(_UNSTREAMABLE, list(reasons), list(reasons.values()), worker)
         return {row[0] for row in rows}
