@@ -17,7 +17,7 @@ from collections.abc import Mapping
 import asyncpg
 from redis.asyncio import Redis
 
-from pulse.channels.registry import RECEIPT_SPEC, receipt_channel
+from pulse.channels.registry import RECEIPT_SPEC, with_tenant_secrets
 from pulse.config import Settings
 from pulse.core.breaker import BreakerPolicy
 from pulse.core.models import RECEIPT_CHANNEL
@@ -50,6 +50,7 @@ from pulse.store.errors import TRANSIENT_DB_ERRORS
 from pulse.store.ledger import DeliveryLedger
 from pulse.store.receipts import ReceiptStore
 from pulse.store.routes import RouteStore
+from pulse.store.webhook_secrets import WebhookSecretStore
 
 logger = logging.getLogger("pulse.runtime.worker")
 
@@ -82,12 +83,17 @@ class Worker:
         self.delivery_config = DeliveryConfig(
             RouteStore(pool),
             receipts,
+            WebhookSecretStore(pool),
             RouteBook(configured_routes(settings.routes, specs, settings.providers)),
             refresh_s=settings.routes_refresh_s,
             signing_key=settings.receipt_signing_key,
         )
-        receipt = receipt_channel(settings, self.delivery_config.receipt_secrets)
-        self._channels = {**channels, RECEIPT_CHANNEL: {RECEIPT_CHANNEL: receipt}}
+        self._channels = with_tenant_secrets(
+            channels,
+            settings,
+            self.delivery_config.webhook_secrets,
+            self.delivery_config.receipt_secrets,
+        )
         specs[RECEIPT_CHANNEL] = RECEIPT_SPEC
         self.leaser = Leaser(pending, store, settings.worker_lease_ms)
         publisher = Publisher(redis, keys)
