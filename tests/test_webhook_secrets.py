@@ -1,6 +1,7 @@
 """Webhooks cannot be forged: each tenant signs with its own secret (readable and rotatable by
-its admin key, two signatures during a rotation's overlap), never with an empty key. A loopback
-receiver verifies each delivery as Standard Webhooks says."""
+its admin key, two signatures during a rotation's overlap), never with an empty key; and a
+webhook's body is the same on every retry (the event time in the body, the attempt time only in
+``webhook-timestamp``). A loopback receiver verifies each delivery as Standard Webhooks says."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import base64
 import hashlib
 import hmac
 import secrets
+import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -173,3 +176,54 @@ def test_a_shared_or_empty_webhook_secret_is_refused_at_start_up(value: str) -> 
         channel_specs(settings)  # what the API builds at start-up
     with pytest.raises(ConfigError, match="PULSE_WEBHOOK_SECRET"):
         build_channels(settings)  # what a worker builds at start-up
+
+
+def id_seconds(notification_id: str) -> int:
+    """The acceptance time a UUIDv7 id carries (its first 48 bits: Unix milliseconds)."""
+    return (uuid.UUID(notification_id).int >> 80) // 1000
+
+
+async def test_a_retried_webhook_carries_the_same_body_with_the_event_time(
+    local: Settings,
+    start_worker: WorkerFactory,
+    receiver: tuple[Receiver, str],
+    auth: dict[str, str],
+) -> None:
+    target, url = receiver
+    target.fail_first = True
+    start_worker(local)
+    async with TestClient(TestServer(create_app(local, channel_specs(local)))) as client:
+        sent = await client.post("/api/notifications/", json=hook(url), headers=auth)
+        document = await wait_for_status(client, auth, sent.headers["Location"], "delivered")
+
+    [(first_headers, first), (second_headers, second)] = target.received
+    assert first == second  # one webhook-id, one body
+    assert first_headers["webhook-id"] == second_headers["webhook-id"] == document["id"]
+    assert msgspec.json.decode(first)["timestamp"] == id_seconds(str(document["id"]))
+
+
+async def test_the_body_keeps_the_event_time_however_late_the_attempt(
+    receiver: tuple[Receiver, str],
+) -> None:
+    from pulse.channels.webhook import WebhookChannel, WebhookConfig, WebhookPayload
+    from pulse.core.ids import uuid7
+    from pulse.core.ports import Delivered, Envelope
+
+    target, url = receiver
+    accepted_ms = (int(time.time()) - 3600) * 1000  # accepted an hour ago, delivered now
+    notification_id = str(uuid7(accepted_ms))
+    secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    channel = WebhookChannel(
+        WebhookConfig(allow_http=True, allow_private=True), secrets_for=lambda e: [secret]
+    )
+    await channel.start()
+    payload = WebhookPayload(type="order.shipped", data={"order": 42})
+    try:
+        outcome = await channel.send(Envelope(notification_id, str(uuid7()), url, payload, 3))
+    finally:
+        await channel.close()
+
+    [(headers, body)] = target.received
+    assert isinstance(outcome, Delivered)
+    assert msgspec.json.decode(body)["timestamp"] == accepted_ms // 1000
+    assert int(headers["webhook-timestamp"]) >= accepted_ms // 1000 + 3600

@@ -4,7 +4,8 @@ Each delivery is a JSON POST ``{"type", "timestamp", "data"}`` carrying ``webhoo
 notification id: the same on every retry, so receivers can deduplicate), ``webhook-timestamp``
 (this attempt's time) and ``webhook-signature`` (``v1,`` + base64 HMAC-SHA256 of
 ``id.timestamp.body`` under each secret in force: the tenant's own, and during a rotation the
-previous one too).
+previous one too). The body's ``timestamp`` is the event's time (when Pulse accepted the
+notification, the time inside its UUIDv7 id), so one ``webhook-id`` always carries one body.
 
 2xx is delivered, 410 is permanent (the receiver says: never again), anything else is retried,
 with the receiver's Retry-After when it gives one. Redirects are the endpoint's answer, never
@@ -26,6 +27,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from pulse.channels.guard import GuardedResolver, RefusedAddress, guarded_socket, host_refusal
+from pulse.core.ids import uuid7_ms
 from pulse.core.ports import ChannelSpec, Delivered, Envelope, Failed, Outcome, Retry
 from pulse.core.retry_after import retry_after_seconds
 from pulse.core.signatures import webhook_signature
@@ -129,10 +131,10 @@ class WebhookChannel:
         self, session: aiohttp.ClientSession, envelope: Envelope, secrets: Sequence[str]
     ) -> Outcome:
         payload: WebhookPayload = envelope.payload
-        attempt_time = int(time.time())
         body = msgspec.json.encode(
-            {"type": payload.type, "timestamp": attempt_time, "data": payload.data}
+            {"type": payload.type, "timestamp": _event_time(envelope), "data": payload.data}
         )
+        attempt_time = int(time.time())
         try:
             signature = " ".join(
                 webhook_signature(secret, envelope.notification_id, attempt_time, body)
@@ -159,6 +161,17 @@ class WebhookChannel:
             return _unreachable(exc)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return _unreachable(exc)
+
+
+def _event_time(envelope: Envelope) -> int:
+    """When the event happened, in Unix seconds: the time inside the notification's UUIDv7 id
+    (set when Pulse accepted it), so every retry carries the same body. An id of another kind
+    (Pulse makes none) falls back to now."""
+    try:
+        made_ms = uuid7_ms(envelope.notification_id)
+    except ValueError:
+        made_ms = None
+    return int(time.time()) if made_ms is None else made_ms // 1000
 
 
 def _unreachable(exc: BaseException) -> Retry:
