@@ -12,18 +12,19 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from pulse.channels.registry import ENTRY_POINT_GROUP, plugins, webhook_config
-from pulse.channels.webhook import WebhookChannel, WebhookConfig, WebhookPayload, sign
+from pulse.channels.registry import ENTRY_POINT_GROUP, plugins
+from pulse.channels.webhook import WebhookChannel, WebhookConfig, WebhookPayload
 from pulse.config import Settings
 from pulse.core.ids import uuid7
 from pulse.core.ports import Delivered, Envelope, Failed, Retry
+from pulse.core.signatures import webhook_signature
 from tests.conftest import Client, WorkerFactory, wait_for_status
 
 SECRET = "whsec_" + base64.b64encode(b"pulse-test-webhook-secret-32byte").decode()
 
 
 def test_signature_matches_the_published_standard_webhooks_vector() -> None:
-    signature = sign(
+    signature = webhook_signature(
         "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
         "msg_p5jXN8AQM9LWM0D4loKWxJek",
         1614265330,
@@ -46,11 +47,14 @@ class Receiver:
     def __init__(self, replies: list[tuple[int, dict[str, str]]] | None = None) -> None:
         self.replies = list(replies or [])
         self.received: list[dict[str, Any]] = []
+        self.secret = SECRET
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         headers = request.headers
-        expected = sign(SECRET, headers["webhook-id"], int(headers["webhook-timestamp"]), body)
+        expected = webhook_signature(
+            self.secret, headers["webhook-id"], int(headers["webhook-timestamp"]), body
+        )
         self.received.append(
             {"id": headers["webhook-id"], "valid": headers["webhook-signature"] == expected,
              "body": msgspec.json.decode(body)}
@@ -74,7 +78,7 @@ def envelope(url: str) -> Envelope:
 
 
 async def send(config: WebhookConfig, url: str) -> Any:
-    channel = WebhookChannel(config)
+    channel = WebhookChannel(config, secrets_for=lambda envelope: [SECRET])
     await channel.start()
     try:
         return await channel.send(envelope(url))
@@ -82,7 +86,7 @@ async def send(config: WebhookConfig, url: str) -> Any:
         await channel.close()
 
 
-LOCAL = WebhookConfig(secret=SECRET, allow_http=True, allow_private=True)
+LOCAL = WebhookConfig(allow_http=True, allow_private=True)
 
 
 async def test_2xx_delivered_410_permanent_503_retried_with_retry_after(
@@ -106,7 +110,7 @@ async def test_the_ssrf_guard_refuses_inward_addresses(
     receiver: tuple[Receiver, str], host: str
 ) -> None:
     target, url = receiver
-    guarded = WebhookConfig(secret=SECRET, allow_http=True, allow_private=False)
+    guarded = WebhookConfig(allow_http=True, allow_private=False)
 
     outcome = await send(guarded, url.replace("127.0.0.1", host))
 
@@ -115,11 +119,18 @@ async def test_the_ssrf_guard_refuses_inward_addresses(
     assert target.received == []
 
 
-def test_a_malformed_secret_is_a_config_error() -> None:
-    from pulse.core.errors import ConfigError
+async def test_nothing_is_sent_unsigned(receiver: tuple[Receiver, str]) -> None:
+    target, url = receiver
+    channel = WebhookChannel(LOCAL)  # no tenant secrets wired in
+    await channel.start()
+    try:
+        outcome = await channel.send(envelope(url))
+    finally:
+        await channel.close()
 
-    with pytest.raises(ConfigError, match="PULSE_WEBHOOK_SECRET"):
-        webhook_config(Settings(webhook_secret="whsec_not base64!"))
+    assert isinstance(outcome, Retry)
+    assert outcome.error_class == "NotConfigured"
+    assert target.received == []
 
 
 async def test_webhook_end_to_end_through_the_api(
@@ -136,7 +147,7 @@ async def test_webhook_end_to_end_through_the_api(
     target, url = receiver
     target.replies = [(503, {"Retry-After": "0"})]  # the first attempt fails, the retry lands
     local = msgspec.structs.replace(
-        settings, webhook_secret=SECRET, webhook_allow_http=True, webhook_allow_private=True,
+        settings, webhook_allow_http=True, webhook_allow_private=True,
         worker_reclaim_interval_ms=50,
     )  # fmt: skip
     start_worker(local)
@@ -144,6 +155,8 @@ async def test_webhook_end_to_end_through_the_api(
             "payload": {"type": "order.shipped", "data": {"order": 42}}}  # fmt: skip
     client: Client
     async with TestClient(TestServer(create_app(local, channel_specs(local)))) as client:
+        secret = await client.get("/api/webhooks/secret", headers=auth)
+        target.secret = msgspec.json.decode(await secret.read())["secret"]
         response = await client.post("/api/notifications/", json=body, headers=auth)
         assert response.status == 202
         document = await wait_for_status(client, auth, response.headers["Location"], "delivered")

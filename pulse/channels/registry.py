@@ -10,9 +10,8 @@ provider (``PULSE_PROVIDER_<NAME>__*``) of the channel's provider kind.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ssl
+from collections.abc import Mapping
 from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -24,7 +23,6 @@ from pulse.channels.fcm import PUSH_SPEC, FcmChannel, FcmConfig, ServiceAccount
 from pulse.channels.log import LOG_SPEC, LogChannel
 from pulse.channels.twilio import SMS_SPEC, WHATSAPP_SPEC, TwilioChannel, TwilioConfig
 from pulse.channels.webhook import (
-    SECRET_PREFIX,
     WEBHOOK_SPEC,
     SecretsFor,
     WebhookChannel,
@@ -66,15 +64,22 @@ def _tls_context(
         raise ConfigError(f"{variable}={ca_file!r} is invalid: {exc}") from None
 
 
+SIGNING_KEY_MISSING = (
+    "webhooks and receipts are signed with secrets derived from"
+    " PULSE_RECEIPT_SIGNING_KEY, which is not set on this worker"
+)
+
+
 def webhook_config(settings: Settings) -> WebhookConfig:
-    secret = settings.webhook_secret or ""
-    if secret:
-        try:
-            base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
-        except (binascii.Error, ValueError):
-            raise ConfigError("PULSE_WEBHOOK_SECRET=*** is invalid: use whsec_<base64>") from None
+    """Refuses PULSE_WEBHOOK_SECRET: one secret for every tenant let any tenant forge another's
+    webhooks (and unset, it signed with an empty key). Each tenant has its own now."""
+    if settings.webhook_secret is not None:
+        raise ConfigError(
+            "PULSE_WEBHOOK_SECRET=*** is no longer used: each tenant signs its webhooks with its"
+            " own secret (GET /api/webhooks/secret), derived from PULSE_RECEIPT_SIGNING_KEY;"
+            " unset PULSE_WEBHOOK_SECRET"
+        )
     return WebhookConfig(
-        secret=secret,
         allow_http=settings.webhook_allow_http,
         allow_private=settings.webhook_allow_private,
         connect_timeout_s=settings.webhook_connect_timeout_s,
@@ -83,11 +88,11 @@ def webhook_config(settings: Settings) -> WebhookConfig:
 
 
 def _webhook_spec(settings: Settings) -> ChannelSpec:
-    allow_http = settings.webhook_allow_http
+    config = webhook_config(settings)
     return ChannelSpec(
         name=WEBHOOK_SPEC.name,
         payload_type=WEBHOOK_SPEC.payload_type,
-        check_recipient=lambda value: check_url(value, allow_http),
+        check_recipient=lambda value: check_url(value, config.allow_http, config.allow_private),
     )
 
 
@@ -152,9 +157,27 @@ def named_provider(settings: Settings, name: str, config: ProviderConfig, channe
     return FcmChannel(FcmConfig(account=account, base_url=config.base_url))
 
 
-def receipt_channel(settings: Settings, secrets_for: SecretsFor) -> Channel:
-    """The internal channel that POSTs delivery receipts, signed with each tenant's secret."""
-    return WebhookChannel(webhook_config(settings), spec=RECEIPT_SPEC, secrets_for=secrets_for)
+def with_tenant_secrets(
+    channels: Mapping[str, Mapping[str, Channel]],
+    settings: Settings,
+    webhooks: SecretsFor,
+    receipts: SecretsFor,
+) -> ProviderSets:
+    """The channels as a worker runs them: Pulse's webhook channel signing with each tenant's
+    secrets, and the internal channel that POSTs delivery receipts. Only the worker knows the
+    tenants' secret generations, so it wires them here."""
+    config = webhook_config(settings)
+    wired = {name: dict(providers) for name, providers in channels.items()}
+    own = wired.get(WEBHOOK_SPEC.name, {})
+    if isinstance(own.get(WEBHOOK_SPEC.name), WebhookChannel):  # not a plugin's replacement
+        own[WEBHOOK_SPEC.name] = WebhookChannel(
+            config, secrets_for=webhooks, not_configured=SIGNING_KEY_MISSING
+        )
+    receipt = WebhookChannel(
+        config, spec=RECEIPT_SPEC, secrets_for=receipts, not_configured=SIGNING_KEY_MISSING
+    )
+    wired[RECEIPT_CHANNEL] = {RECEIPT_CHANNEL: receipt}
+    return wired
 
 
 RECEIPT_SPEC = ChannelSpec(
@@ -164,7 +187,9 @@ RECEIPT_SPEC = ChannelSpec(
 
 EMAIL = ChannelPlugin("email", lambda s: EMAIL_SPEC, lambda s: EmailChannel(smtp_config(s)))
 LOG = ChannelPlugin("log", lambda s: LOG_SPEC, lambda s: LogChannel())
-WEBHOOK = ChannelPlugin("webhook", _webhook_spec, lambda s: WebhookChannel(webhook_config(s)))
+WEBHOOK = ChannelPlugin(  # signs nothing until a worker wires tenants' secrets in
+    "webhook", _webhook_spec, lambda s: WebhookChannel(webhook_config(s))
+)
 SMS = ChannelPlugin(
     "sms", lambda s: SMS_SPEC, lambda s: TwilioChannel(twilio_config(s), whatsapp=False)
 )

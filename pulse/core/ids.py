@@ -21,3 +21,9 @@ def uuid7(now_ms: int | None = None) -> uuid.UUID:
     value |= 0b10 << 62  # variant
     value |= rand & ((1 << 62) - 1)  # rand_b: 62 bits
     return uuid.UUID(int=value)
+
+
+def uuid7_ms(value: str) -> int | None:
+    """The Unix milliseconds a UUIDv7 carries (when it was made), or None for another kind."""
+    parsed = uuid.UUID(value)
+    return parsed.int >> 80 if parsed.version == 7 else None

@@ -28,6 +28,7 @@ from pulse.http import (
     provider_callbacks,
     provider_routes,
     receipts,
+    webhook_secrets,
 )
 from pulse.http.auth import auth_middleware
 from pulse.http.edges import cors_middleware, request_id_middleware
@@ -97,6 +98,7 @@ def create_app(
     app.add_routes(provider_callbacks.routes)
     app.add_routes(provider_routes.routes)
     app.add_routes(receipts.routes)
+    app.add_routes(webhook_secrets.routes)
     app.router.add_static("/docs/assets", openapi.swagger_assets())
     return app
 

@@ -20,6 +20,7 @@ from pulse.http import (
     notification_queries,
     provider_routes,
     receipts,
+    webhook_secrets,
 )
 from pulse.http.validation import NotificationRequest
 
@@ -117,6 +118,13 @@ OPERATIONS = (
               problems=("401", "403", "404", "503")),
     Operation("post", "/api/receipts/rotate", "Move to a new signing secret",
               ("200", receipts.ReceiptDocument), problems=("401", "403", "404", "501", "503")),
+    Operation("get", "/api/webhooks/secret", "The tenant's webhook signing secret",
+              ("200", webhook_secrets.WebhookSecretDocument),
+              problems=("401", "403", "501", "503")),
+    Operation("post", "/api/webhooks/secret/rotate",
+              "Move to a new webhook signing secret (the previous one signs for a day)",
+              ("200", webhook_secrets.WebhookSecretDocument),
+              problems=("401", "403", "501", "503")),
 )  # fmt: skip
 
 

@@ -15,7 +15,8 @@ import msgspec
 from aiohttp import web
 
 from pulse.core.errors import InvalidInput, NotConfigured, NotFound
-from pulse.core.signatures import RECEIPT_ROTATION_GRACE, receipt_secret
+from pulse.core.signatures import receipt_secret
+from pulse.core.timeutil import utcnow
 from pulse.http.auth import require
 from pulse.http.responses import decode_body, from_db, json_response
 from pulse.http.state import RECEIPTS, SETTINGS, SPECS, TENANT_ID
@@ -37,7 +38,8 @@ class ReceiptDocument(msgspec.Struct, kw_only=True):
     url: str
     events: list[str]
     secret: str  # whsec_...: verify the webhook-signature header with it
-    previous_secret: str | None  # still signing until previous_secret_until (after a rotation)
+    previous_secret: str | None  # still signing until previous_secret_until (for a day after a
+    # rotation; None once that day is over)
     previous_secret_until: datetime | None
     created_at: datetime
     updated_at: datetime
@@ -52,10 +54,8 @@ def _signing_key(request: web.Request) -> str:
 
 def _document(request: web.Request, endpoint: ReceiptEndpoint) -> ReceiptDocument:
     key, tenant = _signing_key(request), request[TENANT_ID]
-    previous = until = None
-    if endpoint.generation > 1 and endpoint.rotated_at is not None:
-        until = endpoint.rotated_at + RECEIPT_ROTATION_GRACE
-        previous = receipt_secret(key, tenant, endpoint.generation - 1)
+    until = endpoint.secret_generation.previous_until(utcnow())
+    previous = None if until is None else receipt_secret(key, tenant, endpoint.generation - 1)
     return ReceiptDocument(
         url=endpoint.url,
         events=endpoint.events,

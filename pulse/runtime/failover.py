@@ -24,7 +24,7 @@ from pulse.core.breaker import BreakerPolicy, CircuitBreaker
 from pulse.core.ports import Channel, Envelope, Failed, Outcome, Retry
 from pulse.core.timeutil import utcnow
 from pulse.metrics import Metrics
-from pulse.runtime.work import OUTCOME_NAMES, Try
+from pulse.runtime.work import CIRCUIT_OPEN, OUTCOME_NAMES, Try
 
 logger = logging.getLogger("pulse.runtime.failover")
 
@@ -152,7 +152,7 @@ class Failover:
             error=f"every provider of {self._channel} is paused (circuit open): "
             + ", ".join(skipped),
             after_s=self._breakers.retry_in(skipped),
-            error_class="CircuitOpen",
+            error_class=CIRCUIT_OPEN,
             provider_fault=False,
         )
         return Try(None, outcome, utcnow(), 0.0)

@@ -21,6 +21,8 @@ from pulse.queue.transitions import EntryRef
 
 OUTCOME_NAMES = {Delivered: "delivered", Retry: "retry", Failed: "failed"}
 
+CIRCUIT_OPEN = "CircuitOpen"  # the error class of an attempt refused by open breakers
+
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
@@ -88,9 +90,15 @@ class Done:
 
     @property
     def made(self) -> bool:
-        """Did this attempt call a provider? A retry of one that did not (every breaker of its
-        route open) does not count against ``max_attempts``."""
-        return any(call.provider is not None for call in self.tries)
+        """Was this attempt made? Only one that every open breaker of its route refused, before
+        any provider was called, was not: its retry does not count against ``max_attempts``.
+        One decided without a call for its own reasons (a bad payload) was made and counts."""
+        return not all(
+            call.provider is None
+            and isinstance(call.outcome, Retry)
+            and call.outcome.error_class == CIRCUIT_OPEN
+            for call in self.tries
+        )
 
     @classmethod
     def of(cls, delivery: Delivery, tries: list[Try]) -> Done:

@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 import asyncpg
 from redis.asyncio import Redis
 
-from pulse.channels.registry import receipt_channel
+from pulse.channels.registry import with_tenant_secrets
 from pulse.config import Settings
 from pulse.core.breaker import BreakerPolicy
-from pulse.core.models import RECEIPT_CHANNEL
 from pulse.core.ports import Channel, ChannelSpec
 from pulse.core.priority import DeficitRoundRobin
 from pulse.core.retry import RetryPolicy
@@ -51,6 +50,7 @@ from pulse.store.errors import TRANSIENT_DB_ERRORS
 from pulse.store.ledger import DeliveryLedger
 from pulse.store.receipts import ReceiptStore
 from pulse.store.routes import RouteStore
+from pulse.store.webhook_secrets import WebhookSecretStore
 
 logger = logging.getLogger("pulse.runtime.worker")
 
@@ -155,8 +155,9 @@ def build_worker(
         DeliveryLedger(pool),
     )
     delivery_config = _delivery_config(settings, pool, channels)
-    receipt = receipt_channel(settings, delivery_config.receipt_secrets)
-    served = {**channels, RECEIPT_CHANNEL: {RECEIPT_CHANNEL: receipt}}
+    served = with_tenant_secrets(
+        channels, settings, delivery_config.webhook_secrets, delivery_config.receipt_secrets
+    )
     publisher = Publisher(redis, keys)
     pending = PendingEntries(redis, keys, name)
     leaser = Leaser(pending, ledger, settings.worker_lease_ms)
@@ -196,6 +197,7 @@ def _delivery_config(
     return DeliveryConfig(
         RouteStore(pool),
         ReceiptStore(pool),
+        WebhookSecretStore(pool),
         RouteBook(configured_routes(settings.routes, specs, settings.providers)),
         refresh_s=settings.routes_refresh_s,
         signing_key=settings.receipt_signing_key,

@@ -10,6 +10,8 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
+from pulse.core.signatures import SecretGeneration
+
 
 class ReceiptEndpoint(msgspec.Struct, kw_only=True):
     url: str
@@ -18,6 +20,10 @@ class ReceiptEndpoint(msgspec.Struct, kw_only=True):
     rotated_at: datetime | None
     created_at: datetime
     updated_at: datetime
+
+    @property
+    def secret_generation(self) -> SecretGeneration:
+        return SecretGeneration(self.generation, self.rotated_at)
 
 
 _COLUMNS = "url, events, generation, rotated_at, created_at, updated_at"
@@ -62,9 +68,9 @@ class ReceiptStore:
         )
         return None if row is None else ReceiptEndpoint(**dict(row))
 
-    async def generations(self) -> dict[str, tuple[int, datetime | None]]:
+    async def generations(self) -> dict[str, SecretGeneration]:
         """Every tenant's signing generation and when it last rotated: what workers load."""
         rows = await self._pool.fetch(
             "SELECT tenant_id::text, generation, rotated_at FROM receipt_endpoints"
         )
-        return {row[0]: (row[1], row[2]) for row in rows}
+        return {row[0]: SecretGeneration(row[1], row[2]) for row in rows}
