@@ -5,10 +5,12 @@ from __future__ import annotations
 from pulse.channels.log import LOG_SPEC, LogPayload
 from pulse.core.breaker import BreakerPolicy
 from pulse.core.ids import uuid7
+from pulse.core.models import Job, JobKind
 from pulse.core.ports import Delivered, Envelope, Failed, Outcome, Retry
+from pulse.core.timeutil import utcnow
 from pulse.metrics import Metrics
 from pulse.runtime.failover import Breakers, Failover
-from pulse.runtime.work import final_outcome
+from pulse.runtime.work import CIRCUIT_OPEN, Delivery, Done, Try, final_outcome
 
 
 class Scripted:
@@ -130,3 +132,31 @@ async def test_a_channel_that_raises_fails_that_message_alone() -> None:
     assert all(final_outcome(tries) == Failed("ValueError: bad header", "ValueError")
                for tries in attempts)  # fmt: skip
     assert (a.calls, b.calls) == (3, 0)
+
+
+def _delivery() -> Delivery:
+    job = Job(
+        id=str(uuid7()),
+        tenant_id=str(uuid7()),
+        kind=JobKind.NOTIFICATION,
+        channel="log",
+        recipient="ops",
+        payload={"message": "hi"},
+        priority=2,
+        max_attempts=3,
+    )
+    return Delivery(stream="s", entry_id="1-0", attempt=2, job=job)
+
+
+def test_only_an_attempt_refused_by_open_breakers_is_not_made() -> None:
+    # Given: an attempt every open breaker refused, one decided without a call for its own
+    # reason (a bad payload), and one whose provider answered "not configured"
+    refused = Try(None, Retry(error="paused", error_class=CIRCUIT_OPEN), utcnow(), 0.0)
+    configured = Try("twilio", Retry(error="no sender", error_class="NotConfigured"), utcnow(), 0)
+    bad = Failed(error="subject", error_class="InvalidPayload")
+
+    # Then: only the first gives its attempt back; the others count against max_attempts
+    assert not Done.of(_delivery(), [refused]).made
+    assert Done.without_call(_delivery(), bad).made
+    assert Done.of(_delivery(), [configured]).made
+    assert Done.of(_delivery(), [refused, configured]).made
