@@ -180,3 +180,32 @@ async def test_http_urls_are_refused_at_accept_time_by_default(
 
     assert response.status == 422
     assert msgspec.json.decode(await response.read())["errors"][0]["pointer"] == "/recipient"
+
+
+async def test_an_endless_answer_is_read_only_as_far_as_it_is_kept() -> None:
+    # Given: an endpoint (the tenant's) that answers 200 with a body of up to 64 MiB
+    chunk, limit, sent = b"x" * 65_536, 64 * 1024 * 1024, [0]
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse()
+        await response.prepare(request)
+        try:
+            while sent[0] < limit:
+                await response.write(chunk)
+                sent[0] += len(chunk)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        return response
+
+    app = web.Application()
+    app.router.add_post("/hook", endless)
+    async with TestServer(app, host="127.0.0.1") as server:
+        # When: Pulse delivers to it
+        outcome = await send(LOCAL, str(server.make_url("/hook")))
+
+    # Then: delivered, with only the head of the answer kept, and the rest never read
+    assert isinstance(outcome, Delivered)
+    assert outcome.response is not None and outcome.response.endswith("x" * 100)
+    assert len(outcome.response) <= 520
+    assert sent[0] < limit

@@ -31,6 +31,8 @@ from pulse.core.ids import uuid7_ms
 from pulse.core.ports import ChannelSpec, Delivered, Envelope, Failed, Outcome, Retry
 from pulse.core.retry_after import retry_after_seconds
 from pulse.core.signatures import webhook_signature
+RESPONSE_KEPT = 500  # characters of an answer kept on the attempt row
+RESPONSE_READ_BYTES = 4 * RESPONSE_KEPT  # UTF-8 takes at most 4 bytes a character
 
 
 class WebhookPayload(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -152,7 +154,7 @@ class WebhookChannel:
             async with session.post(
                 envelope.recipient, data=body, headers=headers, allow_redirects=False
             ) as response:
-                text = (await response.text(errors="replace"))[:500]
+                text = await _head(response)
                 return _classify(response.status, response.headers, text)
         except aiohttp.ClientConnectorError as exc:
             refused = exc.os_error if isinstance(exc.os_error, RefusedAddress) else None
@@ -161,6 +163,18 @@ class WebhookChannel:
             return _unreachable(exc)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return _unreachable(exc)
+
+
+async def _head(response: aiohttp.ClientResponse) -> str:
+    """The first ``RESPONSE_KEPT`` characters of an answer, reading no more than a few times
+    that: an endpoint is the tenant's, and may answer with an endless body."""
+    data = bytearray()
+    while len(data) < RESPONSE_READ_BYTES:
+        chunk = await response.content.read(RESPONSE_READ_BYTES - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data.decode("utf-8", errors="replace")[:RESPONSE_KEPT]
 
 
 def _event_time(envelope: Envelope) -> int:
