@@ -206,6 +206,7 @@ async def test_an_endless_answer_is_read_only_as_far_as_it_is_kept() -> None:
 
     # Then: delivered, with only the head of the answer kept, and the rest never read
     assert isinstance(outcome, Delivered)
-    assert outcome.response is not None and outcome.response.endswith("x" * 100)
+    assert outcome.response is not None
+    assert outcome.response.endswith("x" * 100)
     assert len(outcome.response) <= 520
     assert sent[0] < limit

@@ -31,6 +31,7 @@ from pulse.core.ids import uuid7_ms
 from pulse.core.ports import ChannelSpec, Delivered, Envelope, Failed, Outcome, Retry
 from pulse.core.retry_after import retry_after_seconds
 from pulse.core.signatures import webhook_signature
+
 RESPONSE_KEPT = 500  # characters of an answer kept on the attempt row
 RESPONSE_READ_BYTES = 4 * RESPONSE_KEPT  # UTF-8 takes at most 4 bytes a character
 
