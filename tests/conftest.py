@@ -35,8 +35,15 @@ from pulse.store.migrations import migrate
 from pulse.store.pool import create_pool
 from pulse.store.tenants import NewTenant, TenantStore
 from tests.provider_fakes import google, twilio  # noqa: F401  (fixtures, shared)
+from tests.tiers import refuse_untiered
 
 Client = TestClient[web.Request, web.Application]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Before `-m` selects a tier: every collected test must have exactly one."""
+    refuse_untiered(items)
 
 
 @dataclass(frozen=True)

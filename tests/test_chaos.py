@@ -29,6 +29,8 @@ from tests.chaos_lab import Lab, PulseProcess
 from tests.conftest import wait_http_ok
 from tests.smtp_servers import ScriptedHandler, ScriptedSmtp
 
+pytestmark = pytest.mark.system
+
 TOTAL = 5_000
 REJECTED_EVERY = 50  # every 50th recipient is refused for good (550)
 CONCURRENCY = 32

@@ -12,6 +12,8 @@ from aiohttp.test_utils import TestServer
 from pulse.client import AsyncPulseClient, PulseAPIError, PulseClient
 from pulse.store.tenants import NewTenant
 
+pytestmark = pytest.mark.system
+
 
 async def test_async_client_sends_reads_lists_and_cancels(live_api: str, tenant: NewTenant) -> None:
     async with AsyncPulseClient(live_api, tenant.api_key) as pulse:

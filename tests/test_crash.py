@@ -21,6 +21,8 @@ from pulse.devtools.smtp_sink import free_port
 from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
 from tests.conftest import EXAMPLE, Client
 
+pytestmark = pytest.mark.system
+
 
 class StallingHandler:
     """Accepts the SMTP conversation but never answers DATA: the send is in flight for ever."""

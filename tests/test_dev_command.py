@@ -11,8 +11,11 @@ from pathlib import Path
 
 import aiohttp
 import msgspec
+import pytest
 
 from pulse.devtools.smtp_sink import free_port
+
+pytestmark = pytest.mark.system
 
 
 def processes_mentioning(text: str) -> list[str]:

@@ -20,6 +20,8 @@ from pulse.core.ids import uuid7
 from pulse.core.ports import Delivered, Envelope, Failed, Retry
 from pulse.devtools.smtp_sink import free_port
 
+pytestmark = pytest.mark.integration
+
 USER, PASSWORD = "pulse", "s3cret"
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pulse.channels.log import LOG_SPEC, LogPayload
 from pulse.core.breaker import BreakerPolicy
 from pulse.core.ids import uuid7
 from pulse.core.ports import Delivered, Envelope, Failed, Outcome, Retry
 from pulse.metrics import Metrics
 from pulse.runtime.failover import Breakers, Failover, final_outcome
+
+pytestmark = pytest.mark.unit
 
 
 class Scripted:

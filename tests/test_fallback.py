@@ -16,6 +16,8 @@ from pulse.http.app import create_app
 from tests.conftest import Client, WorkerFactory, wait_for_status
 from tests.provider_fakes import SID, TOKEN, UNREGISTERED, FakeGoogle, FakeTwilio
 
+pytestmark = pytest.mark.integration
+
 INVALID_NUMBER = "+15005550001"  # the fake answers Twilio's 21211: permanent
 
 

@@ -14,6 +14,8 @@ from pulse.core.ids import uuid7
 from pulse.core.ports import Delivered, Envelope, Failed, Retry
 from tests.provider_fakes import BUSY, GOOD, UNREGISTERED, FakeGoogle
 
+pytestmark = pytest.mark.integration
+
 
 async def push(channel: FcmChannel, target: str) -> Any:
     payload = PushPayload(title="Your order", body="has shipped", data={"order": "42"})

@@ -26,6 +26,8 @@ from tests.conftest import Client, ServerUrls, WorkerFactory, fresh_database, wa
 from tests.smtp_servers import ScriptedHandler, ScriptedSmtp
 from tests.test_reliability import column, post
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 async def database_url(server_urls: ServerUrls) -> AsyncIterator[str]:

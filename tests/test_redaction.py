@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from pulse.config import Settings
 from pulse.core.ids import uuid7
 from pulse.core.models import Job, JobKind
@@ -14,6 +16,8 @@ from pulse.queue.consumer import Entry
 from pulse.runtime.acker import Redactor, settle
 from pulse.runtime.failover import Try
 from pulse.runtime.work import Done, WorkItem
+
+pytestmark = pytest.mark.unit
 
 
 def test_settled_rows_carry_no_configured_secret() -> None:

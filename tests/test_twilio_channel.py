@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from pulse.channels.registry import channel_specs
@@ -16,6 +17,8 @@ from pulse.core.signatures import twilio_signature
 from pulse.http.app import create_app
 from tests.conftest import WorkerFactory, wait_for_status
 from tests.provider_fakes import BACKUP_SID, BACKUP_TOKEN, SID, TOKEN, FakeTwilio
+
+pytestmark = pytest.mark.integration
 
 
 async def send(base: str, to: str, whatsapp: bool = False) -> Any:
