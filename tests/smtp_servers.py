@@ -73,3 +73,5 @@ class ScriptedSmtp(Managed):
         if self.running:
             self._controller.stop()
             self.running = False
+        elif not self._controller.loop.is_closed():
+            self._controller.loop.close()  # never started: aiosmtpd made a loop it never closes
