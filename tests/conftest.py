@@ -24,7 +24,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
-from pulse.channels.registry import build_channels, channel_specs
+from pulse.channels.registry import build_channels, channel_specs, plugins
 from pulse.config import Settings
 from pulse.devtools.smtp_sink import SmtpSink
 from pulse.http.app import create_app
@@ -38,6 +38,9 @@ from tests.provider_fakes import google, twilio  # noqa: F401  (fixtures, shared
 from tests.tiers import refuse_untiered
 
 Client = TestClient[web.Request, web.Application]
+ROOT = Path(__file__).resolve().parent.parent
+# `make setup` installs the example channel plugin (tests/plugins/) here, beside .venv.
+TEST_PLUGINS = ROOT / ".test-plugins"
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -278,3 +281,15 @@ async def wait_http_ok(url: str) -> None:
                 pass
             await asyncio.sleep(0.1)
     raise AssertionError(f"{url} never answered 200")
+
+
+@pytest.fixture
+def example_plugin(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The example channel plugin installed for this test: its folder on the import path (so
+    its ``pulse.channels`` entry point is found) and the registry's plugin list reloaded."""
+    if not (TEST_PLUGINS / ".installed").exists():
+        pytest.fail("the example plugin is not installed: run `make setup`")
+    monkeypatch.syspath_prepend(str(TEST_PLUGINS))
+    plugins.cache_clear()
+    yield TEST_PLUGINS
+    plugins.cache_clear()

@@ -63,6 +63,8 @@ def test_two_tiers_stop_the_run(pytester: pytest.Pytester) -> None:
 
 
 def test_a_tiered_test_runs(pytester: pytest.Pytester) -> None:
-    result = run(pytester, "import pytest\npytestmark = pytest.mark.integration\ndef test_x():\n    pass\n")
+    result = run(
+        pytester, "import pytest\npytestmark = pytest.mark.integration\ndef test_x():\n    pass\n"
+    )
 
     result.assert_outcomes(passed=1)
