@@ -68,6 +68,17 @@ async def test_pulse_dev_runs_everything_and_stops_clean(tmp_path: Path) -> None
         result = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=60)
         assert " 202 " in result.stdout.splitlines()[0], result.stdout
         accepted = msgspec.json.decode(result.stdout.strip().splitlines()[-1])
+        # And the README's own curl works once the printed export line is pasted
+        exports = [line.strip() for line in banner if line.startswith("export PULSE_KEY=")]
+        assert exports == [f"export PULSE_KEY={key}"], banner
+        export = exports[0]
+        readme = readme_snippet("## Send a notification", "sh").replace(
+            "127.0.0.1:8000", f"127.0.0.1:{port}"
+        )
+        pasted = subprocess.run(
+            ["bash", "-c", f"{export}\n{readme}"], capture_output=True, text=True, timeout=60
+        )
+        assert " 202 " in pasted.stdout.splitlines()[0], pasted.stdout
 
         # Then the notification ends delivered
         document = await wait_delivered(port, key, accepted["id"])
@@ -85,6 +96,14 @@ async def test_pulse_dev_runs_everything_and_stops_clean(tmp_path: Path) -> None
     log = (tmp_path / "stderr.log").read_text()
     assert "received mail from" in log  # the SMTP sink shows what was sent
     assert processes_mentioning(str(data_dir)) == []
+
+
+def readme_snippet(section: str, language: str) -> str:
+    """The first ```language block after the heading ``section`` of README.md."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    after = text[text.index(section + "\n") :]
+    start = after.index(f"```{language}\n") + len(f"```{language}\n")
+    return after[start : after.index("```", start)]
 
 
 async def wait_delivered(port: int, key: str, notification_id: str) -> dict[str, object]:

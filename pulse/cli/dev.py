@@ -141,6 +141,8 @@ def banner(settings: Settings, key: str) -> str:
             "",
             f"Pulse is running on {base}",
             f"API key of tenant '{DEV_TENANT}': {key}",
+            "Paste into your shell, and the README's curls work as written:",
+            f"export PULSE_KEY={shlex.quote(key)}",
             "Send the example notification:",
             curl,
             "",
