@@ -31,7 +31,7 @@ from pulse.http.app import create_app
 from pulse.metrics import Metrics
 from pulse.queue.keys import QueueKeys
 from pulse.runtime.worker import Worker
-from pulse.store.migrations import migrate
+from pulse.store.migrations import migrate_database
 from pulse.store.pool import create_pool
 from pulse.store.tenants import NewTenant, TenantStore
 from tests.provider_fakes import google, twilio  # noqa: F401  (fixtures, shared)
@@ -84,11 +84,7 @@ async def fresh_database(server: str, prefix: str, migrated: bool = True) -> Asy
     url = with_database(server, name)
     try:
         if migrated:
-            conn = await asyncpg.connect(url)
-            try:
-                await migrate(conn)
-            finally:
-                await conn.close()
+            await migrate_database(url)
         yield url
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -240,7 +236,7 @@ async def live_api(settings: Settings, tmp_path: Path) -> AsyncIterator[str]:
     import subprocess
     import sys
 
-    from pulse.devtools.smtp_sink import free_port
+    from pulse.devtools.ports import free_port
 
     port = free_port("127.0.0.1")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}

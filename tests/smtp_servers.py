@@ -11,7 +11,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 
 from pulse.devtools.managed import Managed
-from pulse.devtools.smtp_sink import free_port
+from pulse.devtools.ports import free_port
 
 FLAKY = re.compile(r"^flaky(\d+)-")
 

@@ -17,7 +17,7 @@ import aiohttp
 import msgspec
 import pytest
 
-from pulse.devtools.smtp_sink import free_port
+from pulse.devtools.ports import free_port
 
 pytestmark = pytest.mark.system
 

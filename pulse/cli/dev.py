@@ -15,13 +15,12 @@ import shlex
 import signal
 from pathlib import Path
 
-import asyncpg
 import msgspec
 
 from pulse.cli.serve import api_site, install_stop_signals, run, run_worker
 from pulse.config import Settings
 from pulse.metrics import Metrics
-from pulse.store.migrations import migrate
+from pulse.store.migrations import migrate_database
 from pulse.store.pool import create_pool
 from pulse.store.tenants import TenantStore, generate_key
 
@@ -99,12 +98,7 @@ def _with_receipt_key(settings: Settings, data_dir: Path) -> Settings:
 async def _dev_main(settings: Settings, data_dir: Path) -> None:
     stop = asyncio.Event()
     install_stop_signals(stop)
-    database_url = settings.require_database_url()
-    conn = await asyncpg.connect(database_url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
+    await migrate_database(settings.require_database_url())
     key = await _dev_key(settings, data_dir)
     metrics = Metrics()
     async with api_site(settings, metrics):

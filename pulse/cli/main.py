@@ -91,16 +91,9 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from pulse.store.migrations import migrate
+    from pulse.store.migrations import migrate_database
 
-    async def apply() -> list[int]:
-        conn = await asyncpg.connect(settings.require_database_url())
-        try:
-            return await migrate(conn)
-        finally:
-            await conn.close()
-
-    applied = asyncio.run(apply())
+    applied = asyncio.run(migrate_database(settings.require_database_url()))
     print(f"applied migrations: {applied}" if applied else "migrations are current")
     return 0
 
