@@ -14,6 +14,8 @@ from pulse.store.idempotency import IdempotencyStore
 from pulse.store.tenants import NewTenant, TenantStore
 from tests.conftest import EXAMPLE, Client, WorkerFactory, wait_for_status
 
+pytestmark = pytest.mark.integration
+
 
 async def count_for(pool: asyncpg.Pool, tenant: NewTenant) -> int:
     count: int = await pool.fetchval(
