@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ssl
+from dataclasses import replace
 from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -162,15 +163,34 @@ RECEIPT_SPEC = ChannelSpec(
 )
 
 
+def _twilio_missing(settings: Settings) -> str | None:
+    """What the default Twilio account lacks (the API refuses sms and whatsapp with it: 501)."""
+    if not settings.twilio_account_sid:
+        return "PULSE_TWILIO_ACCOUNT_SID"
+    return None if settings.twilio_auth_token else "PULSE_TWILIO_AUTH_TOKEN"
+
+
+def _fcm_missing(settings: Settings) -> str | None:
+    return None if settings.fcm_service_account_file else "PULSE_FCM_SERVICE_ACCOUNT_FILE"
+
+
 EMAIL = ChannelPlugin("email", lambda s: EMAIL_SPEC, lambda s: EmailChannel(smtp_config(s)))
 LOG = ChannelPlugin("log", lambda s: LOG_SPEC, lambda s: LogChannel())
 WEBHOOK = ChannelPlugin("webhook", _webhook_spec, lambda s: WebhookChannel(webhook_config(s)))
 SMS = ChannelPlugin(
-    "sms", lambda s: SMS_SPEC, lambda s: TwilioChannel(twilio_config(s), whatsapp=False)
+    "sms",
+    lambda s: replace(SMS_SPEC, missing=_twilio_missing(s)),
+    lambda s: TwilioChannel(twilio_config(s), whatsapp=False),
 )
-PUSH = ChannelPlugin("push", lambda s: PUSH_SPEC, lambda s: FcmChannel(fcm_config(s)))
+PUSH = ChannelPlugin(
+    "push",
+    lambda s: replace(PUSH_SPEC, missing=_fcm_missing(s)),
+    lambda s: FcmChannel(fcm_config(s)),
+)
 WHATSAPP = ChannelPlugin(
-    "whatsapp", lambda s: WHATSAPP_SPEC, lambda s: TwilioChannel(twilio_config(s), whatsapp=True)
+    "whatsapp",
+    lambda s: replace(WHATSAPP_SPEC, missing=_twilio_missing(s)),
+    lambda s: TwilioChannel(twilio_config(s), whatsapp=True),
 )
 
 
