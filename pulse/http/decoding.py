@@ -89,7 +89,7 @@ def check_plain(body: bytes) -> None:
     """Refuse repeated keys and NUL characters. ``json.loads`` with a pairs hook is the check
     (C speed: a few microseconds for a notification); the pointer is searched only on refusal."""
     try:
-        document = json.loads(body, object_pairs_hook=_unique)
+        document = _plain(body.decode())
     except RepeatedKey:
         pointer, name = _first_repeat(json.loads(body, object_pairs_hook=_Pairs))
         raise MalformedBody(f"key {name!r} is repeated in one object", pointer) from None
@@ -140,11 +140,23 @@ def walk(value: Any, pointer: str = "") -> Iterator[tuple[str, Any]]:
             todo.extend((f"{where}/{i}", child) for i, child in reversed(list(enumerate(item))))
 
 
+def _plain(text: str) -> Any:
+    """The document, decoded again by a parser that sees repeated keys. ``raw_decode`` skips
+    the trailing-data scan (msgspec has checked the syntax), a third faster than ``loads``."""
+    try:
+        return _UNIQUE.raw_decode(text)[0]
+    except json.JSONDecodeError:  # leading whitespace, which raw_decode does not skip
+        return _UNIQUE.decode(text)
+
+
 def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     document = dict(pairs)
     if len(document) != len(pairs):
         raise RepeatedKey
     return document
+
+
+_UNIQUE = json.JSONDecoder(object_pairs_hook=_unique)
 
 
 class _Pairs(list[tuple[str, Any]]):

@@ -140,7 +140,8 @@ class IdempotencyStore:
 
 
 def lock_id(tenant_id: str, key: str) -> int:
-    """The advisory lock's 64-bit id for (tenant, key); a collision only makes a twin wait."""
+    """The advisory lock's 64-bit id for (tenant, key). A collision (odds 2^-64 per pair in
+    flight at once) would only answer 409 to an unrelated request, which its retry clears."""
     digest = hashlib.blake2b(
         f"{tenant_id}\x00{key}".encode(), digest_size=8, person=b"pulse-idem"
     ).digest()
