@@ -237,7 +237,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     reconcile_after_s: PositiveFloat = 30.0
 
     idempotency_retention_s: PositiveFloat = 86_400.0
-    idempotency_stale_after_s: PositiveFloat = 60.0
     max_list_limit: PositiveInt = 500
 
     webhook_secret: str | None = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Mapping
+from dataclasses import replace
 from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -119,6 +120,7 @@ def _webhook_spec(settings: Settings) -> ChannelSpec:
         name=WEBHOOK_SPEC.name,
         payload_type=WEBHOOK_SPEC.payload_type,
         check_recipient=lambda value: check_url(value, config.allow_http, config.allow_private),
+        missing=None if settings.receipt_signing_key else "PULSE_RECEIPT_SIGNING_KEY",
     )
 
 
@@ -205,6 +207,23 @@ RECEIPT_SPEC = ChannelSpec(
 )
 
 
+def _twilio_missing(settings: Settings, *, whatsapp: bool) -> str | None:
+    """What the default Twilio account lacks to send on a channel: credentials, or a sender
+    for it (the API refuses sms or whatsapp with it: 501, rather than fail every attempt)."""
+    if not settings.twilio_account_sid:
+        return "PULSE_TWILIO_ACCOUNT_SID"
+    if not settings.twilio_auth_token:
+        return "PULSE_TWILIO_AUTH_TOKEN"
+    own = settings.twilio_whatsapp_from if whatsapp else settings.twilio_from
+    if own or settings.twilio_messaging_service_sid:
+        return None
+    return "PULSE_TWILIO_WHATSAPP_FROM" if whatsapp else "PULSE_TWILIO_FROM"
+
+
+def _fcm_missing(settings: Settings) -> str | None:
+    return None if settings.fcm_service_account_file else "PULSE_FCM_SERVICE_ACCOUNT_FILE"
+
+
 EMAIL: ChannelPlugin[Settings] = ChannelPlugin(
     "email", lambda s: EMAIL_SPEC, lambda s: EmailChannel(smtp_config(s))
 )
@@ -213,13 +232,19 @@ WEBHOOK: ChannelPlugin[Settings] = ChannelPlugin(  # signs nothing until a worke
     "webhook", _webhook_spec, lambda s: WebhookChannel(webhook_config(s))
 )
 SMS: ChannelPlugin[Settings] = ChannelPlugin(
-    "sms", lambda s: SMS_SPEC, lambda s: TwilioChannel(twilio_config(s), whatsapp=False)
+    "sms",
+    lambda s: replace(SMS_SPEC, missing=_twilio_missing(s, whatsapp=False)),
+    lambda s: TwilioChannel(twilio_config(s), whatsapp=False),
 )
 PUSH: ChannelPlugin[Settings] = ChannelPlugin(
-    "push", lambda s: PUSH_SPEC, lambda s: FcmChannel(fcm_config(s))
+    "push",
+    lambda s: replace(PUSH_SPEC, missing=_fcm_missing(s)),
+    lambda s: FcmChannel(fcm_config(s)),
 )
 WHATSAPP: ChannelPlugin[Settings] = ChannelPlugin(
-    "whatsapp", lambda s: WHATSAPP_SPEC, lambda s: TwilioChannel(twilio_config(s), whatsapp=True)
+    "whatsapp",
+    lambda s: replace(WHATSAPP_SPEC, missing=_twilio_missing(s, whatsapp=True)),
+    lambda s: TwilioChannel(twilio_config(s), whatsapp=True),
 )
 BUILTINS = (EMAIL, LOG, WEBHOOK, SMS, WHATSAPP, PUSH)
 AnyPlugin = ChannelPlugin[Any]

@@ -54,12 +54,15 @@ class ChannelSpec:
     ``provider_kind`` names the kind of account that delivers it (``smtp``, ``twilio``...): the
     channel's default provider carries that name, and named providers of that kind can be put
     on its routes. None: the channel is its own single provider.
+    ``missing`` names the setting the deployment lacks for that default provider (such as
+    ``PULSE_TWILIO_ACCOUNT_SID``); None when it is configured.
     """
 
     name: str
     payload_type: type[msgspec.Struct]
     check_recipient: Callable[[str], str]
     provider_kind: str | None = None
+    missing: str | None = None
 
 
 C = TypeVar("C", bound=msgspec.Struct)
