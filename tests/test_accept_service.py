@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import msgspec
@@ -64,7 +64,12 @@ class CuttableRelay:
         if self.down:
             writer.transport.abort()
             return
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        host, port = self.target
+        if host.startswith("/"):  # a Unix socket folder, as the embedded PostgreSQL gives
+            socket_path = f"{host}/.s.PGSQL.{port}"
+            up_reader, up_writer = await asyncio.open_unix_connection(socket_path)
+        else:
+            up_reader, up_writer = await asyncio.open_connection(host, port)
         self._writers |= {writer, up_writer}
         await asyncio.gather(
             self._pipe(reader, up_writer, watch=True),
@@ -91,10 +96,14 @@ async def through_relay(
 ) -> AsyncIterator[tuple[CuttableRelay, Settings]]:
     """A relay to the test's PostgreSQL, and settings that reach it only through the relay."""
     parts = urlsplit(settings.require_database_url())
-    relay = CuttableRelay((parts.hostname or "127.0.0.1", parts.port or 5432), cut_on)
+    query = parse_qs(parts.query)
+    socket_folder = query.pop("host", [None])[0]  # the embedded server listens on a socket
+    target = socket_folder or parts.hostname or "127.0.0.1"
+    relay = CuttableRelay((target, parts.port or 5432), cut_on)
     port = await relay.start()
     user = f"{parts.username}@" if parts.username else ""
-    url = urlunsplit(parts._replace(netloc=f"{user}127.0.0.1:{port}"))
+    netloc = f"{user}127.0.0.1:{port}"
+    url = urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, doseq=True)))
     try:
         yield relay, msgspec.structs.replace(settings, database_url=url)
     finally:

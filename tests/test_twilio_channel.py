@@ -233,7 +233,11 @@ async def test_status_callbacks_signed_with_or_without_the_port_are_accepted(
 ) -> None:
     # Given a notification and Pulse's public URL, with or without a port
     local = msgspec.structs.replace(
-        settings, twilio_account_sid=SID, twilio_auth_token=TOKEN, public_url=public_url
+        settings,
+        twilio_account_sid=SID,
+        twilio_auth_token=TOKEN,
+        public_url=public_url,
+        twilio_from="+15005550006",
     )
     notification_id = await _notification(local, tenant)
     path = f"/providers/twilio/status/{notification_id}"
@@ -285,6 +289,7 @@ async def test_callbacks_signed_with_a_webhook_shared_key_and_hmac_sha256(
     local = msgspec.structs.replace(
         settings, twilio_account_sid=SID, twilio_auth_token=TOKEN,
         public_url="https://pulse.example.com", twilio_webhook_shared_key=shared,
+        twilio_from="+15005550006",
     )  # fmt: skip
     lacking = msgspec.structs.replace(local, twilio_webhook_shared_key=None)
     path = f"/providers/twilio/status/{await _notification(local, tenant)}"
