@@ -141,7 +141,7 @@ def interleaved(runs: int, measures: dict[str, Measure], pulse: Measure) -> dict
             for who, run in ((name, measure), ("pulse", pulse)):
                 samples[who].append(run())
                 _log(f"round {round_ + 1}/{runs}", who, samples[who][-1])
-    return {name: medians(found) for name, found in samples.items()}
+    return {name: medians(samples[name]) for name in ["pulse", *measures]}
 
 
 def medians(samples: list[dict[str, Any]]) -> dict[str, Any]:
