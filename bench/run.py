@@ -1,152 +1,162 @@
-"""`make bench`: Pulse and arq drain the same number of jobs on the same Redis and PostgreSQL.
+"""`make bench`: Pulse side by side with its peers, in one run, on the same servers.
 
-Servers: PULSE_BENCH_REDIS_URL / PULSE_BENCH_DATABASE_URL when set, else embedded ones started
-for this run. arq pins redis-py below 6, so it runs from a virtual environment of its own
-(.bench-venv, made by bench/arq/setup_venv.sh). Results go to stdout and docs/benchmarks.md.
+Sections (``--only`` picks some): drain (one worker process empties a queue: Pulse vs arq,
+Dramatiq, SAQ, Celery), accept (wrk at 64 connections: Pulse's POST vs a bare aiohttp + XADD
+endpoint), latency (enqueue → start at a steady 200/s: Pulse vs SAQ, Dramatiq), memory (Redis
+with N pending notifications and after the drain). Each figure is the median of 3 runs,
+interleaved (peer A, Pulse, peer B, Pulse, ...). Writes the generated part of
+docs/benchmarks.md and docs/benchmarks.png unless ``--no-report``.
+
+Servers: bench/servers.py (TCP loopback; PULSE_BENCH_REDIS_URL / PULSE_BENCH_DATABASE_URL to
+use given ones). Peers run from virtual environments of their own (bench/peers.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
-import os
-import platform
-import secrets
-import subprocess
+import statistics
 import sys
-import tempfile
-from collections.abc import Iterator
-from datetime import UTC, datetime
-from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
 
-import asyncpg
 import uvloop
 
-from bench.pulse_drain import DrainResult, drain
-from pulse.config import Settings
+from bench import accept, latency, memory, peers, pulse_drain, report
+from bench.servers import Servers, servers
 
-ROOT = Path(__file__).resolve().parent.parent
-ARQ_VENV = ROOT / ".bench-venv"
-REPORT = ROOT / "docs" / "benchmarks.md"
-COMMAND = "make bench"
+SECTIONS = ("drain", "accept", "latency", "memory")
+Measure = Callable[[], dict[str, Any]]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--jobs", type=int, default=20_000)
-    parser.add_argument("--no-report", action="store_true", help="do not rewrite the report")
-    args = parser.parse_args()
-    with servers() as (redis_url, admin_url):
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            pulse = runner.run(_pulse(redis_url, admin_url, args.jobs))
-        arq = _arq(redis_url, args.jobs)
-    ratio = pulse.rate / float(str(arq["rate"]))
-    lines = [
-        f"Pulse worker (log channel, state in PostgreSQL): {pulse.rate:,.0f} notifications/s"
-        f" ({pulse.jobs} in {pulse.seconds:.2f} s)",
-        f"arq {arq['version']} (no-op jobs, nothing persisted): {arq['rate']:,.0f} jobs/s"
-        f" ({arq['jobs']} in {arq['seconds']:.2f} s)",
-        f"ratio Pulse / arq: {ratio:.2f}x",
-    ]
-    print("\n".join(lines))
+@dataclass(frozen=True)
+class Plan:
+    runs: int = 3
+    jobs: int = 20_000
+    accept_s: float = 10.0
+    rate: float = 200.0
+    latency_s: float = 10.0
+    pending: int = 100_000
+
+
+QUICK = Plan(runs=1, jobs=300, accept_s=1.0, latency_s=2.0, pending=1000)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    plan = QUICK if args.quick else Plan()
+    only = [s for s in SECTIONS if s in args.only.split(",")] if args.only else list(SECTIONS)
+    with servers() as found, asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        bench = Bench(found, plan, runner.run)
+        results = {section: getattr(bench, section)() for section in only}
+        machine = runner.run(report.machine(found))
+    text = report.tables(results, plan.runs)
+    print(text)
     if not args.no_report:
-        write_report(pulse, arq, ratio)
-        print(f"written to {REPORT.relative_to(ROOT)}")
+        command = report.command(sys.argv[1:] if argv is None else argv)
+        report.write(results, machine, command, quick=args.quick, runs=plan.runs)
+        print(f"written to {report.REPORT.name} and {report.CHART.name} in docs/")
     return 0
 
 
-@contextlib.contextmanager
-def servers() -> Iterator[tuple[str, str]]:
-    redis_url = os.environ.get("PULSE_BENCH_REDIS_URL")
-    database_url = os.environ.get("PULSE_BENCH_DATABASE_URL")
-    if redis_url and database_url:
-        yield redis_url, database_url
-        return
-    from pulse.devtools.embedded import EmbeddedServers
-
-    with tempfile.TemporaryDirectory(prefix="pulse-bench-") as workdir:
-        os.chmod(workdir, 0o755)
-        with EmbeddedServers(Path(workdir)) as embedded:
-            yield redis_url or embedded.redis_url, database_url or embedded.database_url
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small counts, one run (smoke)")
+    parser.add_argument("--only", help=f"comma-separated sections of {','.join(SECTIONS)}")
+    parser.add_argument("--no-report", action="store_true", help="print, write nothing")
+    return parser
 
 
-async def _pulse(redis_url: str, admin_url: str, jobs: int) -> DrainResult:
-    name = f"pulse_bench_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(admin_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        url = urlunsplit(urlsplit(admin_url)._replace(path="/" + name))
-        return await drain(redis_url, url, jobs, Settings(log_level="WARNING"))
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+class Bench:
+    """The four sections; each returns {system: median figures} plus run details."""
+
+    def __init__(
+        self,
+        found: Servers,
+        plan: Plan,
+        run: Callable[[Coroutine[Any, Any, dict[str, Any]]], dict[str, Any]],
+    ) -> None:
+        self.redis, self.postgres, self.plan, self.run = (
+            found.redis_url,
+            found.database_url,
+            plan,
+            run,
+        )
+
+    def drain(self) -> dict[str, Any]:
+        jobs = self.plan.jobs
+        measures = {p: _peer(peers.drain, p, self.redis, jobs) for p in peers.DRAIN_PEERS}
+        return interleaved(self.plan.runs, measures, self._pulse_drain)
+
+    def _pulse_drain(self) -> dict[str, Any]:
+        result = self.run(_as_dict(pulse_drain.drain(self.redis, self.postgres, self.plan.jobs)))
+        return result
+
+    def accept(self) -> dict[str, Any]:
+        seconds = self.plan.accept_s
+        measures: dict[str, Measure] = {
+            f"bare_{mode}": _async(self.run, accept.bare_accept, self.redis, mode, seconds)
+            for mode in ("one", "pipelined")
+        }
+        pulse = _async(self.run, accept.pulse_accept, self.redis, self.postgres, seconds)
+        return interleaved(self.plan.runs, measures, pulse)
+
+    def latency(self) -> dict[str, Any]:
+        rate, seconds = self.plan.rate, self.plan.latency_s
+        measures = {
+            p: _peer(peers.latency, p, self.redis, rate, seconds) for p in peers.LATENCY_PEERS
+        }
+        pulse = _async(self.run, latency.pulse_latency, self.redis, self.postgres, rate, seconds)
+        return interleaved(self.plan.runs, measures, pulse)
+
+    def memory(self) -> dict[str, Any]:
+        figures = self.run(memory.pulse_memory(self.redis, self.postgres, self.plan.pending))
+        _log("memory", "pulse", figures)
+        return {"pulse": figures}
 
 
-def _arq(redis_url: str, jobs: int) -> dict[str, object]:
-    subprocess.run(["bash", str(ROOT / "bench/arq/setup_venv.sh"), str(ARQ_VENV)], check=True)
-    result = subprocess.run(
-        [
-            str(ARQ_VENV / "bin/python"),
-            str(ROOT / "bench/arq/drain.py"),
-            "--redis-url",
-            redis_url,
-            "--jobs",
-            str(jobs),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    parsed: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
-    return parsed
+async def _as_dict(result: Coroutine[Any, Any, pulse_drain.DrainResult]) -> dict[str, Any]:
+    done = await result
+    return {"jobs": done.jobs, "seconds": done.seconds, "rate": done.rate}
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return (
-        f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.system()}"
-    )
+def _peer(function: Callable[..., dict[str, Any]], *args: Any) -> Measure:
+    return lambda: function(*args)
 
 
-def write_report(pulse: DrainResult, arq: dict[str, object], ratio: float) -> None:
-    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    arq_rate, arq_seconds = float(str(arq["rate"])), float(str(arq["seconds"]))
-    REPORT.parent.mkdir(exist_ok=True)
-    REPORT.write_text(
-        f"""# Benchmarks
+def _async(
+    run: Callable[[Coroutine[Any, Any, dict[str, Any]]], dict[str, Any]],
+    function: Callable[..., Coroutine[Any, Any, dict[str, Any]]],
+    *args: Any,
+) -> Measure:
+    return lambda: run(function(*args))
 
-Reproduce with `{COMMAND}` (servers: embedded Redis/Valkey and PostgreSQL unless
-PULSE_BENCH_REDIS_URL / PULSE_BENCH_DATABASE_URL are set). Timings on a shared 2-core machine
-are noisy: compare the ratio, which both peers measure in the same run on the same servers.
 
-## Drain: one worker process empties a queue of {pulse.jobs:,} jobs
+def interleaved(runs: int, measures: dict[str, Measure], pulse: Measure) -> dict[str, Any]:
+    """``runs`` rounds of (peer A, Pulse, peer B, Pulse, ...); the median of each figure."""
+    samples: dict[str, list[dict[str, Any]]] = {name: [] for name in [*measures, "pulse"]}
+    for round_ in range(runs):
+        for name, measure in measures.items():
+            for who, run in ((name, measure), ("pulse", pulse)):
+                samples[who].append(run())
+                _log(f"round {round_ + 1}/{runs}", who, samples[who][-1])
+    return {name: medians(samples[name]) for name in ["pulse", *measures]}
 
-| peer | what a job does | jobs/s | seconds |
-|---|---|---|---|
-| Pulse | log channel, all state in PostgreSQL (below) | {pulse.rate:,.0f} | {pulse.seconds:.2f} |
-| arq {arq["version"]} | no-op function; nothing persisted | {arq_rate:,.0f} | {arq_seconds:.2f} |
 
-**Pulse / arq: {ratio:.2f}x**
+def medians(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each numeric figure's median over the samples; other fields from the first."""
+    merged = dict(samples[0])
+    for key, value in samples[0].items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            merged[key] = statistics.median(sample[key] for sample in samples)
+    merged["samples"] = len(samples)
+    return merged
 
-What Pulse does per notification in this figure, batched per fetch round: a claim (status
-`delivering` and an audit row, one statement per batch), the call down the tenant's route of
-providers (breaker admission, a count per provider), then one statement per acker batch for the
-status, its audit row, the attempt row and the receipt check, then `ack.lua` (XACK, XDEL, index
-HDEL); leases are renewed in Redis and PostgreSQL meanwhile. The run checks every
-notification ended `delivered` with its three audit rows. arq runs a no-op function and
-persists nothing (`keep_result=0`), at its fastest settings.
 
-Last run: {now} on {machine()}. arq settings: `{json.dumps(arq.get("settings", {}))}`.
-"""
-    )
+def _log(stage: str, who: str, figures: dict[str, Any]) -> None:
+    shown = {k: round(v, 2) for k, v in figures.items() if isinstance(v, float)}
+    print(f"bench: {stage} {who}: {shown}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,102 @@
+"""Pulse's latency at a steady rate (open loop: requests sent on schedule, not back to back):
+the POST's answer time, seen by the client, and accepted → first attempt started, from
+PostgreSQL (the notification's ``created_at`` to its first attempt row's ``started_at``).
+
+One API process and one worker process, both running before the first request. The first
+second's notifications are a warm-up, not counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from bench.processes import pulse_api, pulse_worker
+from bench.scope import Scope, fresh_scope
+from bench.servers import free_port
+from pulse.store.pool import create_pool
+from pulse.store.tenants import TenantStore
+
+BODY = {"recipient": "bench", "channel": "log", "payload": {"message": "benchmark"}}
+DRAIN_TIMEOUT_S = 60.0
+STARTED = """
+SELECT extract(epoch FROM a.started_at - n.created_at) * 1000 AS ms
+FROM notifications n JOIN attempts a ON a.notification_id = n.id AND a.number = 1
+ORDER BY n.created_at
+"""
+
+
+def percentiles(values: list[float], warmup: int) -> tuple[float, float]:
+    counted = values[warmup:] if len(values) > warmup else values
+    cuts = statistics.quantiles(counted, n=100, method="inclusive")
+    return cuts[49], cuts[98]
+
+
+async def pulse_latency(
+    redis_url: str, admin_url: str, rate: float, seconds: float
+) -> dict[str, Any]:
+    count = max(10, round(rate * seconds))
+    async with fresh_scope(redis_url, admin_url) as scope:
+        key = await _tenant_key(scope)
+        with pulse_api(scope, free_port()) as base, pulse_worker(scope) as go:
+            go()
+            answers = await _send(base + "/api/notifications/", key, rate, count)
+            started = await _wait_started(scope, count)
+    warmup = round(rate)
+    answer_p50, answer_p99 = percentiles(answers, warmup)
+    start_p50, start_p99 = percentiles(started, warmup)
+    return {
+        "rate": rate, "count": count, "answer_p50_ms": answer_p50, "answer_p99_ms": answer_p99,
+        "p50_ms": start_p50, "p99_ms": start_p99,
+    }  # fmt: skip
+
+
+async def _tenant_key(scope: Scope) -> str:
+    pool = await create_pool(scope.database_url, 1, 1)
+    try:
+        return (await TenantStore(pool).create(f"bench-{scope.prefix}")).api_key
+    finally:
+        await pool.close()
+
+
+async def _send(url: str, key: str, rate: float, count: int) -> list[float]:
+    """POST ``count`` notifications on schedule; each answer's time in ms, in send order."""
+    headers = {"Authorization": f"Bearer {key}"}
+    connector = aiohttp.TCPConnector(limit=256)
+    async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
+
+        async def post() -> float:
+            sent = time.perf_counter()
+            async with session.post(url, json=BODY) as answer:
+                await answer.read()
+                if answer.status != 202:
+                    raise RuntimeError(f"POST answered {answer.status}: {await answer.text()}")
+            return (time.perf_counter() - sent) * 1000
+
+        tasks = []
+        started = time.perf_counter()
+        for i in range(count):
+            delay = started + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(post()))
+        return list(await asyncio.gather(*tasks))
+
+
+async def _wait_started(scope: Scope, count: int) -> list[float]:
+    conn = await asyncpg.connect(scope.database_url)
+    try:
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while time.monotonic() < deadline:
+            rows = await conn.fetch(STARTED)
+            if len(rows) >= count:
+                return [float(row["ms"]) for row in rows]
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+    raise RuntimeError(f"not every notification was attempted within {DRAIN_TIMEOUT_S:.0f} s")

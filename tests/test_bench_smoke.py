@@ -1,0 +1,46 @@
+"""`make bench` still runs: the drain section, at smoke size, against the test servers.
+
+It starts real processes (a Pulse worker, each peer from its own virtual environment, made on
+first use) and checks what a reader of the report checks: a figure and a ratio for every peer.
+No speed is asserted here; speed belongs in the bench itself.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ServerUrls
+
+pytestmark = pytest.mark.system
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_drain_reports_pulse_and_every_peer(server_urls: ServerUrls) -> None:
+    # Given the test servers, named to the bench as its own
+    env = os.environ | {
+        "PULSE_BENCH_REDIS_URL": server_urls.redis,
+        "PULSE_BENCH_DATABASE_URL": server_urls.postgres,
+    }
+    report = ROOT / "docs" / "benchmarks.md"
+    before = report.read_text()
+    # When the bench runs its drain section at smoke size, writing nothing
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--no-report", "--only", "drain"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    # Then it succeeds with a rate for Pulse and a rate and a ratio for each peer
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {line.split("|")[1].strip(): line for line in done.stdout.splitlines() if "|" in line}
+    assert rows["Pulse"].count("|") == 6
+    for peer in ("arq", "Dramatiq", "SAQ", "Celery"):
+        ratio = rows[peer].split("|")[5].strip()
+        assert ratio.endswith("x"), rows[peer]
+        assert float(ratio[:-1]) > 0
+    # And the report is untouched
+    assert report.read_text() == before
