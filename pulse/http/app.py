@@ -43,6 +43,7 @@ from pulse.http.state import (
     POOL,
     PROVIDERS,
     PUBLISHER,
+    QUEUE_STATS,
     RECEIPTS,
     REDIS,
     ROUTES,
@@ -55,6 +56,7 @@ from pulse.queue.client import open_redis
 from pulse.queue.dead_letters import DeadLetterStream
 from pulse.queue.keys import QueueKeys
 from pulse.queue.publisher import Publisher
+from pulse.queue.stats import QueueStats
 from pulse.services.dead_letters import DeadLetters
 from pulse.store.batches import BatchStore
 from pulse.store.dead_letters import DeadLetterStore
@@ -87,6 +89,7 @@ def create_app(
     app[PROVIDERS] = catalog(specs, settings.providers)
     app[DEFAULT_ROUTES] = configured_routes(settings.routes, specs, settings.providers)
     app[METRICS] = metrics or Metrics()
+    app[METRICS].collect_queue_state()  # the API process alone exports the queue's state
     app.cleanup_ctx.append(_backends)
     app.add_routes(health.routes)
     app.add_routes(batches.routes)
@@ -116,8 +119,9 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
     keys = QueueKeys(settings.key_prefix)
     app[PUBLISHER] = Publisher(redis, keys)
     app[DEAD_LETTERS] = DeadLetters(
-        DeadLetterStore(pool), DeadLetterStream(redis, keys), app[PUBLISHER]
+        DeadLetterStore(pool), DeadLetterStream(redis, keys), app[PUBLISHER], app[METRICS]
     )
+    app[QUEUE_STATS] = QueueStats(redis, keys)
     app[BATCHES] = BatchStore(pool)
     app[ROUTES] = RouteStore(pool)
     app[RECEIPTS] = ReceiptStore(pool)

@@ -19,7 +19,7 @@ from pulse.core.ports import ChannelSpec
 from pulse.http.auth import require
 from pulse.http.problems import json_pointer, problem
 from pulse.http.responses import decode_body, from_db, json_response
-from pulse.http.state import BATCHES, PUBLISHER, SETTINGS, SPECS, TENANT_ID
+from pulse.http.state import BATCHES, METRICS, PUBLISHER, SETTINGS, SPECS, TENANT_ID
 from pulse.http.validation import Metadata, check_item, depth
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.store.batches import BatchItem, fanout_job
@@ -75,6 +75,7 @@ async def create_batch(request: web.Request) -> web.Response:
     except TRANSIENT_REDIS_ERRORS:
         await from_db(batches.withdraw(batch_id))
         raise Unavailable("the queue is unreachable; nothing was accepted") from None
+    request.app[METRICS].count_accepted((item.channel, item.priority) for item in valid)
     body = BatchAccepted(batch_id=batch_id, accepted=len(valid), rejected=rejected, items=results)
     return json_response(body, status=202)
 

@@ -62,7 +62,7 @@ async def create_notification(request: web.Request) -> web.StreamResponse:
         if started is not None:
             await started.release()
         raise
-    request.app[METRICS].accepted.labels(job.channel).inc()
+    request.app[METRICS].count_accepted([(job.channel, job.priority)])
     return answer(202, render(created_at), location)
 
 
