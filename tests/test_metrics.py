@@ -10,12 +10,15 @@ import msgspec
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
 
 from pulse.channels.registry import channel_specs
 from pulse.config import Settings
 from pulse.devtools.smtp_sink import free_port
 from pulse.http.app import create_app
 from pulse.metrics import Metrics
+from pulse.queue.keys import QueueKeys
+from pulse.queue.stats import QueueStats
 from tests.conftest import EXAMPLE, Client, WorkerFactory, wait_for_status
 from tests.prometheus_tools import promtool
 from tests.smtp_servers import ScriptedHandler, ScriptedSmtp
@@ -89,13 +92,13 @@ async def test_delivered_retried_dead_lettered_replayed_and_cancelled_are_counte
         locations.append(response.headers["Location"])
     for location, status in zip(locations, ("delivered", "delivered", "failed"), strict=True):
         assert (await wait_for_status(client, auth, location, status))["status"] == status
+    worker = await _settled(running.worker.metrics, finished=3)  # counted after the commit
     dead = (await (await client.get("/api/dead-letters", headers=auth)).json())["items"]
     replay = await client.post(f"/api/dead-letters/{dead[0]['id']}/replay", headers=auth)
     assert replay.status == 202
 
-    # When the API and the worker are scraped
+    # When the API is scraped too
     api = await scrape(client)
-    worker = running.worker.metrics.exposition().decode()
 
     # Then each count is by channel and priority, in the process that saw it happen
     flow = {"channel": "email", "priority": "1"}
@@ -112,8 +115,28 @@ async def test_delivered_retried_dead_lettered_replayed_and_cancelled_are_counte
     assert value(worker, "pulse_provider_circuit_state", provider="smtp") == 0
 
 
+async def _settled(metrics: Metrics, finished: int) -> str:
+    """The worker's exposition once ``finished`` notifications are counted delivered or failed
+    (the acker counts right after its commit, which a reader may see first)."""
+    text = ""
+    for _ in range(200):
+        text = metrics.exposition().decode()
+        flow = {"channel": "email", "priority": "1"}
+        counted = value(text, "pulse_notifications_delivered_total", **flow) + value(
+            text, "pulse_notifications_failed_total", **flow
+        )
+        if counted >= finished:
+            return text
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never counted {finished} finished notifications:\n{text}")
+
+
 async def test_queue_state_and_live_workers_come_from_redis_at_scrape_time(
-    client: Client, auth: dict[str, str], settings: Settings, start_worker: WorkerFactory
+    client: Client,
+    auth: dict[str, str],
+    settings: Settings,
+    start_worker: WorkerFactory,
+    redis: Redis,
 ) -> None:
     # Given three notifications of priority 1 and no worker yet
     for _ in range(3):
@@ -130,13 +153,19 @@ async def test_queue_state_and_live_workers_come_from_redis_at_scrape_time(
     assert value(before, "pulse_workers_live") == 0
 
     # When a worker starts and delivers them
-    start_worker(settings)
+    running = start_worker(settings)
     after = await _scrape_until(client, "pulse_queue_depth", "0", priority="1")
 
     # Then the queue is empty and one worker is alive, consuming every stream
     assert value(after, "pulse_workers_live") == 1
     assert value(after, "pulse_queue_consumers", priority="1") == 1
     assert value(after, "pulse_dead_letters") == 0
+
+    # And once it stops gracefully it no longer counts as alive (its consumer stays listed)
+    await running.shutdown()
+    gone = await QueueStats(redis, QueueKeys(settings.key_prefix)).snapshot()
+    assert gone.workers == []
+    assert gone.streams[1].consumers == 1
 
 
 async def _scrape_until(client: Client, name: str, wanted: str, **labels: str) -> str:
