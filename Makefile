@@ -7,8 +7,13 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
+# The example channel plugin the tests load (tests/plugins/): installed beside, not into, .venv,
+# so `make dev` never shows it; the tests that need it put this folder on their path.
+TEST_PLUGINS := .test-plugins
+EXAMPLE_PLUGIN := tests/plugins/pulse-example-channel
 
-.PHONY: dev test lint format typecheck bench reliability setup clean
+.PHONY: dev test test-unit test-integration test-system lint format typecheck bench reliability \
+	setup tools clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -18,14 +23,36 @@ $(BIN)/pulse: $(UV) pyproject.toml uv.lock
 	$(UV) sync --frozen --quiet
 	@touch $@
 
-setup: $(BIN)/pulse
+$(TEST_PLUGINS)/.installed: $(BIN)/pulse $(shell find $(EXAMPLE_PLUGIN) -name '*.py' -o -name pyproject.toml)
+	rm -rf $(TEST_PLUGINS)
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps --target $(TEST_PLUGINS) $(EXAMPLE_PLUGIN)
+	@touch $@
+
+setup: $(BIN)/pulse $(TEST_PLUGINS)/.installed
+
+# Tools some tests call that are not Python packages (docker-compose; prometheus and promtool).
+# CI installs them in .ci/run; on a workstation, run it once.
+tools:
+	bash scripts/install-docker-compose.sh
+	bash scripts/install-prometheus.sh
 
 dev: setup
 	$(BIN)/pulse dev
 
+# All three tiers (the README's command and CI's). Each tier alone: unit tests need no server
+# and run in seconds; integration tests use real Redis, PostgreSQL, SMTP and HTTP on loopback;
+# system tests start processes (pulse dev, workers killed mid-flight, chaos, 100k drains).
 test: setup
-	@command -v docker-compose >/dev/null || bash scripts/install-docker-compose.sh
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	$(BIN)/pytest -m unit $(PYTEST_ARGS)
+
+test-integration: setup
+	$(BIN)/pytest -m integration $(PYTEST_ARGS)
+
+test-system: setup
+	$(BIN)/pytest -m system $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check pulse tests bench
@@ -48,4 +75,4 @@ reliability: setup
 	$(BIN)/pytest -s -q tests/test_chaos.py tests/test_priorities.py tests/test_bounded_memory.py
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .bench-venv .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) $(TEST_PLUGINS) .bench-venv .pytest_cache .mypy_cache .ruff_cache

@@ -24,7 +24,7 @@ from pulse.metrics import Metrics
 from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
 from pulse.queue.publisher import Publisher
 from pulse.runtime.worker import build_worker
-from pulse.store.migrations import migrate
+from pulse.store.migrations import migrate_database
 from pulse.store.pool import create_pool
 from pulse.store.tenants import TenantStore, generate_key
 
@@ -45,11 +45,7 @@ class DrainResult:
 
 async def drain(redis_url: str, database_url: str, jobs: int, settings: Settings) -> DrainResult:
     """``database_url`` must name a fresh database; the caller creates and drops it."""
-    conn = await asyncpg.connect(database_url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
+    await migrate_database(database_url)
     prefix = f"bench{secrets.token_hex(3)}"
     settings = msgspec.structs.replace(
         settings, redis_url=redis_url, database_url=database_url, key_prefix=prefix

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -43,6 +43,11 @@ SECRET_FIELDS = frozenset(
 # PULSE_PROVIDER_RELAY2__HOST=..., PULSE_PROVIDER_RELAY2__PASSWORD=... (name ``relay2``;
 # underscores in a name become dashes). The flat settings configure each channel's default one.
 PROVIDER_PREFIX = "PULSE_PROVIDER_"
+# Settings of a channel plugin: PULSE_CHANNEL_<NAME>__<FIELD>, kept as text here and checked
+# against the plugin's own settings struct by the channel registry, which knows the plugins.
+CHANNEL_PREFIX = "PULSE_CHANNEL_"
+# A plugin field whose name ends so is a secret: hidden in messages, scrubbed from what is stored.
+SECRET_SUFFIXES = ("password", "token", "secret", "key")
 # Names the flat settings and Pulse's own channels already give a provider.
 RESERVED_NAMES = frozenset({"smtp", "twilio", "fcm", "webhook", "log", "receipt"})
 
@@ -112,23 +117,67 @@ def parse_providers(env: Mapping[str, str]) -> dict[str, ProviderConfig]:
 def _convert(name: str, raw: dict[str, str]) -> ProviderConfig:
     if "kind" not in raw:
         raise ConfigError(f"{provider_env_name(name, 'kind')} is not set: use smtp, twilio or fcm")
+    config: ProviderConfig = convert_fields(
+        raw,
+        ProviderConfig,
+        lambda field: provider_env_name(name, field),
+        SECRET_PROVIDER_FIELDS,
+        needed_by=f"a {raw['kind']} provider",
+    )
+    return config
+
+
+def convert_fields(
+    raw: Mapping[str, str],
+    kind: Any,
+    variable: Callable[[str], str],
+    secret: Collection[str],
+    needed_by: str,
+) -> Any:
+    """``raw`` (one group of ``PULSE_*__FIELD`` texts) as ``kind``; a bad or missing field stops
+    start-up naming its variable, and a secret's value is never shown."""
     try:
-        config: ProviderConfig = msgspec.convert(raw, ProviderConfig, strict=False)
-        return config
+        return msgspec.convert(raw, kind, strict=False)
     except msgspec.ValidationError as exc:
         text = str(exc)
         missing = re.search(r"missing required field `(\w+)`", text)
         if missing:
-            variable = provider_env_name(name, missing.group(1))
             raise ConfigError(
-                f"{variable} is not set (a {raw['kind']} provider needs it)"
+                f"{variable(missing.group(1))} is not set ({needed_by} needs it)"
             ) from None
         match = re.search(r"at `\$\.(\w+)`", text) or re.search(r"field `(\w+)`", text)
         field = match.group(1) if match else "kind"
-        shown = "***" if field in SECRET_PROVIDER_FIELDS else repr(raw.get(field))
+        shown = "***" if field in secret else repr(raw.get(field))
         reason = text.split(" - at ")[0]
-        variable = provider_env_name(name, field)
-        raise ConfigError(f"{variable}={shown} is invalid: {reason}") from None
+        raise ConfigError(f"{variable(field)}={shown} is invalid: {reason}") from None
+
+
+def channel_key(name: str) -> str:
+    """A channel's key in ``Settings.channel_settings``: ``my_chan`` and ``my-chan`` are one."""
+    return name.lower().replace("_", "-")
+
+
+def channel_env_name(name: str, field: str) -> str:
+    return f"{CHANNEL_PREFIX}{name.upper().replace('-', '_')}__{field.upper()}"
+
+
+def is_secret_field(field: str) -> bool:
+    return field.lower().endswith(SECRET_SUFFIXES)
+
+
+def parse_channel_settings(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """``PULSE_CHANNEL_<NAME>__<FIELD>`` texts by channel; the plugin's struct checks them."""
+    found: dict[str, dict[str, str]] = {}
+    for variable, value in env.items():
+        if not variable.startswith(CHANNEL_PREFIX):
+            continue
+        raw_name, sep, field = variable[len(CHANNEL_PREFIX) :].partition("__")
+        if not sep or not field or not PROVIDER_NAME.match(channel_key(raw_name)):
+            raise ConfigError(
+                f"{variable} is not a channel setting: use PULSE_CHANNEL_<NAME>__<FIELD>"
+            )
+        found.setdefault(channel_key(raw_name), {})[field.lower()] = value
+    return found
 
 
 def provider_secrets(providers: Mapping[str, ProviderConfig]) -> list[str]:
@@ -188,7 +237,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     reconcile_after_s: PositiveFloat = 30.0
 
     idempotency_retention_s: PositiveFloat = 86_400.0
-    idempotency_stale_after_s: PositiveFloat = 60.0
     max_list_limit: PositiveInt = 500
 
     webhook_secret: str | None = None
@@ -219,6 +267,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     receipt_signing_key: Annotated[str, msgspec.Meta(min_length=32)] | None = None
     receipt_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 10
 
+    # Channel plugins' own settings (PULSE_CHANNEL_<NAME>__<FIELD>), checked by the registry.
+    channel_settings: dict[str, dict[str, str]] = msgspec.field(default_factory=dict)
+
     dev_api_key: str | None = None
 
     def __repr__(self) -> str:
@@ -227,6 +278,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             for name, value in msgspec.structs.asdict(self).items()
         }
         shown["providers"] = sorted(self.providers)
+        shown["channel_settings"] = {
+            name: {f: "***" if is_secret_field(f) else v for f, v in fields.items()}
+            for name, fields in self.channel_settings.items()
+        }
         return f"Settings({shown})"
 
     def weights(self) -> list[int]:
@@ -240,6 +295,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         """The configured secrets themselves, to scrub from anything Pulse stores or logs."""
         values = [getattr(self, name) for name in SECRET_FIELDS]
         values += provider_secrets(self.providers)
+        values += [
+            value
+            for fields in self.channel_settings.values()
+            for field, value in fields.items()
+            if is_secret_field(field)
+        ]
         return [value for value in values if isinstance(value, str) and len(value) >= 4]
 
     def cors_allowed(self) -> frozenset[str]:
@@ -284,17 +345,18 @@ def load_settings(
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(_explain(exc, raw)) from None
-    providers = parse_providers(merged)
-    return msgspec.structs.replace(settings, providers=providers) if providers else settings
+    return msgspec.structs.replace(
+        settings, providers=parse_providers(merged), channel_settings=parse_channel_settings(merged)
+    )
 
 
 def _pulse_fields(env: Mapping[str, str]) -> dict[str, Any]:
-    known = set(Settings.__struct_fields__) - {"providers"}
+    known = set(Settings.__struct_fields__) - {"providers", "channel_settings"}
     fields: dict[str, Any] = {}
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX) or name.startswith(FOREIGN_PREFIXES):
             continue
-        if name.startswith(PROVIDER_PREFIX):  # named providers: parsed on their own
+        if name.startswith((PROVIDER_PREFIX, CHANNEL_PREFIX)):  # groups: parsed on their own
             continue
         field = name[len(ENV_PREFIX) :].lower()
         if field not in known:

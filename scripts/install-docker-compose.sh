@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The compose test validates compose.yaml with Debian's docker-compose; install it where missing.
+# `make tools` (and CI, in .ci/run): the compose test validates compose.yaml with Debian's
+# docker-compose; install it where missing.
 set -euo pipefail
 command -v docker-compose >/dev/null && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then

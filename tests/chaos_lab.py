@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from pulse.devtools.embedded import EmbeddedPostgres, EmbeddedRedis
-from pulse.devtools.smtp_sink import free_port
+from pulse.devtools.ports import free_port
 
 
 class PulseProcess:

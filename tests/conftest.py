@@ -24,19 +24,29 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
-from pulse.channels.registry import build_channels, channel_specs
+from pulse.channels.registry import build_channels, channel_specs, plugins
 from pulse.config import Settings
 from pulse.devtools.smtp_sink import SmtpSink
 from pulse.http.app import create_app
 from pulse.metrics import Metrics
 from pulse.queue.keys import QueueKeys
 from pulse.runtime.worker import Worker, build_worker
-from pulse.store.migrations import migrate
+from pulse.store.migrations import migrate_database
 from pulse.store.pool import create_pool
 from pulse.store.tenants import NewTenant, TenantStore
 from tests.provider_fakes import google, twilio  # noqa: F401  (fixtures, shared)
+from tests.tiers import refuse_untiered
 
 Client = TestClient[web.Request, web.Application]
+ROOT = Path(__file__).resolve().parent.parent
+# `make setup` installs the example channel plugin (tests/plugins/) here, beside .venv.
+TEST_PLUGINS = ROOT / ".test-plugins"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Before `-m` selects a tier: every collected test must have exactly one."""
+    refuse_untiered(items)
 
 
 @dataclass(frozen=True)
@@ -74,11 +84,7 @@ async def fresh_database(server: str, prefix: str, migrated: bool = True) -> Asy
     url = with_database(server, name)
     try:
         if migrated:
-            conn = await asyncpg.connect(url)
-            try:
-                await migrate(conn)
-            finally:
-                await conn.close()
+            await migrate_database(url)
         yield url
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -230,7 +236,7 @@ async def live_api(settings: Settings, tmp_path: Path) -> AsyncIterator[str]:
     import subprocess
     import sys
 
-    from pulse.devtools.smtp_sink import free_port
+    from pulse.devtools.ports import free_port
 
     port = free_port("127.0.0.1")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
@@ -271,3 +277,15 @@ async def wait_http_ok(url: str) -> None:
                 pass
             await asyncio.sleep(0.1)
     raise AssertionError(f"{url} never answered 200")
+
+
+@pytest.fixture
+def example_plugin(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The example channel plugin installed for this test: its folder on the import path (so
+    its ``pulse.channels`` entry point is found) and the registry's plugin list reloaded."""
+    if not (TEST_PLUGINS / ".installed").exists():
+        pytest.fail("the example plugin is not installed: run `make setup`")
+    monkeypatch.syspath_prepend(str(TEST_PLUGINS))
+    plugins.cache_clear()
+    yield TEST_PLUGINS
+    plugins.cache_clear()

@@ -19,7 +19,7 @@ import msgspec
 import pytest
 import yaml
 
-from pulse.devtools.smtp_sink import free_port
+from pulse.devtools.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTALL = ROOT / "scripts" / "install-prometheus.sh"

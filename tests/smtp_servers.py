@@ -11,7 +11,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 
 from pulse.devtools.managed import Managed
-from pulse.devtools.smtp_sink import free_port
+from pulse.devtools.ports import free_port
 
 FLAKY = re.compile(r"^flaky(\d+)-")
 
@@ -73,3 +73,5 @@ class ScriptedSmtp(Managed):
         if self.running:
             self._controller.stop()
             self.running = False
+        elif not self._controller.loop.is_closed():
+            self._controller.loop.close()  # never started: aiosmtpd made a loop it never closes

@@ -14,6 +14,8 @@ from pulse.queue.keys import QueueKeys
 from pulse.store.tenants import NewTenant
 from tests.conftest import EXAMPLE, Client
 
+pytestmark = pytest.mark.integration
+
 
 def body_with(**changes: Any) -> dict[str, Any]:
     body: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(EXAMPLE))

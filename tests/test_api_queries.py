@@ -8,11 +8,17 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from pulse.channels.registry import channel_specs
 from pulse.config import Settings
+from pulse.http.app import create_app
+from pulse.services.accept import fingerprint
 from pulse.store.idempotency import IdempotencyStore
 from pulse.store.tenants import NewTenant, TenantStore
 from tests.conftest import EXAMPLE, Client, WorkerFactory, wait_for_status
+
+pytestmark = pytest.mark.integration
 
 
 async def count_for(pool: asyncpg.Pool, tenant: NewTenant) -> int:
@@ -94,15 +100,12 @@ async def test_100_concurrent_identical_requests_create_one_notification(
 async def test_a_key_still_in_flight_answers_409(
     client: Client, auth: dict[str, str], pool: asyncpg.Pool, settings: Settings, tenant: NewTenant
 ) -> None:
-    import hashlib
-
-    store = IdempotencyStore(pool, 3600, 60)
-    canonical = hashlib.sha256(msgspec.json.encode(_canonical(EXAMPLE))).digest()
-    await store.claim(tenant.tenant_id, "slow-1", canonical)  # another request holds it
-
-    response = await client.post(
-        "/api/notifications/", json=EXAMPLE, headers=auth | {"Idempotency-Key": "slow-1"}
-    )
+    store = IdempotencyStore(pool, 3600)
+    canonical = fingerprint(_canonical(EXAMPLE))
+    async with store.claim(tenant.tenant_id, "slow-1", canonical):  # another request holds it
+        response = await client.post(
+            "/api/notifications/", json=EXAMPLE, headers=auth | {"Idempotency-Key": "slow-1"}
+        )
 
     assert response.status == 409
     assert response.headers["Retry-After"]
@@ -115,12 +118,18 @@ def _canonical(body: dict[str, Any]) -> Any:
     return msgspec.convert(body, NotificationRequest)
 
 
-async def test_expired_keys_are_purged(pool: asyncpg.Pool, tenant: NewTenant) -> None:
-    store = IdempotencyStore(pool, retention_s=0.001, stale_after_s=60)
-    await store.claim(tenant.tenant_id, "old-1", b"x")
+async def test_expired_keys_are_purged(
+    settings: Settings, auth: dict[str, str], pool: asyncpg.Pool, tenant: NewTenant
+) -> None:
+    brief = msgspec.structs.replace(settings, idempotency_retention_s=0.001)
+    async with TestClient(TestServer(create_app(brief, channel_specs(brief)))) as client:
+        headers = auth | {"Idempotency-Key": "old-1"}
+        assert (
+            await client.post("/api/notifications/", json=EXAMPLE, headers=headers)
+        ).status == 202
     await asyncio.sleep(0.01)
 
-    assert await store.purge_expired() >= 1
+    assert await IdempotencyStore(pool, 3600).purge_expired() >= 1
     assert (
         await pool.fetchval(
             "SELECT count(*) FROM idempotency_keys WHERE tenant_id = $1", tenant.tenant_id

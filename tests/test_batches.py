@@ -7,10 +7,13 @@ from typing import Any
 
 import asyncpg
 import msgspec
+import pytest
 
 from pulse.config import Settings
 from pulse.store.tenants import NewTenant
 from tests.conftest import EXAMPLE, Client, WorkerFactory
+
+pytestmark = pytest.mark.integration
 
 
 async def count_for(pool: asyncpg.Pool, tenant: NewTenant, status: str | None = None) -> int:

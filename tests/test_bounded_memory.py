@@ -6,12 +6,15 @@ import asyncio
 
 import asyncpg
 import msgspec
+import pytest
 from redis.asyncio import Redis
 
 from bench.pulse_drain import enqueue_bulk
 from pulse.config import Settings
 from pulse.queue.keys import QueueKeys
 from tests.conftest import WorkerFactory
+
+pytestmark = pytest.mark.system
 
 COUNT = 100_000
 

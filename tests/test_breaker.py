@@ -6,6 +6,8 @@ import pytest
 
 from pulse.core.breaker import BreakerPolicy, CircuitBreaker, CircuitState
 
+pytestmark = pytest.mark.unit
+
 
 def test_consecutive_failures_open_the_circuit_and_a_success_resets_the_count() -> None:
     breaker = CircuitBreaker(BreakerPolicy(failures=3, cooldown_s=10))

@@ -23,11 +23,13 @@ import aiohttp
 import asyncpg
 import pytest
 
-from pulse.store.migrations import migrate
+from pulse.store.migrations import migrate_database
 from pulse.store.tenants import TenantStore
 from tests.chaos_lab import Lab, PulseProcess
 from tests.conftest import wait_http_ok
 from tests.smtp_servers import ScriptedHandler, ScriptedSmtp
+
+pytestmark = pytest.mark.system
 
 TOTAL = 5_000
 REJECTED_EVERY = 50  # every 50th recipient is refused for good (550)
@@ -155,8 +157,8 @@ async def time_to_progress(url: str, since: float) -> float:
 async def test_chaos_nothing_lost_nothing_stuck(lab: Lab, tmp_path: Path) -> None:
     handler = ScriptedHandler(random_451=0.2, seed=7)
     with ScriptedSmtp(handler) as smtp:
+        await migrate_database(lab.postgres.url)
         conn = await asyncpg.connect(lab.postgres.url)
-        await migrate(conn)
         tenant = await _tenant(conn, lab.postgres.url)
         await conn.close()
         env = pulse_env(lab, smtp.port)

@@ -9,6 +9,8 @@ from pulse.core.ids import uuid7
 from pulse.core.models import Job, JobKind
 from pulse.queue.codec import MESSAGE_FIELD, UndecodableMessage, decode_job, encode_job
 
+pytestmark = pytest.mark.unit
+
 
 def a_job() -> Job:
     return Job(

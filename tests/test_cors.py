@@ -13,6 +13,8 @@ from pulse.config import Settings
 from pulse.http.app import create_app
 from tests.conftest import Client
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 async def cors_client(settings: Settings) -> AsyncIterator[Client]:

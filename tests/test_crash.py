@@ -17,9 +17,11 @@ from aiosmtpd.controller import Controller
 from redis.asyncio import Redis
 
 from pulse.config import Settings
-from pulse.devtools.smtp_sink import free_port
+from pulse.devtools.ports import free_port
 from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
 from tests.conftest import EXAMPLE, Client
+
+pytestmark = pytest.mark.system
 
 
 class StallingHandler:

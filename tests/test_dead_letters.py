@@ -20,6 +20,8 @@ from pulse.store.tenants import TenantStore
 from tests.conftest import EXAMPLE, Client, WorkerFactory, wait_for_status
 from tests.smtp_servers import ScriptedHandler, ScriptedSmtp
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def smtp() -> Iterator[ScriptedSmtp]:

@@ -18,7 +18,9 @@ from pulse.config import Settings
 from pulse.core.errors import ConfigError
 from pulse.core.ids import uuid7
 from pulse.core.ports import Delivered, Envelope, Failed, Retry
-from pulse.devtools.smtp_sink import free_port
+from pulse.devtools.ports import free_port
+
+pytestmark = pytest.mark.integration
 
 USER, PASSWORD = "pulse", "s3cret"
 

@@ -26,6 +26,8 @@ from pulse.devtools.embedded import (
 )
 from pulse.devtools.smtp_sink import ReceivedMail, SmtpSink
 
+pytestmark = pytest.mark.system
+
 
 def _processes_mentioning(text: str) -> list[int]:
     """Pids whose command line names ``text`` (Linux; elsewhere none are found)."""

@@ -18,6 +18,8 @@ from pulse.store.tenants import NewTenant
 from tests.conftest import EXAMPLE, Client, RunningWorker, WorkerFactory, wait_for_status
 from tests.smtp_servers import ScriptedHandler, ScriptedSmtp
 
+pytestmark = pytest.mark.integration
+
 
 def failover_settings(settings: Settings, primary: ScriptedSmtp, backup: ScriptedSmtp) -> Settings:
     """``smtp`` (the default provider) on ``primary``, a named ``relay2`` on ``backup``."""

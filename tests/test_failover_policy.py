@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pulse.channels.log import LOG_SPEC, LogPayload
 from pulse.core.breaker import BreakerPolicy
 from pulse.core.ids import uuid7
@@ -11,6 +13,8 @@ from pulse.core.timeutil import utcnow
 from pulse.metrics import Metrics
 from pulse.runtime.failover import Breakers, Failover
 from pulse.runtime.work import CIRCUIT_OPEN, Delivery, Done, Try, final_outcome
+
+pytestmark = pytest.mark.unit
 
 
 class Scripted:

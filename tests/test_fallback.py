@@ -11,10 +11,13 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from pulse.channels.registry import channel_specs
 from pulse.config import Settings
-from pulse.devtools.smtp_sink import SmtpSink, free_port
+from pulse.devtools.ports import free_port
+from pulse.devtools.smtp_sink import SmtpSink
 from pulse.http.app import create_app
 from tests.conftest import Client, WorkerFactory, wait_for_status
 from tests.provider_fakes import SID, TOKEN, UNREGISTERED, FakeGoogle, FakeTwilio
+
+pytestmark = pytest.mark.integration
 
 INVALID_NUMBER = "+15005550001"  # the fake answers Twilio's 21211: permanent
 

@@ -18,6 +18,8 @@ from pulse.http.app import create_app
 from tests.conftest import WorkerFactory, wait_for_status
 from tests.provider_fakes import BUSY, GOOD, UNREGISTERED, FakeGoogle
 
+pytestmark = pytest.mark.integration
+
 
 async def push(channel: FcmChannel, target: str) -> Any:
     payload = PushPayload(title="Your order", body="has shipped", data={"order": "42"})

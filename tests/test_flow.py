@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncpg
 import msgspec
+import pytest
 
 from pulse.devtools.smtp_sink import SmtpSink
 from pulse.store.tenants import NewTenant
 from tests.conftest import EXAMPLE, Client, RunningWorker, wait_for_status
+
+pytestmark = pytest.mark.integration
 
 
 async def test_example_notification_is_mailed_and_audited(

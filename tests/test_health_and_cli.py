@@ -7,14 +7,18 @@ import os
 import secrets
 import subprocess
 import sys
+from pathlib import Path
 
 import asyncpg
 import msgspec
+import pytest
 
 from pulse.config import Settings
 from pulse.store.migrations import load_migrations, migrate
 from pulse.store.tenants import TenantStore
 from tests.conftest import EXAMPLE, Client, RunningWorker, fresh_database, wait_for_status
+
+pytestmark = pytest.mark.integration
 
 
 async def test_healthz_and_readyz(client: Client) -> None:
@@ -70,6 +74,24 @@ async def test_migrate_concurrently_applies_each_version_once(database_url: str)
     assert sorted(v for batch in applied for v in batch) == expected  # each applied once
     assert again == []
     assert [row["version"] for row in versions] == expected
+
+
+def test_bad_setting_stops_the_process_with_a_clear_message(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "PULSE_HTTP_PORT": "eighty"}
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pulse", "api"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert "PULSE_HTTP_PORT='eighty' is invalid" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 async def test_tenants_create_prints_a_working_key(settings: Settings, pool: asyncpg.Pool) -> None:

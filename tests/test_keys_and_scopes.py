@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncpg
 import msgspec
+import pytest
 
 from pulse.store.tenants import NewTenant, TenantStore
 from tests.conftest import EXAMPLE, Client
+
+pytestmark = pytest.mark.integration
 
 
 async def new_key(client: Client, auth: dict[str, str], *scopes: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from pulse.channels.registry import channel_specs
 from pulse.config import Settings
-from pulse.devtools.smtp_sink import free_port
+from pulse.devtools.ports import free_port
 from pulse.http.app import create_app
 from pulse.metrics import Metrics
 from pulse.queue.keys import QueueKeys

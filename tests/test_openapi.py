@@ -10,9 +10,12 @@ import sys
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from pulse.store.tenants import NewTenant
 from tests.conftest import Client
+
+pytestmark = pytest.mark.system
 
 
 async def test_openapi_document_and_offline_docs_page(client: Client) -> None:

@@ -11,11 +11,14 @@ import asyncio
 
 import asyncpg
 import msgspec
+import pytest
 from redis.asyncio import Redis
 
 from bench.pulse_drain import enqueue_bulk
 from pulse.config import Settings
 from tests.conftest import WorkerFactory
+
+pytestmark = pytest.mark.system
 
 FLOOD = 20_000
 

@@ -6,6 +6,8 @@ import pytest
 
 from pulse.core.priority import DEFAULT_WEIGHTS, DeficitRoundRobin
 
+pytestmark = pytest.mark.unit
+
 
 def simulate(backlog: list[int], rounds: int, batch: int = 200) -> list[int]:
     """Run the scheduler against queues holding ``backlog`` entries; return what each served."""

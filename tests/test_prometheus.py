@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from pulse.config import Settings
-from pulse.devtools.smtp_sink import free_port
+from pulse.devtools.ports import free_port
 from pulse.store.tenants import TenantStore
 from tests.conftest import EXAMPLE, wait_http_ok
 from tests.prometheus_tools import PrometheusServer, promtool

@@ -10,6 +10,8 @@ from pulse.config import SmtpProvider, TwilioProvider, load_settings
 from pulse.core.errors import ConfigError
 from pulse.core.routes import catalog, parse_default_routes
 
+pytestmark = pytest.mark.unit
+
 RELAY = {
     "PULSE_PROVIDER_RELAY2__KIND": "smtp",
     "PULSE_PROVIDER_RELAY2__HOST": "smtp.backup.example.com",

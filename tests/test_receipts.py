@@ -23,6 +23,8 @@ from pulse.config import Settings
 from pulse.http.app import create_app
 from tests.conftest import EXAMPLE, Client, WorkerFactory, wait_for_status
 
+pytestmark = pytest.mark.integration
+
 
 @dataclass
 class Receiver:

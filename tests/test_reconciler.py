@@ -26,6 +26,8 @@ from tests.conftest import Client, ServerUrls, WorkerFactory, fresh_database, wa
 from tests.smtp_servers import ScriptedHandler, ScriptedSmtp
 from tests.test_reliability import column, post
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 async def database_url(server_urls: ServerUrls) -> AsyncIterator[str]:
@@ -184,7 +186,7 @@ async def test_one_job_the_stream_cannot_carry_fails_alone_and_the_page_is_recov
 async def test_no_requeued_audit_row_when_the_stream_could_not_take_it(
     settings: Settings, redis: Redis, pool: asyncpg.Pool, tenant: NewTenant
 ) -> None:
-    from pulse.devtools.smtp_sink import free_port
+    from pulse.devtools.ports import free_port
     from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
     from pulse.queue.index import JobIndex
     from pulse.queue.lock import ExpiringLock

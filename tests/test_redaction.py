@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from pulse.config import Settings
 from pulse.core.ids import uuid7
 from pulse.core.models import Job, JobKind
@@ -12,6 +14,8 @@ from pulse.core.retry import RetryPolicy
 from pulse.core.timeutil import utcnow
 from pulse.runtime.settle import Redactor, settle
 from pulse.runtime.work import Delivery, Done, Try
+
+pytestmark = pytest.mark.unit
 
 
 def test_settled_rows_carry_no_configured_secret() -> None:

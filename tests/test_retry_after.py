@@ -6,6 +6,8 @@ import pytest
 
 from pulse.core.retry_after import MAX_RETRY_AFTER_S, retry_after_seconds
 
+pytestmark = pytest.mark.unit
+
 NOW = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
 
 

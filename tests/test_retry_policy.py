@@ -9,6 +9,8 @@ import pytest
 from pulse.core.ports import Delivered, Failed, Retry
 from pulse.core.retry import Ack, DeadLetter, RetryIn, RetryPolicy, backoff_s, decide
 
+pytestmark = pytest.mark.unit
+
 POLICY = RetryPolicy(base_s=1.0, cap_s=60.0)
 
 

@@ -9,6 +9,8 @@ import pytest
 from pulse.store.tenants import NewTenant, TenantStore
 from tests.conftest import EXAMPLE, Client
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 async def foreign(pool: asyncpg.Pool, tenant: NewTenant) -> dict[str, str]:

@@ -31,6 +31,8 @@ from tests.provider_fakes import (
     FakeTwilio,
 )
 
+pytestmark = pytest.mark.integration
+
 
 async def send(
     base: str, to: str, whatsapp: bool = False, config: TwilioConfig | None = None

@@ -20,6 +20,8 @@ from pulse.core.ports import Delivered, Envelope, Failed, Retry
 from pulse.core.signatures import webhook_signature
 from tests.conftest import Client, WorkerFactory, wait_for_status
 
+pytestmark = pytest.mark.integration
+
 SECRET = "whsec_" + base64.b64encode(b"pulse-test-webhook-secret-32byte").decode()
 
 

@@ -5,16 +5,20 @@ Pulse's own channels are registered there too (pyproject.toml), so a user's chan
 package with one entry point, and nothing in Pulse changes. The composition root asks this
 module for the specs (the API checks requests with them) and the providers of each channel
 (workers deliver through them): the default one from the flat settings, plus every named
-provider (``PULSE_PROVIDER_<NAME>__*``) of the channel's provider kind.
+provider (``PULSE_PROVIDER_<NAME>__*``) of the channel's provider kind. A third-party plugin
+gets a settings struct of its own, filled from ``PULSE_CHANNEL_<NAME>__<FIELD>`` and checked at
+start-up like every other setting.
 """
 
 from __future__ import annotations
 
 import ssl
 from collections.abc import Mapping
+from dataclasses import replace
 from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -30,7 +34,17 @@ from pulse.channels.webhook import (
     WebhookPayload,
     check_url,
 )
-from pulse.config import ProviderConfig, Settings, SmtpProvider, TwilioProvider, provider_env_name
+from pulse.config import (
+    ProviderConfig,
+    Settings,
+    SmtpProvider,
+    TwilioProvider,
+    channel_env_name,
+    channel_key,
+    convert_fields,
+    is_secret_field,
+    provider_env_name,
+)
 from pulse.core.errors import ConfigError
 from pulse.core.models import RECEIPT_CHANNEL
 from pulse.core.ports import Channel, ChannelPlugin, ChannelSpec
@@ -40,7 +54,8 @@ ENTRY_POINT_GROUP = "pulse.channels"
 
 
 def smtp_config(settings: Settings) -> SmtpConfig:
-    return SmtpConfig(
+    """The default relay, from the flat ``PULSE_SMTP_*`` settings."""
+    default = SmtpProvider(
         host=settings.smtp_host or "127.0.0.1",
         port=settings.smtp_port,
         tls=settings.smtp_tls,
@@ -48,13 +63,25 @@ def smtp_config(settings: Settings) -> SmtpConfig:
         password=settings.smtp_password,
         sender=settings.smtp_from,
         timeout_s=settings.smtp_timeout_s,
-        tls_context=_tls_context(settings.smtp_ca_file),
+        ca_file=settings.smtp_ca_file,
+    )
+    return _smtp(default, "PULSE_SMTP_CA_FILE")
+
+
+def _smtp(config: SmtpProvider, ca_variable: str) -> SmtpConfig:
+    return SmtpConfig(
+        host=config.host,
+        port=config.port,
+        tls=config.tls,
+        username=config.username,
+        password=config.password,
+        sender=config.sender,
+        timeout_s=config.timeout_s,
+        tls_context=_tls_context(config.ca_file, ca_variable),
     )
 
 
-def _tls_context(
-    ca_file: str | None, variable: str = "PULSE_SMTP_CA_FILE"
-) -> ssl.SSLContext | None:
+def _tls_context(ca_file: str | None, variable: str) -> ssl.SSLContext | None:
     """Trust ``ca_file`` (a private relay's CA) instead of the system store when given."""
     if ca_file is None:
         return None
@@ -93,28 +120,45 @@ def _webhook_spec(settings: Settings) -> ChannelSpec:
         name=WEBHOOK_SPEC.name,
         payload_type=WEBHOOK_SPEC.payload_type,
         check_recipient=lambda value: check_url(value, config.allow_http, config.allow_private),
+        missing=None if settings.receipt_signing_key else "PULSE_RECEIPT_SIGNING_KEY",
     )
 
 
 def twilio_config(settings: Settings) -> TwilioConfig:
-    return TwilioConfig(
+    """The default account, from the flat ``PULSE_TWILIO_*`` settings."""
+    default = TwilioProvider(
         account_sid=settings.twilio_account_sid or "",
         auth_token=settings.twilio_auth_token or "",
         base_url=settings.twilio_base_url,
-        from_number=settings.twilio_from,
+        sender=settings.twilio_from,
         messaging_service_sid=settings.twilio_messaging_service_sid,
         whatsapp_from=settings.twilio_whatsapp_from,
-        status_callback_base=settings.public_url,
+    )
+    return _twilio(default, settings.public_url, provider=None)
+
+
+def _twilio(config: TwilioProvider, public_url: str | None, provider: str | None) -> TwilioConfig:
+    return TwilioConfig(
+        account_sid=config.account_sid,
+        auth_token=config.auth_token,
+        base_url=config.base_url,
+        from_number=config.sender,
+        messaging_service_sid=config.messaging_service_sid,
+        whatsapp_from=config.whatsapp_from,
+        status_callback_base=public_url,
+        provider=provider,
     )
 
 
 def fcm_config(settings: Settings) -> FcmConfig:
-    account = None
-    if settings.fcm_service_account_file:
-        account = _service_account(
-            settings.fcm_service_account_file, "PULSE_FCM_SERVICE_ACCOUNT_FILE"
-        )
-    return FcmConfig(account=account, base_url=settings.fcm_base_url)
+    """The default project, from the flat ``PULSE_FCM_*`` settings (none: not configured)."""
+    file = settings.fcm_service_account_file
+    return _fcm(file, settings.fcm_base_url, "PULSE_FCM_SERVICE_ACCOUNT_FILE")
+
+
+def _fcm(account_file: str | None, base_url: str, variable: str) -> FcmConfig:
+    account = _service_account(account_file, variable) if account_file else None
+    return FcmConfig(account=account, base_url=base_url)
 
 
 def _service_account(path: str, variable: str) -> ServiceAccount:
@@ -127,34 +171,12 @@ def _service_account(path: str, variable: str) -> ServiceAccount:
 def named_provider(settings: Settings, name: str, config: ProviderConfig, channel: str) -> Channel:
     """The adapter of a named provider for one channel it serves."""
     if isinstance(config, SmtpProvider):
-        return EmailChannel(
-            SmtpConfig(
-                host=config.host,
-                port=config.port,
-                tls=config.tls,
-                username=config.username,
-                password=config.password,
-                sender=config.sender,
-                timeout_s=config.timeout_s,
-                tls_context=_tls_context(config.ca_file, provider_env_name(name, "ca_file")),
-            )
-        )
+        return EmailChannel(_smtp(config, provider_env_name(name, "ca_file")))
     if isinstance(config, TwilioProvider):
-        twilio = TwilioConfig(
-            account_sid=config.account_sid,
-            auth_token=config.auth_token,
-            base_url=config.base_url,
-            from_number=config.sender,
-            messaging_service_sid=config.messaging_service_sid,
-            whatsapp_from=config.whatsapp_from,
-            status_callback_base=settings.public_url,
-            provider=name,
-        )
+        twilio = _twilio(config, settings.public_url, provider=name)
         return TwilioChannel(twilio, whatsapp=channel == "whatsapp")
-    account = _service_account(
-        config.service_account_file, provider_env_name(name, "service_account_file")
-    )
-    return FcmChannel(FcmConfig(account=account, base_url=config.base_url))
+    variable = provider_env_name(name, "service_account_file")
+    return FcmChannel(_fcm(config.service_account_file, config.base_url, variable))
 
 
 def with_tenant_secrets(
@@ -185,24 +207,53 @@ RECEIPT_SPEC = ChannelSpec(
 )
 
 
-EMAIL = ChannelPlugin("email", lambda s: EMAIL_SPEC, lambda s: EmailChannel(smtp_config(s)))
-LOG = ChannelPlugin("log", lambda s: LOG_SPEC, lambda s: LogChannel())
-WEBHOOK = ChannelPlugin(  # signs nothing until a worker wires tenants' secrets in
+def _twilio_missing(settings: Settings, *, whatsapp: bool) -> str | None:
+    """What the default Twilio account lacks to send on a channel: credentials, or a sender
+    for it (the API refuses sms or whatsapp with it: 501, rather than fail every attempt)."""
+    if not settings.twilio_account_sid:
+        return "PULSE_TWILIO_ACCOUNT_SID"
+    if not settings.twilio_auth_token:
+        return "PULSE_TWILIO_AUTH_TOKEN"
+    own = settings.twilio_whatsapp_from if whatsapp else settings.twilio_from
+    if own or settings.twilio_messaging_service_sid:
+        return None
+    return "PULSE_TWILIO_WHATSAPP_FROM" if whatsapp else "PULSE_TWILIO_FROM"
+
+
+def _fcm_missing(settings: Settings) -> str | None:
+    return None if settings.fcm_service_account_file else "PULSE_FCM_SERVICE_ACCOUNT_FILE"
+
+
+EMAIL: ChannelPlugin[Settings] = ChannelPlugin(
+    "email", lambda s: EMAIL_SPEC, lambda s: EmailChannel(smtp_config(s))
+)
+LOG: ChannelPlugin[Settings] = ChannelPlugin("log", lambda s: LOG_SPEC, lambda s: LogChannel())
+WEBHOOK: ChannelPlugin[Settings] = ChannelPlugin(  # signs nothing until a worker wires secrets in
     "webhook", _webhook_spec, lambda s: WebhookChannel(webhook_config(s))
 )
-SMS = ChannelPlugin(
-    "sms", lambda s: SMS_SPEC, lambda s: TwilioChannel(twilio_config(s), whatsapp=False)
+SMS: ChannelPlugin[Settings] = ChannelPlugin(
+    "sms",
+    lambda s: replace(SMS_SPEC, missing=_twilio_missing(s, whatsapp=False)),
+    lambda s: TwilioChannel(twilio_config(s), whatsapp=False),
 )
-PUSH = ChannelPlugin("push", lambda s: PUSH_SPEC, lambda s: FcmChannel(fcm_config(s)))
-WHATSAPP = ChannelPlugin(
-    "whatsapp", lambda s: WHATSAPP_SPEC, lambda s: TwilioChannel(twilio_config(s), whatsapp=True)
+PUSH: ChannelPlugin[Settings] = ChannelPlugin(
+    "push",
+    lambda s: replace(PUSH_SPEC, missing=_fcm_missing(s)),
+    lambda s: FcmChannel(fcm_config(s)),
 )
+WHATSAPP: ChannelPlugin[Settings] = ChannelPlugin(
+    "whatsapp",
+    lambda s: replace(WHATSAPP_SPEC, missing=_twilio_missing(s, whatsapp=True)),
+    lambda s: TwilioChannel(twilio_config(s), whatsapp=True),
+)
+BUILTINS = (EMAIL, LOG, WEBHOOK, SMS, WHATSAPP, PUSH)
+AnyPlugin = ChannelPlugin[Any]
 
 
 @cache
-def plugins() -> dict[str, ChannelPlugin]:
+def plugins() -> dict[str, AnyPlugin]:
     """Every installed channel plugin by name (loaded once per process)."""
-    found: dict[str, ChannelPlugin] = {}
+    found: dict[str, AnyPlugin] = {}
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         plugin = entry.load()
         if not isinstance(plugin, ChannelPlugin):
@@ -210,20 +261,48 @@ def plugins() -> dict[str, ChannelPlugin]:
                 f"entry point {entry.name!r} of {ENTRY_POINT_GROUP} is no ChannelPlugin"
             )
         found[plugin.name] = plugin
-    for builtin in (
-        EMAIL,
-        LOG,
-        WEBHOOK,
-        SMS,
-        WHATSAPP,
-        PUSH,
-    ):  # present even when run from a source tree
+    for builtin in BUILTINS:  # present even when run from a source tree
         found.setdefault(builtin.name, builtin)
     return found
 
 
+def plugin_settings(plugin: AnyPlugin, settings: Settings) -> Any:
+    """What ``plugin`` is built from: its own settings struct, filled from
+    ``PULSE_CHANNEL_<NAME>__<FIELD>``, or the flat settings for Pulse's own channels."""
+    if plugin.settings_type is None:
+        return settings
+    raw = settings.channel_settings.get(channel_key(plugin.name), {})
+    known = {field.encode_name for field in msgspec.structs.fields(plugin.settings_type)}
+    for field in sorted(set(raw) - known):
+        raise ConfigError(
+            f"{channel_env_name(plugin.name, field)} is not a setting of this channel"
+        )
+    return convert_fields(
+        raw,
+        plugin.settings_type,
+        lambda field: channel_env_name(plugin.name, field),
+        [field for field in raw if is_secret_field(field)],
+        needed_by=f"the {plugin.name} channel",
+    )
+
+
+def check_channel_settings(settings: Settings) -> None:
+    """Start-up check: every ``PULSE_CHANNEL_*`` group names an installed plugin that takes
+    settings, and each such plugin's settings convert."""
+    takers = {channel_key(p.name): p for p in plugins().values() if p.settings_type}
+    for name, fields in sorted(settings.channel_settings.items()):
+        if name not in takers:
+            variable = channel_env_name(name, min(fields))
+            raise ConfigError(f"{variable}: no installed channel {name!r} takes settings")
+    for plugin in takers.values():
+        plugin_settings(plugin, settings)
+
+
 def channel_specs(settings: Settings) -> dict[str, ChannelSpec]:
-    return {name: plugin.spec(settings) for name, plugin in plugins().items()}
+    check_channel_settings(settings)
+    return {
+        name: plugin.spec(plugin_settings(plugin, settings)) for name, plugin in plugins().items()
+    }
 
 
 ProviderSets = dict[str, dict[str, Channel]]
@@ -231,10 +310,12 @@ ProviderSets = dict[str, dict[str, Channel]]
 
 def build_channels(settings: Settings, quiet_log: bool = False) -> ProviderSets:
     """Every channel's providers: channel -> provider name -> adapter."""
+    check_channel_settings(settings)
     channels: ProviderSets = {}
     for name, plugin in plugins().items():
-        spec = plugin.spec(settings)
-        providers = {default_provider(spec): plugin.build(settings)}
+        own = plugin_settings(plugin, settings)
+        spec = plugin.spec(own)
+        providers = {default_provider(spec): plugin.build(own)}
         for provider, config in settings.providers.items():
             if spec.provider_kind == type(config).__struct_config__.tag:
                 providers[provider] = named_provider(settings, provider, config, name)

@@ -2,7 +2,7 @@
 
 Starts embedded Redis and PostgreSQL when no URLs are configured, and a local SMTP sink when no
 SMTP server is configured; applies migrations; makes sure a development tenant exists; then runs
-the API and a worker until Ctrl-C, and stops every server it started.
+the API and a worker until Ctrl-C (or its terminal closes), and stops every server it started.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ import contextlib
 import logging
 import secrets
 import shlex
+import signal
 from pathlib import Path
 
-import asyncpg
 import msgspec
 
 from pulse.cli.serve import api_site, install_stop_signals, run, run_worker
 from pulse.config import Settings
 from pulse.metrics import Metrics
-from pulse.store.migrations import migrate
+from pulse.store.migrations import migrate_database
 from pulse.store.pool import create_pool
 from pulse.store.tenants import TenantStore, generate_key
 
@@ -37,15 +37,23 @@ EXAMPLE_BODY = {
 def run_dev(settings: Settings) -> int:
     data_dir = Path(settings.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGHUP, _hang_up)  # while servers start: as Ctrl-C, they are stopped
     with contextlib.ExitStack() as stack:
-        settings = _with_servers(settings, data_dir, stack)
-        settings = _with_smtp_sink(settings, stack)
-        settings = _with_receipt_key(settings, data_dir)
         try:
+            settings = _with_servers(settings, data_dir, stack)
+            settings = _with_smtp_sink(settings, stack)
+            settings = _with_receipt_key(settings, data_dir)
             run(lambda: _dev_main(settings, data_dir))
         except asyncio.CancelledError:
             logger.warning("stopped at once")
+        finally:
+            # A terminal closed once hangs up no more, but stopping the servers must not be cut.
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
     return 0
+
+
+def _hang_up(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _with_servers(settings: Settings, data_dir: Path, stack: contextlib.ExitStack) -> Settings:
@@ -90,12 +98,7 @@ def _with_receipt_key(settings: Settings, data_dir: Path) -> Settings:
 async def _dev_main(settings: Settings, data_dir: Path) -> None:
     stop = asyncio.Event()
     install_stop_signals(stop)
-    database_url = settings.require_database_url()
-    conn = await asyncpg.connect(database_url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
+    await migrate_database(settings.require_database_url())
     key = await _dev_key(settings, data_dir)
     metrics = Metrics()
     async with api_site(settings, metrics):
@@ -132,6 +135,8 @@ def banner(settings: Settings, key: str) -> str:
             "",
             f"Pulse is running on {base}",
             f"API key of tenant '{DEV_TENANT}': {key}",
+            "Paste into your shell, and the README's curls work as written:",
+            f"export PULSE_KEY={shlex.quote(key)}",
             "Send the example notification:",
             curl,
             "",

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from pulse.channels.registry import check_channel_settings
 from pulse.config import Settings, load_settings
 from pulse.core.errors import ConfigError
 from pulse.logs import configure as configure_logging
@@ -19,6 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
+        check_channel_settings(settings)
     except ConfigError as exc:
         print(f"pulse: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -89,16 +91,9 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from pulse.store.migrations import migrate
+    from pulse.store.migrations import migrate_database
 
-    async def apply() -> list[int]:
-        conn = await asyncpg.connect(settings.require_database_url())
-        try:
-            return await migrate(conn)
-        finally:
-            await conn.close()
-
-    applied = asyncio.run(apply())
+    applied = asyncio.run(migrate_database(settings.require_database_url()))
     print(f"applied migrations: {applied}" if applied else "migrations are current")
     return 0
 

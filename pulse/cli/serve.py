@@ -1,7 +1,8 @@
 """Long-running processes (API, worker) and the signal handling they share.
 
-First SIGTERM or SIGINT: graceful stop (stop fetching, finish in-flight work within the grace
-period). A second one: stop at once; unacknowledged entries stay pending in Redis.
+First SIGTERM, SIGINT or SIGHUP (its terminal closed): graceful stop (stop fetching, finish
+in-flight work within the grace period). A second one: stop at once; unacknowledged entries stay
+pending in Redis.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from pulse.store.pool import create_pool
 
 logger = logging.getLogger("pulse.cli.serve")
 T = TypeVar("T")
+# SIGHUP too: closing the terminal must stop a process as Ctrl-C does, not kill it outright
+# (which would leave `pulse dev`'s embedded PostgreSQL running).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def run(main: Callable[[], Coroutine[object, object, T]]) -> T:
@@ -50,7 +54,7 @@ def install_stop_signals(stop: asyncio.Event) -> None:
         logger.info("%s: stopping gracefully", signal.Signals(signum).name)
         stop.set()
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 
@@ -54,22 +54,33 @@ class ChannelSpec:
     ``provider_kind`` names the kind of account that delivers it (``smtp``, ``twilio``...): the
     channel's default provider carries that name, and named providers of that kind can be put
     on its routes. None: the channel is its own single provider.
+    ``missing`` names the setting the deployment lacks for that default provider (such as
+    ``PULSE_TWILIO_ACCOUNT_SID``); None when it is configured.
     """
 
     name: str
     payload_type: type[msgspec.Struct]
     check_recipient: Callable[[str], str]
     provider_kind: str | None = None
+    missing: str | None = None
+
+
+C = TypeVar("C", bound=msgspec.Struct)
 
 
 @dataclass(frozen=True, slots=True)
-class ChannelPlugin:
+class ChannelPlugin(Generic[C]):
     """What a ``pulse.channels`` entry point names: how to check requests for the channel and
-    how to build it, both from the process's settings (a ``pulse.config.Settings``)."""
+    how to build it, both from the channel's settings.
+
+    A plugin's ``settings_type`` is a struct of its own, filled from
+    ``PULSE_CHANNEL_<NAME>__<FIELD>`` and checked at start-up (a bad value names the variable);
+    None (Pulse's own channels) hands over the process's ``pulse.config.Settings`` instead."""
 
     name: str
-    spec: Callable[[Any], ChannelSpec]
-    build: Callable[[Any], Channel]
+    spec: Callable[[C], ChannelSpec]
+    build: Callable[[C], Channel]
+    settings_type: type[C] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Annotated
 
 import msgspec
@@ -41,6 +42,15 @@ def catalog(
             spec.name for spec in specs.values() if spec.provider_kind == kind
         )
     return {name: frozenset(channels) for name, channels in served.items()}
+
+
+def configured(
+    specs: Mapping[str, ChannelSpec], known: Mapping[str, frozenset[str]]
+) -> dict[str, frozenset[str]]:
+    """``known`` (a ``catalog``) without the default providers whose settings are missing:
+    what the API offers tenants, and what can deliver at all."""
+    unset = {default_provider(spec) for spec in specs.values() if spec.missing is not None}
+    return {name: channels for name, channels in known.items() if name not in unset}
 
 
 def check_route(
@@ -91,12 +101,22 @@ def parse_default_routes(
 
 
 def default_routes(
-    specs: Mapping[str, ChannelSpec], configured: Mapping[str, list[str]]
+    specs: Mapping[str, ChannelSpec],
+    configured: Mapping[str, list[str]],
+    known: Mapping[str, frozenset[str]] | None = None,
 ) -> dict[str, list[str]]:
-    """Each channel's route when a tenant has none: ``PULSE_ROUTES``, else its default provider."""
+    """Each channel's route when a tenant has none: ``PULSE_ROUTES``, else its default provider
+    (else, that one not configured, the configured providers that serve it, by name)."""
     return {
-        name: list(configured.get(name, [default_provider(spec)])) for name, spec in specs.items()
+        name: list(configured.get(name, _fallback(spec, known))) for name, spec in specs.items()
     }
+
+
+def _fallback(spec: ChannelSpec, known: Mapping[str, frozenset[str]] | None) -> list[str]:
+    own = default_provider(spec)
+    if known is None or spec.missing is None:
+        return [own]
+    return sorted(name for name, channels in known.items() if spec.name in channels) or [own]
 
 
 def configured_routes(
@@ -104,7 +124,22 @@ def configured_routes(
 ) -> dict[str, list[str]]:
     """Every channel's default route: ``PULSE_ROUTES`` (``text``) checked against the
     providers configured, else the channel's default provider."""
-    return default_routes(specs, parse_default_routes(text, specs, catalog(specs, providers)))
+    known = catalog(specs, providers)
+    parsed = parse_default_routes(text, specs, known)
+    return default_routes(specs, parsed, configured(specs, known))
+
+
+def accepting(
+    specs: Mapping[str, ChannelSpec], known: Mapping[str, frozenset[str]]
+) -> dict[str, ChannelSpec]:
+    """The specs the API checks requests with: ``missing`` kept only on the channels that no
+    configured provider serves, which the API refuses at accept time (501) rather than
+    letting every attempt fail."""
+    served = {channel for channels in known.values() for channel in channels}
+    return {
+        name: spec if name not in served else replace(spec, missing=None)
+        for name, spec in specs.items()
+    }
 
 
 class RouteBook:

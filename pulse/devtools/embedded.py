@@ -15,7 +15,6 @@ import ctypes
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pulse.devtools.managed import Managed
+from pulse.devtools.ports import free_port
 
 logger = logging.getLogger("pulse.devtools.embedded")
 START_TIMEOUT_S = 20.0
@@ -65,13 +65,6 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
-
-
-def _free_tcp_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def is_running(pid: int) -> bool:
@@ -171,7 +164,7 @@ class EmbeddedRedis(Managed):
             command += ["--port", "0", "--unixsocket", str(self.socket)]
             command += ["--unixsocketperm", "700"]
         else:
-            self._tcp_port = _free_tcp_port("127.0.0.1")
+            self._tcp_port = free_port("127.0.0.1")
             command += ["--port", str(self._tcp_port), "--bind", "127.0.0.1"]
         with self.log.open("ab") as log:  # Valkey logs to stdout: early config errors too
             # Own session: a Ctrl-C in the terminal reaches us, and we stop Redis in order.

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,14 +48,6 @@ class _Controller(Controller):
         if self.port == 0 and isinstance(self.server, asyncio.Server):
             self.port = int(self.server.sockets[0].getsockname()[1])
         super()._trigger_server()  # type: ignore[no-untyped-call]
-
-
-def free_port(host: str) -> int:
-    """A TCP port free right now on ``host`` (for servers that cannot take port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class SmtpSink(Managed):

@@ -12,7 +12,8 @@ from aiohttp import web
 from pulse.core.documents import KeyList, NewKey, NewTenantDocument
 from pulse.core.errors import InvalidInput, NotFound
 from pulse.http.auth import require, require_operator
-from pulse.http.responses import decode_body, from_db, json_response
+from pulse.http.body import read_json
+from pulse.http.responses import json_response
 from pulse.http.state import TENANT_ID, TENANTS
 from pulse.store.tenants import SCOPES
 
@@ -36,9 +37,9 @@ class NewKeyRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 @routes.post("/api/tenants")
 async def create_tenant(request: web.Request) -> web.Response:
     require_operator(request)
-    body = decode_body(await request.read(), NewTenantRequest)
+    body = await read_json(request, NewTenantRequest)
     try:
-        tenant = await from_db(request.app[TENANTS].create(body.name, operator=body.operator))
+        tenant = await request.app[TENANTS].create(body.name, operator=body.operator)
     except asyncpg.UniqueViolationError:
         raise InvalidInput(f"a tenant named {body.name!r} exists already", "$.name") from None
     document = NewTenantDocument(
@@ -50,17 +51,15 @@ async def create_tenant(request: web.Request) -> web.Response:
 @routes.get("/api/keys")
 async def list_keys(request: web.Request) -> web.Response:
     require(request, "admin")
-    return json_response(
-        KeyList(items=await from_db(request.app[TENANTS].keys(request[TENANT_ID])))
-    )
+    return json_response(KeyList(items=await request.app[TENANTS].keys(request[TENANT_ID])))
 
 
 @routes.post("/api/keys")
 async def create_key(request: web.Request) -> web.Response:
     require(request, "admin")
-    body = decode_body(await request.read(), NewKeyRequest)
+    body = await read_json(request, NewKeyRequest)
     scopes = sorted(set(body.scopes))
-    key_id, key = await from_db(request.app[TENANTS].add_key(request[TENANT_ID], scopes, body.name))
+    key_id, key = await request.app[TENANTS].add_key(request[TENANT_ID], scopes, body.name)
     return json_response(NewKey(id=key_id, api_key=key, scopes=scopes), status=201)
 
 
@@ -69,7 +68,7 @@ async def revoke_key(request: web.Request) -> web.Response:
     require(request, "admin")
     key_id = request.match_info["id"]
     try:
-        revoked = await from_db(request.app[TENANTS].revoke(request[TENANT_ID], key_id))
+        revoked = await request.app[TENANTS].revoke(request[TENANT_ID], key_id)
     except asyncpg.DataError:  # not a UUID: no such key
         revoked = False
     if not revoked:

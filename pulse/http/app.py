@@ -16,7 +16,7 @@ from aiohttp import web
 
 from pulse.config import Settings
 from pulse.core.ports import ChannelSpec
-from pulse.core.routes import catalog, configured_routes
+from pulse.core.routes import accepting, catalog, configured, configured_routes
 from pulse.http import (
     admin,
     batches,
@@ -32,8 +32,9 @@ from pulse.http import (
 )
 from pulse.http.auth import auth_middleware
 from pulse.http.edges import cors_middleware, request_id_middleware
-from pulse.http.problems import Handler, problem_middleware
+from pulse.http.problems import CLIENT_CLOSED_REQUEST, Handler, problem_middleware
 from pulse.http.state import (
+    ACCEPT,
     BATCHES,
     DEAD_LETTERS,
     DEFAULT_ROUTES,
@@ -57,6 +58,7 @@ from pulse.queue.dead_letters import DeadLetterStream
 from pulse.queue.keys import QueueKeys
 from pulse.queue.publisher import Publisher
 from pulse.queue.stats import QueueStats
+from pulse.services.accept import AcceptService
 from pulse.services.dead_letters import DeadLetters
 from pulse.store.batches import BatchStore
 from pulse.store.dead_letters import DeadLetterStore
@@ -85,8 +87,8 @@ def create_app(
         ],
     )
     app[SETTINGS] = settings
-    app[SPECS] = specs
-    app[PROVIDERS] = catalog(specs, settings.providers)
+    app[PROVIDERS] = configured(specs, catalog(specs, settings.providers))
+    app[SPECS] = accepting(specs, app[PROVIDERS])
     app[DEFAULT_ROUTES] = configured_routes(settings.routes, specs, settings.providers)
     app[METRICS] = metrics or Metrics()
     app[METRICS].collect_queue_state()  # the API process alone exports the queue's state
@@ -125,8 +127,9 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
     app[BATCHES] = BatchStore(pool)
     app[ROUTES] = RouteStore(pool)
     app[RECEIPTS] = ReceiptStore(pool)
-    app[IDEMPOTENCY] = IdempotencyStore(
-        pool, settings.idempotency_retention_s, settings.idempotency_stale_after_s
+    app[IDEMPOTENCY] = IdempotencyStore(pool, settings.idempotency_retention_s)
+    app[ACCEPT] = AcceptService(
+        app[NOTIFICATIONS], app[BATCHES], app[IDEMPOTENCY], app[PUBLISHER], app[METRICS]
     )
     cleanup = asyncio.create_task(_purge_idempotency_keys(app[IDEMPOTENCY]))
     try:
@@ -159,6 +162,9 @@ async def _timing_middleware(request: web.Request, handler: Handler) -> web.Stre
         response = await handler(request)
         status = response.status
         return response
+    except asyncio.CancelledError:  # the client left (test servers cancel its handler)
+        status = CLIENT_CLOSED_REQUEST
+        raise
     finally:
         route = request.match_info.route.resource
         name = route.canonical if route is not None else "unmatched"

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from pulse.core.errors import Forbidden, Unavailable
+from pulse.core.errors import Forbidden
 from pulse.http.problems import Handler, problem
 from pulse.http.state import KEY_ID, PRINCIPAL, TENANT_ID, TENANTS
-from pulse.store.errors import TRANSIENT_DB_ERRORS
 
 PROTECTED_PREFIX = "/api/"
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="pulse"'}
@@ -18,12 +17,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if not request.path.startswith(PROTECTED_PREFIX):
         return await handler(request)
     scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+    key = key.strip()
+    # Keys are ASCII tokens; other bytes arrive as surrogates and could not even be digested.
+    if scheme.lower() != "bearer" or not key or not key.isascii() or not key.isprintable():
         return problem(401, "send an API key as 'Authorization: Bearer <key>'", headers=_CHALLENGE)
-    try:
-        principal = await request.app[TENANTS].principal(key.strip())
-    except TRANSIENT_DB_ERRORS:
-        raise Unavailable("the database is unreachable; retry shortly") from None
+    principal = await request.app[TENANTS].principal(key)
     if principal is None:
         return problem(401, "unknown or revoked API key", headers=_CHALLENGE)
     request[TENANT_ID] = principal.tenant_id

@@ -12,17 +12,21 @@ from typing import Annotated, Any
 import msgspec
 from aiohttp import web
 
-from pulse.core.errors import InvalidInput, Unavailable
+from pulse.config import Settings
+from pulse.core.errors import InvalidInput, NotConfigured
 from pulse.core.ids import uuid7
-from pulse.core.models import DEFAULT_PRIORITY, MaxAttempts, PriorityLevel
+from pulse.core.models import DEFAULT_PRIORITY, Job, JobKind, MaxAttempts, PriorityLevel
 from pulse.core.ports import ChannelSpec
 from pulse.http.auth import require
+from pulse.http.body import read_json
+from pulse.http.idempotency import idempotency_key, render
 from pulse.http.problems import json_pointer, problem
-from pulse.http.responses import decode_body, from_db, json_response
-from pulse.http.state import BATCHES, METRICS, PUBLISHER, SETTINGS, SPECS, TENANT_ID
-from pulse.http.validation import Metadata, check_item, depth
-from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
-from pulse.store.batches import BatchItem, fanout_job
+from pulse.http.state import ACCEPT, SETTINGS, SPECS, TENANT_ID
+from pulse.http.validation import CheckedNotification, Metadata, check_item, depth
+from pulse.services.accept import BatchAccepted, ItemResult, check_streamable
+from pulse.store.batches import BatchItem
+
+__all__ = ["BatchAccepted", "BatchRequest", "ItemResult", "routes"]
 
 routes = web.RouteTableDef()
 
@@ -43,41 +47,26 @@ class BatchRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     recipients: list[Any] | None = None
 
 
-class ItemResult(msgspec.Struct, kw_only=True, omit_defaults=True):
-    index: int
-    id: str | None = None
-    errors: list[dict[str, str]] | None = None
-
-
-class BatchAccepted(msgspec.Struct, kw_only=True):
-    batch_id: str
-    accepted: int
-    rejected: int
-    items: list[ItemResult]
-
-
 @routes.post("/api/notifications/batch")
 async def create_batch(request: web.Request) -> web.Response:
     require(request, "send")
     settings = request.app[SETTINGS]
-    raw_items = _items(decode_body(await request.read(), BatchRequest), settings.batch_max_items)
-    results, valid = _check_all(raw_items, request.app[SPECS], settings)
-    rejected = len(results) - len(valid)
+    batch = await read_json(request, BatchRequest, settings.max_batch_body_bytes, "$.items")
+    results, valid = _check_all(
+        _items(batch, settings.batch_max_items), request[TENANT_ID], request.app[SPECS], settings
+    )
     if not valid:
         errors = [error for result in results for error in result.errors or []]
-        return problem(422, "no item of the batch is valid", instance=request.path, errors=errors)
-    batch_id = str(uuid7())
-    priority = min(item.priority for item in valid)
-    batches = request.app[BATCHES]
-    await from_db(batches.insert(batch_id, request[TENANT_ID], valid, priority))
-    try:
-        await request.app[PUBLISHER].publish([fanout_job(batch_id, request[TENANT_ID], priority)])
-    except TRANSIENT_REDIS_ERRORS:
-        await from_db(batches.withdraw(batch_id))
-        raise Unavailable("the queue is unreachable; nothing was accepted") from None
-    request.app[METRICS].count_accepted((item.channel, item.priority) for item in valid)
-    body = BatchAccepted(batch_id=batch_id, accepted=len(valid), rejected=rejected, items=results)
-    return json_response(body, status=202)
+        unconfigured = all(error.get("status") == "501" for error in errors)
+        status, detail = (
+            (501, "no channel of the batch is configured")
+            if unconfigured
+            else (422, "no item of the batch is valid")
+        )
+        return problem(status, detail, instance=request.path, errors=errors)
+    key = idempotency_key(request, batch)
+    accept = request.app[ACCEPT]
+    return render(await accept.batch(valid, results, str(uuid7()), request[TENANT_ID], key))
 
 
 def _items(batch: BatchRequest, limit: int) -> list[Any]:
@@ -99,31 +88,65 @@ def _items(batch: BatchRequest, limit: int) -> list[Any]:
 
 
 def _check_all(
-    raw_items: list[Any], specs: Mapping[str, ChannelSpec], settings: Any
+    raw_items: list[Any], tenant_id: str, specs: Mapping[str, ChannelSpec], settings: Settings
 ) -> tuple[list[ItemResult], list[BatchItem]]:
+    """Each item checked on its own, as a single notification would be: its id, or its errors
+    (pointers relative to the item list; ``status`` 501 for a channel not configured)."""
     results: list[ItemResult] = []
     valid: list[BatchItem] = []
     for index, raw in enumerate(raw_items):
         try:
-            if depth(raw) > settings.max_payload_depth + 4:  # before decoding: no deep recursion
-                raise InvalidInput("item is nested too deeply", "$")
-            checked = check_item(raw, specs, settings.max_payload_depth)
+            item = _check_one(raw, tenant_id, specs, settings)
         except InvalidInput as exc:
             pointer = f"/{index}" + json_pointer(exc.pointer or "$")
-            error = {"detail": exc.detail, "pointer": pointer}
+            results.append(
+                ItemResult(index=index, errors=[{"detail": exc.detail, "pointer": pointer}])
+            )
+            continue
+        except NotConfigured as exc:
+            error = {"detail": str(exc), "pointer": f"/{index}/channel", "status": "501"}
             results.append(ItemResult(index=index, errors=[error]))
             continue
-        req = checked.request
-        item = BatchItem(
-            id=str(uuid7()),
-            channel=req.channel,
-            recipient=checked.recipient,
-            payload=req.payload,
-            priority=req.priority,
-            max_attempts=req.max_attempts or settings.default_max_attempts,
-            metadata=req.metadata,
-            fallback=list(checked.fallback) or None,
-        )
         valid.append(item)
         results.append(ItemResult(index=index, id=item.id))
     return results, valid
+
+
+def _check_one(
+    raw: Any, tenant_id: str, specs: Mapping[str, ChannelSpec], settings: Settings
+) -> BatchItem:
+    if depth(raw) > settings.max_payload_depth + 4:  # before decoding: no deep recursion
+        raise InvalidInput("item is nested too deeply", "$")
+    checked = check_item(raw, specs, settings.max_payload_depth)
+    item = _item(checked, settings.default_max_attempts)
+    check_streamable(_job(item, tenant_id))
+    return item
+
+
+def _item(checked: CheckedNotification, default_attempts: int) -> BatchItem:
+    req = checked.request
+    return BatchItem(
+        id=str(uuid7()),
+        channel=req.channel,
+        recipient=checked.recipient,
+        payload=req.payload,
+        priority=req.priority,
+        max_attempts=req.max_attempts or default_attempts,
+        metadata=req.metadata,
+        fallback=list(checked.fallback) or None,
+    )
+
+
+def _job(item: BatchItem, tenant_id: str) -> Job:
+    """The job the fan-out will stream for ``item``."""
+    return Job(
+        id=item.id,
+        tenant_id=tenant_id,
+        kind=JobKind.NOTIFICATION,
+        channel=item.channel,
+        recipient=item.recipient,
+        payload=item.payload,
+        priority=item.priority,
+        max_attempts=item.max_attempts,
+        fallback=tuple(item.fallback or ()),
+    )

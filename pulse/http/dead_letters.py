@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 from aiohttp import web
 
 from pulse.core.documents import DeadLetterDocument, DeadLetterList, Replayed
-from pulse.core.errors import NotFound, Unavailable
+from pulse.core.errors import NotFound
 from pulse.core.models import RowId
 from pulse.http.auth import require
-from pulse.http.responses import decode_body, from_db, json_response
+from pulse.http.body import read_json
+from pulse.http.decoding import decode_query
+from pulse.http.responses import json_response
 from pulse.http.state import DEAD_LETTERS, KEY_ID, NOTIFICATIONS, TENANT_ID
-from pulse.http.validation import explain
-from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.store.dead_letters import DeadLetterFilter
-from pulse.store.errors import TRANSIENT_DB_ERRORS
 
 routes = web.RouteTableDef()
 Limit = Annotated[int, msgspec.Meta(ge=1, le=1000)]
@@ -45,7 +44,7 @@ class ReplayRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 @routes.get("/api/dead-letters")
 async def list_dead_letters(request: web.Request) -> web.Response:
     require(request, "read")
-    query = _convert(dict(request.query), ListQuery, strict=False)
+    query = decode_query(request.query, ListQuery)
     where = DeadLetterFilter(
         tenant_id=request[TENANT_ID],
         channel=query.channel,
@@ -53,7 +52,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
         since=query.since,
         until=query.until,
     )
-    items = await from_db(request.app[DEAD_LETTERS].store.find(where, query.cursor, query.limit))
+    items = await request.app[DEAD_LETTERS].store.find(where, query.cursor, query.limit)
     cursor = items[-1].id if len(items) == query.limit else None
     return json_response(DeadLetterList(items=items, next_cursor=cursor))
 
@@ -64,16 +63,14 @@ async def show_dead_letter(request: web.Request) -> web.Response:
     dead_letter_id = row_id(request.match_info["id"])
     where = DeadLetterFilter(tenant_id=request[TENANT_ID], ids=[dead_letter_id])
     service = request.app[DEAD_LETTERS]
-    found = await from_db(service.store.find(where, 0, 1))
+    found = await service.store.find(where, 0, 1)
     if not found or found[0].notification_id is None:
         raise NotFound(f"no dead letter {dead_letter_id}")
     item = found[0]
     notification_id = item.notification_id
     assert notification_id is not None
-    notification = await from_db(
-        request.app[NOTIFICATIONS].get(request[TENANT_ID], notification_id)
-    )
-    attempts = await from_db(service.store.attempts(notification_id))
+    notification = await request.app[NOTIFICATIONS].get(request[TENANT_ID], notification_id)
+    attempts = await service.store.attempts(notification_id)
     return json_response(
         DeadLetterDocument(dead_letter=item, notification=notification, attempts=attempts)
     )
@@ -90,8 +87,8 @@ async def replay_one(request: web.Request) -> web.Response:
 
 @routes.post("/api/dead-letters/replay")
 async def replay_many(request: web.Request) -> web.Response:
-    body = await request.read()
-    replay = decode_body(body or b"{}", ReplayRequest)
+    require(request, "admin")
+    replay = await read_json(request, ReplayRequest)
     where = DeadLetterFilter(
         tenant_id=request[TENANT_ID],
         channel=replay.channel,
@@ -108,7 +105,7 @@ async def replay_many(request: web.Request) -> web.Response:
 async def purge_one(request: web.Request) -> web.Response:
     require(request, "admin")
     where = DeadLetterFilter(tenant_id=request[TENANT_ID], ids=[row_id(request.match_info["id"])])
-    purged = await _guarded(request.app[DEAD_LETTERS].purge(where))
+    purged = await request.app[DEAD_LETTERS].purge(where)
     if purged == 0:
         raise NotFound(f"no dead letter {request.match_info['id']}")
     return web.Response(status=204)
@@ -117,22 +114,7 @@ async def purge_one(request: web.Request) -> web.Response:
 async def _replay(request: web.Request, where: DeadLetterFilter, limit: int, rate: float) -> int:
     require(request, "admin")
     by = f"key {request[KEY_ID]}"
-    count: int = await _guarded(request.app[DEAD_LETTERS].replay(where, by, limit=limit, rate=rate))
-    return count
-
-
-async def _guarded(awaitable: Any) -> Any:
-    try:
-        return await awaitable
-    except (*TRANSIENT_DB_ERRORS, *TRANSIENT_REDIS_ERRORS):
-        raise Unavailable("a backing service is unreachable; retry shortly") from None
-
-
-def _convert(data: dict[str, str], kind: type[Any], strict: bool) -> Any:
-    try:
-        return msgspec.convert(data, kind, strict=strict)
-    except msgspec.ValidationError as exc:
-        raise explain(exc) from None
+    return await request.app[DEAD_LETTERS].replay(where, by, limit=limit, rate=rate)
 
 
 def row_id(raw: str) -> int:

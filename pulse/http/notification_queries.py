@@ -12,10 +12,10 @@ from pulse.core.documents import AttemptsDocument, NotificationList
 from pulse.core.errors import InvalidInput, NotFound
 from pulse.core.models import PriorityLevel, Status
 from pulse.http.auth import require
+from pulse.http.decoding import check_query, decode_query
 from pulse.http.notifications import parse_id
-from pulse.http.responses import from_db, json_response
+from pulse.http.responses import json_response
 from pulse.http.state import KEY_ID, METRICS, NOTIFICATIONS, SETTINGS, TENANT_ID
-from pulse.http.validation import explain
 from pulse.store.notifications import NotificationFilter
 
 routes = web.RouteTableDef()
@@ -39,13 +39,14 @@ async def list_notifications(request: web.Request) -> web.Response:
     """Newest first. Filters: status, channel, recipient, priority, created_after,
     created_before, and ``metadata.KEY=VALUE`` for each metadata pair to match."""
     require(request, "read")
+    check_query(request.query)
     params = {k: v for k, v in request.query.items() if not k.startswith(METADATA_PREFIX)}
     metadata = {
         k[len(METADATA_PREFIX) :]: v
         for k, v in request.query.items()
         if k.startswith(METADATA_PREFIX)
     }
-    query = _query(params)
+    query = decode_query(params, ListQuery)
     limit = min(query.limit, request.app[SETTINGS].max_list_limit)
     cursor = None if query.cursor is None else _cursor(query.cursor)
     where = NotificationFilter(
@@ -57,9 +58,7 @@ async def list_notifications(request: web.Request) -> web.Response:
         created_before=query.created_before,
         metadata=metadata or None,
     )
-    items = await from_db(
-        request.app[NOTIFICATIONS].search(request[TENANT_ID], where, cursor, limit)
-    )
+    items = await request.app[NOTIFICATIONS].search(request[TENANT_ID], where, cursor, limit)
     next_cursor = items[-1].id if len(items) == limit else None
     return json_response(NotificationList(items=items, next_cursor=next_cursor))
 
@@ -69,11 +68,11 @@ async def list_attempts(request: web.Request) -> web.Response:
     require(request, "read")
     notification_id = parse_id(request.match_info["id"])
     store = request.app[NOTIFICATIONS]
-    view = await from_db(store.get(request[TENANT_ID], notification_id))
+    view = await store.get(request[TENANT_ID], notification_id)
     if view is None:
         raise NotFound(f"no notification {notification_id}")
-    attempts = await from_db(store.attempts(notification_id))
-    history = await from_db(store.history(request[TENANT_ID], notification_id))
+    attempts = await store.attempts(notification_id)
+    history = await store.history(request[TENANT_ID], notification_id)
     return json_response(AttemptsDocument(id=notification_id, attempts=attempts, history=history))
 
 
@@ -85,22 +84,15 @@ async def cancel_notification(request: web.Request) -> web.Response:
     notification_id = parse_id(request.match_info["id"])
     store = request.app[NOTIFICATIONS]
     by = f"cancelled by key {request[KEY_ID]}"
-    before, cancelled = await from_db(store.cancel(request[TENANT_ID], notification_id, by))
+    before, cancelled = await store.cancel(request[TENANT_ID], notification_id, by)
     if before is None:
         raise NotFound(f"no notification {notification_id}")
     if not cancelled and before != Status.CANCELLED:
         raise web.HTTPConflict(text=f"a notification that is {before} cannot be cancelled")
-    view = await from_db(store.get(request[TENANT_ID], notification_id))
+    view = await store.get(request[TENANT_ID], notification_id)
     if cancelled and view is not None:
         request.app[METRICS].count_cancelled(view.channel, view.priority)
     return json_response(view)
-
-
-def _query(params: dict[str, str]) -> ListQuery:
-    try:
-        return msgspec.convert(params, ListQuery, strict=False)
-    except msgspec.ValidationError as exc:
-        raise explain(exc) from None
 
 
 def _cursor(raw: str) -> str:

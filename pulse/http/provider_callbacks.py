@@ -19,7 +19,6 @@ from pulse.core.signatures import (
     valid_twilio_signature,
 )
 from pulse.http.notifications import parse_id
-from pulse.http.responses import from_db
 from pulse.http.state import NOTIFICATIONS, SETTINGS
 
 routes = web.RouteTableDef()
@@ -74,10 +73,8 @@ async def twilio_status(request: web.Request) -> web.Response:
     detail = " ".join(
         f"{k}={form[k]}" for k in ("MessageSid", "MessageStatus", "ErrorCode") if form.get(k)
     )
-    recorded = await from_db(
-        request.app[NOTIFICATIONS].provider_event(
-            notification_id, f"provider:{form.get('MessageStatus', 'unknown')}", f"twilio {detail}"
-        )
+    recorded = await request.app[NOTIFICATIONS].provider_event(
+        notification_id, f"provider:{form.get('MessageStatus', 'unknown')}", f"twilio {detail}"
     )
     if not recorded:
         raise NotFound(f"no notification {notification_id}")

@@ -7,18 +7,18 @@ gets the deployment's default (``PULSE_ROUTES``, else the channel's default prov
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
 from aiohttp import web
 
-from pulse.core.errors import InvalidInput, NotFound
+from pulse.core.errors import InvalidInput, NotConfigured, NotFound
 from pulse.core.routes import MAX_ROUTE_LENGTH, ProviderName, RouteError, check_route
 from pulse.http.auth import require
-from pulse.http.responses import decode_body, from_db, json_response
-from pulse.http.state import DEFAULT_ROUTES, PROVIDERS, ROUTES, TENANT_ID
+from pulse.http.body import read_json
+from pulse.http.responses import json_response
+from pulse.http.state import DEFAULT_ROUTES, PROVIDERS, ROUTES, SPECS, TENANT_ID
 from pulse.store.routes import RouteView
 
 routes = web.RouteTableDef()
@@ -63,11 +63,20 @@ def _channel(request: web.Request) -> str:
     channel = request.match_info["channel"]
     if channel not in request.app[DEFAULT_ROUTES]:
         raise NotFound(f"no channel {channel!r}")
+    missing = request.app[SPECS][channel].missing
+    if missing is not None:
+        raise NotConfigured(f"this deployment cannot deliver {channel!r}: {missing} is not set")
     return channel
 
 
+def _deliverable(request: web.Request) -> list[str]:
+    """The channels some configured provider serves: the only ones the routes list shows."""
+    specs = request.app[SPECS]
+    return sorted(name for name in request.app[DEFAULT_ROUTES] if specs[name].missing is None)
+
+
 async def _own(request: web.Request) -> dict[str, RouteView]:
-    views = await from_db(request.app[ROUTES].of_tenant(request[TENANT_ID]))
+    views = await request.app[ROUTES].of_tenant(request[TENANT_ID])
     return {view.channel: view for view in views}
 
 
@@ -75,9 +84,8 @@ async def _own(request: web.Request) -> dict[str, RouteView]:
 async def list_routes(request: web.Request) -> web.Response:
     require(request, "read")
     own = await _own(request)
-    defaults: Mapping[str, list[str]] = request.app[DEFAULT_ROUTES]
     document = RouteList(
-        routes=[_document(own.get(channel), channel, request) for channel in sorted(defaults)],
+        routes=[_document(own.get(channel), channel, request) for channel in _deliverable(request)],
         providers=[
             ProviderInfo(name=name, channels=sorted(channels))
             for name, channels in sorted(request.app[PROVIDERS].items())
@@ -97,12 +105,12 @@ async def get_route(request: web.Request) -> web.Response:
 async def put_route(request: web.Request) -> web.Response:
     require(request, "admin")
     channel = _channel(request)
-    body = decode_body(await request.read(), RouteRequest)
+    body = await read_json(request, RouteRequest)
     try:
         providers = check_route(channel, body.providers, request.app[PROVIDERS])
     except RouteError as exc:
         raise InvalidInput(exc.reason, f"$.providers[{exc.index}]") from None
-    view = await from_db(request.app[ROUTES].put(request[TENANT_ID], channel, providers))
+    view = await request.app[ROUTES].put(request[TENANT_ID], channel, providers)
     return json_response(_document(view, channel, request))
 
 
@@ -110,6 +118,6 @@ async def put_route(request: web.Request) -> web.Response:
 async def delete_route(request: web.Request) -> web.Response:
     require(request, "admin")
     channel = _channel(request)
-    if not await from_db(request.app[ROUTES].delete(request[TENANT_ID], channel)):
+    if not await request.app[ROUTES].delete(request[TENANT_ID], channel):
         raise NotFound(f"no route of your own for {channel}; the default is in force")
     return web.Response(status=204)

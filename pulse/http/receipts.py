@@ -18,7 +18,8 @@ from pulse.core.errors import InvalidInput, NotConfigured, NotFound
 from pulse.core.signatures import receipt_secret
 from pulse.core.timeutil import utcnow
 from pulse.http.auth import require
-from pulse.http.responses import decode_body, from_db, json_response
+from pulse.http.body import read_json
+from pulse.http.responses import json_response
 from pulse.http.state import RECEIPTS, SETTINGS, SPECS, TENANT_ID
 from pulse.store.receipts import ReceiptEndpoint
 
@@ -77,27 +78,27 @@ def _found(request: web.Request, endpoint: ReceiptEndpoint | None) -> web.Respon
 async def get_receipts(request: web.Request) -> web.Response:
     require(request, "admin")
     _signing_key(request)
-    return _found(request, await from_db(request.app[RECEIPTS].get(request[TENANT_ID])))
+    return _found(request, await request.app[RECEIPTS].get(request[TENANT_ID]))
 
 
 @routes.put("/api/receipts")
 async def put_receipts(request: web.Request) -> web.Response:
     require(request, "admin")
     _signing_key(request)
-    body = decode_body(await request.read(), ReceiptRequest)
+    body = await read_json(request, ReceiptRequest)
     try:
         url = request.app[SPECS]["webhook"].check_recipient(body.url)
     except ValueError as exc:
         raise InvalidInput(str(exc), "$.url") from None
     events = sorted(set(body.events))
-    endpoint = await from_db(request.app[RECEIPTS].put(request[TENANT_ID], url, events))
+    endpoint = await request.app[RECEIPTS].put(request[TENANT_ID], url, events)
     return json_response(_document(request, endpoint))
 
 
 @routes.delete("/api/receipts")
 async def delete_receipts(request: web.Request) -> web.Response:
     require(request, "admin")
-    if not await from_db(request.app[RECEIPTS].delete(request[TENANT_ID])):
+    if not await request.app[RECEIPTS].delete(request[TENANT_ID]):
         raise NotFound(NO_ENDPOINT)
     return web.Response(status=204)
 
@@ -106,4 +107,4 @@ async def delete_receipts(request: web.Request) -> web.Response:
 async def rotate_secret(request: web.Request) -> web.Response:
     require(request, "admin")
     _signing_key(request)
-    return _found(request, await from_db(request.app[RECEIPTS].rotate(request[TENANT_ID])))
+    return _found(request, await request.app[RECEIPTS].rotate(request[TENANT_ID]))

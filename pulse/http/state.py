@@ -13,6 +13,7 @@ from pulse.core.ports import ChannelSpec
 from pulse.metrics import Metrics
 from pulse.queue.publisher import Publisher
 from pulse.queue.stats import QueueStats
+from pulse.services.accept import AcceptService
 from pulse.services.dead_letters import DeadLetters
 from pulse.store.batches import BatchStore
 from pulse.store.idempotency import IdempotencyStore
@@ -23,6 +24,7 @@ from pulse.store.tenants import Principal, TenantStore
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
+# As the API checks requests: ``missing`` set on the channels no configured provider serves.
 SPECS = web.AppKey("specs", Mapping[str, ChannelSpec])
 POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", Redis)
@@ -35,6 +37,7 @@ BATCHES = web.AppKey("batches", BatchStore)
 ROUTES = web.AppKey("routes", RouteStore)
 RECEIPTS = web.AppKey("receipts", ReceiptStore)
 QUEUE_STATS = web.AppKey("queue_stats", QueueStats)  # the queue's state, read at most once a second
+ACCEPT = web.AppKey("accept", AcceptService)
 # Provider name -> the channels it delivers; and each channel's route when a tenant has none.
 PROVIDERS = web.AppKey("providers", Mapping[str, frozenset[str]])
 DEFAULT_ROUTES = web.AppKey("default_routes", Mapping[str, list[str]])

@@ -6,16 +6,16 @@ payload and recipient by the schema of the channel named in the envelope. Pure: 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
 
-from pulse.core.errors import InvalidInput
+from pulse.core.errors import InvalidInput, NotConfigured
 from pulse.core.models import DEFAULT_PRIORITY, MaxAttempts, PriorityLevel
 from pulse.core.ports import ChannelSpec
+from pulse.http.decoding import decode_json, explain
 
 MetadataKey = Annotated[
     str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -55,11 +55,6 @@ class NotificationRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     )
 
 
-_AT_PATH = re.compile(r"^(?P<reason>.*) - at `(?P<path>\$[^`]*)`$", re.DOTALL)
-_MISSING = re.compile(r"^Object missing required field `(?P<field>[^`]+)`$")
-_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<field>[^`]+)`$")
-
-
 @dataclass(frozen=True, slots=True)
 class CheckedNotification:
     request: NotificationRequest
@@ -72,7 +67,7 @@ def decode_request(
     body: bytes, specs: Mapping[str, ChannelSpec], max_depth: int = 8
 ) -> CheckedNotification:
     """Decode and validate ``body``; raise ``InvalidInput`` with a JSON path on any defect."""
-    request = _decode(body)
+    request = decode_json(body, NotificationRequest, deep_at="$.payload")
     _check_depth(request, max_depth)
     return _check(request, specs)
 
@@ -103,10 +98,11 @@ def _check(request: NotificationRequest, specs: Mapping[str, ChannelSpec]) -> Ch
     spec = channel_spec(request.channel, specs, "$")
     recipient = check_recipient(request.recipient, spec, "$")
     payload = convert_payload(request.payload, spec)
-    steps = []
+    steps, chain = [], [spec]
     for index, step in enumerate(request.fallback or ()):
         where = f"$.fallback[{index}]"
         step_spec = channel_spec(step.channel, specs, where)
+        chain.append(step_spec)
         steps.append(
             {
                 "channel": step.channel,
@@ -115,7 +111,19 @@ def _check(request: NotificationRequest, specs: Mapping[str, ChannelSpec]) -> Ch
             }
         )
         convert_payload(step.payload, step_spec, f"{where}.payload")
+    _require_configured(chain)
     return CheckedNotification(request, recipient, payload, tuple(steps))
+
+
+def _require_configured(chain: list[ChannelSpec]) -> None:
+    """A valid request naming a channel this deployment cannot deliver: 501 naming the setting
+    (checked last, so a request that is also invalid gets its 422 first)."""
+    for index, spec in enumerate(chain):
+        if spec.missing is not None:
+            at = f"fallback[{index - 1}].channel" if index else "channel"
+            raise NotConfigured(
+                f"{at}: this deployment cannot deliver {spec.name!r}: {spec.missing} is not set"
+            )
 
 
 def channel_spec(channel: str, specs: Mapping[str, ChannelSpec], where: str) -> ChannelSpec:
@@ -140,32 +148,6 @@ def convert_payload(
         return msgspec.convert(payload, spec.payload_type)
     except msgspec.ValidationError as exc:
         raise explain(exc, prefix=where) from None
-
-
-def _decode(body: bytes) -> NotificationRequest:
-    try:
-        return msgspec.json.decode(body, type=NotificationRequest)
-    except msgspec.ValidationError as exc:
-        raise explain(exc) from None
-    except msgspec.DecodeError as exc:
-        raise InvalidInput(f"body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise InvalidInput("body is nested too deeply", "$.payload") from None
-
-
-def explain(exc: msgspec.ValidationError, prefix: str = "$") -> InvalidInput:
-    """Map msgspec's message to a readable detail and a JSON path to the offending field."""
-    text = str(exc)
-    match = _AT_PATH.match(text)
-    reason, path = (match["reason"], match["path"]) if match else (text, "$")
-    path = prefix + path[1:]
-    for pattern, verb in ((_MISSING, "is required"), (_UNKNOWN, "is not allowed")):
-        field = pattern.match(reason)
-        if field:
-            path = f"{path}.{field['field']}"
-            return InvalidInput(f"field {path[2:]!r} {verb}", path)
-    where = path[2:] or "body"
-    return InvalidInput(f"{where}: {reason}", path)
 
 
 def depth(value: Any) -> int:

@@ -18,7 +18,7 @@ from pulse.core.errors import NotConfigured
 from pulse.core.signatures import WEBHOOKS, SecretGeneration, tenant_secret
 from pulse.core.timeutil import utcnow
 from pulse.http.auth import require
-from pulse.http.responses import from_db, json_response
+from pulse.http.responses import json_response
 from pulse.http.state import POOL, SETTINGS, TENANT_ID
 from pulse.store.webhook_secrets import WebhookSecretStore
 
@@ -65,11 +65,11 @@ def _store(request: web.Request) -> WebhookSecretStore:
 async def get_secret(request: web.Request) -> web.Response:
     require(request, "admin")
     _signing_key(request)
-    return _document(request, await from_db(_store(request).get(request[TENANT_ID])))
+    return _document(request, await _store(request).get(request[TENANT_ID]))
 
 
 @routes.post("/api/webhooks/secret/rotate")
 async def rotate_secret(request: web.Request) -> web.Response:
     require(request, "admin")
     _signing_key(request)
-    return _document(request, await from_db(_store(request).rotate(request[TENANT_ID])))
+    return _document(request, await _store(request).rotate(request[TENANT_ID]))

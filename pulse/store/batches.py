@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import msgspec
 
 from pulse.core.models import Job, JobKind
+from pulse.store.idempotency import Remembered, remember_cte
 from pulse.store.rows import JOB_COLUMNS, job_from_row
+from pulse.store.tenants import Connection
+
+_INSERT = "INSERT INTO batches (id, tenant_id, items, priority) VALUES ($1, $2, $3::jsonb, $4)"
+
+# With the Idempotency-Key's answer: the batch is written only if the key was free.
+_INSERT_KEYED = f"""
+WITH {remember_cte("$2::uuid", 5)}
+INSERT INTO batches (id, tenant_id, items, priority)
+SELECT $1::uuid, $2::uuid, $3::jsonb, $4::smallint FROM k
+RETURNING true
+"""
 
 _EXPAND = f"""
 WITH b AS (
@@ -49,22 +61,31 @@ class BatchItem(msgspec.Struct, kw_only=True):
     fallback: list[dict[str, Any]] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class NewBatch:
+    id: str
+    tenant_id: str
+    items: Sequence[BatchItem]
+    priority: int  # the most urgent of its items': the fan-out job's
+
+    def args(self) -> tuple[object, ...]:
+        items = msgspec.json.encode(list(self.items)).decode()
+        return (self.id, self.tenant_id, items, self.priority)
+
+
 class BatchStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def insert(
-        self, batch_id: str, tenant_id: str, items: Sequence[BatchItem], priority: int
-    ) -> datetime:
-        created_at: datetime = await self._pool.fetchval(
-            "INSERT INTO batches (id, tenant_id, items, priority) VALUES ($1, $2, $3::jsonb, $4)"
-            " RETURNING created_at",
-            batch_id,
-            tenant_id,
-            msgspec.json.encode(list(items)).decode(),
-            priority,
-        )
-        return created_at
+    async def insert(self, batch: NewBatch) -> None:
+        await self._pool.execute(_INSERT, *batch.args())
+
+    @staticmethod
+    async def insert_keyed(conn: Connection, batch: NewBatch, answer: Remembered) -> bool:
+        """In the key's claim transaction: the batch and the answer to replay, in one
+        statement. False (nothing written): the key was answered meanwhile."""
+        written: bool | None = await conn.fetchval(_INSERT_KEYED, *batch.args(), *answer.args())
+        return bool(written)
 
     async def withdraw(self, batch_id: str) -> None:
         await self._pool.execute(

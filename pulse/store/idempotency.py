@@ -1,101 +1,148 @@
 """Idempotency-Key records (the IETF httpapi draft, as Stripe does it).
 
-``claim`` takes a key for one request in its own short transaction, so a concurrent twin sees
-it ``in_flight`` (409) instead of waiting; ``remember`` completes it inside the transaction
-that commits the notification, with the answer to replay; ``release`` gives a key back when
-the request could not be accepted after all.
+The claim is a transaction-scoped advisory lock on (tenant, key), taken by the transaction
+that commits the request's notification (or batch) together with the answer to replay. So the
+claim lives exactly as long as its owner's transaction: a commit, a rollback, a dropped
+connection or a PostgreSQL restart each end it, with no release to send and nothing left
+behind when PostgreSQL is unreachable (a retry after a 503 is processed normally). A concurrent
+twin finds the lock taken and gets 409 at once instead of queueing on a row lock. A
+transaction-scoped lock also stays correct behind pgbouncer's transaction pooling.
+
+Only answered keys are stored (``state = 'done'``); a legacy ``in_flight`` row (left by an
+earlier version) or an expired one is taken over.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
 from pulse.store.tenants import Connection
 
+# The lock first, then the lookup. Both in one statement: a twin that commits between this
+# statement's snapshot and the lock is caught by the insert instead (see REMEMBER_SQL).
 _CLAIM = """
-INSERT INTO idempotency_keys (tenant_id, key, fingerprint, state, expires_at)
-VALUES ($1, $2, $3, 'in_flight', now() + make_interval(secs => $4))
-ON CONFLICT (tenant_id, key) DO UPDATE
-   SET locked_at = now(), expires_at = EXCLUDED.expires_at
- WHERE idempotency_keys.state = 'in_flight'
-   AND idempotency_keys.fingerprint = EXCLUDED.fingerprint
-   AND idempotency_keys.locked_at < now() - make_interval(secs => $5)
-RETURNING true
+SELECT pg_try_advisory_xact_lock($1) AS mine, now() AS now, k.fingerprint, k.response_status,
+       k.response_body, k.response_location
+  FROM (SELECT 1) AS one
+  LEFT JOIN idempotency_keys k
+    ON k.tenant_id = $2 AND k.key = $3 AND k.state = 'done' AND k.expires_at > now()
 """
 
-_EXISTING = """
-SELECT fingerprint, state, response_status, response_body, response_location
-  FROM idempotency_keys WHERE tenant_id = $1 AND key = $2
-"""
+# A CTE for the statement that commits the request: it stores the answer, and returns a row
+# only when the key was free, so the request's own insert can depend on it (``FROM k``).
+REMEMBER_SQL = """
+k AS (
+    INSERT INTO idempotency_keys AS old
+        (tenant_id, key, fingerprint, state, response_status, response_body, response_location,
+         expires_at)
+    VALUES ({tenant}, ${n}::text, ${n1}::bytea, 'done', ${n2}::smallint, ${n3}::bytea,
+            ${n4}::text, now() + make_interval(secs => ${n5}::float8))
+    ON CONFLICT (tenant_id, key) DO UPDATE
+       SET fingerprint = EXCLUDED.fingerprint, state = 'done', locked_at = now(),
+           response_status = EXCLUDED.response_status, response_body = EXCLUDED.response_body,
+           response_location = EXCLUDED.response_location, created_at = now(),
+           expires_at = EXCLUDED.expires_at
+     WHERE old.state = 'in_flight' OR old.expires_at <= now()
+    RETURNING 1
+)"""
 
-_REMEMBER = """
-UPDATE idempotency_keys
-   SET state = 'done', response_status = $3, response_body = $4, response_location = $5
- WHERE tenant_id = $1 AND key = $2
-"""
+
+def remember_cte(tenant: str, first: int) -> str:
+    """``REMEMBER_SQL`` with the tenant's expression and parameters numbered from ``first``
+    (the six of ``Remembered.args``)."""
+    numbers = {f"n{i}" if i else "n": first + i for i in range(6)}
+    return REMEMBER_SQL.format(tenant=tenant, **numbers)
+
+
+@dataclass(frozen=True, slots=True)
+class Remembered:
+    """The answer to store with the key, committed with what it answers."""
+
+    key: str
+    fingerprint: bytes
+    status: int
+    body: bytes
+    location: str | None
+    retention_s: float
+
+    def args(self) -> tuple[object, ...]:
+        return (
+            self.key,
+            self.fingerprint,
+            self.status,
+            self.body,
+            self.location,
+            self.retention_s,
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    """This request owns the key: go ahead."""
+    """This request owns the key until ``connection``'s transaction ends; ``now`` is that
+    transaction's time (what ``DEFAULT now()`` columns it writes will hold)."""
+
+    connection: Connection
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Busy:
+    """Another request holds the key right now."""
 
 
 @dataclass(frozen=True, slots=True)
 class Existing:
-    """Someone used the key before: same or other body, still running or answered."""
+    """The key was answered before: the same request again, or another body."""
 
     same_body: bool
-    in_flight: bool
-    status: int | None
-    body: bytes | None
-    location: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
     status: int
     body: bytes
     location: str | None
 
 
 class IdempotencyStore:
-    def __init__(self, pool: asyncpg.Pool, retention_s: float, stale_after_s: float) -> None:
+    def __init__(self, pool: asyncpg.Pool, retention_s: float) -> None:
         self._pool = pool
-        self._retention_s = retention_s
-        self._stale_after_s = stale_after_s
+        self.retention_s = retention_s
 
-    async def claim(self, tenant_id: str, key: str, fingerprint: bytes) -> Claimed | Existing:
-        taken = await self._pool.fetchval(
-            _CLAIM, tenant_id, key, fingerprint, self._retention_s, self._stale_after_s
-        )
-        if taken:
-            return Claimed()
-        row = await self._pool.fetchrow(_EXISTING, tenant_id, key)
-        if row is None:  # expired and purged between the two statements: try once more
-            return await self.claim(tenant_id, key, fingerprint)
-        return Existing(
-            same_body=bytes(row["fingerprint"]) == fingerprint,
-            in_flight=row["state"] == "in_flight",
-            status=row["response_status"],
-            body=None if row["response_body"] is None else bytes(row["response_body"]),
-            location=row["response_location"],
-        )
-
-    @staticmethod
-    async def remember(conn: Connection, tenant_id: str, key: str, answer: Answer) -> None:
-        await conn.execute(_REMEMBER, tenant_id, key, answer.status, answer.body, answer.location)
-
-    async def release(self, tenant_id: str, key: str) -> None:
-        """Give the key back: the request that owns it was not accepted in the end (even if its
-        answer was stored with a commit the API then withdrew)."""
-        await self._pool.execute(
-            "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2", tenant_id, key
-        )
+    @asynccontextmanager
+    async def claim(
+        self, tenant_id: str, key: str, fingerprint: bytes
+    ) -> AsyncIterator[Claimed | Busy | Existing]:
+        """Hold the key for the block, inside one transaction on one connection: what the
+        block writes on ``Claimed.connection`` commits when it ends without an exception."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(_CLAIM, lock_id(tenant_id, key), tenant_id, key)
+            assert row is not None
+            if not row["mine"]:
+                yield Busy()
+            elif row["fingerprint"] is None:
+                yield Claimed(conn, row["now"])
+            else:
+                yield Existing(
+                    same_body=bytes(row["fingerprint"]) == fingerprint,
+                    status=row["response_status"],
+                    body=bytes(row["response_body"]),
+                    location=row["response_location"],
+                )
 
     async def purge_expired(self) -> int:
         result: str = await self._pool.execute(
             "DELETE FROM idempotency_keys WHERE expires_at < now()"
         )
         return int(result.split()[-1])
+
+
+def lock_id(tenant_id: str, key: str) -> int:
+    """The advisory lock's 64-bit id for (tenant, key). A collision (odds 2^-64 per pair in
+    flight at once) would only answer 409 to an unrelated request, which its retry clears."""
+    digest = hashlib.blake2b(
+        f"{tenant_id}\x00{key}".encode(), digest_size=8, person=b"pulse-idem"
+    ).digest()
+    return int.from_bytes(digest, "big", signed=True)

@@ -43,6 +43,15 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
     return found
 
 
+async def migrate_database(database_url: str) -> list[int]:
+    """Connect, apply what is missing, close: how the CLI, the tests and the bench migrate."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()
+
+
 async def migrate(conn: Connection) -> list[int]:
     """Apply what is missing; return the versions applied by this call."""
     applied: list[int] = []

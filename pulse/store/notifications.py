@@ -6,7 +6,6 @@ The worker's side (claim, record) is the delivery ledger, ``pulse/store/ledger.p
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -15,6 +14,7 @@ import msgspec
 
 from pulse.core.models import Status
 from pulse.core.views import AttemptView, AuditEntry, NotificationView
+from pulse.store.idempotency import Remembered, remember_cte
 from pulse.store.rows import VIEW_COLUMNS, view_from_row
 from pulse.store.tenants import Connection
 
@@ -24,6 +24,23 @@ WITH n AS (
         (id, tenant_id, channel, recipient, payload, priority, status, max_attempts, metadata,
          fallback)
     VALUES ($1, $2, $3, $4, $5::jsonb, $6, 'queued', $7, $8::jsonb, $9::jsonb)
+    RETURNING id, created_at
+), a AS (
+    INSERT INTO audit (notification_id, status) SELECT id, 'queued' FROM n
+)
+SELECT created_at FROM n
+"""
+
+# The same with the Idempotency-Key's answer: the notification is written only if the key was
+# free (``FROM k``), so a twin that answered first is never doubled.
+_INSERT_KEYED = f"""
+WITH {remember_cte("$2::uuid", 10)}, n AS (
+    INSERT INTO notifications
+        (id, tenant_id, channel, recipient, payload, priority, status, max_attempts, metadata,
+         fallback)
+    SELECT $1::uuid, $2::uuid, $3::text, $4::text, $5::jsonb, $6::smallint, 'queued',
+           $7::smallint, $8::jsonb, $9::jsonb
+      FROM k
     RETURNING id, created_at
 ), a AS (
     INSERT INTO audit (notification_id, status) SELECT id, 'queued' FROM n
@@ -100,30 +117,19 @@ class NotificationStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def insert(
-        self,
-        new: NewNotification,
-        remember: Callable[[Connection, datetime], Awaitable[None]] | None = None,
-    ) -> datetime:
-        """Commit the notification and its ``queued`` audit row; return its creation time.
-
-        ``remember`` runs in the same transaction (the Idempotency-Key's stored answer)."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            created_at: datetime = await conn.fetchval(
-                _INSERT,
-                new.id,
-                new.tenant_id,
-                new.channel,
-                new.recipient,
-                new.payload_json.decode(),
-                new.priority,
-                new.max_attempts,
-                new.metadata_json.decode(),
-                new.fallback_json.decode(),
-            )
-            if remember is not None:
-                await remember(conn, created_at)
+    async def insert(self, new: NewNotification) -> datetime:
+        """Commit the notification and its ``queued`` audit row; return its creation time."""
+        created_at: datetime = await self._pool.fetchval(_INSERT, *_args(new))
         return created_at
+
+    @staticmethod
+    async def insert_keyed(conn: Connection, new: NewNotification, answer: Remembered) -> bool:
+        """In the key's claim transaction: the notification, its audit row and the answer to
+        replay, in one statement. False (nothing written): the key was answered meanwhile."""
+        created_at: datetime | None = await conn.fetchval(
+            _INSERT_KEYED, *_args(new), *answer.args()
+        )
+        return created_at is not None
 
     async def withdraw(self, notification_id: str) -> None:
         """Remove a notification the API could not stream (its client got a 503)."""
@@ -193,3 +199,17 @@ class NotificationStore:
 
     async def ping(self) -> None:
         await self._pool.fetchval("SELECT 1")
+
+
+def _args(new: NewNotification) -> tuple[object, ...]:
+    return (
+        new.id,
+        new.tenant_id,
+        new.channel,
+        new.recipient,
+        new.payload_json.decode(),
+        new.priority,
+        new.max_attempts,
+        new.metadata_json.decode(),
+        new.fallback_json.decode(),
+    )

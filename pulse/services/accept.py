@@ -1,0 +1,312 @@
+"""Accepting work: one owner for the path from a checked request to a 202.
+
+For a notification and for a batch alike: the Idempotency-Key claim, the commit, the stream
+append, the withdrawal when Redis fails, and the remembered answer. The stream message is
+encoded before anything is committed, so a value the stream cannot carry is refused (422
+naming the field) instead of leaving a committed notification that can never be streamed.
+
+Without a key, a Redis failure withdraws the commit (503: the client's retry is the only copy).
+With a key, the commit stays (the reconciler streams it) and the 503 says so: a twin request
+may already have been answered with this commit, and the client's retry is answered by it too.
+
+No HTTP here (the CLI shares it): handlers parse, call, render.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import msgspec
+
+from pulse.core.documents import Accepted
+from pulse.core.errors import InvalidInput, PulseError, Unavailable
+from pulse.core.models import Job, Status
+from pulse.metrics import Metrics
+from pulse.queue.codec import encode_job
+from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
+from pulse.queue.publisher import Publisher
+from pulse.store.batches import BatchItem, BatchStore, NewBatch, fanout_job
+from pulse.store.errors import TRANSIENT_DB_ERRORS
+from pulse.store.idempotency import Busy, Existing, IdempotencyStore, Remembered
+from pulse.store.notifications import NewNotification, NotificationStore
+from pulse.store.tenants import Connection
+
+logger = logging.getLogger("pulse.services.accept")
+MSGPACK_INT = (-(2**63), 2**64 - 1)  # what the stream's msgpack carries; jsonb carries more
+
+
+class KeyBusy(PulseError):
+    """Another request with this Idempotency-Key is being processed right now (409)."""
+
+
+class KeyReused(PulseError):
+    """This Idempotency-Key was used with another request body (422)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    value: str
+    fingerprint: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What to answer: the first answer again when ``replayed``."""
+
+    status: int
+    body: bytes
+    location: str | None = None
+    replayed: bool = False
+
+
+class ItemResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+    index: int
+    id: str | None = None
+    errors: list[dict[str, str]] | None = None
+
+
+class BatchAccepted(msgspec.Struct, kw_only=True):
+    batch_id: str
+    accepted: int
+    rejected: int
+    items: list[ItemResult]
+
+
+def fingerprint(request: Any) -> bytes:
+    """Of the decoded request in canonical JSON (keys sorted at every level), so neither
+    formatting nor key order makes an equal request look different."""
+    return hashlib.sha256(msgspec.json.encode(request, order="sorted")).digest()
+
+
+def check_streamable(job: Job, where: str = "$") -> None:
+    """Encode the stream message now, before any commit: a value it cannot carry (an integer
+    beyond 64 bits) is the client's error, named, not a committed job that never streams."""
+    try:
+        encode_job(job)
+    except (OverflowError, msgspec.EncodeError):
+        path = _out_of_range(job) or where
+        raise InvalidInput(f"{path[2:]}: integers must lie within -2^63 .. 2^64-1", path) from None
+
+
+def _out_of_range(job: Job) -> str | None:
+    values: list[tuple[str, Any]] = [("$.payload", job.payload)]
+    values += [(f"$.fallback[{i}].payload", step["payload"]) for i, step in enumerate(job.fallback)]
+    for root, value in values:
+        for path, item in _walk(root, value):
+            if isinstance(item, int) and not MSGPACK_INT[0] <= item <= MSGPACK_INT[1]:
+                return path
+    return None
+
+
+def _walk(path: str, value: Any) -> Iterator[tuple[str, Any]]:
+    """Every value inside ``value`` with its JSON path, in document order; iterative."""
+    todo = [(path, value)]
+    while todo:
+        where, item = todo.pop()
+        yield where, item
+        if isinstance(item, dict):
+            todo.extend((f"{where}.{key}", child) for key, child in reversed(item.items()))
+        elif isinstance(item, list):
+            todo.extend((f"{where}[{i}]", child) for i, child in reversed(list(enumerate(item))))
+
+
+class _Commit(Protocol):
+    """One request's write: what it commits, streams, withdraws and answers."""
+
+    @property
+    def job(self) -> Job: ...
+
+    @property
+    def location(self) -> str | None: ...
+
+    def render(self, created_at: datetime) -> bytes: ...
+
+    async def insert(self) -> datetime: ...
+
+    async def insert_keyed(self, conn: Connection, answer: Remembered) -> bool: ...
+
+    async def withdraw(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Notification:
+    store: NotificationStore
+    job: Job
+    metadata: dict[str, str] | None
+
+    @property
+    def location(self) -> str:
+        return f"/api/notifications/{self.job.id}"
+
+    def render(self, created_at: datetime) -> bytes:
+        job = self.job
+        return msgspec.json.encode(
+            Accepted(
+                id=job.id,
+                status=Status.QUEUED,
+                channel=job.channel,
+                priority=job.priority,
+                created_at=created_at.isoformat(),
+            )
+        )
+
+    def row(self) -> NewNotification:
+        job = self.job
+        return NewNotification(
+            id=job.id,
+            tenant_id=job.tenant_id,
+            channel=job.channel,
+            recipient=job.recipient,
+            payload_json=msgspec.json.encode(job.payload),
+            priority=job.priority,
+            max_attempts=job.max_attempts,
+            metadata_json=msgspec.json.encode(self.metadata or {}),
+            fallback_json=msgspec.json.encode(job.fallback),
+        )
+
+    async def insert(self) -> datetime:
+        return await self.store.insert(self.row())
+
+    async def insert_keyed(self, conn: Connection, answer: Remembered) -> bool:
+        return await self.store.insert_keyed(conn, self.row(), answer)
+
+    async def withdraw(self) -> None:
+        await self.store.withdraw(self.job.id)
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    store: BatchStore
+    batch: NewBatch
+    results: list[ItemResult]
+
+    @property
+    def location(self) -> None:
+        return None  # a batch has no resource of its own to read back
+
+    @property
+    def job(self) -> Job:
+        return fanout_job(self.batch.id, self.batch.tenant_id, self.batch.priority)
+
+    def render(self, created_at: datetime) -> bytes:
+        accepted = len(self.batch.items)
+        return msgspec.json.encode(
+            BatchAccepted(
+                batch_id=self.batch.id,
+                accepted=accepted,
+                rejected=len(self.results) - accepted,
+                items=self.results,
+            )
+        )
+
+    async def insert(self) -> datetime:
+        await self.store.insert(self.batch)
+        return datetime.min  # unused: a batch's answer carries no time
+
+    async def insert_keyed(self, conn: Connection, answer: Remembered) -> bool:
+        return await self.store.insert_keyed(conn, self.batch, answer)
+
+    async def withdraw(self) -> None:
+        await self.store.withdraw(self.batch.id)
+
+
+class AcceptService:
+    def __init__(
+        self,
+        notifications: NotificationStore,
+        batches: BatchStore,
+        keys: IdempotencyStore,
+        publisher: Publisher,
+        metrics: Metrics,
+    ) -> None:
+        self._notifications = notifications
+        self._batches = batches
+        self._keys = keys
+        self._publisher = publisher
+        self._metrics = metrics
+
+    async def notification(
+        self, job: Job, metadata: dict[str, str] | None, key: IdempotencyKey | None
+    ) -> Answer:
+        """Commit and stream one notification (``job.kind`` is a notification)."""
+        check_streamable(job)
+        answer = await self._accept(_Notification(self._notifications, job, metadata), key)
+        if not answer.replayed:
+            self._metrics.count_accepted([(job.channel, job.priority)])
+        return answer
+
+    async def batch(
+        self, items: list[BatchItem], results: list[ItemResult], batch_id: str, tenant_id: str,
+        key: IdempotencyKey | None,
+    ) -> Answer:  # fmt: skip
+        """Commit the valid ``items`` whole and stream its fan-out job; ``results`` answers
+        every item of the request (its id, or its errors)."""
+        priority = min(item.priority for item in items)
+        batch = NewBatch(id=batch_id, tenant_id=tenant_id, items=items, priority=priority)
+        answer = await self._accept(_Batch(self._batches, batch, results), key)
+        if not answer.replayed:  # every item counts, as one sent alone would
+            self._metrics.count_accepted((item.channel, item.priority) for item in items)
+        return answer
+
+    async def _accept(self, commit: _Commit, key: IdempotencyKey | None) -> Answer:
+        if key is None:
+            answer = Answer(202, commit.render(await commit.insert()), commit.location)
+            await self._stream(commit, withdraw=True)
+            return answer
+        answer = await self._commit_keyed(commit, key)
+        if not answer.replayed:
+            await self._stream(commit, withdraw=False)
+        return answer
+
+    async def _commit_keyed(self, commit: _Commit, key: IdempotencyKey) -> Answer:
+        async with self._keys.claim(commit.job.tenant_id, key.value, key.fingerprint) as claim:
+            if isinstance(claim, Busy):
+                raise KeyBusy("a request with this Idempotency-Key is still being processed")
+            if isinstance(claim, Existing):
+                return _replay(claim)
+            answer = Answer(202, commit.render(claim.now), commit.location)
+            remembered = Remembered(
+                key.value,
+                key.fingerprint,
+                answer.status,
+                answer.body,
+                answer.location,
+                self._keys.retention_s,
+            )
+            if not await commit.insert_keyed(claim.connection, remembered):
+                raise KeyBusy("a request with this Idempotency-Key was answered just now")
+        return answer
+
+    async def _stream(self, commit: _Commit, *, withdraw: bool) -> None:
+        """Stream the committed job. If Redis is down and nobody can have seen this commit,
+        take it back (503: the client's retry is the only copy); should the take-back fail
+        too, the reconciler streams the commit later: never lost, at worst sent twice."""
+        job = commit.job
+        try:
+            await self._publisher.publish([job])
+        except TRANSIENT_REDIS_ERRORS as exc:
+            if not withdraw:
+                logger.warning(
+                    "Redis unreachable for %s (%s); kept for the reconciler", job.id, exc
+                )
+                raise Unavailable(
+                    "the queue is unreachable; the request is recorded and will be queued when"
+                    " it is back (a retry with the same Idempotency-Key answers 202)"
+                ) from None
+            logger.warning("Redis unreachable for %s (%s); withdrawing it", job.id, exc)
+            try:
+                await commit.withdraw()
+            except TRANSIENT_DB_ERRORS:
+                logger.error("could not withdraw %s; the reconciler will enqueue it", job.id)
+            raise Unavailable("the queue is unreachable; nothing was accepted") from None
+
+
+def _replay(existing: Existing) -> Answer:
+    if not existing.same_body:
+        raise KeyReused("this Idempotency-Key was used with a different request body")
+    return Answer(existing.status, existing.body, existing.location, replayed=True)
