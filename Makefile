@@ -30,10 +30,11 @@ $(TEST_PLUGINS)/.installed: $(BIN)/pulse $(shell find $(EXAMPLE_PLUGIN) -name '*
 
 setup: $(BIN)/pulse $(TEST_PLUGINS)/.installed
 
-# Tools some tests call that are not Python packages (the compose test's docker-compose).
+# Tools some tests call that are not Python packages (docker-compose; prometheus and promtool).
 # CI installs them in .ci/run; on a workstation, run it once.
 tools:
 	bash scripts/install-docker-compose.sh
+	bash scripts/install-prometheus.sh
 
 dev: setup
 	$(BIN)/pulse dev

@@ -57,7 +57,7 @@ async def test_metrics_count_accepted_and_delivered(
 
     text = await (await client.get("/metrics")).text()
 
-    assert 'pulse_notifications_accepted_total{channel="email"} 1.0' in text
+    assert 'pulse_notifications_accepted_total{channel="email",priority="1"} 1.0' in text
     assert "pulse_http_request_duration_seconds_bucket" in text
 
 

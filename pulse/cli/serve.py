@@ -106,7 +106,10 @@ async def run_worker(
     settings: Settings, stop: asyncio.Event, metrics: Metrics, *, serve_metrics: bool
 ) -> None:
     if serve_metrics and settings.worker_metrics_port:
-        start_http_server(settings.worker_metrics_port, registry=metrics.registry)
+        # On the API's host setting: loopback by default, 0.0.0.0 where Prometheus scrapes.
+        start_http_server(
+            settings.worker_metrics_port, settings.http_host, registry=metrics.registry
+        )
     async with backends(settings) as (redis, pool):
         worker = build_worker(settings, redis, pool, build_channels(settings), metrics)
         await worker.run(stop)

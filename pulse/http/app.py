@@ -44,6 +44,7 @@ from pulse.http.state import (
     POOL,
     PROVIDERS,
     PUBLISHER,
+    QUEUE_STATS,
     RECEIPTS,
     REDIS,
     ROUTES,
@@ -56,6 +57,7 @@ from pulse.queue.client import open_redis
 from pulse.queue.dead_letters import DeadLetterStream
 from pulse.queue.keys import QueueKeys
 from pulse.queue.publisher import Publisher
+from pulse.queue.stats import QueueStats
 from pulse.services.accept import AcceptService
 from pulse.services.dead_letters import DeadLetters
 from pulse.store.batches import BatchStore
@@ -89,6 +91,7 @@ def create_app(
     app[SPECS] = accepting(specs, app[PROVIDERS])
     app[DEFAULT_ROUTES] = configured_routes(settings.routes, specs, settings.providers)
     app[METRICS] = metrics or Metrics()
+    app[METRICS].collect_queue_state()  # the API process alone exports the queue's state
     app.cleanup_ctx.append(_backends)
     app.add_routes(health.routes)
     app.add_routes(batches.routes)
@@ -118,8 +121,9 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
     keys = QueueKeys(settings.key_prefix)
     app[PUBLISHER] = Publisher(redis, keys)
     app[DEAD_LETTERS] = DeadLetters(
-        DeadLetterStore(pool), DeadLetterStream(redis, keys), app[PUBLISHER]
+        DeadLetterStore(pool), DeadLetterStream(redis, keys), app[PUBLISHER], app[METRICS]
     )
+    app[QUEUE_STATS] = QueueStats(redis, keys)
     app[BATCHES] = BatchStore(pool)
     app[ROUTES] = RouteStore(pool)
     app[RECEIPTS] = ReceiptStore(pool)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from pulse.http.problems import problem
-from pulse.http.state import METRICS, POOL, REDIS
+from pulse.http.state import METRICS, POOL, QUEUE_STATS, REDIS
 from pulse.store.migrations import pending_versions
 
+logger = logging.getLogger("pulse.http.health")
 routes = web.RouteTableDef()
 CHECK_TIMEOUT_S = 2.0
 
@@ -34,7 +36,17 @@ async def readyz(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[METRICS].exposition()
+    """This process's metrics, and the queue's state read from Redis now (at most once a
+    second, whoever asks); with Redis unreachable, ``pulse_queue_stats_up`` 0 and no queue
+    gauges rather than stale ones."""
+    exported = request.app[METRICS]
+    queue = exported.collect_queue_state()
+    try:
+        queue.show(await asyncio.wait_for(request.app[QUEUE_STATS].snapshot(), CHECK_TIMEOUT_S))
+    except Exception as exc:  # an outage, a timeout: the scrape still answers
+        logger.warning("could not read the queue's state: %s: %s", type(exc).__name__, exc)
+        queue.show(None)
+    body = exported.exposition()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -15,7 +15,7 @@ from pulse.http.auth import require
 from pulse.http.decoding import check_query, decode_query
 from pulse.http.notifications import parse_id
 from pulse.http.responses import json_response
-from pulse.http.state import KEY_ID, NOTIFICATIONS, SETTINGS, TENANT_ID
+from pulse.http.state import KEY_ID, METRICS, NOTIFICATIONS, SETTINGS, TENANT_ID
 from pulse.store.notifications import NotificationFilter
 
 routes = web.RouteTableDef()
@@ -90,6 +90,8 @@ async def cancel_notification(request: web.Request) -> web.Response:
     if not cancelled and before != Status.CANCELLED:
         raise web.HTTPConflict(text=f"a notification that is {before} cannot be cancelled")
     view = await store.get(request[TENANT_ID], notification_id)
+    if cancelled and view is not None:
+        request.app[METRICS].count_cancelled(view.channel, view.priority)
     return json_response(view)
 
 

@@ -12,6 +12,7 @@ from pulse.config import Settings
 from pulse.core.ports import ChannelSpec
 from pulse.metrics import Metrics
 from pulse.queue.publisher import Publisher
+from pulse.queue.stats import QueueStats
 from pulse.services.accept import AcceptService
 from pulse.services.dead_letters import DeadLetters
 from pulse.store.batches import BatchStore
@@ -35,6 +36,7 @@ IDEMPOTENCY = web.AppKey("idempotency", IdempotencyStore)
 BATCHES = web.AppKey("batches", BatchStore)
 ROUTES = web.AppKey("routes", RouteStore)
 RECEIPTS = web.AppKey("receipts", ReceiptStore)
+QUEUE_STATS = web.AppKey("queue_stats", QueueStats)  # the queue's state, read at most once a second
 ACCEPT = web.AppKey("accept", AcceptService)
 # Provider name -> the channels it delivers; and each channel's route when a tenant has none.
 PROVIDERS = web.AppKey("providers", Mapping[str, frozenset[str]])

@@ -42,10 +42,19 @@ class QueueKeys:
         """Job id -> "<stream> <entry id>" for every job in a stream (the reconciler's view)."""
         return f"{self.tag}:index"
 
+    def workers(self) -> str:
+        """Worker name -> its last heartbeat (JSON): who is alive and what it is doing."""
+        return f"{self.tag}:workers"
+
+    def workers_seen(self) -> str:
+        """Worker name scored by its last heartbeat (ms): how stale heartbeats are pruned."""
+        return f"{self.tag}:workers:seen"
+
     def lock(self, name: str) -> str:
         return f"{self.tag}:lock:{name}"
 
     def all_keys(self) -> list[str]:
         streams = self.streams()
         schedules = [self.retry_schedule(s) for s in streams]
-        return [*streams, *schedules, self.dead_letters(), self.index()]
+        extra = [self.dead_letters(), self.index(), self.workers(), self.workers_seen()]
+        return [*streams, *schedules, *extra]

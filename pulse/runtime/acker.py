@@ -22,6 +22,7 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 
+from pulse.core.ids import uuid7_ms
 from pulse.core.models import Job, Status
 from pulse.core.retry import RetryPolicy
 from pulse.core.timeutil import now_ms
@@ -35,6 +36,7 @@ from pulse.store.ledger import DeliveryLedger, UndecodableRow
 
 logger = logging.getLogger("pulse.runtime.acker")
 SETTLE_DELAYS_S = (0.05, 0.2, 0.5, 1.0, 2.0)  # shorter first steps: results are waiting
+UNDECODABLE = "undecodable"  # the channel label of an entry that could not be read
 
 
 class Acker:
@@ -162,20 +164,40 @@ class Acker:
         del self._unpublished[: applied.streamed]
         applied.raise_error()
         self._leaser.release([done.delivery for done in results])
-        self._count(plan, results)
+        self._count(plan, results, bad)
 
-    def _count(self, plan: Settlement, results: list[Done]) -> None:
+    def _count(self, plan: Settlement, results: list[Done], bad: list[Unreadable]) -> None:
+        """Counted once settled, by channel and priority (counted in batches: ``labels()``
+        costs more than the count); the end-to-end latency of each delivered one."""
         tally = Counter(
-            (row.status, done.delivery.job.channel)
+            (row.status, row.dead, done.delivery.job.channel, str(done.delivery.job.priority))
             for done, row in zip(results, plan.outcomes, strict=True)
         )
-        for (status, channel), count in tally.items():
+        tally.update((Status.FAILED, True, UNDECODABLE, _priority(e.stream)) for e in bad)
+        for (status, dead, *labels), count in tally.items():
             counter = self._counters.get(status)
-            if counter is not None:
-                counter.labels(channel).inc(count)
+            if counter is not None and labels[0] != UNDECODABLE:
+                counter.labels(*labels).inc(count)
+            if dead:
+                self._metrics.dead_lettered.labels(*labels).inc(count)
+        self._observe_end_to_end(plan, results)
         sources = {done.delivery.job.id: done.delivery.job.channel for done in results}
         for entry, following in plan.redis.fallbacks:
             self._metrics.fallbacks.labels(sources[entry.job_id], following.channel).inc()
+
+    def _observe_end_to_end(self, plan: Settlement, results: list[Done]) -> None:
+        now = now_ms()
+        for done, row in zip(results, plan.outcomes, strict=True):
+            job = done.delivery.job
+            accepted_at = uuid7_ms(job.id) if row.status is Status.DELIVERED else None
+            if accepted_at is not None:
+                histogram = self._metrics.end_to_end.labels(job.channel, str(job.priority))
+                histogram.observe(max(0, now - accepted_at) / 1000)
+
+
+def _priority(stream: str) -> str:
+    """A stream's priority level, from its name (``{prefix}:stream:<level>``)."""
+    return stream.rsplit(":", 1)[-1]
 
 
 def _undecodable_row(entry: Unreadable) -> UndecodableRow:

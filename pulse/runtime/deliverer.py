@@ -16,7 +16,9 @@ import time
 
 import msgspec
 
+from pulse.core.ids import uuid7_ms
 from pulse.core.ports import ChannelSpec, Envelope, Failed
+from pulse.core.timeutil import now_ms
 from pulse.metrics import Metrics
 from pulse.runtime.acker import Acker
 from pulse.runtime.failover import Failover
@@ -38,6 +40,7 @@ class Deliverer:
         self._failover = failover
         self._acker = acker
         self._seconds = metrics.delivery_seconds.labels(spec.name)
+        self._waited = metrics.waited
         self._concurrency = concurrency
         self._mailbox: asyncio.PriorityQueue[tuple[int, int, Delivery]] = asyncio.PriorityQueue()
         self._limit = mailbox
@@ -86,8 +89,17 @@ class Deliverer:
             error = f"payload no longer valid for {self.name}: {exc}"
             return Done.without_call(delivery, Failed(error=error, error_class="InvalidPayload"))
         envelope = Envelope(job.id, job.tenant_id, job.recipient, payload, delivery.attempt)
+        self._observe_wait(delivery)
         started = time.perf_counter()
         try:
             return Done.of(delivery, await self._failover.send(envelope))
         finally:
             self._seconds.observe(time.perf_counter() - started)
+
+    def _observe_wait(self, delivery: Delivery) -> None:
+        """From accepted (the time in its UUIDv7 id) to its first attempt's start."""
+        job = delivery.job
+        accepted_at = uuid7_ms(job.id) if delivery.attempt == 1 and job.step == 0 else None
+        if accepted_at is not None:
+            waited = max(0, now_ms() - accepted_at) / 1000
+            self._waited.labels(self.name, str(job.priority)).observe(waited)

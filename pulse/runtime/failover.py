@@ -128,8 +128,10 @@ class Failover:
             breaker.released()  # the channel's own failure says nothing of the provider
         else:
             self._breakers.record(name, outcome)
+        took = time.perf_counter() - started
         self._counter(name, OUTCOME_NAMES[type(outcome)]).inc()
-        return Try(name, outcome, started_at, time.perf_counter() - started)
+        self._metrics.provider_seconds.labels(name).observe(took)
+        return Try(name, outcome, started_at, took)
 
     def _raised(self, name: str, envelope: Envelope, exc: Exception) -> Failed:
         """A channel that raises instead of answering failed on this message (a value it cannot

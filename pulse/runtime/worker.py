@@ -28,6 +28,7 @@ from pulse.core.retry import RetryPolicy
 from pulse.core.routes import RouteBook, configured_routes
 from pulse.metrics import Metrics
 from pulse.queue.consumer import Consumer
+from pulse.queue.heartbeat import Heartbeats
 from pulse.queue.index import JobIndex
 from pulse.queue.keys import QueueKeys
 from pulse.queue.lock import ExpiringLock
@@ -41,6 +42,7 @@ from pulse.runtime.dispatcher import Dispatcher
 from pulse.runtime.failover import Breakers, Failover
 from pulse.runtime.fanout import FanOut
 from pulse.runtime.fetcher import Fetcher
+from pulse.runtime.heartbeat import Heartbeat
 from pulse.runtime.leaser import Leaser
 from pulse.runtime.reclaimer import Reclaimer
 from pulse.runtime.reconciler import Reconciler, ReconcilerSettings
@@ -79,6 +81,7 @@ class Worker:
     fetcher: Fetcher
     reclaimer: Reclaimer
     reconciler: Reconciler
+    heartbeat: Heartbeat
     _supervisor: Supervisor = field(default_factory=Supervisor)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -98,6 +101,7 @@ class Worker:
         self._supervisor.start("fetcher", self.fetcher.run)
         self._supervisor.start("reclaimer", self.reclaimer.run)
         self._supervisor.start("reconciler", self.reconciler.run)
+        self._supervisor.start("heartbeat", self.heartbeat.run)
         logger.info("worker %s serving channels %s", self.consumer.name, ", ".join(self.channels))
         try:
             await stop.wait()
@@ -126,7 +130,8 @@ class Worker:
         await self._supervisor.cancel("acker")
         if not await self.acker.drain(grace):
             logger.warning("could not settle %d results; they stay pending", self.acker.backlog)
-        await self._supervisor.cancel("leaser", "delivery-config")
+        await self._supervisor.cancel("leaser", "delivery-config", "heartbeat")
+        await self.heartbeat.leave()
         await self._close_adapters()
         logger.info("worker %s stopped", self.consumer.name)
 
@@ -187,6 +192,9 @@ def build_worker(
         fetcher=_fetcher(settings, consumer, dispatcher),
         reclaimer=_reclaimer(settings, pending, dispatcher, keys),
         reconciler=_reconciler(settings, redis, ledger, BatchStore(pool), keys, publisher, name),
+        heartbeat=Heartbeat(
+            Heartbeats(redis, keys), name, list(served), lambda: (leaser.held, acker.backlog)
+        ),
     )
 
 

@@ -237,7 +237,7 @@ class AcceptService:
         check_streamable(job)
         answer = await self._accept(_Notification(self._notifications, job, metadata), key)
         if not answer.replayed:
-            self._metrics.accepted.labels(job.channel).inc()
+            self._metrics.count_accepted([(job.channel, job.priority)])
         return answer
 
     async def batch(
@@ -248,7 +248,10 @@ class AcceptService:
         every item of the request (its id, or its errors)."""
         priority = min(item.priority for item in items)
         batch = NewBatch(id=batch_id, tenant_id=tenant_id, items=items, priority=priority)
-        return await self._accept(_Batch(self._batches, batch, results), key)
+        answer = await self._accept(_Batch(self._batches, batch, results), key)
+        if not answer.replayed:  # every item counts, as one sent alone would
+            self._metrics.count_accepted((item.channel, item.priority) for item in items)
+        return answer
 
     async def _accept(self, commit: _Commit, key: IdempotencyKey | None) -> Answer:
         if key is None:

@@ -10,6 +10,8 @@ import asyncio
 
 import msgspec
 
+from pulse.core.models import Job
+from pulse.metrics import Metrics
 from pulse.queue.dead_letters import DeadLetterStream
 from pulse.queue.publisher import CHUNK, Publisher
 from pulse.store.dead_letters import DeadLetterFilter, DeadLetterStore
@@ -19,11 +21,16 @@ DEFAULT_RATE = 100.0  # notifications per second
 
 class DeadLetters:
     def __init__(
-        self, store: DeadLetterStore, stream: DeadLetterStream, publisher: Publisher
+        self,
+        store: DeadLetterStore,
+        stream: DeadLetterStream,
+        publisher: Publisher,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self._stream = stream
         self._publisher = publisher
+        self._metrics = metrics  # None where nobody scrapes (the CLI)
 
     async def replay(
         self, where: DeadLetterFilter, by: str, *, limit: int, rate: float = DEFAULT_RATE
@@ -46,8 +53,14 @@ class DeadLetters:
                 {job.id for job, _ in batch}, {entry_id for _, entry_id in batch}
             )
             replayed += len(batch)
+            self._count([job for job, _ in batch])
             await asyncio.sleep(max(0.0, len(batch) / rate - (loop.time() - started)))
         return replayed
+
+    def _count(self, jobs: list[Job]) -> None:
+        if self._metrics is not None:
+            for job in jobs:
+                self._metrics.replayed.labels(job.channel, str(job.priority)).inc()
 
     async def purge(self, where: DeadLetterFilter) -> int:
         purged = await self.store.purge(where)

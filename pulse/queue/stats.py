@@ -1,0 +1,184 @@
+"""The queue's state at a glance, read from Redis with cheap commands: one snapshot, typed.
+
+What an operator asks first (how deep is each priority, how old is its oldest message, how far
+behind are the workers, is anyone consuming at all) is answered from one pipelined round trip:
+per stream XLEN, XINFO GROUPS, the XPENDING summary, the first entry, the retry schedule's size
+and next due time; the dead-letter stream's length; the workers' heartbeats (``heartbeat.py``).
+Redis's own clock (TIME) dates everything, so ages never suffer from this host's clock.
+
+The snapshot is cached for ``max_age_s`` (a second): Prometheus scrapes, the dashboard's live
+updates and a JSON endpoint may all ask at once, and they all share one read. Both the
+Prometheus collector (``pulse.metrics``) and the API's JSON views read it through here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+
+from pulse.core.models import MAX_PRIORITY, MIN_PRIORITY
+from pulse.queue.consumer import as_str
+from pulse.queue.heartbeat import LIVE_AFTER_MS, WorkerBeat
+from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
+
+DEFAULT_MAX_AGE_S = 1.0
+REPLIES_PER_STREAM = 6
+
+
+class StreamState(msgspec.Struct, frozen=True, kw_only=True):
+    """One priority stream as the consumer group sees it (acknowledged entries are deleted, so
+    every entry still in the stream is work not yet done)."""
+
+    priority: int
+    depth: int  # entries not yet delivered: waiting to be read, or pending
+    lag: int  # entries the group has not read yet
+    pending: int  # read, not acknowledged: in a worker's hands or waiting for a retry
+    oldest_age_s: float | None  # the oldest entry not yet done (None: the stream is empty)
+    oldest_pending_age_s: float | None  # the oldest pending entry (None: nothing pending)
+    retry_waiting: int  # pending entries scheduled for another attempt
+    next_retry_in_s: float | None  # when the next of those is due (negative: overdue)
+    consumers: int  # consumers the group knows on this stream (dead ones stay listed)
+
+
+class QueueSnapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """Every stream, the dead letters and the live workers, as of ``taken_at_ms`` (Redis time)."""
+
+    taken_at_ms: int
+    streams: list[StreamState]
+    dead_letters: int  # entries in the dead-letter stream (replayed or purged ones leave it)
+    workers: list[WorkerBeat]  # workers whose last heartbeat is recent enough to be alive
+
+    @property
+    def depth(self) -> int:
+        return sum(stream.depth for stream in self.streams)
+
+
+class QueueStats:
+    """Reads snapshots, at most one per ``max_age_s``; concurrent callers share one read."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: QueueKeys,
+        *,
+        max_age_s: float = DEFAULT_MAX_AGE_S,
+        live_after_ms: int = LIVE_AFTER_MS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._max_age_s = max_age_s
+        self._live_after_ms = live_after_ms
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._latest: QueueSnapshot | None = None
+        self._taken = 0.0
+
+    @property
+    def latest(self) -> QueueSnapshot | None:
+        """The last snapshot read (None before the first): what a synchronous reader uses."""
+        return self._latest
+
+    async def snapshot(self) -> QueueSnapshot:
+        async with self._lock:
+            if self._latest is None or self._clock() - self._taken >= self._max_age_s:
+                self._latest = await self._read()
+                self._taken = self._clock()
+            return self._latest
+
+    async def _read(self) -> QueueSnapshot:
+        streams = self._keys.streams()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.time()
+            for stream in streams:
+                pipe.xlen(stream)
+                pipe.xinfo_groups(stream)
+                pipe.xpending(stream, CONSUMER_GROUP)
+                pipe.xrange(stream, count=1)
+                pipe.zcard(self._keys.retry_schedule(stream))
+                pipe.zrange(self._keys.retry_schedule(stream), 0, 0, withscores=True)
+            pipe.xlen(self._keys.dead_letters())
+            pipe.hgetall(self._keys.workers())
+            replies = await pipe.execute(raise_on_error=False)
+        _raise_unless_missing(replies)
+        seconds, micros = replies[0]
+        now = int(seconds) * 1000 + int(micros) // 1000
+        per_stream = replies[1:-2]
+        states = [
+            _stream_state(priority, per_stream[i * REPLIES_PER_STREAM :][:REPLIES_PER_STREAM], now)
+            for i, priority in enumerate(range(MIN_PRIORITY, MAX_PRIORITY + 1))
+        ]
+        workers = _live_workers(replies[-1], now, self._live_after_ms)
+        return QueueSnapshot(
+            taken_at_ms=now, streams=states, dead_letters=int(replies[-2]), workers=workers
+        )
+
+
+def _raise_unless_missing(replies: Sequence[Any]) -> None:
+    """A stream or group that does not exist yet (no worker ever started) reads as empty; any
+    other error is raised."""
+    for reply in replies:
+        if isinstance(reply, Exception) and not _missing(reply):
+            raise reply
+
+
+def _missing(error: Exception) -> bool:
+    text = str(error)
+    return "NOGROUP" in text or "no such key" in text
+
+
+def _stream_state(priority: int, replies: Sequence[Any], now: int) -> StreamState:
+    depth, groups, summary, first, retry_waiting, next_retry = replies
+    group = _group(groups)
+    pending = _count(summary, "pending")
+    lag = group.get("lag") if group else None
+    oldest_pending = summary.get("min") if isinstance(summary, dict) and pending else None
+    return StreamState(
+        priority=priority,
+        depth=int(depth),
+        # Redis cannot always tell the lag after deletions; Pulse deletes every entry it
+        # acknowledges, so what is neither pending nor gone is unread.
+        lag=int(lag) if lag is not None else max(0, int(depth) - pending),
+        pending=pending,
+        oldest_age_s=_age(first[0][0], now) if _is_list(first) and first else None,
+        oldest_pending_age_s=_age(oldest_pending, now) if oldest_pending else None,
+        retry_waiting=int(retry_waiting) if not isinstance(retry_waiting, Exception) else 0,
+        next_retry_in_s=(next_retry[0][1] - now) / 1000 if _is_list(next_retry) else None,
+        consumers=int(group.get("consumers", 0)) if group else 0,
+    )
+
+
+def _group(groups: Any) -> dict[str, Any] | None:
+    if not _is_list(groups):
+        return None
+    return next((g for g in groups if as_str(g.get("name", b"")) == CONSUMER_GROUP), None)
+
+
+def _count(summary: Any, field: str) -> int:
+    return int(summary.get(field) or 0) if isinstance(summary, dict) else 0
+
+
+def _is_list(reply: Any) -> bool:
+    return isinstance(reply, list) and bool(reply)
+
+
+def _age(entry_id: bytes | str, now: int) -> float:
+    """An entry id starts with the Redis time (ms) it was added at."""
+    return max(0.0, (now - int(as_str(entry_id).split("-", 1)[0])) / 1000)
+
+
+def _live_workers(beats: Any, now: int, live_after_ms: int) -> list[WorkerBeat]:
+    workers = []
+    for raw in (beats or {}).values():
+        try:
+            beat = msgspec.json.decode(raw, type=WorkerBeat)
+        except msgspec.DecodeError:
+            continue  # a heartbeat of another version: that worker shows up once upgraded
+        if now - beat.seen_at_ms <= live_after_ms:
+            workers.append(beat)
+    return sorted(workers, key=lambda beat: beat.name)
