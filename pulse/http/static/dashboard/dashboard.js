@@ -7,6 +7,7 @@ const KEY_NAME = "pulse.dashboard.key";
 const SVG = "http://www.w3.org/2000/svg";
 const PALETTE = ["#3b5bdb", "#2b8a3e", "#e8590c", "#9c36b5", "#0c8599", "#c92a2a", "#5c940d"];
 const PRIORITIES = ["critical", "high", "normal", "low", "bulk"];
+const MIN_SPAN_S = 120;
 const SHADES = { p50: "#74c0fc", p90: "#4263eb", p99: "#364fc7" };
 const state = { key: null, abort: null, last: null, deadLetters: null, scopes: [] };
 
@@ -187,7 +188,9 @@ function renderThroughput(snapshot) {
   const width = 640, height = 220, left = 40, right = 12, top = 12, bottom = 26;
   const now = Date.parse(snapshot.at) / 1000;
   const bucket = snapshot.bucket_s;
-  const first = Math.floor((now - snapshot.window_s) / bucket) * bucket;
+  // Zoom to the data: from its first point (at least two minutes back) up to now.
+  const earliest = Math.min(now - MIN_SPAN_S, ...snapshot.throughput.map((p) => p.at));
+  const first = Math.floor(Math.max(now - snapshot.window_s, earliest) / bucket) * bucket;
   const slots = Math.floor((now - first) / bucket) + 1;
   const series = {};
   const accepted = new Array(slots).fill(0);
@@ -205,10 +208,10 @@ function renderThroughput(snapshot) {
   const x = (i) => left + (i / Math.max(1, slots - 1)) * (width - left - right);
   const y = (v) => top + (1 - v / peak) * (height - top - bottom);
   const parts = axes(peak, y, width, left, right);
-  for (const minutes of [10, 5, 0]) {
-    const i = slots - 1 - (minutes * 60) / bucket;
-    parts.push(el("svg:text", { x: x(Math.max(0, i)), y: height - 8, "text-anchor": "middle" },
-      minutes ? `−${minutes} min` : "now"));
+  for (const fraction of [1, 0.5, 0]) {
+    const i = Math.round((slots - 1) * (1 - fraction));
+    const text = fraction ? `−${age(fraction * (slots - 1) * bucket * 1000)}` : "now";
+    parts.push(el("svg:text", { x: x(i), y: height - 8, "text-anchor": "middle" }, text));
   }
   const line = (values) => values.map((v, i) => `${i ? "L" : "M"}${x(i).toFixed(1)},${y(v).toFixed(1)}`).join("");
   parts.push(el("svg:path", { class: "accepted", d: line(accepted), "data-series": "accepted" }));
