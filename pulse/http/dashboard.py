@@ -39,6 +39,7 @@ WINDOW_S = 600
 BUCKET_S = 10
 EVENT_INTERVAL_S = 1.0
 CACHE_S = 0.9
+STALE_S = 60.0
 _PAGE_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
@@ -231,7 +232,10 @@ async def _snapshot(request: web.Request, viewer: view.Viewer) -> view.Dashboard
     if hit is not None and time.monotonic() - hit[0] < CACHE_S:
         return msgspec.structs.replace(hit[1], viewer=viewer)
     document = await _build(request, viewer)
-    cache[key] = (time.monotonic(), document)
+    now = time.monotonic()
+    for stale in [k for k, (at, _) in cache.items() if now - at > STALE_S]:
+        del cache[stale]  # tenants nobody watches any more
+    cache[key] = (now, document)
     return document
 
 
