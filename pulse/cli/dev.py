@@ -19,6 +19,7 @@ import msgspec
 
 from pulse.cli.serve import api_site, install_stop_signals, run, run_worker
 from pulse.config import Settings
+from pulse.http.dashboard import DEV_MAIL, DevInbox
 from pulse.metrics import Metrics
 from pulse.store.migrations import migrate_database
 from pulse.store.pool import create_pool
@@ -37,13 +38,14 @@ EXAMPLE_BODY = {
 def run_dev(settings: Settings) -> int:
     data_dir = Path(settings.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    inbox = None if settings.smtp_host else DevInbox()  # the sink's mails, shown on /dev/mail
     signal.signal(signal.SIGHUP, _hang_up)  # while servers start: as Ctrl-C, they are stopped
     with contextlib.ExitStack() as stack:
         try:
             settings = _with_servers(settings, data_dir, stack)
-            settings = _with_smtp_sink(settings, stack)
+            settings = _with_smtp_sink(settings, stack, inbox)
             settings = _with_receipt_key(settings, data_dir)
-            run(lambda: _dev_main(settings, data_dir))
+            run(lambda: _dev_main(settings, data_dir, inbox))
         except asyncio.CancelledError:
             logger.warning("stopped at once")
         finally:
@@ -72,13 +74,17 @@ def _with_servers(settings: Settings, data_dir: Path, stack: contextlib.ExitStac
     return settings
 
 
-def _with_smtp_sink(settings: Settings, stack: contextlib.ExitStack) -> Settings:
-    if settings.smtp_host:
+def _with_smtp_sink(
+    settings: Settings, stack: contextlib.ExitStack, inbox: DevInbox | None
+) -> Settings:
+    if settings.smtp_host or inbox is None:
         return settings
     from pulse.devtools.smtp_sink import SmtpSink
 
-    sink = stack.enter_context(SmtpSink())
-    logger.info("SMTP sink on 127.0.0.1:%d: received mails are logged here", sink.port)
+    sink = stack.enter_context(SmtpSink(on_message=inbox.record))
+    logger.info(
+        "SMTP sink on 127.0.0.1:%d: received mails are logged here and on /dev/mail", sink.port
+    )
     return msgspec.structs.replace(
         settings, smtp_host="127.0.0.1", smtp_port=sink.port, smtp_tls="none"
     )
@@ -95,13 +101,15 @@ def _with_receipt_key(settings: Settings, data_dir: Path) -> Settings:
     return msgspec.structs.replace(settings, receipt_signing_key=key)
 
 
-async def _dev_main(settings: Settings, data_dir: Path) -> None:
+async def _dev_main(settings: Settings, data_dir: Path, inbox: DevInbox | None) -> None:
     stop = asyncio.Event()
     install_stop_signals(stop)
     await migrate_database(settings.require_database_url())
     key = await _dev_key(settings, data_dir)
     metrics = Metrics()
-    async with api_site(settings, metrics):
+    async with api_site(settings, metrics) as runner:
+        if inbox is not None:
+            runner.app[DEV_MAIL].connect(inbox)
         print(banner(settings, key), flush=True)
         await run_worker(settings, stop, metrics, serve_metrics=False)
 
@@ -137,6 +145,7 @@ def banner(settings: Settings, key: str) -> str:
             f"API key of tenant '{DEV_TENANT}': {key}",
             "Paste into your shell, and the README's curls work as written:",
             f"export PULSE_KEY={shlex.quote(key)}",
+            f"Dashboard: {base}/dashboard (paste the key); mail sent: {base}/dev/mail",
             "Send the example notification:",
             curl,
             "",

@@ -20,6 +20,7 @@ from pulse.core.routes import accepting, catalog, configured, configured_routes
 from pulse.http import (
     admin,
     batches,
+    dashboard,
     dead_letters,
     health,
     notification_queries,
@@ -105,6 +106,7 @@ def create_app(
     app.add_routes(receipts.routes)
     app.add_routes(webhook_secrets.routes)
     app.router.add_static("/docs/assets", openapi.swagger_assets())
+    dashboard.setup(app)
     return app
 
 
