@@ -12,7 +12,11 @@ framing), hypothesis checks what a user and an operator would:
   fan-out job there (checked against PostgreSQL and Redis after each endpoint's run).
 
 The API runs as in production (``api_site``: an AppRunner on a loopback port) against the
-run's real PostgreSQL and Redis; requests are raw bytes over a loopback socket.
+run's real PostgreSQL and Redis; requests are raw bytes over a loopback socket. Before
+hypothesis explores, a fixed corpus (tests/hostile.py: every known breaker planted on every key
+of every seed body) runs in full, so the known classes of defect are checked on every run
+whatever the examples drawn. A failing case reports each kind of defect once, with its request,
+the answer and the log lines.
 
 Profiles: ``ci`` (the default) is derandomized and small, so CI is reproducible and quick;
 ``PULSE_TEST_HYPOTHESIS_PROFILE=local`` runs many more examples, randomized, and remembers
@@ -58,7 +62,7 @@ pytestmark = pytest.mark.integration
 
 _QUIET = list(HealthCheck)  # slow examples and big inputs are the point here
 profile.register_profile(
-    "ci", max_examples=40, deadline=None, derandomize=True, database=None,
+    "ci", max_examples=25, deadline=None, derandomize=True, database=None,
     suppress_health_check=_QUIET,
 )  # fmt: skip
 profile.register_profile(
