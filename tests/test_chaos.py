@@ -1,6 +1,10 @@
 """Chaos: 5,000 notifications while workers are SIGKILLed, Redis restarts empty and
 PostgreSQL stops for 5 s. Loopback only, bounded in time; it starts its own servers.
 
+The client sends an Idempotency-Key with every notification and reuses it on each retry, as
+``pulse.client`` does: none may be refused (no 409 "still being processed" once its try was
+answered, no 422 for a key used with the same body), and no retry may create a second one.
+
 At the end every accepted notification is delivered (received by the SMTP server) or failed
 with its reason; none is lost or stuck, and every history is complete. A mail received twice
 is only allowed where a SIGKILLed worker had it in flight: that is at-least-once delivery's one
@@ -18,9 +22,11 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import aiohttp
 import asyncpg
+import msgspec
 import pytest
 
 from pulse.store.migrations import migrate_database
@@ -73,7 +79,12 @@ def pulse_env(lab: Lab, smtp_port: int) -> dict[str, str]:
 
 
 class Submitter:
-    """A client that retries on 503 and connection errors, as a real one would."""
+    """A client as ``pulse.client`` is: every notification carries an Idempotency-Key of its
+    own, reused on each retry, and 503s and connection errors are retried.
+
+    Refusals are counted, not hidden: a 409 "still being processed" (retried after its
+    Retry-After, as a patient client would) and a 422 for the key (the notification is then
+    given up, as the key can never succeed)."""
 
     def __init__(self, base: str, key: str) -> None:
         self.base = base
@@ -81,6 +92,8 @@ class Submitter:
         self.accepted: dict[str, str] = {}  # id -> recipient
         self.retries = 0
         self.unavailable = 0
+        self.replayed = 0
+        self.refused: dict[int, str] = {}  # notification number -> its first refusal
 
     async def send_all(self, total: int) -> None:
         queue: asyncio.Queue[int] = asyncio.Queue()
@@ -102,22 +115,42 @@ class Submitter:
                 "priority": n % 5,
                 "max_attempts": 10,
             }
-            while True:
-                try:
-                    async with session.post(
-                        f"{self.base}/api/notifications/", json=body, headers=self.headers
-                    ) as response:
-                        if response.status == 202:
-                            self.accepted[(await response.json())["id"]] = recipient
-                            break
-                        # An outage is a 503 with Retry-After, never a 500.
-                        assert response.status == 503, await response.text()
-                        assert response.headers["Retry-After"]
-                        self.unavailable += 1
-                except (aiohttp.ClientError, TimeoutError):
-                    pass
-                self.retries += 1
-                await asyncio.sleep(0.2)
+            await self._send(session, n, body, {**self.headers, "Idempotency-Key": str(uuid4())})
+
+    async def _send(
+        self, session: aiohttp.ClientSession, n: int, body: dict[str, Any], headers: dict[str, str]
+    ) -> None:
+        """Send until accepted (or refused for good), retrying with the same key."""
+        url = f"{self.base}/api/notifications/"
+        while True:
+            try:
+                async with session.post(url, json=body, headers=headers) as response:
+                    if await self._answered(n, body, response):
+                        return
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            self.retries += 1
+            await asyncio.sleep(0.2)
+
+    async def _answered(
+        self, n: int, body: dict[str, Any], response: aiohttp.ClientResponse
+    ) -> bool:
+        """Whether the notification is settled (accepted or refused for good)."""
+        text = await response.text()
+        if response.status == 202:
+            self.accepted[msgspec.json.decode(text)["id"]] = body["recipient"]
+            self.replayed += response.headers.get("Idempotent-Replayed") == "true"
+            return True
+        if response.status in (409, 422):
+            self.refused.setdefault(n, f"#{n}: {response.status} {text}")
+            if response.status == 409:
+                await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+            return response.status == 422
+        # An outage is a 503 with Retry-After, never a 500.
+        assert response.status == 503, text
+        assert response.headers["Retry-After"]
+        self.unavailable += 1
+        return False
 
 
 async def connect_when_up(url: str) -> asyncpg.Connection:
@@ -241,6 +274,20 @@ async def _wait_settled(url: str, submitter: Submitter) -> float:
     return -1.0
 
 
+async def _created_twice(url: str) -> list[str]:
+    """Recipients with more than one notification: a retried send that created another (each
+    recipient is sent to once, and the lab's database holds nothing else)."""
+    conn = await connect_when_up(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT recipient, count(*) AS n FROM notifications GROUP BY recipient"
+            " HAVING count(*) > 1"
+        )
+    finally:
+        await conn.close()
+    return [f"{row['recipient']} x{row['n']}" for row in rows]
+
+
 async def _verify(
     url: str,
     submitter: Submitter,
@@ -271,6 +318,7 @@ async def _verify(
         )
     finally:
         await conn.close()
+    created_twice = await _created_twice(url)
     attempt_classes = {row["id"]: list(row["classes"]) for row in attempt_rows}
     status = {row["id"]: row for row in rows}
     history = {row["id"]: row for row in audits}
@@ -287,6 +335,9 @@ async def _verify(
         sent=len(submitter.accepted),
         client_retries=submitter.retries,
         answered_503=submitter.unavailable,
+        replayed=submitter.replayed,
+        refused=len(submitter.refused),
+        created_twice=len(created_twice),
         delivered=len(delivered),
         failed=len(failed),
         duplicates=len(duplicates),
@@ -294,9 +345,16 @@ async def _verify(
         stuck=len(stuck),
     )
     print(f"\nchaos figures: {figures}")
+    for line in list(submitter.refused.values())[:5]:
+        print("REFUSED", line)
     for i in duplicates[:3]:
         print("DUP", i, list(history[i]["details"]), list(history[i]["workers"]))
 
+    # Every keyed request was processed: none refused as "still being processed" after its
+    # first try was answered 503, none refused as a different body; and no retry created a
+    # second notification.
+    assert not submitter.refused, list(submitter.refused.values())[:10]
+    assert created_twice == [], created_twice[:10]
     assert len(submitter.accepted) == TOTAL
     assert submitter.unavailable > 0  # the outages were seen as 503s, and retried
     assert lost == []
