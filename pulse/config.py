@@ -145,6 +145,11 @@ def convert_fields(
             raise ConfigError(
                 f"{variable(missing.group(1))} is not set ({needed_by} needs it)"
             ) from None
+        unknown = re.search(r"unknown field `(\w+)`", text)
+        if unknown:  # perhaps a misspelt secret: its value is never shown
+            raise ConfigError(
+                f"{variable(unknown.group(1))} is not a setting of {needed_by}"
+            ) from None
         match = re.search(r"at `\$\.(\w+)`", text) or re.search(r"field `(\w+)`", text)
         field = match.group(1) if match else "kind"
         shown = "***" if field in secret else repr(raw.get(field))

@@ -109,3 +109,19 @@ def test_default_routes_parse() -> None:
     )
 
     assert routes == {"email": ["relay2", "smtp"], "sms": ["twilio-backup", "twilio"]}
+
+
+def test_a_misspelt_field_is_named_and_its_value_never_shown() -> None:
+    # Given: a Twilio provider whose auth token variable is misspelt (AUTHTOKEN)
+    env = dict(TWILIO_BACKUP)
+    env["PULSE_PROVIDER_TWILIO_BACKUP__AUTHTOKEN"] = env.pop(
+        "PULSE_PROVIDER_TWILIO_BACKUP__AUTH_TOKEN"
+    )
+
+    # When: the settings are loaded
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env, dotenv_path=None)
+
+    # Then: the variable is named, and the value (a secret) is not shown
+    assert "PULSE_PROVIDER_TWILIO_BACKUP__AUTHTOKEN is not a setting" in str(caught.value)
+    assert "backup-token-123" not in str(caught.value)
