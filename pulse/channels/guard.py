@@ -13,12 +13,15 @@ Redirects are never followed (see ``pulse.channels.webhook``), so there is no se
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import socket
 from typing import Any
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
+
+logger = logging.getLogger("pulse.channels.guard")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -120,8 +123,9 @@ class GuardedResolver(AbstractResolver):
         results = await self._inner.resolve(host, port, family)
         for result in results:
             reason = refusal(result["host"])
-            if reason is not None:
-                raise RefusedAddress(f"{host} resolves to a {reason}")
+            if reason is not None:  # the detail is the operator's, not the tenant's to learn
+                logger.info("refused %s: it resolves to a %s", host, reason)
+                raise RefusedAddress(f"{host} does not resolve to public addresses only")
         return results
 
     async def close(self) -> None:
@@ -133,5 +137,6 @@ def guarded_socket(addr_info: tuple[Any, ...]) -> socket.socket:
     family, kind, proto, _, sockaddr = addr_info
     reason = refusal(sockaddr[0])
     if reason is not None:
-        raise RefusedAddress(f"refused to connect to a {reason}")
+        logger.info("refused to connect to a %s", reason)
+        raise RefusedAddress("refused to connect to a non-public address")
     return socket.socket(family=family, type=kind, proto=proto)
