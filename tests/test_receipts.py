@@ -220,3 +220,24 @@ async def test_tenants_have_different_secrets(
     )
 
     assert mine["secret"] != theirs["secret"]
+
+
+async def test_a_second_rotation_within_the_overlap_is_refused(
+    local: Settings, auth: dict[str, str], receiver: tuple[Receiver, str]
+) -> None:
+    _, base = receiver
+    endpoint = {"url": f"{base}/receipts", "events": ["delivered"]}
+    async with TestClient(TestServer(create_app(local, channel_specs(local)))) as client:
+        # Given: a receipt endpoint whose secret was rotated once
+        _, original = await call(client, "PUT", "/api/receipts", auth, endpoint)
+        first, _ = await call(client, "POST", "/api/receipts/rotate", auth)
+
+        # When: it is rotated again within the day
+        again = await client.post("/api/receipts/rotate", headers=auth)
+        _, after = await call(client, "GET", "/api/receipts", auth)
+
+    # Then: 409 with when to try again, and the original secret still signs
+    assert first == 200
+    assert again.status == 409
+    assert 0 < int(again.headers["Retry-After"]) <= 24 * 3600
+    assert after["previous_secret"] == original["secret"]

@@ -227,3 +227,22 @@ async def test_the_body_keeps_the_event_time_however_late_the_attempt(
     assert isinstance(outcome, Delivered)
     assert msgspec.json.decode(body)["timestamp"] == accepted_ms // 1000
     assert int(headers["webhook-timestamp"]) >= accepted_ms // 1000 + 3600
+
+
+async def test_a_second_rotation_within_the_overlap_is_refused(
+    local: Settings, auth: dict[str, str]
+) -> None:
+    async with TestClient(TestServer(create_app(local, channel_specs(local)))) as client:
+        # Given: a secret receivers use, rotated once
+        _, original = await call(client, "GET", "/api/webhooks/secret", auth)
+        first, _ = await call(client, "POST", "/api/webhooks/secret/rotate", auth)
+
+        # When: it is rotated again (a retried request, a double click) within the day
+        again = await client.post("/api/webhooks/secret/rotate", headers=auth)
+        _, after = await call(client, "GET", "/api/webhooks/secret", auth)
+
+    # Then: 409 with when to try again, and the original secret still signs
+    assert first == 200
+    assert again.status == 409
+    assert 0 < int(again.headers["Retry-After"]) <= 24 * 3600
+    assert after["previous_secret"] == original["secret"]

@@ -15,11 +15,11 @@ import msgspec
 from aiohttp import web
 
 from pulse.core.errors import InvalidInput, NotConfigured, NotFound
-from pulse.core.signatures import receipt_secret
+from pulse.core.signatures import SecretGeneration, receipt_secret
 from pulse.core.timeutil import utcnow
 from pulse.http.auth import require
 from pulse.http.body import read_json
-from pulse.http.responses import json_response
+from pulse.http.responses import json_response, rotation_in_overlap
 from pulse.http.state import RECEIPTS, SETTINGS, SPECS, TENANT_ID
 from pulse.store.receipts import ReceiptEndpoint
 
@@ -107,4 +107,9 @@ async def delete_receipts(request: web.Request) -> web.Response:
 async def rotate_secret(request: web.Request) -> web.Response:
     require(request, "admin")
     _signing_key(request)
-    return _found(request, await request.app[RECEIPTS].rotate(request[TENANT_ID]))
+    store = request.app[RECEIPTS]
+    rotated = await store.rotate(request[TENANT_ID])
+    current = await store.get(request[TENANT_ID]) if rotated is None else None
+    if current is not None:
+        raise rotation_in_overlap(SecretGeneration(current.generation, current.rotated_at))
+    return _found(request, rotated)

@@ -18,7 +18,7 @@ from pulse.core.errors import NotConfigured
 from pulse.core.signatures import WEBHOOKS, SecretGeneration, tenant_secret
 from pulse.core.timeutil import utcnow
 from pulse.http.auth import require
-from pulse.http.responses import json_response
+from pulse.http.responses import json_response, rotation_in_overlap
 from pulse.http.state import POOL, SETTINGS, TENANT_ID
 from pulse.store.webhook_secrets import WebhookSecretStore
 
@@ -72,4 +72,8 @@ async def get_secret(request: web.Request) -> web.Response:
 async def rotate_secret(request: web.Request) -> web.Response:
     require(request, "admin")
     _signing_key(request)
-    return _document(request, await _store(request).rotate(request[TENANT_ID]))
+    store = _store(request)
+    rotated = await store.rotate(request[TENANT_ID])
+    if rotated is None:
+        raise rotation_in_overlap(await store.get(request[TENANT_ID]))
+    return _document(request, rotated)

@@ -10,7 +10,7 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
-from pulse.core.signatures import SecretGeneration
+from pulse.core.signatures import ROTATION_GRACE, SecretGeneration
 
 
 class ReceiptEndpoint(msgspec.Struct, kw_only=True):
@@ -60,11 +60,15 @@ class ReceiptStore:
         return result.endswith(" 1")
 
     async def rotate(self, tenant_id: str) -> ReceiptEndpoint | None:
-        """Move to the next signing secret; the previous one keeps signing for a grace period."""
+        """Move to the next signing secret; the previous one keeps signing for a grace period.
+        None when there is no endpoint, or while an earlier rotation's overlap runs."""
         row = await self._pool.fetchrow(
             "UPDATE receipt_endpoints SET generation = generation + 1, rotated_at = now(),"
-            f" updated_at = now() WHERE tenant_id = $1 RETURNING {_COLUMNS}",
+            " updated_at = now() WHERE tenant_id = $1"
+            " AND (rotated_at IS NULL OR rotated_at <= now() - $2::interval)"
+            f" RETURNING {_COLUMNS}",
             tenant_id,
+            ROTATION_GRACE,
         )
         return None if row is None else ReceiptEndpoint(**dict(row))
 

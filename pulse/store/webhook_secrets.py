@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from pulse.core.signatures import SecretGeneration
+from pulse.core.signatures import ROTATION_GRACE, SecretGeneration
 
 
 class WebhookSecretStore:
@@ -19,17 +19,20 @@ class WebhookSecretStore:
         )
         return SecretGeneration() if row is None else SecretGeneration(row[0], row[1])
 
-    async def rotate(self, tenant_id: str) -> SecretGeneration:
-        """Move to the next secret; the previous one keeps signing for the grace period."""
+    async def rotate(self, tenant_id: str) -> SecretGeneration | None:
+        """Move to the next secret; the previous one keeps signing for the grace period. None
+        while an earlier rotation's overlap runs: rotating again would drop the secret that
+        receivers may still use before the overlap promised them is over."""
         row = await self._pool.fetchrow(
             "INSERT INTO webhook_secrets (tenant_id, generation, rotated_at) VALUES ($1, 2, now())"
             " ON CONFLICT (tenant_id) DO UPDATE SET generation = webhook_secrets.generation + 1,"
             " rotated_at = now(), updated_at = now()"
+            " WHERE webhook_secrets.rotated_at IS NULL OR webhook_secrets.rotated_at <= now() - $2::interval"
             " RETURNING generation, rotated_at",
             tenant_id,
+            ROTATION_GRACE,
         )
-        assert row is not None  # an upsert always returns its row
-        return SecretGeneration(row[0], row[1])
+        return None if row is None else SecretGeneration(row[0], row[1])
 
     async def generations(self) -> dict[str, SecretGeneration]:
         """Every rotated tenant's generation: what workers load."""
