@@ -27,7 +27,8 @@ class WebhookSecretStore:
             "INSERT INTO webhook_secrets (tenant_id, generation, rotated_at) VALUES ($1, 2, now())"
             " ON CONFLICT (tenant_id) DO UPDATE SET generation = webhook_secrets.generation + 1,"
             " rotated_at = now(), updated_at = now()"
-            " WHERE webhook_secrets.rotated_at IS NULL OR webhook_secrets.rotated_at <= now() - $2::interval"
+            " WHERE webhook_secrets.rotated_at IS NULL"
+            " OR webhook_secrets.rotated_at <= now() - $2::interval"
             " RETURNING generation, rotated_at",
             tenant_id,
             ROTATION_GRACE,
