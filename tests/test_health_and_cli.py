@@ -94,6 +94,26 @@ def test_bad_setting_stops_the_process_with_a_clear_message(tmp_path: Path) -> N
     assert "Traceback" not in result.stderr
 
 
+def test_an_unreachable_database_stops_the_process_with_one_line(tmp_path: Path) -> None:
+    # Given: a PostgreSQL URL (with a password) where nothing listens
+    from pulse.devtools.ports import free_port
+
+    url = f"postgresql://pulse:s3cret-pw@127.0.0.1:{free_port('127.0.0.1')}/pulse"
+    env = {"PATH": "/usr/bin:/bin", "PULSE_DATABASE_URL": url, "PULSE_REDIS_URL": "redis://x"}
+
+    # When: the API starts
+    result = subprocess.run(
+        [sys.executable, "-m", "pulse", "api"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+    # Then: it stops with one line saying so, no traceback, no password
+    assert result.returncode == 1
+    assert "cannot reach a server it needs" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "s3cret-pw" not in result.stderr
+
+
 async def test_tenants_create_prints_a_working_key(settings: Settings, pool: asyncpg.Pool) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
     env["PULSE_DATABASE_URL"] = settings.require_database_url()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 import sys
 from collections.abc import Sequence
 
 import asyncpg
+import redis.exceptions
 
 from pulse.channels.registry import check_channel_settings
 from pulse.config import Settings, load_settings
@@ -30,7 +32,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"pulse: configuration error: {exc}", file=sys.stderr)
         return 2
+    except UNREACHABLE as exc:  # at start-up: one line, not a traceback (and no URL: no password)
+        print(
+            f"pulse: cannot reach a server it needs: {type(exc).__name__}: {exc}", file=sys.stderr
+        )
+        return 1
     return code
+
+
+# What a server that is down, unknown or refusing Pulse raises while a command starts.
+UNREACHABLE = (
+    ConnectionError,
+    TimeoutError,
+    socket.gaierror,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.InvalidAuthorizationSpecificationError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
