@@ -15,6 +15,7 @@ import itertools
 import time
 
 import msgspec
+from prometheus_client import Histogram
 
 from pulse.core.ids import uuid7_ms
 from pulse.core.ports import ChannelSpec, Envelope, Failed
@@ -41,6 +42,7 @@ class Deliverer:
         self._acker = acker
         self._seconds = metrics.delivery_seconds.labels(spec.name)
         self._waited = metrics.waited
+        self._waited_by_priority: dict[int, Histogram] = {}  # labelled once: labels() costs
         self._concurrency = concurrency
         self._mailbox: asyncio.PriorityQueue[tuple[int, int, Delivery]] = asyncio.PriorityQueue()
         self._limit = mailbox
@@ -102,4 +104,8 @@ class Deliverer:
         accepted_at = uuid7_ms(job.id) if delivery.attempt == 1 and job.step == 0 else None
         if accepted_at is not None:
             waited = max(0, now_ms() - accepted_at) / 1000
-            self._waited.labels(self.name, str(job.priority)).observe(waited)
+            histogram = self._waited_by_priority.get(job.priority)
+            if histogram is None:
+                histogram = self._waited.labels(self.name, str(job.priority))
+                self._waited_by_priority[job.priority] = histogram
+            histogram.observe(waited)

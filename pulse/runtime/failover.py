@@ -18,7 +18,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from pulse.core.breaker import BreakerPolicy, CircuitBreaker
 from pulse.core.ports import Channel, Envelope, Failed, Outcome, Retry
@@ -92,6 +92,7 @@ class Failover:
         self._route = route
         self._metrics = metrics
         self._counters: dict[tuple[str, str], Counter] = {}
+        self._call_seconds: dict[str, Histogram] = {}
 
     def route_of(self, tenant_id: str) -> list[str]:
         """The tenant's route, restricted to providers this worker has (a route naming a
@@ -130,7 +131,7 @@ class Failover:
             self._breakers.record(name, outcome)
         took = time.perf_counter() - started
         self._counter(name, OUTCOME_NAMES[type(outcome)]).inc()
-        self._metrics.provider_seconds.labels(name).observe(took)
+        self._provider_seconds(name).observe(took)
         return Try(name, outcome, started_at, took)
 
     def _raised(self, name: str, envelope: Envelope, exc: Exception) -> Failed:
@@ -139,6 +140,13 @@ class Failover:
         the provider's fault, so it neither retries nor counts against the shared breaker."""
         logger.exception("%s/%s raised on %s", self._channel, name, envelope.notification_id)
         return Failed(error=f"{type(exc).__name__}: {exc}", error_class=type(exc).__name__)
+
+    def _provider_seconds(self, provider: str) -> Histogram:
+        histogram = self._call_seconds.get(provider)
+        if histogram is None:
+            histogram = self._metrics.provider_seconds.labels(provider)
+            self._call_seconds[provider] = histogram
+        return histogram
 
     def _counter(self, provider: str, outcome: str) -> Counter:
         """The labelled counter, looked up once: ``labels()`` costs more than the count."""
