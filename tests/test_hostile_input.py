@@ -341,12 +341,22 @@ async def test_a_request_the_http_parser_refuses_is_400_and_one_quiet_log_line(
     assert not any(raw in lines[0] for raw in ("\n", "\\x", "aaaa")), lines
 
 
+# A routed path, one no route matches (aiohttp's own 404), one with another method (its 405).
+EXPECTING = [b"POST /api/notifications/", b"POST /nowhere", b"PATCH /api/notifications/"]
+
+
+@pytest.mark.parametrize("target", EXPECTING, ids=[t.decode() for t in EXPECTING])
 @pytest.mark.parametrize("expect", [b"\x80", b"\xff\xfe", b"something-else"])
 async def test_an_expectation_other_than_100_continue_is_417_problem(
-    client: Client, auth: dict[str, str], caplog: pytest.LogCaptureFixture, expect: bytes
+    client: Client,
+    auth: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
+    target: bytes,
+    expect: bytes,
 ) -> None:
     request = (
-        b"POST /api/notifications/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        target
+        + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         + f"Authorization: {auth['Authorization']}\r\n".encode()
         + b"Content-Type: application/json\r\nExpect: "
         + expect

@@ -75,13 +75,14 @@ ANSWER_TIMEOUT_S = 15.0  # a liveness bound (a request must be answered), not a 
 
 
 def router_endpoints() -> list[Endpoint]:
-    """Every method and path the app routes (HEAD aside: it is GET without a body)."""
+    """Every method and path the app routes (HEAD aside: it is GET without a body; and the
+    route of last resort, which any odd path or segment below reaches)."""
     defaults = Settings()
     app = create_app(defaults, channel_specs(defaults))
     found = []
     for route in app.router.routes():
         resource = route.resource
-        if route.method == "HEAD" or resource is None:
+        if route.method in ("HEAD", "*") or resource is None:
             continue
         path = resource.canonical
         if isinstance(resource, web.StaticResource):

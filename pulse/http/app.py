@@ -34,7 +34,7 @@ from pulse.http import (
 from pulse.http.auth import auth_middleware
 from pulse.http.edges import cors_middleware, request_id_middleware
 from pulse.http.problems import CLIENT_CLOSED_REQUEST, Handler, problem_middleware
-from pulse.http.protocol import with_expect
+from pulse.http.protocol import UNROUTED, add_unrouted, with_expect
 from pulse.http.state import (
     ACCEPT,
     BATCHES,
@@ -112,6 +112,7 @@ def create_app(
         app.add_routes(with_expect(table))
     app.add_routes(with_expect([web.static("/docs/assets", openapi.swagger_assets())]))
     dashboard.setup(app)
+    add_unrouted(app)
     return app
 
 
@@ -174,7 +175,7 @@ async def _timing_middleware(request: web.Request, handler: Handler) -> web.Stre
         raise
     finally:
         route = request.match_info.route.resource
-        name = route.canonical if route is not None else "unmatched"
+        name = route.canonical if route is not None and route.name != UNROUTED else "unmatched"
         request.app[METRICS].http_seconds.labels(request.method, name, str(status)).observe(
             time.perf_counter() - started
         )

@@ -7,7 +7,9 @@ one line naming the error and its status; every other error keeps its traceback.
 
 aiohttp's own ``Expect`` handler answers 500 for a value that is not UTF-8 (its 417 text cannot
 encode it). ``expect_continue`` answers 100-continue as aiohttp does, anything else with a 417
-problem, and ``with_expect`` gives it to every route of a table.
+problem, and ``with_expect`` gives it to every route of a table. aiohttp's own route for a
+path nothing matches (its 404 and 405) cannot be given an Expect handler: ``add_unrouted`` adds
+a last route that matches any path and answers the 404 or 405 aiohttp would have.
 """
 
 from __future__ import annotations
@@ -66,3 +68,24 @@ def _with_expect(route: web.AbstractRouteDef) -> web.AbstractRouteDef:
             route.prefix, route.path, {**route.kwargs, "expect_handler": expect_continue}
         )
     raise TypeError(f"cannot give an Expect handler to {route!r}")
+
+
+UNROUTED = "unrouted"  # the name of the last route, which answers what nothing else matched
+
+
+def add_unrouted(app: web.Application) -> None:
+    """Add the route of last resort (call after every other route: it matches any path)."""
+    app.router.add_route(
+        hdrs.METH_ANY, "/{path:.*}", _unrouted, name=UNROUTED, expect_handler=expect_continue
+    )
+
+
+async def _unrouted(request: web.Request) -> web.StreamResponse:
+    """405 naming the allowed methods if another route has this path, else 404."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource.name != UNROUTED:
+            allowed |= (await resource.resolve(request))[1]
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+    raise web.HTTPNotFound()
