@@ -275,6 +275,11 @@ def _gauges(request: web.Request) -> dict[str, float]:
     return found
 
 
+def open_streams(app: web.Application) -> int:
+    """How many event streams are open (each ends at its next write once its page is gone)."""
+    return len(app[_SNAPSHOTS].streams)
+
+
 async def _close_streams(app: web.Application) -> None:
     """Shutdown must not wait for open pages: end every stream now."""
     for stop in app[_SNAPSHOTS].streams:
