@@ -44,9 +44,10 @@ class WireRequest:
             if len(self.body) <= 400
             else self.body[:400] + b"...(%d bytes)" % len(self.body)
         )
+        headers = [(name, value[:200]) for name, value in self.headers]
         return (
             f"{self.method} {self.target[:300]!r} length={self.length} "
-            f"headers={list(self.headers)!r} body={body!r}"
+            f"headers={headers!r} body={body!r}"
         )
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
