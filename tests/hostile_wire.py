@@ -44,9 +44,10 @@ class WireRequest:
             if len(self.body) <= 400
             else self.body[:400] + b"...(%d bytes)" % len(self.body)
         )
+        headers = [(name, value[:200]) for name, value in self.headers]
         return (
             f"{self.method} {self.target[:300]!r} length={self.length} "
-            f"headers={list(self.headers)!r} body={body!r}"
+            f"headers={headers!r} body={body!r}"
         )
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
@@ -119,10 +120,20 @@ async def exchange(port: int, request: WireRequest, timeout_s: float) -> WireRes
 
 
 async def _read_all(reader: asyncio.StreamReader) -> bytes:
-    chunks = []
+    """Everything until the server closes; of an event stream (which a server never closes),
+    the head and the first event, as a page that reads one snapshot and goes away."""
+    raw = b""
     while chunk := await _read_some(reader):
-        chunks.append(chunk)
-    return b"".join(chunks)
+        raw += chunk
+        if _first_event_read(raw):
+            break
+    return raw
+
+
+def _first_event_read(raw: bytes) -> bool:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    streaming = b"\ncontent-type: text/event-stream" in head.lower()
+    return streaming and body.count(b"\n\n") >= 2  # "retry: ..." and the first event
 
 
 async def _read_some(reader: asyncio.StreamReader) -> bytes:

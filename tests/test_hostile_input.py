@@ -304,3 +304,122 @@ async def test_an_integer_the_stream_cannot_carry_is_422_and_nothing_is_committe
     assert (await problem_of(batch))["errors"][0]["pointer"] == "/0/payload/data/big/1"
     assert await written(pool, redis, settings, tenant.tenant_id) == 0
     no_errors_logged(caplog)
+
+
+# Requests aiohttp's HTTP parser refuses before any of Pulse's code runs, and the error it names.
+UNPARSABLE = [
+    (b"X-Tag: a\nb\r\n", "BadHttpMessage"),  # a bare LF inside a header
+    (b"X-Tag: a\x00b\r\n", "BadHttpMessage"),  # a NUL inside a header
+    (b"X-Tag: " + b"a" * 9000 + b"\r\n", "LineTooLong"),  # over aiohttp's 8190 bytes
+    (b"", "InvalidURLError"),  # with a raw \xff in the query (see below)
+]
+
+
+@pytest.mark.parametrize(("header", "error"), UNPARSABLE, ids=[e for _, e in UNPARSABLE])
+async def test_a_request_the_http_parser_refuses_is_400_and_one_quiet_log_line(
+    settings: Settings, caplog: pytest.LogCaptureFixture, header: bytes, error: str
+) -> None:
+    # Given the API served as `pulse api` serves it, and a request its HTTP parser refuses
+    served = msgspec.structs.replace(
+        settings, http_host="127.0.0.1", http_port=free_port("127.0.0.1")
+    )
+    target = b"/api/notifications/" + (b"?x=\xff" if not header else b"")
+    request = b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n" + header + b"\r\n"
+    caplog.set_level(logging.INFO, "aiohttp.server")
+
+    # When it is sent
+    async with api_site(served, Metrics()):
+        answer = await raw_exchange(("127.0.0.1", served.http_port), request)
+
+    # Then the client gets a 400, and the log one line naming the refusal, without the
+    # client's bytes (no traceback, nothing at ERROR: a client cannot flood the log)
+    assert answer.split(b"\r\n")[0].endswith(b" 400 Bad Request"), answer[:200]
+    no_errors_logged(caplog)
+    lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.server"]
+    assert len(lines) == 1, lines
+    assert f"{error} (400)" in lines[0]
+    assert not any(raw in lines[0] for raw in ("\n", "\\x", "aaaa")), lines
+
+
+# A routed path, one no route matches (aiohttp's own 404), one with another method (its 405).
+EXPECTING = [b"POST /api/notifications/", b"POST /nowhere", b"PATCH /api/notifications/"]
+
+
+@pytest.mark.parametrize("target", EXPECTING, ids=[t.decode() for t in EXPECTING])
+@pytest.mark.parametrize("expect", [b"\x80", b"\xff\xfe", b"something-else"])
+async def test_an_expectation_other_than_100_continue_is_417_problem(
+    client: Client,
+    auth: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
+    target: bytes,
+    expect: bytes,
+) -> None:
+    request = (
+        target
+        + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        + f"Authorization: {auth['Authorization']}\r\n".encode()
+        + b"Content-Type: application/json\r\nExpect: "
+        + expect
+        + b"\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+    )
+
+    answer = await raw_exchange(client, request)
+
+    assert answer.startswith(b"HTTP/1.1 417"), answer[:300]
+    assert b"application/problem+json" in answer
+    assert b"100-continue" in answer  # the detail says what is supported
+    no_errors_logged(caplog)
+
+
+async def test_expect_100_continue_still_gets_its_interim_answer(
+    client: Client, auth: dict[str, str]
+) -> None:
+    body = {"recipient": "ops", "channel": "log", "payload": {"message": "m"}}
+
+    response = await client.post("/api/notifications/", json=body, headers=auth, expect100=True)
+
+    assert response.status == 202, await response.text()
+
+
+# A Twilio status callback whose body is not the form Twilio posts.
+NOT_A_FORM = [
+    (b"multipart/form-data", b"MessageSid=SM1&MessageStatus=delivered", 415),  # no boundary
+    (b"multipart/form-data; boundary=x", b"--x\r\n\r\n--x--\r\n", 415),
+    (b"application/json", b'{"MessageSid": "SM1"}', 415),
+    (b"application/x-www-form-urlencoded; charset=\xff", b"MessageSid=SM1", 415),
+    (b"application/x-www-form-urlencoded", b"MessageSid=SM\xff&a=\xfe", 400),
+    (b"application/x-www-form-urlencoded", b"MessageSid=SM%ff", 400),
+]
+
+
+@pytest.mark.parametrize(("content_type", "body", "status"), NOT_A_FORM)
+async def test_a_twilio_callback_that_is_not_a_utf8_form_is_refused_as_a_problem(
+    settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+    content_type: bytes,
+    body: bytes,
+    status: int,
+) -> None:
+    # Given the API with Twilio callbacks configured, served as `pulse api` serves it
+    served = msgspec.structs.replace(
+        settings, http_host="127.0.0.1", http_port=free_port("127.0.0.1"),
+        twilio_auth_token="callback-token", public_url="https://pulse.example.com",
+        twilio_account_sid="AC" + "0" * 32, twilio_from="+15005550006",
+    )  # fmt: skip
+    request = (
+        b"POST /providers/twilio/status/00000000-0000-0000-0000-000000000000 HTTP/1.1\r\n"
+        b"Host: 127.0.0.1\r\nX-Twilio-Signature: x\r\nConnection: close\r\n"
+        + b"Content-Type: "
+        + content_type
+        + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
+
+    # When a callback arrives whose body is not a UTF-8 urlencoded form
+    async with api_site(served, Metrics()):
+        answer = await raw_exchange(("127.0.0.1", served.http_port), request)
+
+    # Then it is refused as a problem (not a 500), before its signature is even checked
+    assert answer.startswith(b"HTTP/1.1 %d" % status), answer[:300]
+    assert b"application/problem+json" in answer
+    no_errors_logged(caplog)

@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from pulse.channels.registry import build_channels, channel_specs
 from pulse.config import Settings
 from pulse.http.app import create_app
+from pulse.http.protocol import ProtocolLogger
 from pulse.metrics import Metrics
 from pulse.queue.client import open_redis
 from pulse.runtime.worker import build_worker
@@ -61,7 +62,8 @@ def install_stop_signals(stop: asyncio.Event) -> None:
 @asynccontextmanager
 async def api_site(settings: Settings, metrics: Metrics) -> AsyncIterator[web.AppRunner]:
     app = create_app(settings, channel_specs(settings), metrics)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # A client's malformed request is logged as one line, not a traceback (ProtocolLogger).
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, logger=ProtocolLogger())
     await runner.setup()
     site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_port=True)
     await site.start()

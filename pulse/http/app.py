@@ -34,6 +34,7 @@ from pulse.http import (
 from pulse.http.auth import auth_middleware
 from pulse.http.edges import cors_middleware, request_id_middleware
 from pulse.http.problems import CLIENT_CLOSED_REQUEST, Handler, problem_middleware
+from pulse.http.protocol import UNROUTED, add_unrouted, with_expect
 from pulse.http.state import (
     ACCEPT,
     BATCHES,
@@ -71,6 +72,19 @@ from pulse.store.routes import RouteStore
 from pulse.store.tenants import TenantStore
 
 logger = logging.getLogger("pulse.http.app")
+ROUTE_TABLES = (
+    health.routes,
+    batches.routes,
+    notification_queries.routes,
+    notifications.routes,
+    dead_letters.routes,
+    admin.routes,
+    openapi.routes,
+    provider_callbacks.routes,
+    provider_routes.routes,
+    receipts.routes,
+    webhook_secrets.routes,
+)
 IDEMPOTENCY_PURGE_INTERVAL_S = 60.0
 
 
@@ -94,19 +108,11 @@ def create_app(
     app[METRICS] = metrics or Metrics()
     app[METRICS].collect_queue_state()  # the API process alone exports the queue's state
     app.cleanup_ctx.append(_backends)
-    app.add_routes(health.routes)
-    app.add_routes(batches.routes)
-    app.add_routes(notification_queries.routes)
-    app.add_routes(notifications.routes)
-    app.add_routes(dead_letters.routes)
-    app.add_routes(admin.routes)
-    app.add_routes(openapi.routes)
-    app.add_routes(provider_callbacks.routes)
-    app.add_routes(provider_routes.routes)
-    app.add_routes(receipts.routes)
-    app.add_routes(webhook_secrets.routes)
-    app.router.add_static("/docs/assets", openapi.swagger_assets())
+    for table in ROUTE_TABLES:
+        app.add_routes(with_expect(table))
+    app.add_routes(with_expect([web.static("/docs/assets", openapi.swagger_assets())]))
     dashboard.setup(app)
+    add_unrouted(app)
     return app
 
 
@@ -169,7 +175,7 @@ async def _timing_middleware(request: web.Request, handler: Handler) -> web.Stre
         raise
     finally:
         route = request.match_info.route.resource
-        name = route.canonical if route is not None else "unmatched"
+        name = route.canonical if route is not None and route.name != UNROUTED else "unmatched"
         request.app[METRICS].http_seconds.labels(request.method, name, str(status)).observe(
             time.perf_counter() - started
         )

@@ -1,4 +1,4 @@
-"""Reading a request's body: the one way every handler gets its bytes and its JSON.
+"""Reading a request's body: the one way every handler gets its bytes, its JSON or its form.
 
 A declared ``Content-Length`` above the route's limit is refused (413) before a byte of the
 body is read, so a client announcing a huge body is answered at once, not after a timeout. A
@@ -9,13 +9,16 @@ not the server's error (the problem middleware counts it as 499, quietly).
 from __future__ import annotations
 
 from typing import TypeVar
+from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from pulse.http.decoding import decode_json
+from pulse.http.decoding import MalformedBody, decode_json
 from pulse.http.state import SETTINGS
 
 T = TypeVar("T")
+FORM_TYPE = "application/x-www-form-urlencoded"
+UTF8 = ("utf-8", "utf8")
 
 
 class ClientGone(Exception):
@@ -42,6 +45,20 @@ async def read_json(
 ) -> T:
     """The body decoded into ``kind``; an empty body counts as ``{}``, so defaults apply."""
     return decode_json(await read_body(request, limit) or b"{}", kind, deep_at)
+
+
+async def read_form(request: web.Request) -> list[tuple[str, str]]:
+    """A urlencoded UTF-8 form (what Twilio posts): its pairs, in order, read as aiohttp's
+    ``post()`` reads them. Another media type or charset is a 415 and bytes that are not UTF-8
+    a 400, where ``post()`` raised (multipart without a boundary, an unknown charset)."""
+    charset = (request.charset or "utf-8").lower()
+    if request.content_type != FORM_TYPE or charset not in UTF8:
+        raise web.HTTPUnsupportedMediaType(text=f"send the form as 'Content-Type: {FORM_TYPE}'")
+    body = await read_body(request)
+    try:
+        return parse_qsl(body.rstrip().decode(), keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise MalformedBody("the form is not valid UTF-8") from None
 
 
 def too_large(limit: int, size: int) -> web.HTTPRequestEntityTooLarge:

@@ -27,6 +27,7 @@ from aiohttp import web
 from pulse.core.breaker import BreakerPolicy
 from pulse.core.errors import Forbidden, NotFound, Unavailable
 from pulse.http import dashboard_view as view
+from pulse.http.protocol import with_expect
 from pulse.http.state import METRICS, POOL, PRINCIPAL, PROVIDERS, REDIS, SETTINGS, TENANT_ID
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.queue.keys import QueueKeys
@@ -121,8 +122,7 @@ def setup(app: web.Application) -> None:
     app[DEV_MAIL] = DevMailPage()
     app[_SNAPSHOTS] = _Snapshots()
     app.on_shutdown.append(_close_streams)
-    app.add_routes(routes)
-    app.router.add_static("/dashboard/assets", STATIC)
+    app.add_routes(with_expect([*routes, web.static("/dashboard/assets", STATIC)]))
 
 
 @routes.get("/dashboard")
@@ -273,6 +273,11 @@ def _gauges(request: web.Request) -> dict[str, float]:
         for sample in metric.samples:
             found[sample.labels["provider"]] = sample.value
     return found
+
+
+def open_streams(app: web.Application) -> int:
+    """How many event streams are open (each ends at its next write once its page is gone)."""
+    return len(app[_SNAPSHOTS].streams)
 
 
 async def _close_streams(app: web.Application) -> None:

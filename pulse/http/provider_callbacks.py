@@ -18,6 +18,7 @@ from pulse.core.signatures import (
     twilio_signature_algorithm,
     valid_twilio_signature,
 )
+from pulse.http.body import read_form
 from pulse.http.notifications import parse_id
 from pulse.http.state import NOTIFICATIONS, SETTINGS
 
@@ -62,8 +63,9 @@ async def twilio_status(request: web.Request) -> web.Response:
         raise NotFound("Twilio callbacks are not configured")
     header = request.headers.get("X-Twilio-Webhooks-Signature-Settings")
     key, algorithm = _signing(account, provider, header)
-    posted = await request.post()
-    params = {name: [str(value) for value in posted.getall(name)] for name in posted}
+    params: dict[str, list[str]] = {}
+    for name, value in await read_form(request):
+        params.setdefault(name, []).append(value)
     url = settings.public_url.rstrip("/") + request.path_qs
     given = request.headers.get("X-Twilio-Signature", "")
     if not valid_twilio_signature(key, url, params, given, algorithm):
