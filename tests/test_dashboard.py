@@ -226,3 +226,59 @@ async def test_the_mail_page_exists_only_when_pulse_dev_connects_it(
         assert [(m["to"], m["subject"]) for m in listing["mails"]] == [
             (["eve@example.com"], subject)
         ]
+
+
+async def all_events(response: Any) -> Any:
+    """Yield every (event, data) the stream sends, then None when it ends."""
+    buffer = b""
+    while chunk := await response.content.readany():
+        buffer += chunk
+        while b"\n\n" in buffer:
+            block, buffer = buffer.split(b"\n\n", 1)
+            fields = dict(line.split(b": ", 1) for line in block.split(b"\n") if b": " in line)
+            if b"event" in fields:
+                yield fields[b"event"].decode(), fields.get(b"data", b"")
+    yield None
+
+
+async def test_a_revoked_key_gets_no_more_snapshots_on_its_open_stream(
+    client: Client, auth: dict[str, str]
+) -> None:
+    # Given: a read key watching the live stream
+    created = await client.post(
+        "/api/keys", json={"name": "watcher", "scopes": ["read"]}, headers=auth
+    )
+    key = msgspec.json.decode(await created.read())
+    response = await client.get(
+        "/api/dashboard/events", headers={"Authorization": f"Bearer {key['api_key']}"}
+    )
+    events = all_events(response)
+    assert (await asyncio.wait_for(anext(events), 10))[0] == "snapshot"
+
+    # When: the key is revoked
+    revoked = await client.delete(f"/api/keys/{key['id']}", headers=auth)
+    assert revoked.status == 204
+
+    # Then: the stream says so and ends (one snapshot may have been on its way already)
+    seen = []
+    while (event := await asyncio.wait_for(anext(events), 10)) is not None:
+        seen.append(event[0])
+    assert seen[-1] == "revoked"
+    assert seen.count("snapshot") <= 1
+
+
+async def test_the_mail_page_answers_only_to_a_loopback_host_name(
+    settings: Settings, auth: dict[str, str]
+) -> None:
+    # Given: pulse dev's mail page
+    app = create_app(settings, channel_specs(settings), Metrics())
+    async with TestClient(TestServer(app)) as client:
+        app[DEV_MAIL].connect(DevInbox())
+
+        # When: a page elsewhere reaches it through a name rebound to loopback
+        rebound = await client.get("/dev/mail.json", headers={"Host": "attacker.example:8000"})
+        local = await client.get("/dev/mail.json", headers={"Host": "localhost:8000"})
+
+    # Then: refused; the developer's own browser still gets it
+    assert rebound.status == 403
+    assert local.status == 200

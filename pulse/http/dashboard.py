@@ -28,7 +28,17 @@ from pulse.core.breaker import BreakerPolicy
 from pulse.core.errors import Forbidden, NotFound, Unavailable
 from pulse.http import dashboard_view as view
 from pulse.http.protocol import with_expect
-from pulse.http.state import METRICS, POOL, PRINCIPAL, PROVIDERS, REDIS, SETTINGS, TENANT_ID
+from pulse.http.state import (
+    KEY_ID,
+    METRICS,
+    POOL,
+    PRINCIPAL,
+    PROVIDERS,
+    REDIS,
+    SETTINGS,
+    TENANT_ID,
+    TENANTS,
+)
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.queue.keys import QueueKeys
 from pulse.queue.overview import read_overview
@@ -39,6 +49,7 @@ STATIC = Path(__file__).parent / "static" / "dashboard"
 WINDOW_S = 600
 BUCKET_S = 10
 EVENT_INTERVAL_S = 1.0
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 CACHE_S = 0.9
 STALE_S = 60.0
 _PAGE_HEADERS = {
@@ -154,6 +165,9 @@ async def events(request: web.Request) -> web.StreamResponse:
     try:
         await response.write(b"retry: 2000\n\n")
         while not stop.is_set():
+            if not await _key_still_valid(request):  # revoked meanwhile: not one more snapshot
+                await response.write(b"event: revoked\ndata: {}\n\n")
+                break
             await response.write(await _event(request, viewer))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), EVENT_INTERVAL_S)
@@ -180,6 +194,8 @@ def _dev_mails(request: web.Request) -> list[DevMail]:
     read = request.app[DEV_MAIL].read
     if read is None:
         raise NotFound("the mail page exists in `pulse dev` only")
+    if request.url.host not in LOOPBACK_HOSTS:  # a page elsewhere rebinding a name to us
+        raise Forbidden("the mail page answers only to a loopback host name")
     return list(reversed(read()))
 
 
@@ -199,6 +215,22 @@ def _mail_page(mails: list[DevMail]) -> str:
         " sink received, newest first (refreshes every 3 s)</span></header><main><section>"
         '<table id="mails"><thead><tr><th>time (UTC)</th><th>to</th><th>subject</th><th>from</th>'
         f"</tr></thead><tbody>{rows}</tbody></table>{empty}</section></main></body></html>"
+    )
+
+
+async def _key_still_valid(request: web.Request) -> bool:
+    """Whether the stream's key still opens it, asked again before each snapshot, so a
+    revocation ends an open stream as it refuses a new request. Unanswerable (PostgreSQL
+    down): the snapshot is unavailable too, so nothing is sent either way."""
+    _, _, key = request.headers.get("Authorization", "").partition(" ")
+    try:
+        principal = await request.app[TENANTS].principal(key.strip())
+    except (*TRANSIENT_DB_ERRORS, *TRANSIENT_REDIS_ERRORS):
+        return True
+    return (
+        principal is not None
+        and principal.key_id == request[KEY_ID]
+        and bool(principal.scopes & {"read", "admin"})
     )
 
 
