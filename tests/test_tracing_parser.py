@@ -8,6 +8,7 @@ origin field existed still reads.
 from __future__ import annotations
 
 import itertools
+import sys
 
 import msgspec
 import pytest
@@ -15,7 +16,7 @@ import pytest
 from pulse.core.models import Job, JobKind
 from pulse.core.tracecontext import Origin, TraceContext, child_of, parse_traceparent
 from pulse.queue.codec import MESSAGE_FIELD, StreamMessage, decode_job, encode_job
-from pulse.tracing import wanted
+from pulse.tracing import configure, wanted
 
 pytestmark = pytest.mark.unit
 
@@ -213,3 +214,20 @@ def test_export_is_wanted_only_when_the_standard_variables_ask(
     environ: dict[str, str], expected: bool
 ) -> None:
     assert wanted(environ) is expected
+
+
+def test_export_asked_for_without_the_extra_warns_and_goes_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The OTLP exporter is the ``otel`` extra's: missing, spans are not exported, nothing
+    fails, and the warning names the extra to install."""
+    for module in (
+        "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+        "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+    ):
+        monkeypatch.setitem(sys.modules, module, None)  # as if not installed: import fails
+
+    exported = configure({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})
+
+    assert exported is False
+    assert "pip install 'pulse[otel]'" in caplog.text

@@ -248,6 +248,7 @@ class AcceptService:
             job = msgspec.structs.replace(job, origin=_origin(span))
             answer = await self._accept(_Notification(self._notifications, job, metadata), key)
             span.set("pulse.outcome", "replayed" if answer.replayed else "accepted")
+            logger.debug("%s %s (%s)", _verb(answer), job.id, job.channel)
         if not answer.replayed:
             self._metrics.count_accepted([(job.channel, job.priority)])
         return answer
@@ -265,6 +266,7 @@ class AcceptService:
             commit = _Batch(self._batches, batch, results, _origin(span))
             answer = await self._accept(commit, key)
             span.set("pulse.outcome", "replayed" if answer.replayed else "accepted")
+            logger.debug("%s batch %s (%d items)", _verb(answer), batch_id, len(items))
         if not answer.replayed:  # every item counts, as one sent alone would
             self._metrics.count_accepted((item.channel, item.priority) for item in items)
         return answer
@@ -328,6 +330,10 @@ def _accept_span(
     return tracing.child(
         "pulse.accept", kind="producer", attributes={"pulse.tenant.id": tenant_id, **attributes}
     )
+
+
+def _verb(answer: Answer) -> str:
+    return "replayed the answer for" if answer.replayed else "accepted"
 
 
 def _origin(span: tracing.Span) -> Origin:
