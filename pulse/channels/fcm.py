@@ -21,6 +21,7 @@ import aiohttp
 import jwt
 import msgspec
 
+from pulse import tracing
 from pulse.core.ports import ChannelSpec, Delivered, Envelope, Failed, Outcome, Retry
 from pulse.core.retry_after import retry_after_seconds
 
@@ -139,7 +140,7 @@ class FcmChannel:
         envelope: Envelope,
     ) -> Answer:
         url = f"{self._config.base_url.rstrip('/')}/v1/projects/{account.project_id}/messages:send"
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = {"Authorization": f"Bearer {token}", **tracing.outgoing_headers()}
         async with session.post(url, json=_message(envelope), headers=headers) as response:
             text = await response.text()
             return Answer(response.status, response.headers.get("Retry-After"), text)

@@ -19,6 +19,7 @@ from typing import Annotated
 import aiohttp
 import msgspec
 
+from pulse import tracing
 from pulse.config import provider_env_name
 from pulse.core.ports import ChannelSpec, Delivered, Envelope, Failed, Outcome, Retry
 from pulse.core.retry_after import retry_after_seconds
@@ -90,7 +91,8 @@ class TwilioChannel:
             f"{self._config.account_sid}/Messages.json"
         )
         try:
-            async with self._session.post(url, data=self._form(envelope, sender)) as response:
+            form, headers = self._form(envelope, sender), tracing.outgoing_headers()
+            async with self._session.post(url, data=form, headers=headers) as response:
                 text = await response.text()
                 return _classify(response.status, response.headers.get("Retry-After"), text)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:

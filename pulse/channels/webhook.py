@@ -26,6 +26,7 @@ import msgspec
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from pulse import tracing
 from pulse.channels.guard import GuardedResolver, RefusedAddress, guarded_socket, host_refusal
 from pulse.core.ids import uuid7_ms
 from pulse.core.ports import ChannelSpec, Delivered, Envelope, Failed, Outcome, Retry
@@ -150,6 +151,7 @@ class WebhookChannel:
             "webhook-id": envelope.notification_id,
             "webhook-timestamp": str(attempt_time),
             "webhook-signature": signature,
+            **tracing.outgoing_headers(),  # traceparent: the receiver may join the trace
         }
         try:
             async with session.post(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import socket
 import sys
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from pulse.channels.registry import check_channel_settings
 from pulse.config import Settings, load_settings
 from pulse.core.errors import ConfigError
 from pulse.logs import configure as configure_logging
+from pulse.tracing import configure as configure_tracing
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,7 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"pulse: configuration error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format, settings.secret_values())
+    configure_tracing(os.environ)
     try:
         code: int = args.command(settings, args)
     except ConfigError as exc:

@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 import msgspec
 
+from pulse.core.tracecontext import Origin
+
 
 class Status(enum.StrEnum):
     """Lifecycle of a notification. Who moves it where:
@@ -70,6 +72,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     max_attempts: int
     step: int = 0
     fallback: tuple[dict[str, Any], ...] = ()
+    origin: Origin | None = None  # the accepting request and its span, for logs and traces
 
     def next_step(self) -> Job | None:
         """The job of the next fallback step (fresh attempts), or None at the chain's end."""

@@ -1,4 +1,5 @@
-"""Cross-cutting HTTP concerns: request ids, and CORS (off unless origins are configured)."""
+"""Cross-cutting HTTP concerns: the request's context (its id and its trace), and CORS (off
+unless origins are configured)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import uuid
 
 from aiohttp import web
 
+from pulse import tracing
+from pulse.core.tracecontext import TraceContext, parse_traceparent
 from pulse.http.problems import Handler
 from pulse.http.state import SETTINGS
 from pulse.logs import request_id
@@ -18,20 +21,43 @@ HEADER = "X-Request-ID"
 # no longer be the client's anyway.
 SAFE_ID = re.compile(r"[A-Za-z0-9._:+/=-]{1,128}")
 CORS_METHODS = "GET, POST, DELETE, OPTIONS"
-CORS_HEADERS = "Authorization, Content-Type, Idempotency-Key, X-Request-ID"
+CORS_HEADERS = "Authorization, Content-Type, Idempotency-Key, X-Request-ID, traceparent, tracestate"
 
 
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Keep a safe client-given id, else make one; echo it and tag every log line with it."""
+    """The request's context: keep a safe client-given id, else make one, and echo it; serve
+    the request in a span of the client's trace (a valid ``traceparent``), else of a new one.
+    Every log line written meanwhile carries both."""
     ident = safe_request_id(request.headers.get(HEADER))
     token = request_id.set(ident)
     try:
-        response = await handler(request)
+        with tracing.span(
+            f"{request.method} {_route(request)}",
+            client_trace(request),
+            kind="server",
+            attributes={"http.request.method": request.method, "http.route": _route(request)},
+        ) as span:
+            response = await handler(request)
+            span.set("http.response.status_code", response.status)
     finally:
         request_id.reset(token)
     response.headers[HEADER] = ident
     return response
+
+
+def client_trace(request: web.Request) -> TraceContext | None:
+    """The client's W3C trace context; None (a new trace) when it is missing, malformed or
+    given twice: a bad header is ignored, never an error."""
+    parents = request.headers.getall("traceparent", [])
+    state = request.headers.getall("tracestate", [])
+    return parse_traceparent(parents[0], state) if len(parents) == 1 else None
+
+
+def _route(request: web.Request) -> str:
+    """The route's pattern (never the path itself: ids would make every span name unique)."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
 
 
 def safe_request_id(given: str | None) -> str:

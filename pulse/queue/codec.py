@@ -3,6 +3,12 @@
 Each Redis stream entry has one field, ``m``, holding a msgpack-encoded ``StreamMessage``. The
 ``v`` field lets a newer worker read an older message and lets an older worker refuse a newer
 one loudly (as a decode error that dead-letters the raw bytes) instead of guessing.
+
+Optional fields that a worker may ignore without harm are added to the current version rather
+than making a new one: the origin (the accepting request's id, its W3C ``traceparent`` and
+``tracestate``) is such a field. A worker that predates it skips it (msgspec ignores unknown
+fields) and delivers as before, so a rolling upgrade dead-letters nothing; a message written
+before it reads as having no origin.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from typing import Any, Literal
 import msgspec
 
 from pulse.core.models import Job, JobKind
+from pulse.core.tracecontext import Origin, parse_traceparent
 
 MESSAGE_FIELD = b"m"
 
@@ -35,6 +42,10 @@ class StreamMessage(StreamMessageV1, frozen=True, kw_only=True, tag=2):
 
     step: int = 0
     fallback: tuple[dict[str, Any], ...] = ()
+    # The origin (optional, ignorable: see the module's docstring).
+    request_id: str | None = None
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 class UndecodableMessage(Exception):
@@ -50,6 +61,8 @@ _decoder = msgspec.msgpack.Decoder(StreamMessage | StreamMessageV1)
 
 
 def encode_job(job: Job) -> dict[bytes, bytes]:
+    origin = job.origin or Origin()
+    trace = origin.trace
     message = StreamMessage(
         id=job.id,
         tenant_id=job.tenant_id,
@@ -61,6 +74,9 @@ def encode_job(job: Job) -> dict[bytes, bytes]:
         max_attempts=job.max_attempts,
         step=job.step,
         fallback=job.fallback,
+        request_id=origin.request_id,
+        traceparent=trace.traceparent() if trace is not None else None,
+        tracestate=trace.state if trace is not None and trace.state else None,
     )
     return {MESSAGE_FIELD: _encoder.encode(message)}
 
@@ -94,4 +110,15 @@ def decode_job(fields: dict[bytes, bytes]) -> Job:
         max_attempts=message.max_attempts,
         step=message.step if isinstance(message, StreamMessage) else 0,
         fallback=message.fallback if isinstance(message, StreamMessage) else (),
+        origin=_origin(message) if isinstance(message, StreamMessage) else None,
+    )
+
+
+def _origin(message: StreamMessage) -> Origin | None:
+    """The origin the message carries; a trace context that does not parse is dropped."""
+    if message.request_id is None and message.traceparent is None:
+        return None
+    state = [message.tracestate] if message.tracestate else []
+    return Origin(
+        request_id=message.request_id, trace=parse_traceparent(message.traceparent, state)
     )

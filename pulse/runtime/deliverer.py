@@ -6,24 +6,35 @@ entry would queue behind the round's bulk), so the worker stops reading more tha
 deliver. The mailbox is ordered by priority (then arrival), so an urgent delivery overtakes a
 backlog of bulk work. The lanes bound how many deliveries of this channel are in flight; each
 goes down its route of providers (``failover.py``).
+
+Each attempt runs in its delivery's context: a span (``pulse.deliver``) of the trace it was
+accepted in, and log fields (notification id, tenant, channel, attempt, the accepting request's
+id) that every line written during the attempt carries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import msgspec
 from prometheus_client import Histogram
 
+from pulse import logs, tracing
 from pulse.core.ids import uuid7_ms
-from pulse.core.ports import ChannelSpec, Envelope, Failed
+from pulse.core.ports import ChannelSpec, Delivered, Envelope, Failed
 from pulse.core.timeutil import now_ms
+from pulse.core.tracecontext import Origin
 from pulse.metrics import Metrics
 from pulse.runtime.acker import Acker
 from pulse.runtime.failover import Failover
-from pulse.runtime.work import Delivery, Done
+from pulse.runtime.work import OUTCOME_NAMES, Delivery, Done
+
+logger = logging.getLogger("pulse.runtime.deliverer")
 
 
 class Deliverer:
@@ -85,10 +96,32 @@ class Deliverer:
 
     async def _attempt(self, delivery: Delivery) -> Done:
         job = delivery.job
+        origin = job.origin or Origin()
+        attributes: dict[str, tracing.Value] = {
+            "pulse.notification.id": job.id,
+            "pulse.tenant.id": job.tenant_id,
+            "pulse.channel": job.channel,
+            "pulse.attempt": delivery.attempt,
+        }
+        with (
+            delivery_context(delivery),
+            tracing.span(
+                "pulse.deliver", origin.trace, kind="consumer", attributes=attributes
+            ) as span,
+        ):
+            done = await self._attempt_in_span(delivery)
+            span.set("pulse.outcome", OUTCOME_NAMES[type(done.outcome)])
+            if not isinstance(done.outcome, Delivered):
+                span.failed(done.outcome.error_class)
+            return done
+
+    async def _attempt_in_span(self, delivery: Delivery) -> Done:
+        job = delivery.job
         try:
             payload = msgspec.convert(job.payload, self._spec.payload_type)
         except msgspec.ValidationError as exc:
             error = f"payload no longer valid for {self.name}: {exc}"
+            logger.warning("%s attempt %d: %s", job.id, delivery.attempt, error)
             return Done.without_call(delivery, Failed(error=error, error_class="InvalidPayload"))
         envelope = Envelope(job.id, job.tenant_id, job.recipient, payload, delivery.attempt)
         self._observe_wait(delivery)
@@ -109,3 +142,24 @@ class Deliverer:
                 histogram = self._waited.labels(self.name, str(job.priority))
                 self._waited_by_priority[job.priority] = histogram
             histogram.observe(waited)
+
+
+@contextmanager
+def delivery_context(delivery: Delivery) -> Iterator[None]:
+    """The fields of every log line of this attempt (``provider`` is set by each call), and
+    the id of the request that accepted it in place of a request's own."""
+    job = delivery.job
+    accepted_by = job.origin.request_id if job.origin is not None else None
+    token = logs.request_id.set(accepted_by or "-")
+    try:
+        with logs.bound(
+            notification_id=job.id,
+            tenant_id=job.tenant_id,
+            channel=job.channel,
+            attempt=delivery.attempt,
+            provider=None,
+            request_id=accepted_by,
+        ):
+            yield
+    finally:
+        logs.request_id.reset(token)

@@ -8,6 +8,10 @@ message (an invalid number, an unsubscribed recipient), and sending it elsewhere
 wrong. When every provider is skipped, the attempt is retried once the first breaker half-opens
 (and, no provider having been called, it costs the notification none of its attempts). A channel
 that raises has failed on that message alone: a permanent failure, not the provider's fault.
+
+Each provider call is a span (``pulse.provider``, whose id the channel sends on as the request's
+``traceparent``) and one log line naming its outcome: DEBUG when delivered, INFO when it is to
+be retried, WARNING when it failed for good (errors scrubbed of secrets by the log formatter).
 """
 
 from __future__ import annotations
@@ -20,13 +24,15 @@ from collections.abc import Callable, Mapping
 
 from prometheus_client import Counter, Histogram
 
+from pulse import logs, tracing
 from pulse.core.breaker import BreakerPolicy, CircuitBreaker
-from pulse.core.ports import Channel, Envelope, Failed, Outcome, Retry
+from pulse.core.ports import Channel, Delivered, Envelope, Failed, Outcome, Retry
 from pulse.core.timeutil import utcnow
 from pulse.metrics import Metrics
 from pulse.runtime.work import CIRCUIT_OPEN, OUTCOME_NAMES, Try
 
 logger = logging.getLogger("pulse.runtime.failover")
+LEVELS = {Delivered: logging.DEBUG, Retry: logging.INFO, Failed: logging.WARNING}
 
 
 class Breakers:
@@ -113,10 +119,26 @@ class Failover:
             if not isinstance(done.outcome, Retry):
                 return tries
         if not tries:
+            logger.info("%s: every provider is paused: %s", envelope.notification_id, skipped)
             return [self._all_open(skipped)]
         return tries
 
     async def _call(self, name: str, envelope: Envelope) -> Try:
+        """One provider call in its span, logged with its outcome."""
+        attributes: dict[str, tracing.Value] = {"pulse.provider": name}
+        with (
+            logs.bound(provider=name),
+            tracing.child("pulse.provider", kind="client", attributes=attributes) as span,
+        ):
+            done = await self._call_in_span(name, envelope)
+            outcome = done.outcome
+            span.set("pulse.outcome", OUTCOME_NAMES[type(outcome)])
+            if not isinstance(outcome, Delivered):
+                span.failed(outcome.error_class)
+            _log(envelope, name, outcome)
+            return done
+
+    async def _call_in_span(self, name: str, envelope: Envelope) -> Try:
         started_at, started = utcnow(), time.perf_counter()
         breaker = self._breakers.of(name)
         try:
@@ -166,3 +188,11 @@ class Failover:
             provider_fault=False,
         )
         return Try(None, outcome, utcnow(), 0.0)
+
+
+def _log(envelope: Envelope, provider: str, outcome: Outcome) -> None:
+    what = OUTCOME_NAMES[type(outcome)]
+    error = "" if isinstance(outcome, Delivered) else f" ({outcome.error_class}: {outcome.error})"
+    level = LEVELS[type(outcome)]
+    ident, attempt = envelope.notification_id, envelope.attempt
+    logger.log(level, "%s attempt %d via %s: %s%s", ident, attempt, provider, what, error)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from msgspec.structs import replace
+
 from pulse.core.models import Job
 from pulse.queue.publisher import Publisher
 from pulse.runtime.backoff import until_answered
@@ -26,7 +28,8 @@ class FanOut:
         stream step fail, the created notifications are queued in PostgreSQL and the reconciler
         streams them."""
         for delivery in deliveries:
-            jobs = await self._create(delivery.job.id)
+            origin = delivery.job.origin  # the batch's request and trace, for each of its items
+            jobs = [replace(job, origin=origin) for job in await self._create(delivery.job.id)]
             await self._publisher.publish(jobs)
             if jobs:
                 logger.info("batch %s fanned out into %d notifications", delivery.job.id, len(jobs))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from pulse.core.models import Job, Status
 from pulse.core.ports import Delivered
+from pulse.core.redaction import Redactor as Redactor  # its home moved to core (logs use it)
 from pulse.core.retry import Ack, DeadLetter, Decision, RetryIn, RetryPolicy, decide
 from pulse.queue.transitions import SettledBatch
 from pulse.runtime.work import OUTCOME_NAMES, Done
@@ -117,18 +118,3 @@ def _attempt_rows(done: Done, redact: Redact) -> list[AttemptRow]:
 def _error(done: Done) -> str | None:
     outcome = done.outcome
     return None if isinstance(outcome, Delivered) else outcome.error
-
-
-class Redactor:
-    """Replaces every configured secret in a text with ``***``: provider errors sometimes echo
-    what they were sent, and attempt rows are read by people."""
-
-    def __init__(self, secrets: Sequence[str]) -> None:
-        self._secrets = sorted(set(secrets), key=len, reverse=True)
-
-    def __call__(self, text: str | None) -> str | None:
-        if text is None:
-            return None
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text

@@ -9,6 +9,9 @@ Without a key, a Redis failure withdraws the commit (503: the client's retry is 
 With a key, the commit stays (the reconciler streams it) and the 503 says so: a twin request
 may already have been answered with this commit, and the client's retry is answered by it too.
 
+Each accept is a span (``pulse.accept``) of the request's trace; the job carries its context
+and the request's id to the worker (``Job.origin``), so one trace spans accept to delivery.
+
 No HTTP here (the CLI shares it): handlers parse, call, render.
 """
 
@@ -17,15 +20,18 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 import msgspec
 
+from pulse import logs, tracing
 from pulse.core.documents import Accepted
 from pulse.core.errors import InvalidInput, PulseError, Unavailable
 from pulse.core.models import Job, Status
+from pulse.core.tracecontext import Origin
 from pulse.metrics import Metrics
 from pulse.queue.codec import encode_job
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
@@ -184,6 +190,7 @@ class _Batch:
     store: BatchStore
     batch: NewBatch
     results: list[ItemResult]
+    origin: Origin | None = None
 
     @property
     def location(self) -> None:
@@ -191,7 +198,8 @@ class _Batch:
 
     @property
     def job(self) -> Job:
-        return fanout_job(self.batch.id, self.batch.tenant_id, self.batch.priority)
+        job = fanout_job(self.batch.id, self.batch.tenant_id, self.batch.priority)
+        return msgspec.structs.replace(job, origin=self.origin)
 
     def render(self, created_at: datetime) -> bytes:
         accepted = len(self.batch.items)
@@ -235,7 +243,12 @@ class AcceptService:
     ) -> Answer:
         """Commit and stream one notification (``job.kind`` is a notification)."""
         check_streamable(job)
-        answer = await self._accept(_Notification(self._notifications, job, metadata), key)
+        attributes: dict[str, tracing.Value] = {"pulse.notification.id": job.id}
+        with _accept_span(job.tenant_id, attributes | {"pulse.channel": job.channel}) as span:
+            job = msgspec.structs.replace(job, origin=_origin(span))
+            answer = await self._accept(_Notification(self._notifications, job, metadata), key)
+            span.set("pulse.outcome", "replayed" if answer.replayed else "accepted")
+            logger.debug("%s %s (%s)", _verb(answer), job.id, job.channel)
         if not answer.replayed:
             self._metrics.count_accepted([(job.channel, job.priority)])
         return answer
@@ -248,7 +261,12 @@ class AcceptService:
         every item of the request (its id, or its errors)."""
         priority = min(item.priority for item in items)
         batch = NewBatch(id=batch_id, tenant_id=tenant_id, items=items, priority=priority)
-        answer = await self._accept(_Batch(self._batches, batch, results), key)
+        attributes: dict[str, tracing.Value] = {"pulse.batch.id": batch_id}
+        with _accept_span(tenant_id, attributes | {"pulse.batch.items": len(items)}) as span:
+            commit = _Batch(self._batches, batch, results, _origin(span))
+            answer = await self._accept(commit, key)
+            span.set("pulse.outcome", "replayed" if answer.replayed else "accepted")
+            logger.debug("%s batch %s (%d items)", _verb(answer), batch_id, len(items))
         if not answer.replayed:  # every item counts, as one sent alone would
             self._metrics.count_accepted((item.channel, item.priority) for item in items)
         return answer
@@ -304,6 +322,24 @@ class AcceptService:
             except TRANSIENT_DB_ERRORS:
                 logger.error("could not withdraw %s; the reconciler will enqueue it", job.id)
             raise Unavailable("the queue is unreachable; nothing was accepted") from None
+
+
+def _accept_span(
+    tenant_id: str, attributes: dict[str, tracing.Value]
+) -> AbstractContextManager[tracing.Span]:
+    return tracing.child(
+        "pulse.accept", kind="producer", attributes={"pulse.tenant.id": tenant_id, **attributes}
+    )
+
+
+def _verb(answer: Answer) -> str:
+    return "replayed the answer for" if answer.replayed else "accepted"
+
+
+def _origin(span: tracing.Span) -> Origin:
+    """What the job carries to the worker: this request's id and the accept span."""
+    ident = logs.request_id.get()
+    return Origin(request_id=None if ident == "-" else ident, trace=span.context)
 
 
 def _replay(existing: Existing) -> Answer:
