@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pulse.core.tracecontext import TraceContext, child_of
-from pulse.logs import bound
+from pulse.logs import fields
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -138,23 +139,40 @@ def use(provider: TracerProvider | None) -> None:
     _backend[0] = _Local() if provider is None else _Otel(provider.get_tracer(INSTRUMENTATION))
 
 
-@contextmanager
 def span(
     name: str,
     parent: TraceContext | None,
     *,
     kind: Kind = "internal",
     attributes: Mapping[str, Value] | None = None,
-) -> Iterator[Span]:
+) -> AbstractContextManager[Span]:
     """A span, child of ``parent`` (None: a new trace), current within the block: the log
     lines written there carry its ``trace_id`` and ``span_id``."""
-    with _backend[0].start(name, parent, kind, attributes or {}) as made:
-        token = current.set(made.context)
-        try:
-            with bound(trace_id=made.context.trace_id, span_id=made.context.span_id):
-                yield made
-        finally:
-            current.reset(token)
+    backend = _backend[0]
+    if isinstance(backend, _Local):  # ids only: the delivery path's case, kept cheap
+        return _Current(nullcontext(_IdsOnly(child_of(parent))))
+    return _Current(backend.start(name, parent, kind, attributes or {}))
+
+
+class _Current:
+    """Makes a started span the current one (and its ids log fields) for the block."""
+
+    __slots__ = ("_fields", "_started", "_token")
+
+    def __init__(self, started: AbstractContextManager[Span]) -> None:
+        self._started = started
+
+    def __enter__(self) -> Span:
+        made = self._started.__enter__()
+        self._token = current.set(made.context)
+        more = {"trace_id": made.context.trace_id, "span_id": made.context.span_id}
+        self._fields = fields.set(MappingProxyType({**fields.get(), **more}))
+        return made
+
+    def __exit__(self, *exc: Any) -> bool | None:
+        fields.reset(self._fields)
+        current.reset(self._token)
+        return self._started.__exit__(*exc)
 
 
 def child(
