@@ -282,3 +282,12 @@ async def test_the_mail_page_answers_only_to_a_loopback_host_name(
     # Then: refused; the developer's own browser still gets it
     assert rebound.status == 403
     assert local.status == 200
+
+
+async def test_the_event_stream_echoes_the_request_id(client: Client, auth: dict[str, str]) -> None:
+    response = await client.get(
+        "/api/dashboard/events", headers=auth | {"X-Request-ID": "mine-123"}
+    )
+
+    assert response.headers.get("X-Request-ID") == "mine-123"
+    response.close()

@@ -32,7 +32,7 @@ from pulse.http import (
     webhook_secrets,
 )
 from pulse.http.auth import auth_middleware
-from pulse.http.edges import cors_middleware, request_id_middleware
+from pulse.http.edges import cors_middleware, echo_request_id, request_id_middleware
 from pulse.http.problems import CLIENT_CLOSED_REQUEST, Handler, problem_middleware
 from pulse.http.protocol import UNROUTED, add_unrouted, with_expect
 from pulse.http.state import (
@@ -101,6 +101,7 @@ def create_app(
             auth_middleware,
         ],
     )
+    app.on_response_prepare.append(echo_request_id)  # streams are prepared inside the handler
     app[SETTINGS] = settings
     app[PROVIDERS] = configured(specs, catalog(specs, settings.providers))
     app[SPECS] = accepting(specs, app[PROVIDERS])

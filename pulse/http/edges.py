@@ -46,6 +46,13 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     return response
 
 
+async def echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """A response prepared inside its handler (an event stream) is sent before the middleware
+    could add the id: add it as it is prepared."""
+    if HEADER not in response.headers and request_id.get() != "-":
+        response.headers[HEADER] = request_id.get()
+
+
 def client_trace(request: web.Request) -> TraceContext | None:
     """The client's W3C trace context; None (a new trace) when it is missing, malformed or
     given twice: a bad header is ignored, never an error."""
