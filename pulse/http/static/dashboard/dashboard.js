@@ -303,11 +303,11 @@ function renderQueue(queue) {
 function renderWorkers(workers) {
   fill($("#workers tbody"), workers.map((w) => {
     const doing = Object.entries(w.delivering).map(([c, n]) => `${n} ${c}`).join(", ");
-    const where = w.host ? el("div", { class: "muted" }, `${w.host} · pid ${w.pid}`) : null;
+    const where = w.host ? el("div", { class: "where" }, `${w.host} · pid ${w.pid}`) : null;
     const settling = w.settling ? ` (${number(w.settling)} settling)` : "";
     return el("tr", { "data-worker": w.name },
       el("td", { class: "mono" }, el("span", { class: w.live ? "dot" : "dot gone" }), w.name, where),
-      el("td", {}, w.channels.join(", ")),
+      el("td", { class: "channels" }, w.channels.join(", ")),
       el("td", {}, clock(w.started_at)),
       el("td", {}, `${age(w.heartbeat_ms)} ago`),
       el("td", {}, `${number(w.in_flight)}${settling}`),
