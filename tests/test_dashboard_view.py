@@ -8,7 +8,8 @@ import pytest
 
 from pulse.core.breaker import BreakerPolicy
 from pulse.http.dashboard_view import breakers, workers
-from pulse.queue.overview import ConsumerState
+from pulse.queue.heartbeat import WorkerBeat
+from pulse.queue.stats import QueueSnapshot
 from pulse.store.activity import Delivering, ProviderCall
 
 pytestmark = pytest.mark.unit
@@ -21,10 +22,25 @@ def call(provider: str, outcome: str, seconds_ago: float, error: str | None = No
     return ProviderCall(provider=provider, outcome=outcome, error_class=None, error=error, at=at)
 
 
-def consumer(name: str, idle_ms: int, pending: int = 0) -> ConsumerState:
-    by_priority = {2: pending} if pending else {}
-    return ConsumerState(
-        name=name, idle_ms=idle_ms, pending=pending, pending_by_priority=by_priority
+NOW_MS = int(NOW.timestamp() * 1000)
+
+
+def beat(name: str, silent_ms: int, in_flight: int = 0) -> WorkerBeat:
+    return WorkerBeat(
+        name=name,
+        host=f"{name}.internal",
+        pid=7,
+        started_at_ms=NOW_MS - 3_600_000,
+        seen_at_ms=NOW_MS - silent_ms,
+        channels=["email"],
+        in_flight=in_flight,
+        settling=0,
+    )
+
+
+def snapshot(live: list[WorkerBeat], silent: list[WorkerBeat]) -> QueueSnapshot:
+    return QueueSnapshot(
+        taken_at_ms=NOW_MS, streams=[], dead_letters=0, workers=live, silent_workers=silent
     )
 
 
@@ -59,18 +75,24 @@ def test_a_workers_own_gauge_wins_and_idle_providers_are_listed() -> None:
 
 
 def test_workers_are_anonymous_to_a_tenant_and_named_to_an_operator() -> None:
-    consumers = [consumer("host-b-2", 100, pending=2), consumer("host-a-1", 45_000)]
-    consumers.append(consumer("long-gone", 3_600_000))
+    # Given a live worker with two deliveries in hand and one gone silent 45 s ago
+    queue = snapshot([beat("host-b-2", 100, in_flight=2)], [beat("host-a-1", 45_000)])
     delivering = [Delivering(worker="host-b-2", channel="email", count=2)]
 
-    for_tenant = workers(consumers, delivering, live_ms=30_000, operator=False)
-    for_operator = workers(consumers, delivering, live_ms=30_000, operator=True)
+    for_tenant = workers(queue, delivering, operator=False)
+    for_operator = workers(queue, delivering, operator=True)
 
     assert [(w.name, w.live, w.delivering) for w in for_tenant] == [
         ("worker 1", False, {}),
         ("worker 2", True, {}),
     ]
-    assert [(w.name, w.in_hand, w.delivering) for w in for_operator] == [
+    assert all(w.host is None and w.pid is None for w in for_tenant)
+    assert [(w.name, w.in_flight, w.delivering) for w in for_operator] == [
         ("host-a-1", 0, {}),
         ("host-b-2", 2, {"email": 2}),
     ]
+    assert [(w.host, w.heartbeat_ms, w.channels) for w in for_operator] == [
+        ("host-a-1.internal", 45_000, ["email"]),
+        ("host-b-2.internal", 100, ["email"]),
+    ]
+    assert for_operator[0].started_at == NOW - timedelta(hours=1)

@@ -153,3 +153,22 @@ async def test_a_worker_silent_for_long_is_forgotten_by_the_next_heartbeat(
 
     assert await redis.hkeys(keys.workers()) == [b"alive"]
     assert await redis.zrange(keys.workers_seen(), 0, -1) == [b"alive"]
+
+
+async def test_silent_workers_are_listed_apart_until_they_would_be_forgotten(
+    redis: Redis, keys: QueueKeys
+) -> None:
+    # Given a worker that stopped beating a minute ago and one silent for longer than the
+    # forgetting delay (still in Redis: no other worker has beaten since)
+    beats = Heartbeats(redis, keys)
+    now = now_ms()
+    await beats.beat(_beat("long-gone", now - FORGET_AFTER_MS - 10_000))
+    await beats.beat(_beat("crashed", now - 60_000))
+
+    # When an operator reads the snapshot
+    snapshot = await QueueStats(redis, keys).snapshot()
+
+    # Then the crashed worker is silent, not live, and the long-gone one is neither
+    assert snapshot.workers == []
+    assert [w.name for w in snapshot.silent_workers] == ["crashed"]
+    assert await redis.hexists(keys.workers(), "long-gone")

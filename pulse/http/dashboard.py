@@ -4,8 +4,10 @@ The page (``static/dashboard/``, no third-party asset) asks once for an admin or
 it in sessionStorage and sends it as a Bearer header: to ``GET /api/dashboard`` (one snapshot)
 and ``GET /api/dashboard/events`` (Server-Sent Events, one snapshot a second, read with fetch
 because EventSource cannot send a header). Snapshots are cached per tenant for a second, so
-many open pages cost the same queries as one. ``/dev/mail`` lists what the development SMTP
-sink received, in ``pulse dev`` only: the CLI connects it (the HTTP layer knows no sink).
+many open pages cost the same queries as one; the queue's part is the app's ``QueueStats``
+snapshot, the same read the Prometheus collector serves. ``/dev/mail`` lists what the
+development SMTP sink received, in ``pulse dev`` only: the CLI connects it (the HTTP layer
+knows no sink).
 """
 
 from __future__ import annotations
@@ -34,14 +36,12 @@ from pulse.http.state import (
     POOL,
     PRINCIPAL,
     PROVIDERS,
-    REDIS,
+    QUEUE_STATS,
     SETTINGS,
     TENANT_ID,
     TENANTS,
 )
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
-from pulse.queue.keys import QueueKeys
-from pulse.queue.overview import read_overview
 from pulse.store.activity import ActivityStore
 from pulse.store.errors import TRANSIENT_DB_ERRORS
 
@@ -278,20 +278,15 @@ async def _build(request: web.Request, viewer: view.Viewer) -> view.Dashboard:
     store = ActivityStore(app[POOL])
     activity = await store.activity(tenant_id, now_ms - WINDOW_S * 1000, BUCKET_S)
     delivering = await store.delivering(None) if viewer.operator else []
-    overview = await read_overview(app[REDIS], QueueKeys(settings.key_prefix), now_ms)
+    queue = await app[QUEUE_STATS].snapshot()
     policy = BreakerPolicy(settings.breaker_failures, settings.breaker_cooldown_s)
     catalog = app[PROVIDERS]
     providers = sorted(catalog)
     return view.assemble(
         activity,
-        overview,
+        queue,
         viewer,
-        view.workers(
-            overview.consumers,
-            delivering,
-            live_ms=settings.worker_lease_ms,
-            operator=viewer.operator,
-        ),
+        view.workers(queue, delivering, operator=viewer.operator),
         view.breakers(providers, activity.calls, _gauges(request), policy, datetime.now(UTC)),
         window_s=WINDOW_S,
         bucket_s=BUCKET_S,

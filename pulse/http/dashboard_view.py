@@ -1,12 +1,15 @@
-"""The dashboard's document, assembled from the tenant's activity and the queue's state, and
-what one tenant may see of the rest.
+"""The dashboard's document, assembled from the tenant's activity and the queue's snapshot
+(``pulse.queue.stats``, the one reader of the queue's state), and what one tenant may see of
+the rest.
 
 A tenant's own data (counts, throughput, latency, failures, dead letters) is always its own.
-The queue is shared: an operator tenant sees every worker by name with what it delivers; any
-other tenant sees the same numbers without names ("worker 1"), since a worker's host name and
-what it has in hand say something of other tenants. Breakers come from the worker's own gauges
-when this process runs one (``pulse dev``), else they are inferred from the recent calls
-(a run of temporary failures as long as the opening threshold, within the cooldown).
+The queue is shared: an operator tenant sees every worker by name, host and pid, with what it
+delivers; any other tenant sees the same numbers without names ("worker 1"), since a worker's
+host name and what it has in hand say something of other tenants. Workers are what their
+heartbeats say: the live ones, and for a while the ones gone silent (crashed or cut off).
+Breakers come from the worker's own gauges when this process runs one (``pulse dev``), else
+they are inferred from the recent calls (a run of temporary failures as long as the opening
+threshold, within the cooldown).
 """
 
 from __future__ import annotations
@@ -17,12 +20,12 @@ from datetime import UTC, datetime
 import msgspec
 
 from pulse.core.breaker import BreakerPolicy
-from pulse.queue.overview import ConsumerState, QueueOverview, StreamState
+from pulse.queue.heartbeat import WorkerBeat
+from pulse.queue.stats import QueueSnapshot, StreamState
 from pulse.store.activity import Activity, Delivering, Failure, Latency, ProviderCall
 from pulse.store.activity import ThroughputPoint as ThroughputPoint
 
 GAUGE_STATES = {0: "closed", 1: "half-open", 2: "open"}
-GONE_AFTER_MS = 600_000  # consumers silent for longer are workers that left: not listed
 
 
 class Viewer(msgspec.Struct, kw_only=True):
@@ -31,11 +34,17 @@ class Viewer(msgspec.Struct, kw_only=True):
 
 
 class WorkerView(msgspec.Struct, kw_only=True):
-    name: str
-    heartbeat_ms: int  # how long since it last spoke to Redis
-    live: bool
-    in_hand: int
-    in_hand_by_priority: dict[int, int]
+    """One worker as its last heartbeat describes it."""
+
+    name: str  # its consumer name (operators), else "worker N"
+    host: str | None  # operators only
+    pid: int | None  # operators only
+    started_at: datetime
+    channels: list[str]
+    heartbeat_ms: int  # since its last heartbeat (Redis's clock against the worker's)
+    live: bool  # False: silent for longer than a few missed beats
+    in_flight: int  # deliveries in its hands, from read to settled
+    settling: int  # finished attempts waiting to be recorded
     delivering: dict[str, int]  # channel -> notifications (operator only)
 
 
@@ -67,29 +76,49 @@ class Dashboard(msgspec.Struct, kw_only=True):
 
 
 def workers(
-    consumers: Sequence[ConsumerState],
-    delivering: Sequence[Delivering],
-    *,
-    live_ms: int,
-    operator: bool,
+    snapshot: QueueSnapshot, delivering: Sequence[Delivering], *, operator: bool
 ) -> list[WorkerView]:
-    """Consumers heard from lately, freshest first; named for operators only."""
-    recent = sorted((c for c in consumers if c.idle_ms < GONE_AFTER_MS), key=lambda c: c.name)
+    """Live and silent workers by name: anonymous, then named for operators only."""
+    live = {beat.name for beat in snapshot.workers}
+    beats = sorted([*snapshot.workers, *snapshot.silent_workers], key=lambda beat: beat.name)
+    views = [
+        _worker(beat, f"worker {number}", snapshot.taken_at_ms, beat.name in live)
+        for number, beat in enumerate(beats, start=1)
+    ]
+    if not operator:
+        return views
+    doing = _doing(delivering)
+    return [
+        msgspec.structs.replace(
+            view, name=beat.name, host=beat.host, pid=beat.pid, delivering=doing.get(beat.name, {})
+        )
+        for view, beat in zip(views, beats, strict=True)
+    ]
+
+
+def _worker(beat: WorkerBeat, name: str, now_ms: int, live: bool) -> WorkerView:
+    """What any tenant may see of a worker."""
+    return WorkerView(
+        name=name,
+        host=None,
+        pid=None,
+        started_at=datetime.fromtimestamp(beat.started_at_ms / 1000, UTC),
+        channels=beat.channels,
+        heartbeat_ms=max(0, now_ms - beat.seen_at_ms),
+        live=live,
+        in_flight=beat.in_flight,
+        settling=beat.settling,
+        delivering={},
+    )
+
+
+def _doing(delivering: Sequence[Delivering]) -> dict[str, dict[str, int]]:
+    """Notifications each worker is delivering, by channel (from the audit trail)."""
     doing: dict[str, dict[str, int]] = {}
     for row in delivering:
         if row.worker is not None:
             doing.setdefault(row.worker, {})[row.channel] = row.count
-    return [
-        WorkerView(
-            name=c.name if operator else f"worker {number}",
-            heartbeat_ms=c.idle_ms,
-            live=c.idle_ms < live_ms,
-            in_hand=c.pending,
-            in_hand_by_priority=c.pending_by_priority,
-            delivering=doing.get(c.name, {}) if operator else {},
-        )
-        for number, c in enumerate(recent, start=1)
-    ]
+    return doing
 
 
 def breakers(
@@ -154,7 +183,7 @@ def _inferred(
 
 def assemble(
     activity: Activity,
-    overview: QueueOverview,
+    queue: QueueSnapshot,
     viewer: Viewer,
     worker_views: list[WorkerView],
     breaker_views: list[BreakerView],
@@ -172,8 +201,8 @@ def assemble(
         latency=activity.latency,
         failures=activity.failures,
         dead_letters=activity.dead_letters,
-        queue=overview.streams,
-        queue_dead_letters=overview.dead_letters if viewer.operator else None,
+        queue=queue.streams,
+        queue_dead_letters=queue.dead_letters if viewer.operator else None,
         workers=worker_views,
         breakers=breaker_views,
     )

@@ -3,12 +3,13 @@
 What an operator asks first (how deep is each priority, how old is its oldest message, how far
 behind are the workers, is anyone consuming at all) is answered from one pipelined round trip:
 per stream XLEN, XINFO GROUPS, the XPENDING summary, the first entry, the retry schedule's size
-and next due time; the dead-letter stream's length; the workers' heartbeats (``heartbeat.py``).
-Redis's own clock (TIME) dates everything, so ages never suffer from this host's clock.
+and next due time; the dead-letter stream's length; the workers' heartbeats (``heartbeat.py``):
+live ones, and silent ones not yet forgotten (a crash shows as a worker gone quiet). Redis's
+own clock (TIME) dates everything, so ages never suffer from this host's clock.
 
-The snapshot is cached for ``max_age_s`` (a second): Prometheus scrapes, the dashboard's live
-updates and a JSON endpoint may all ask at once, and they all share one read. Both the
-Prometheus collector (``pulse.metrics``) and the API's JSON views read it through here.
+This is the one reader of the queue's state: the Prometheus collector (``pulse.metrics``) and
+the dashboard (``pulse.http.dashboard``) both read it here. The snapshot is cached for
+``max_age_s`` (a second): scrapes and every open dashboard share one read.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from redis.asyncio import Redis
 
 from pulse.core.models import MAX_PRIORITY, MIN_PRIORITY
 from pulse.queue.consumer import as_str
-from pulse.queue.heartbeat import LIVE_AFTER_MS, WorkerBeat
+from pulse.queue.heartbeat import FORGET_AFTER_MS, LIVE_AFTER_MS, WorkerBeat
 from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
 
 DEFAULT_MAX_AGE_S = 1.0
@@ -46,12 +47,13 @@ class StreamState(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class QueueSnapshot(msgspec.Struct, frozen=True, kw_only=True):
-    """Every stream, the dead letters and the live workers, as of ``taken_at_ms`` (Redis time)."""
+    """Every stream, the dead letters and the workers, as of ``taken_at_ms`` (Redis time)."""
 
     taken_at_ms: int
     streams: list[StreamState]
     dead_letters: int  # entries in the dead-letter stream (replayed or purged ones leave it)
     workers: list[WorkerBeat]  # workers whose last heartbeat is recent enough to be alive
+    silent_workers: list[WorkerBeat]  # silent since, but for less than FORGET_AFTER_MS
 
     @property
     def depth(self) -> int:
@@ -113,9 +115,13 @@ class QueueStats:
             _stream_state(priority, per_stream[i * REPLIES_PER_STREAM :][:REPLIES_PER_STREAM], now)
             for i, priority in enumerate(range(MIN_PRIORITY, MAX_PRIORITY + 1))
         ]
-        workers = _live_workers(replies[-1], now, self._live_after_ms)
+        beats = _beats(replies[-1], now)
         return QueueSnapshot(
-            taken_at_ms=now, streams=states, dead_letters=int(replies[-2]), workers=workers
+            taken_at_ms=now,
+            streams=states,
+            dead_letters=int(replies[-2]),
+            workers=[b for b in beats if now - b.seen_at_ms <= self._live_after_ms],
+            silent_workers=[b for b in beats if now - b.seen_at_ms > self._live_after_ms],
         )
 
 
@@ -172,13 +178,15 @@ def _age(entry_id: bytes | str, now: int) -> float:
     return max(0.0, (now - int(as_str(entry_id).split("-", 1)[0])) / 1000)
 
 
-def _live_workers(beats: Any, now: int, live_after_ms: int) -> list[WorkerBeat]:
-    workers = []
-    for raw in (beats or {}).values():
+def _beats(raw_beats: Any, now: int) -> list[WorkerBeat]:
+    """Every heartbeat younger than ``FORGET_AFTER_MS``, by name: the script forgets older ones
+    only when some worker beats, so a reader must not wait for it."""
+    beats = []
+    for raw in (raw_beats or {}).values():
         try:
             beat = msgspec.json.decode(raw, type=WorkerBeat)
         except msgspec.DecodeError:
             continue  # a heartbeat of another version: that worker shows up once upgraded
-        if now - beat.seen_at_ms <= live_after_ms:
-            workers.append(beat)
-    return sorted(workers, key=lambda beat: beat.name)
+        if now - beat.seen_at_ms <= FORGET_AFTER_MS:
+            beats.append(beat)
+    return sorted(beats, key=lambda beat: beat.name)

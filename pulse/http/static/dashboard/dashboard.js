@@ -39,6 +39,10 @@ function age(ms) {
   return `${(ms / 3600000).toFixed(1)} h`;
 }
 
+function seconds(s) {
+  return age(s === null || s === undefined ? s : s * 1000);
+}
+
 function clock(iso) {
   return new Date(iso).toLocaleTimeString([], { hour12: false });
 }
@@ -290,20 +294,24 @@ function renderQueue(queue) {
   svg.replaceChildren(...parts);
   fill($("#queue tbody"), queue.map((q) => el("tr", { "data-priority": q.priority },
     el("td", {}, `${q.priority} ${PRIORITIES[q.priority] || ""}`), el("td", {}, number(q.depth)),
-    el("td", {}, q.waiting === null ? "–" : number(q.waiting)), el("td", {}, number(q.pending)),
-    el("td", {}, number(q.retrying)), el("td", {}, age(q.oldest_age_ms)),
-    el("td", {}, age(q.oldest_pending_age_ms)))));
+    el("td", {}, number(q.lag)), el("td", {}, number(q.pending)),
+    el("td", {}, number(q.retry_waiting)), el("td", {}, seconds(q.oldest_age_s)),
+    el("td", {}, seconds(q.oldest_pending_age_s)))));
 }
 
+// Workers as their heartbeats describe them; host and pid come to operators only.
 function renderWorkers(workers) {
   fill($("#workers tbody"), workers.map((w) => {
     const doing = Object.entries(w.delivering).map(([c, n]) => `${n} ${c}`).join(", ");
-    const priorities = Object.entries(w.in_hand_by_priority).map(([p, n]) => `p${p}: ${n}`).join(" ");
+    const where = w.host ? el("div", { class: "where" }, `${w.host} · pid ${w.pid}`) : null;
+    const settling = w.settling ? ` (${number(w.settling)} settling)` : "";
     return el("tr", { "data-worker": w.name },
-      el("td", { class: "mono" }, el("span", { class: w.live ? "dot" : "dot gone" }), w.name),
+      el("td", { class: "mono" }, el("span", { class: w.live ? "dot" : "dot gone" }), w.name, where),
+      el("td", { class: "channels" }, w.channels.join(", ")),
+      el("td", {}, clock(w.started_at)),
       el("td", {}, `${age(w.heartbeat_ms)} ago`),
-      el("td", {}, `${number(w.in_hand)} ${priorities}`),
-      el("td", {}, doing || (w.in_hand ? "delivering" : w.live ? "idle" : "gone")));
+      el("td", {}, `${number(w.in_flight)}${settling}`),
+      el("td", {}, doing || (w.in_flight ? "delivering" : w.live ? "idle" : "gone")));
   }));
   $("#workers-empty").hidden = workers.length > 0;
 }
