@@ -208,6 +208,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     cors_origins: str = ""
     db_pool_min: Annotated[int, msgspec.Meta(ge=0)] = 1
     db_pool_max: PositiveInt = 10
+    # Prepared statements kept per connection (asyncpg's default); 0 behind pgbouncer's
+    # transaction mode, which cannot keep a prepared statement on one server session.
+    db_statement_cache_size: Annotated[int, msgspec.Meta(ge=0)] = 100
 
     smtp_host: str | None = None
     smtp_port: Port = 587

@@ -113,7 +113,10 @@ def create_app(
 async def _backends(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     pool = await create_pool(
-        settings.require_database_url(), settings.db_pool_min, settings.db_pool_max
+        settings.require_database_url(),
+        settings.db_pool_min,
+        settings.db_pool_max,
+        statement_cache_size=settings.db_statement_cache_size,
     )
     redis = open_redis(settings.require_redis_url())
     app[POOL] = pool
