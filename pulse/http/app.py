@@ -31,7 +31,7 @@ from pulse.http import (
     receipts,
     webhook_secrets,
 )
-from pulse.http.auth import auth_middleware
+from pulse.http.auth import auth_middleware, key_cache
 from pulse.http.edges import cors_middleware, request_id_middleware
 from pulse.http.problems import CLIENT_CLOSED_REQUEST, Handler, problem_middleware
 from pulse.http.state import (
@@ -94,6 +94,7 @@ def create_app(
     app[METRICS] = metrics or Metrics()
     app[METRICS].collect_queue_state()  # the API process alone exports the queue's state
     app.cleanup_ctx.append(_backends)
+    app.cleanup_ctx.append(key_cache)
     app.add_routes(health.routes)
     app.add_routes(batches.routes)
     app.add_routes(notification_queries.routes)
