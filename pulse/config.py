@@ -214,6 +214,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     cors_origins: str = ""
     db_pool_min: Annotated[int, msgspec.Meta(ge=0)] = 1
     db_pool_max: PositiveInt = 10
+    # Prepared statements kept per connection (asyncpg's default); 0 behind pgbouncer's
+    # transaction mode, which cannot keep a prepared statement on one server session.
+    db_statement_cache_size: Annotated[int, msgspec.Meta(ge=0)] = 100
+    # Resolved API keys each API process remembers (0: look every request's key up), and for
+    # how long at most; revocations empty every process's cache before they are answered.
+    api_key_cache_size: Annotated[int, msgspec.Meta(ge=0)] = 10_000
+    api_key_cache_ttl_s: PositiveFloat = 60.0
 
     smtp_host: str | None = None
     smtp_port: Port = 587

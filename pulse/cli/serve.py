@@ -77,7 +77,10 @@ async def api_site(settings: Settings, metrics: Metrics) -> AsyncIterator[web.Ap
 @asynccontextmanager
 async def backends(settings: Settings) -> AsyncIterator[tuple[Redis, asyncpg.Pool]]:
     pool = await create_pool(
-        settings.require_database_url(), settings.db_pool_min, settings.db_pool_max
+        settings.require_database_url(),
+        settings.db_pool_min,
+        settings.db_pool_max,
+        statement_cache_size=settings.db_statement_cache_size,
     )
     redis = open_redis(settings.require_redis_url(), blocking_reads=True)
     try:

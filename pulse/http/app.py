@@ -31,7 +31,7 @@ from pulse.http import (
     receipts,
     webhook_secrets,
 )
-from pulse.http.auth import auth_middleware
+from pulse.http.auth import auth_middleware, key_cache
 from pulse.http.edges import cors_middleware, echo_request_id, request_id_middleware
 from pulse.http.problems import CLIENT_CLOSED_REQUEST, Handler, problem_middleware
 from pulse.http.protocol import UNROUTED, add_unrouted, with_expect
@@ -109,6 +109,7 @@ def create_app(
     app[METRICS] = metrics or Metrics()
     app[METRICS].collect_queue_state()  # the API process alone exports the queue's state
     app.cleanup_ctx.append(_backends)
+    app.cleanup_ctx.append(key_cache)
     for table in ROUTE_TABLES:
         app.add_routes(with_expect(table))
     app.add_routes(with_expect([web.static("/docs/assets", openapi.swagger_assets())]))
@@ -120,7 +121,10 @@ def create_app(
 async def _backends(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     pool = await create_pool(
-        settings.require_database_url(), settings.db_pool_min, settings.db_pool_max
+        settings.require_database_url(),
+        settings.db_pool_min,
+        settings.db_pool_max,
+        statement_cache_size=settings.db_statement_cache_size,
     )
     redis = open_redis(settings.require_redis_url())
     app[POOL] = pool

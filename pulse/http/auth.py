@@ -1,12 +1,24 @@
-"""Bearer API keys: every ``/api/`` request resolves to exactly one tenant or gets a 401."""
+"""Bearer API keys: every ``/api/`` request resolves to exactly one tenant or gets a 401.
+
+Resolved keys are cached in each API process (``key_cache``), revocations staying immediate.
+"""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from pulse.core.errors import Forbidden
 from pulse.http.problems import Handler, problem
-from pulse.http.state import KEY_ID, PRINCIPAL, TENANT_ID, TENANTS
+from pulse.http.state import KEY_ID, PRINCIPAL, REDIS, SETTINGS, TENANT_ID, TENANTS
+from pulse.queue.client import open_redis
+from pulse.queue.keys import QueueKeys
+from pulse.queue.revocations import Revocations
+from pulse.store.key_cache import KeyCache
+from pulse.store.tenants import Principal
 
 PROTECTED_PREFIX = "/api/"
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="pulse"'}
@@ -40,3 +52,24 @@ def require_operator(request: web.Request) -> None:
     require(request, "admin")
     if not request[PRINCIPAL].operator:
         raise Forbidden("only an operator tenant's admin key may manage tenants")
+
+
+async def key_cache(app: web.Application) -> AsyncIterator[None]:
+    """A cleanup context, after the one opening the backends: cache resolved keys while a
+    subscription to revocations keeps the cache truthful (pulse/queue/revocations.py)."""
+    settings = app[SETTINGS]
+    if settings.api_key_cache_size == 0:
+        yield
+        return
+    cache: KeyCache[Principal] = KeyCache(settings.api_key_cache_size, settings.api_key_cache_ttl_s)
+    subscriber = open_redis(settings.require_redis_url(), blocking_reads=True)
+    revocations = Revocations(app[REDIS], subscriber, QueueKeys(settings.key_prefix))
+    app[TENANTS].use_cache(cache, revocations.announce)
+    following = asyncio.create_task(revocations.follow(cache))
+    try:
+        yield
+    finally:
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
+        await subscriber.aclose()

@@ -1,11 +1,21 @@
-"""Appends accepted jobs to the stream of their priority (``lua/enqueue.lua``)."""
+"""Appends accepted jobs to the stream of their priority (``lua/enqueue.lua``).
+
+The appends of every ``publish`` made in the same event-loop tick go to Redis together, as one
+pipeline (at most ``CHUNK`` each), and each caller is answered for its own jobs only: under
+load, the requests in flight share a round trip instead of queueing for one each. The script
+runs by EVALSHA alone (no SCRIPT EXISTS first, as a redis-py pipeline would send on every
+execute); should Redis have lost it, it is loaded and exactly the appends refused run again.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
 
 from pulse.core.models import Job
 from pulse.queue.codec import MESSAGE_FIELD, encode_job
@@ -13,6 +23,7 @@ from pulse.queue.keys import QueueKeys
 from pulse.queue.scripts import load_script
 
 CHUNK = 500  # jobs per round trip: large enough to amortise it, small enough not to stall Redis
+Waiting = tuple[Job, bytes, "asyncio.Future[bytes]"]
 
 
 class Publisher:
@@ -20,16 +31,24 @@ class Publisher:
         self._redis = redis
         self._keys = keys
         self._enqueue = load_script(redis, "enqueue")
+        self._waiting: list[Waiting] = []
+        self._flushes: set[asyncio.Task[None]] = set()
 
     async def publish(self, jobs: Sequence[Job]) -> list[bytes]:
-        """XADD and index each job, one pipelined round trip per ``CHUNK``; return the entry
-        ids. Should a chunk fail, the ones before it are streamed."""
-        ids: list[bytes] = []
-        for start in range(0, len(jobs), CHUNK):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                await self.stage(pipe, jobs[start : start + CHUNK])
-                ids.extend(await pipe.execute())
-        return ids
+        """XADD and index each job, sharing round trips with the other publishes of this tick;
+        return the entry ids. Should an append fail, its error is raised once every job of
+        this call is settled (others of the call may have been streamed)."""
+        loop = asyncio.get_running_loop()
+        messages = [encode_job(job)[MESSAGE_FIELD] for job in jobs]
+        futures: list[asyncio.Future[bytes]] = [loop.create_future() for _ in jobs]
+        if futures and not self._waiting:  # the first of this tick sends them all
+            loop.call_soon(self._flush_waiting)
+        self._waiting.extend(zip(jobs, messages, futures, strict=True))
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return [result for result in results if isinstance(result, bytes)]
 
     async def stage(self, pipe: Pipeline, jobs: Sequence[Job]) -> None:
         """Queue the enqueue of ``jobs`` on a pipeline another transition executes."""
@@ -38,3 +57,52 @@ class Publisher:
             message = encode_job(job)[MESSAGE_FIELD]
             stream = self._keys.stream(job.priority)
             await self._enqueue(keys=[stream, index], args=[job.id, message], client=pipe)
+
+    def _flush_waiting(self) -> None:
+        batch, self._waiting = self._waiting, []
+        task = asyncio.ensure_future(self._flush(batch))
+        self._flushes.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, batch: list[Waiting]) -> None:
+        for start in range(0, len(batch), CHUNK):
+            chunk = batch[start : start + CHUNK]
+            try:
+                results = await self._append(chunk)
+            except asyncio.CancelledError:  # shutting down: nobody will be answered
+                for _, _, future in batch[start:]:
+                    future.cancel()
+                raise
+            except Exception as exc:  # the round trip failed: each job of the chunk with it
+                results = [exc] * len(chunk)
+            _settle(chunk, results)
+
+    async def _append(self, chunk: list[Waiting]) -> list[Any]:
+        results = await self._evalsha(chunk)
+        refused = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if refused:  # Redis restarted or its scripts were flushed: nothing ran for these
+            await self._redis.script_load(self._enqueue.script)
+            again = await self._evalsha([chunk[i] for i in refused])
+            for i, result in zip(refused, again, strict=True):
+                results[i] = result
+        return results
+
+    async def _evalsha(self, chunk: list[Waiting]) -> list[Any]:
+        index = self._keys.index()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job, message, _ in chunk:
+                stream = self._keys.stream(job.priority)
+                pipe.evalsha(self._enqueue.sha, 2, stream, index, job.id, message)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+        return results
+
+
+def _settle(chunk: list[Waiting], results: list[Any]) -> None:
+    """Answer each waiting publish its own result; one that gave up (cancelled) is skipped."""
+    for (_, _, future), result in zip(chunk, results, strict=True):
+        if future.done():
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)

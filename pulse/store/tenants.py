@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -14,6 +15,9 @@ from asyncpg.pool import PoolConnectionProxy
 
 from pulse.core.ids import uuid7
 from pulse.core.views import KeyView
+from pulse.store.key_cache import KeyCache
+
+logger = logging.getLogger("pulse.store.tenants")
 
 KEY_PREFIX = "pk_"
 Connection = asyncpg.Connection | PoolConnectionProxy
@@ -45,9 +49,25 @@ def hash_key(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
+Announce = Callable[[], Awaitable[object]]
+
+
 class TenantStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self._cache: KeyCache[Principal] | None = None
+        self._announce: Announce | None = None
+
+    def use_cache(self, cache: KeyCache[Principal], announce: Announce) -> None:
+        """Serve keys from ``cache``; ``announce`` tells every API process of a revocation and
+        returns once they have all emptied their caches (pulse/queue/revocations.py)."""
+        self._cache = cache
+        self._announce = announce
+
+    @property
+    def caching(self) -> bool:
+        """True while keys are served from memory (the revocation subscription is live)."""
+        return self._cache is not None and self._cache.live()
 
     async def create(
         self, name: str, api_key: str | None = None, *, operator: bool = False
@@ -95,14 +115,27 @@ class TenantStore:
         return [KeyView(**dict(row)) for row in rows]
 
     async def revoke(self, tenant_id: str, key_id: str) -> bool:
-        """Revoke at once: every API process looks keys up on each request, nothing caches."""
+        """Revoke at once: committed, then every API process's cache emptied before this
+        returns. Should Redis fail the announcement, the revocation stands (logged): processes
+        that lost Redis too have stopped trusting their caches, and every entry ages out."""
         result: str = await self._pool.execute(
             "UPDATE api_keys SET revoked_at = now()"
             " WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL",
             tenant_id,
             key_id,
         )
-        return result.endswith(" 1")
+        revoked = result.endswith(" 1")
+        if revoked and self._cache is not None:
+            self._cache.clear()
+            await self._tell_everyone(key_id)
+        return revoked
+
+    async def _tell_everyone(self, key_id: str) -> None:
+        assert self._announce is not None
+        try:
+            await self._announce()
+        except Exception as exc:  # Redis: see ``revoke``
+            logger.error("key %s revoked; could not tell the other API processes: %s", key_id, exc)
 
     async def authenticate(self, api_key: str) -> str | None:
         """The tenant id owning this key, or None for an unknown or revoked key."""
@@ -113,8 +146,22 @@ class TenantStore:
         """Who is calling: the key's tenant, the key's id (for the audit) and its rights.
 
         The lookup is by SHA-256 digest (keys are 256-bit random, so the digest is as secret as
-        the key); the stored digest is then compared in constant time all the same."""
+        the key); the stored digest is then compared in constant time all the same. With a
+        cache (``use_cache``), a key seen lately is answered from memory."""
         digest = hash_key(api_key)
+        cache = self._cache
+        if cache is None:
+            return await self._look_up(digest)
+        found = cache.get(digest)
+        if found is not None:
+            return found
+        generation = cache.generation
+        principal = await self._look_up(digest)
+        if principal is not None:
+            cache.put(digest, principal, generation)
+        return principal
+
+    async def _look_up(self, digest: bytes) -> Principal | None:
         row = await self._pool.fetchrow(
             "SELECT k.tenant_id::text, k.id::text, k.scopes, k.key_hash, t.operator"
             " FROM api_keys k JOIN tenants t ON t.id = k.tenant_id"
