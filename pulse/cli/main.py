@@ -10,7 +10,6 @@ import sys
 from collections.abc import Sequence
 
 import asyncpg
-import redis.exceptions
 
 from pulse.channels.registry import check_channel_settings
 from pulse.config import Settings, load_settings
@@ -35,7 +34,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"pulse: configuration error: {exc}", file=sys.stderr)
         return 2
-    except UNREACHABLE as exc:  # at start-up: one line, not a traceback (and no URL: no password)
+    except Exception as exc:
+        if not isinstance(exc, unreachable()):
+            raise
+        # at start-up: one line, not a traceback (and no URL: no password)
         print(
             f"pulse: cannot reach a server it needs: {type(exc).__name__}: {exc}", file=sys.stderr
         )
@@ -43,17 +45,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-# What a server that is down, unknown or refusing Pulse raises while a command starts.
-UNREACHABLE = (
-    ConnectionError,
-    TimeoutError,
-    socket.gaierror,
-    asyncpg.CannotConnectNowError,
-    asyncpg.InvalidCatalogNameError,
-    asyncpg.InvalidAuthorizationSpecificationError,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-)
+def unreachable() -> tuple[type[BaseException], ...]:
+    """What a server that is down, unknown or refusing Pulse raises while a command starts
+    (redis is imported here, not at start: it loads OpenTelemetry whenever that is installed)."""
+    import redis.exceptions
+
+    return (
+        ConnectionError,
+        TimeoutError,
+        socket.gaierror,
+        asyncpg.CannotConnectNowError,
+        asyncpg.InvalidCatalogNameError,
+        asyncpg.InvalidAuthorizationSpecificationError,
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+    )
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -117,15 +117,18 @@ OPERATIONS = (
               problems=("400", "401", "403", "422", "501", "503")),
     Operation("delete", "/api/receipts", "Stop sending receipts", ("204", None),
               problems=("401", "403", "404", "503")),
-    Operation("post", "/api/receipts/rotate", "Move to a new signing secret",
-              ("200", receipts.ReceiptDocument), problems=("401", "403", "404", "501", "503")),
+    Operation("post", "/api/receipts/rotate",
+              "Move to a new signing secret (409 while the last rotation's day of overlap runs)",
+              ("200", receipts.ReceiptDocument),
+              problems=("401", "403", "404", "409", "501", "503")),
     Operation("get", "/api/webhooks/secret", "The tenant's webhook signing secret",
               ("200", webhook_secrets.WebhookSecretDocument),
               problems=("401", "403", "501", "503")),
     Operation("post", "/api/webhooks/secret/rotate",
-              "Move to a new webhook signing secret (the previous one signs for a day)",
+              "Move to a new webhook signing secret (the previous one signs for a day; 409 "
+              "while the last rotation's overlap runs)",
               ("200", webhook_secrets.WebhookSecretDocument),
-              problems=("401", "403", "501", "503")),
+              problems=("401", "403", "409", "501", "503")),
 )  # fmt: skip
 
 
