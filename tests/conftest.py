@@ -26,6 +26,8 @@ from redis.asyncio import Redis
 
 from pulse.channels.registry import build_channels, channel_specs, plugins
 from pulse.config import Settings
+from pulse.core.ids import uuid7
+from pulse.core.models import Job, JobKind
 from pulse.devtools.smtp_sink import SmtpSink
 from pulse.http.app import create_app
 from pulse.metrics import Metrics
@@ -137,6 +139,20 @@ async def settings(
             await redis.delete(*keys)
     finally:
         await redis.aclose()
+
+
+@pytest.fixture
+def keys(settings: Settings) -> QueueKeys:
+    """The test's own Redis keys (removed with its settings' prefix afterwards)."""
+    return QueueKeys(settings.key_prefix)
+
+
+def log_job(priority: int = 2) -> Job:
+    """A notification on the log channel, as the runtime carries it."""
+    return Job(
+        id=str(uuid7()), tenant_id="t", kind=JobKind.NOTIFICATION, channel="log",
+        recipient="ops", payload={"message": "hi"}, priority=priority, max_attempts=3,
+    )  # fmt: skip
 
 
 @pytest.fixture

@@ -4,14 +4,10 @@ dead letters and live workers, from a real Redis the way the worker leaves it.""
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
 
-from pulse.core.ids import uuid7
-from pulse.core.models import Job, JobKind
 from pulse.core.timeutil import now_ms
 from pulse.queue.consumer import Consumer
 from pulse.queue.heartbeat import FORGET_AFTER_MS, LIVE_AFTER_MS, Heartbeats, WorkerBeat
@@ -19,30 +15,9 @@ from pulse.queue.keys import QueueKeys
 from pulse.queue.publisher import Publisher
 from pulse.queue.stats import QueueStats
 from pulse.queue.transitions import EntryRef, SettledBatch, Transitions
+from tests.conftest import log_job
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def keys(redis: Redis) -> AsyncIterator[QueueKeys]:
-    prefix = f"pt{secrets.token_hex(4)}"
-    yield QueueKeys(prefix)
-    doomed = [key async for key in redis.scan_iter(match=QueueKeys(prefix).tag + "*")]
-    if doomed:
-        await redis.delete(*doomed)
-
-
-def _job(priority: int) -> Job:
-    return Job(
-        id=str(uuid7()),
-        tenant_id="t",
-        kind=JobKind.NOTIFICATION,
-        channel="log",
-        recipient="ops",
-        payload={"message": "hi"},
-        priority=priority,
-        max_attempts=3,
-    )
 
 
 def _beat(name: str, seen_at_ms: int) -> WorkerBeat:
@@ -74,7 +49,7 @@ async def test_snapshot_shows_unread_pending_retrying_and_dead_entries(
     # Given five jobs on priority 1 and one on priority 3, a worker that has read three of
     # priority 1, scheduled one for retry in a minute and dead-lettered another
     publisher = Publisher(redis, keys)
-    await publisher.publish([_job(1) for _ in range(5)] + [_job(3)])
+    await publisher.publish([log_job(1) for _ in range(5)] + [log_job(3)])
     consumer = Consumer(redis, keys, "w1")
     await consumer.ensure_group()
     taken = await consumer.read({keys.stream(1): 3})
@@ -112,7 +87,7 @@ async def test_snapshot_is_shared_for_a_second_then_read_again(
     now = [0.0]
     stats = QueueStats(redis, keys, clock=lambda: now[0])
     first = await stats.snapshot()
-    await Publisher(redis, keys).publish([_job(2)])
+    await Publisher(redis, keys).publish([log_job(2)])
 
     cached = await stats.snapshot()
     now[0] = 1.0

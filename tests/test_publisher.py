@@ -5,34 +5,15 @@ the publish it belongs to."""
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
 
-from pulse.core.ids import uuid7
-from pulse.core.models import Job, JobKind
 from pulse.queue.keys import QueueKeys
 from pulse.queue.publisher import Publisher
+from tests.conftest import log_job
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def keys(redis: Redis) -> AsyncIterator[QueueKeys]:
-    prefix = f"pt{secrets.token_hex(4)}"
-    yield QueueKeys(prefix)
-    doomed = [key async for key in redis.scan_iter(match=QueueKeys(prefix).tag + "*")]
-    if doomed:
-        await redis.delete(*doomed)
-
-
-def _job(priority: int) -> Job:
-    return Job(
-        id=str(uuid7()), tenant_id="t", kind=JobKind.NOTIFICATION, channel="log",
-        recipient="ops", payload={"message": "hi"}, priority=priority, max_attempts=3,
-    )  # fmt: skip
 
 
 async def test_concurrent_publishes_each_get_their_own_entries(
@@ -40,8 +21,8 @@ async def test_concurrent_publishes_each_get_their_own_entries(
 ) -> None:
     # Given 50 requests publishing at once, one job each, and one publishing three
     publisher = Publisher(redis, keys)
-    singles = [[_job(2)] for _ in range(50)]
-    triple = [_job(1), _job(2), _job(3)]
+    singles = [[log_job(2)] for _ in range(50)]
+    triple = [log_job(1), log_job(2), log_job(3)]
     # When they publish in the same tick
     answers = await asyncio.gather(*(publisher.publish(jobs) for jobs in [*singles, triple]))
     # Then each got one entry id per job, and the index finds each job at its own entry
@@ -62,9 +43,9 @@ async def test_an_append_redis_refuses_fails_only_its_own_publish(
     publisher = Publisher(redis, keys)
     # When a publish to it and others publish in the same tick
     outcomes = await asyncio.gather(
-        publisher.publish([_job(2)]),
-        publisher.publish([_job(4)]),
-        publisher.publish([_job(2)]),
+        publisher.publish([log_job(2)]),
+        publisher.publish([log_job(4)]),
+        publisher.publish([log_job(2)]),
         return_exceptions=True,
     )
     # Then only the publish to the broken stream fails
