@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -141,6 +143,14 @@ async def settings(
         await redis.aclose()
 
 
+def pulse_api_exit(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``pulse api`` run with ``env`` only, where it is expected to stop at start-up."""
+    return subprocess.run(
+        [sys.executable, "-m", "pulse", "api"],
+        env=env, cwd=cwd, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
 @pytest.fixture
 def keys(settings: Settings) -> QueueKeys:
     """The test's own Redis keys (removed with its settings' prefix afterwards)."""
@@ -249,8 +259,6 @@ async def wait_for_status(
 @pytest.fixture
 async def live_api(settings: Settings, tmp_path: Path) -> AsyncIterator[str]:
     """A real `pulse api` process on this test's servers and key prefix; yields its base URL."""
-    import subprocess
-    import sys
 
     from pulse.devtools.ports import free_port
 

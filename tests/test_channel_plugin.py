@@ -3,8 +3,6 @@ with the settings it was given, and a bad one of its settings stops the real pro
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import msgspec
@@ -16,7 +14,7 @@ from pulse.config import Settings, load_settings
 from pulse.http.app import create_app
 from pulse.metrics import Metrics
 from pulse.store.tenants import NewTenant
-from tests.conftest import WorkerFactory, wait_for_status
+from tests.conftest import WorkerFactory, pulse_api_exit, wait_for_status
 
 pytestmark = pytest.mark.integration
 
@@ -62,15 +60,7 @@ def test_a_bad_plugin_setting_stops_the_process_naming_it(
         "PULSE_CHANNEL_EXAMPLE__MAX_LENGTH": "zero",
     }
 
-    result = subprocess.run(
-        [sys.executable, "-m", "pulse", "api"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = pulse_api_exit(env, tmp_path)
 
     assert result.returncode == 2
     assert "PULSE_CHANNEL_EXAMPLE__MAX_LENGTH='zero' is invalid" in result.stderr

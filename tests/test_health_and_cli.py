@@ -16,7 +16,14 @@ import pytest
 from pulse.config import Settings
 from pulse.store.migrations import load_migrations, migrate
 from pulse.store.tenants import TenantStore
-from tests.conftest import EXAMPLE, Client, RunningWorker, fresh_database, wait_for_status
+from tests.conftest import (
+    EXAMPLE,
+    Client,
+    RunningWorker,
+    fresh_database,
+    pulse_api_exit,
+    wait_for_status,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -79,15 +86,7 @@ async def test_migrate_concurrently_applies_each_version_once(database_url: str)
 def test_bad_setting_stops_the_process_with_a_clear_message(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "PULSE_HTTP_PORT": "eighty"}
 
-    result = subprocess.run(
-        [sys.executable, "-m", "pulse", "api"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = pulse_api_exit(env, tmp_path)
 
     assert result.returncode == 2
     assert "PULSE_HTTP_PORT='eighty' is invalid" in result.stderr
@@ -102,10 +101,7 @@ def test_an_unreachable_database_stops_the_process_with_one_line(tmp_path: Path)
     env = {"PATH": "/usr/bin:/bin", "PULSE_DATABASE_URL": url, "PULSE_REDIS_URL": "redis://x"}
 
     # When: the API starts
-    result = subprocess.run(
-        [sys.executable, "-m", "pulse", "api"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    result = pulse_api_exit(env, tmp_path)
 
     # Then: it stops with one line saying so, no traceback, no password
     assert result.returncode == 1
