@@ -34,7 +34,7 @@ from pulse.http import (
 from pulse.http.auth import auth_middleware, key_cache
 from pulse.http.edges import cors_middleware, echo_request_id, request_id_middleware
 from pulse.http.problems import CLIENT_CLOSED_REQUEST, Handler, problem_middleware
-from pulse.http.protocol import UNROUTED, add_unrouted, with_expect
+from pulse.http.protocol import add_unrouted, route_name, with_expect
 from pulse.http.state import (
     ACCEPT,
     BATCHES,
@@ -179,8 +179,7 @@ async def _timing_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = CLIENT_CLOSED_REQUEST
         raise
     finally:
-        route = request.match_info.route.resource
-        name = route.canonical if route is not None and route.name != UNROUTED else "unmatched"
+        name = route_name(request)
         request.app[METRICS].http_seconds.labels(request.method, name, str(status)).observe(
             time.perf_counter() - started
         )

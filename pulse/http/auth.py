@@ -28,10 +28,8 @@ _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="pulse"'}
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not request.path.startswith(PROTECTED_PREFIX):
         return await handler(request)
-    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    key = key.strip()
-    # Keys are ASCII tokens; other bytes arrive as surrogates and could not even be digested.
-    if scheme.lower() != "bearer" or not key or not key.isascii() or not key.isprintable():
+    key = bearer_key(request)
+    if key is None:
         return problem(401, "send an API key as 'Authorization: Bearer <key>'", headers=_CHALLENGE)
     principal = await request.app[TENANTS].principal(key)
     if principal is None:
@@ -40,6 +38,16 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     request[KEY_ID] = principal.key_id
     request[PRINCIPAL] = principal
     return await handler(request)
+
+
+def bearer_key(request: web.Request) -> str | None:
+    """The request's ``Authorization: Bearer`` key, or None when there is none that could be
+    one: keys are ASCII tokens; other bytes arrive as surrogates and could not be digested."""
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key or not key.isascii() or not key.isprintable():
+        return None
+    return key
 
 
 def require(request: web.Request, scope: str) -> None:

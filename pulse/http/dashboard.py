@@ -29,6 +29,7 @@ from aiohttp import web
 from pulse.core.breaker import BreakerPolicy
 from pulse.core.errors import Forbidden, NotFound, Unavailable
 from pulse.http import dashboard_view as view
+from pulse.http.auth import bearer_key
 from pulse.http.protocol import with_expect
 from pulse.http.state import (
     KEY_ID,
@@ -222,9 +223,11 @@ async def _key_still_valid(request: web.Request) -> bool:
     """Whether the stream's key still opens it, asked again before each snapshot, so a
     revocation ends an open stream as it refuses a new request. Unanswerable (PostgreSQL
     down): the snapshot is unavailable too, so nothing is sent either way."""
-    _, _, key = request.headers.get("Authorization", "").partition(" ")
+    key = bearer_key(request)
+    if key is None:
+        return False
     try:
-        principal = await request.app[TENANTS].principal(key.strip())
+        principal = await request.app[TENANTS].principal(key)
     except (*TRANSIENT_DB_ERRORS, *TRANSIENT_REDIS_ERRORS):
         return True
     return (

@@ -11,6 +11,7 @@ from aiohttp import web
 from pulse import tracing
 from pulse.core.tracecontext import TraceContext, parse_traceparent
 from pulse.http.problems import Handler
+from pulse.http.protocol import route_name
 from pulse.http.state import SETTINGS
 from pulse.logs import request_id
 
@@ -33,10 +34,10 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     token = request_id.set(ident)
     try:
         with tracing.span(
-            f"{request.method} {_route(request)}",
+            f"{request.method} {route_name(request)}",
             client_trace(request),
             kind="server",
-            attributes={"http.request.method": request.method, "http.route": _route(request)},
+            attributes={"http.request.method": request.method, "http.route": route_name(request)},
         ) as span:
             response = await handler(request)
             span.set("http.response.status_code", response.status)
@@ -59,12 +60,6 @@ def client_trace(request: web.Request) -> TraceContext | None:
     parents = request.headers.getall("traceparent", [])
     state = request.headers.getall("tracestate", [])
     return parse_traceparent(parents[0], state) if len(parents) == 1 else None
-
-
-def _route(request: web.Request) -> str:
-    """The route's pattern (never the path itself: ids would make every span name unique)."""
-    resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else "unmatched"
 
 
 def safe_request_id(given: str | None) -> str:

@@ -73,6 +73,15 @@ def _with_expect(route: web.AbstractRouteDef) -> web.AbstractRouteDef:
 UNROUTED = "unrouted"  # the name of the last route, which answers what nothing else matched
 
 
+def route_name(request: web.Request) -> str:
+    """The route's pattern for metrics and spans (never the path itself: ids would make every
+    name unique); what no route matched, the last route included, is ``unmatched``."""
+    resource = request.match_info.route.resource
+    if resource is None or request.match_info.route.name == UNROUTED:
+        return "unmatched"
+    return resource.canonical
+
+
 def add_unrouted(app: web.Application) -> None:
     """Add the route of last resort (call after every other route: it matches any path)."""
     app.router.add_route(

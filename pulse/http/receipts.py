@@ -15,7 +15,7 @@ import msgspec
 from aiohttp import web
 
 from pulse.core.errors import InvalidInput, NotConfigured, NotFound
-from pulse.core.signatures import SecretGeneration, receipt_secret
+from pulse.core.signatures import receipt_secret
 from pulse.core.timeutil import utcnow
 from pulse.http.auth import require
 from pulse.http.body import read_json
@@ -109,7 +109,6 @@ async def rotate_secret(request: web.Request) -> web.Response:
     _signing_key(request)
     store = request.app[RECEIPTS]
     rotated = await store.rotate(request[TENANT_ID])
-    current = await store.get(request[TENANT_ID]) if rotated is None else None
-    if current is not None:
-        raise rotation_in_overlap(SecretGeneration(current.generation, current.rotated_at))
+    if rotated is None and (current := await store.get(request[TENANT_ID])) is not None:
+        raise rotation_in_overlap(current.secret_generation)
     return _found(request, rotated)
