@@ -29,6 +29,7 @@ from pulse.core.models import Job, Status
 from pulse.core.retry import RetryPolicy
 from pulse.core.timeutil import now_ms
 from pulse.metrics import Metrics
+from pulse.queue.publisher import CHUNK
 from pulse.queue.transitions import Transitions
 from pulse.runtime.backoff import delay_for
 from pulse.runtime.leaser import Leaser
@@ -100,7 +101,8 @@ class Acker:
 
     @property
     def backlog(self) -> int:
-        return len(self._results) + len(self._ack_only) + len(self._unreadable)
+        waiting = len(self._results) + len(self._ack_only) + len(self._unreadable)
+        return waiting + len(self._unpublished)  # receipts committed, not yet streamed
 
     async def run(self) -> None:
         """Flush every ``interval`` or as soon as a batch is full; runs until cancelled."""
@@ -126,7 +128,7 @@ class Acker:
     async def flush(self) -> None:
         batch = (self._results, self._ack_only, self._unreadable)
         self._results, self._ack_only, self._unreadable = [], [], []
-        if not any(batch):
+        if not any(batch) and not self._unpublished:
             return
         try:
             await self._settle(*batch)
@@ -162,7 +164,7 @@ class Acker:
         await self._ledger.record_undecodable([_undecodable_row(e) for e in bad])
         plan.redis.acks.extend(delivery.ref for delivery in ack_only)
         plan.redis.dead.extend((entry.ref, entry.reason) for entry in bad)
-        plan.redis.receipts = list(self._unpublished)
+        plan.redis.receipts = self._unpublished[:CHUNK]  # a backlog goes a chunk a flush
         applied = await self._transitions.apply(plan.redis, now)
         del self._unpublished[: applied.streamed]
         applied.raise_error()

@@ -175,7 +175,8 @@ def build_worker(
         channel: _deliverer(settings, channel, providers, breakers, delivery_config, acker, metrics)
         for channel, providers in served.items()
     }
-    fan_out = FanOut(BatchStore(pool), publisher)
+    batches = BatchStore(pool)
+    fan_out = FanOut(batches, publisher)
     lease_s = settings.worker_lease_ms / 1000
     dispatcher = Dispatcher(ledger, deliverers, acker, name, lease_s, fan_out)
     consumer = Consumer(redis, keys, name)
@@ -191,7 +192,7 @@ def build_worker(
         deliverers=deliverers,
         fetcher=_fetcher(settings, consumer, dispatcher),
         reclaimer=_reclaimer(settings, pending, dispatcher, keys),
-        reconciler=_reconciler(settings, redis, ledger, BatchStore(pool), keys, publisher, name),
+        reconciler=_reconciler(settings, redis, ledger, batches, keys, publisher, name),
         heartbeat=Heartbeat(
             Heartbeats(redis, keys), name, list(served), lambda: (leaser.held, acker.backlog)
         ),
