@@ -25,7 +25,14 @@ import msgspec
 from pulse.channels.email import EMAIL_SPEC, EmailChannel, SmtpConfig
 from pulse.channels.fcm import PUSH_SPEC, FcmChannel, FcmConfig, ServiceAccount
 from pulse.channels.log import LOG_SPEC, LogChannel
-from pulse.channels.twilio import SMS_SPEC, WHATSAPP_SPEC, TwilioChannel, TwilioConfig
+from pulse.channels.twilio import (
+    SMS_SPEC,
+    WHATSAPP_SPEC,
+    TwilioChannel,
+    TwilioConfig,
+    sender_variables,
+    twilio_sender,
+)
 from pulse.channels.webhook import (
     WEBHOOK_SPEC,
     SecretsFor,
@@ -214,10 +221,9 @@ def _twilio_missing(settings: Settings, *, whatsapp: bool) -> str | None:
         return "PULSE_TWILIO_ACCOUNT_SID"
     if not settings.twilio_auth_token:
         return "PULSE_TWILIO_AUTH_TOKEN"
-    own = settings.twilio_whatsapp_from if whatsapp else settings.twilio_from
-    if own or settings.twilio_messaging_service_sid:
-        return None
-    return "PULSE_TWILIO_WHATSAPP_FROM" if whatsapp else "PULSE_TWILIO_FROM"
+    if twilio_sender(twilio_config(settings), whatsapp=whatsapp) is not None:
+        return None  # the same rule the channel sends by
+    return sender_variables(None, whatsapp=whatsapp)[0]
 
 
 def _fcm_missing(settings: Settings) -> str | None:

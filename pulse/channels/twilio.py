@@ -100,7 +100,7 @@ class TwilioChannel:
 
     def _no_sender(self) -> Retry:
         """Not the provider's fault: its breaker, shared with the other channel, stays shut."""
-        number, service = _sender_variables(self._config.provider, whatsapp=self._whatsapp)
+        number, service = sender_variables(self._config.provider, whatsapp=self._whatsapp)
         return Retry(
             error=f"Twilio has no {self.spec.name} sender: set {number} or {service}",
             error_class="NotConfigured",
@@ -135,7 +135,7 @@ def twilio_sender(config: TwilioConfig, *, whatsapp: bool) -> tuple[str, str] | 
     return next(((field, value) for field, value in ordered if value), None)
 
 
-def _sender_variables(provider: str | None, *, whatsapp: bool) -> tuple[str, str]:
+def sender_variables(provider: str | None, *, whatsapp: bool) -> tuple[str, str]:
     """The variables that give a sender: the flat ones, or a named provider's."""
     if provider is None:
         number = "PULSE_TWILIO_WHATSAPP_FROM" if whatsapp else "PULSE_TWILIO_FROM"
