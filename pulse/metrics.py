@@ -13,6 +13,7 @@ tenant, a recipient or an id.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from typing import Generic, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -27,6 +28,7 @@ from prometheus_client.registry import Collector
 
 from pulse.queue.stats import QueueSnapshot, StreamState
 
+M = TypeVar("M", Counter, Histogram)  # a metric with labels
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 # From accept to delivery: milliseconds when idle, hours behind a backlog or a long retry.
 END_TO_END_BUCKETS = (
@@ -36,6 +38,21 @@ END_TO_END_BUCKETS = (
 FLOW = ["channel", "priority"]
 # The `_created` series only double the series count (prometheus_client leaves this untyped).
 _disable_created: Callable[[], None] = disable_created_metrics
+
+
+class LabelledOnce(Generic[M]):
+    """A metric's labelled children, each looked up once: on the delivery path ``labels()``
+    (a lock and a tuple key) costs more than the count or observation itself."""
+
+    def __init__(self, metric: M) -> None:
+        self._metric: M = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *labels: str) -> M:
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self._metric.labels(*labels)
+        return child
 
 
 class Metrics:

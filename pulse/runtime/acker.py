@@ -22,13 +22,11 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 
-from prometheus_client import Histogram
-
 from pulse.core.ids import uuid7_ms
 from pulse.core.models import Job, Status
 from pulse.core.retry import RetryPolicy
 from pulse.core.timeutil import now_ms
-from pulse.metrics import Metrics
+from pulse.metrics import LabelledOnce, Metrics
 from pulse.queue.publisher import CHUNK
 from pulse.queue.transitions import Transitions
 from pulse.runtime.backoff import delay_for
@@ -61,7 +59,7 @@ class Acker:
         self._transitions = transitions
         self._leaser = leaser
         self._metrics = metrics
-        self._end_to_end_by: dict[tuple[str, int], Histogram] = {}
+        self._end_to_end = LabelledOnce(metrics.end_to_end)
         self._worker = worker
         self._receipt_max_attempts = receipt_max_attempts
         self._counters = {
@@ -196,17 +194,9 @@ class Acker:
             job = done.delivery.job
             accepted_at = uuid7_ms(job.id) if row.status is Status.DELIVERED else None
             if accepted_at is not None:
-                self._end_to_end(job.channel, job.priority).observe(
+                self._end_to_end(job.channel, str(job.priority)).observe(
                     max(0, now - accepted_at) / 1000
                 )
-
-    def _end_to_end(self, channel: str, priority: int) -> Histogram:
-        """The labelled histogram, looked up once: ``labels()`` costs more than the observation."""
-        histogram = self._end_to_end_by.get((channel, priority))
-        if histogram is None:
-            histogram = self._metrics.end_to_end.labels(channel, str(priority))
-            self._end_to_end_by[(channel, priority)] = histogram
-        return histogram
 
 
 def _priority(stream: str) -> str:

@@ -22,14 +22,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import msgspec
-from prometheus_client import Histogram
 
 from pulse import logs, tracing
 from pulse.core.ids import uuid7_ms
 from pulse.core.ports import ChannelSpec, Delivered, Envelope, Failed
 from pulse.core.timeutil import now_ms
 from pulse.core.tracecontext import Origin
-from pulse.metrics import Metrics
+from pulse.metrics import LabelledOnce, Metrics
 from pulse.runtime.acker import Acker
 from pulse.runtime.failover import Failover
 from pulse.runtime.work import OUTCOME_NAMES, Delivery, Done
@@ -52,8 +51,7 @@ class Deliverer:
         self._failover = failover
         self._acker = acker
         self._seconds = metrics.delivery_seconds.labels(spec.name)
-        self._waited = metrics.waited
-        self._waited_by_priority: dict[int, Histogram] = {}  # labelled once: labels() costs
+        self._waited = LabelledOnce(metrics.waited)
         self._concurrency = concurrency
         self._mailbox: asyncio.PriorityQueue[tuple[int, int, Delivery]] = asyncio.PriorityQueue()
         self._limit = mailbox
@@ -137,11 +135,7 @@ class Deliverer:
         accepted_at = uuid7_ms(job.id) if delivery.attempt == 1 and job.step == 0 else None
         if accepted_at is not None:
             waited = max(0, now_ms() - accepted_at) / 1000
-            histogram = self._waited_by_priority.get(job.priority)
-            if histogram is None:
-                histogram = self._waited.labels(self.name, str(job.priority))
-                self._waited_by_priority[job.priority] = histogram
-            histogram.observe(waited)
+            self._waited(self.name, str(job.priority)).observe(waited)
 
 
 @contextmanager

@@ -22,13 +22,11 @@ import random
 import time
 from collections.abc import Callable, Mapping
 
-from prometheus_client import Counter, Histogram
-
 from pulse import logs, tracing
 from pulse.core.breaker import BreakerPolicy, CircuitBreaker
 from pulse.core.ports import Channel, Delivered, Envelope, Failed, Outcome, Retry
 from pulse.core.timeutil import utcnow
-from pulse.metrics import Metrics
+from pulse.metrics import LabelledOnce, Metrics
 from pulse.runtime.work import CIRCUIT_OPEN, OUTCOME_NAMES, Try
 
 logger = logging.getLogger("pulse.runtime.failover")
@@ -97,8 +95,8 @@ class Failover:
         self._breakers = breakers
         self._route = route
         self._metrics = metrics
-        self._counters: dict[tuple[str, str], Counter] = {}
-        self._call_seconds: dict[str, Histogram] = {}
+        self._attempts = LabelledOnce(metrics.provider_attempts)
+        self._call_seconds = LabelledOnce(metrics.provider_seconds)
 
     def route_of(self, tenant_id: str) -> list[str]:
         """The tenant's route, restricted to providers this worker has (a route naming a
@@ -152,8 +150,8 @@ class Failover:
         else:
             self._breakers.record(name, outcome)
         took = time.perf_counter() - started
-        self._counter(name, OUTCOME_NAMES[type(outcome)]).inc()
-        self._provider_seconds(name).observe(took)
+        self._attempts(name, self._channel, OUTCOME_NAMES[type(outcome)]).inc()
+        self._call_seconds(name).observe(took)
         return Try(name, outcome, started_at, took)
 
     def _raised(self, name: str, envelope: Envelope, exc: Exception) -> Failed:
@@ -162,22 +160,6 @@ class Failover:
         the provider's fault, so it neither retries nor counts against the shared breaker."""
         logger.exception("%s/%s raised on %s", self._channel, name, envelope.notification_id)
         return Failed(error=f"{type(exc).__name__}: {exc}", error_class=type(exc).__name__)
-
-    def _provider_seconds(self, provider: str) -> Histogram:
-        histogram = self._call_seconds.get(provider)
-        if histogram is None:
-            histogram = self._metrics.provider_seconds.labels(provider)
-            self._call_seconds[provider] = histogram
-        return histogram
-
-    def _counter(self, provider: str, outcome: str) -> Counter:
-        """The labelled counter, looked up once: ``labels()`` costs more than the count."""
-        key = (provider, outcome)
-        counter = self._counters.get(key)
-        if counter is None:
-            counter = self._metrics.provider_attempts.labels(provider, self._channel, outcome)
-            self._counters[key] = counter
-        return counter
 
     def _all_open(self, skipped: list[str]) -> Try:
         outcome = Retry(
