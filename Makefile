@@ -13,7 +13,7 @@ TEST_PLUGINS := .test-plugins
 EXAMPLE_PLUGIN := tests/plugins/pulse-example-channel
 
 .PHONY: dev test test-unit test-integration test-system lint format typecheck bench reliability \
-	setup tools clean
+	loadtest setup tools clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -55,14 +55,14 @@ test-system: setup
 	$(BIN)/pytest -m system $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check pulse tests bench
-	$(BIN)/ruff format --check pulse tests bench
+	$(BIN)/ruff check pulse tests bench loadtest
+	$(BIN)/ruff format --check pulse tests bench loadtest
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 format: setup
-	$(BIN)/ruff check --fix pulse tests bench
-	$(BIN)/ruff format pulse tests bench
+	$(BIN)/ruff check --fix pulse tests bench loadtest
+	$(BIN)/ruff format pulse tests bench loadtest
 
 typecheck: setup
 	$(BIN)/mypy
@@ -70,9 +70,16 @@ typecheck: setup
 bench: setup
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
+# Headless Locust against a Pulse of its own (loadtest/README.md): LOADTEST_USERS (20),
+# LOADTEST_RUN_TIME (60s), LOADTEST_WORKERS (0: one process; N: a master and N workers),
+# LOADTEST_OUT (loadtest/reports/<time>); PULSE_REDIS_URL/PULSE_DATABASE_URL to use given servers.
+loadtest: setup
+	$(BIN)/python -m loadtest.run
+
 # The figures of docs/reliability.md: chaos, priorities, bounded memory (also part of `make test`).
 reliability: setup
 	$(BIN)/pytest -s -q tests/test_chaos.py tests/test_priorities.py tests/test_bounded_memory.py
 
 clean:
-	rm -rf $(VENV) $(TOOLS) $(TEST_PLUGINS) .bench-venv .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) $(TEST_PLUGINS) .bench-venv .pytest_cache .mypy_cache .ruff_cache \
+		loadtest/reports
