@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -101,16 +101,20 @@ def pulse_dev(out: Path, webhooks: bool) -> Iterator[tuple[str, str]]:
 
 
 def _operator_key(process: subprocess.Popen[bytes], stdout: IO[bytes], log: Path) -> str:
-    """The key on the banner pulse dev prints once it serves (its tenant is an operator)."""
-    deadline = time.monotonic() + STARTUP_S
-    for raw in stdout:
-        line = raw.decode(errors="replace")
-        if line.startswith("API key of tenant"):
-            return line.split(": ", 1)[1].strip()
-        if time.monotonic() > deadline:
-            break
+    """The key on the banner pulse dev prints once it serves (its tenant is an operator); the
+    rest of its output is read on, so a full pipe never blocks it."""
+    late = threading.Timer(STARTUP_S, process.kill)  # a pulse dev that hangs ends the wait too
+    late.start()
+    try:
+        for raw in stdout:
+            line = raw.decode(errors="replace")
+            if line.startswith("API key of tenant"):
+                threading.Thread(target=stdout.read, daemon=True).start()
+                return line.split(": ", 1)[1].strip()
+    finally:
+        late.cancel()
     process.kill()
-    raise SystemExit(f"pulse dev did not start; its log: {log}")
+    raise SystemExit(f"pulse dev did not start (within {STARTUP_S:.0f} s); its log: {log}")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
