@@ -163,7 +163,8 @@ def _json(answer: ResponseContextManager, expected: int) -> Any:
 class PulseClient(HttpUser):
     """A product that uses Pulse: mostly sends, some reads, now and then a retry or a batch."""
 
-    wait_time = between(0.05, float(os.environ.get("LOADTEST_WAIT_MAX", "0.5")))
+    wait_max = float(os.environ.get("LOADTEST_WAIT_MAX", "0.5"))
+    wait_time = between(min(0.05, wait_max), wait_max)
 
     def on_start(self) -> None:
         keys = os.environ["LOADTEST_API_KEYS"].split(",")
