@@ -71,7 +71,7 @@ class Run:
 
     tracker: Tracker | None = None
     reports: dict[str, Report] = field(default_factory=dict)
-    keys: itertools.count[int] = field(default_factory=itertools.count)
+    users_started: itertools.count[int] = field(default_factory=itertools.count)  # keys in turn
 
 
 class Tracker:
@@ -168,7 +168,7 @@ class PulseClient(HttpUser):
 
     def on_start(self) -> None:
         keys = os.environ["LOADTEST_API_KEYS"].split(",")
-        self.key = keys[next(RUN.keys) % len(keys)]
+        self.key = keys[next(RUN.users_started) % len(keys)]
         self.client.headers["Authorization"] = f"Bearer {self.key}"
         self.rng = random.Random()
         self.webhook_url = os.environ.get("LOADTEST_WEBHOOK_URL") or None
