@@ -187,11 +187,11 @@ def main() -> int:
         print(f"Pulse under test at {host}; reports in {options.out}", flush=True)
         keys = create_tenants(host, key, options.tenants, f"loadtest-{secrets.token_hex(3)}")
         status = run_locust(host, locust_env(keys, receiver.url, options), options)
-        webhooks = receiver.received
+        webhooks, duplicates = receiver.received, receiver.duplicates
     summary_file = options.out / "summary.json"
     if summary_file.exists():
         print(render(msgspec.json.decode(summary_file.read_bytes())))
-    print(f"  webhooks   {webhooks} received by the loopback receiver")
+    print(f"  webhooks   {webhooks} received by the loopback receiver, {duplicates} duplicates")
     print(f"Reports: {options.out}/stats_stats.csv, {options.out}/report.html (status {status})")
     return status
 

@@ -1,5 +1,6 @@
 """A webhook endpoint on loopback that answers 204 to every POST: what the load test's webhooks
-are delivered to, so that channel is measured end to end too."""
+are delivered to, so that channel is measured end to end too. It counts each ``webhook-id``
+(the notification's id): one received twice is a duplicate delivery."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(204)
         self.end_headers()
         server: WebhookReceiver = self.server  # type: ignore[assignment]
-        server.count()
+        server.count(self.headers.get("webhook-id", ""))
 
     def log_message(self, format: str, *args: object) -> None:
         """Quiet: one line per webhook would drown the run's output."""
@@ -29,6 +30,7 @@ class WebhookReceiver(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.received = 0
+        self._ids: set[str] = set()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 
@@ -36,9 +38,16 @@ class WebhookReceiver(ThreadingHTTPServer):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/hooks/pulse"
 
-    def count(self) -> None:
+    @property
+    def duplicates(self) -> int:
+        """Posts beyond the first of each webhook-id."""
+        with self._lock:
+            return self.received - len(self._ids)
+
+    def count(self, webhook_id: str) -> None:
         with self._lock:
             self.received += 1
+            self._ids.add(webhook_id)
 
     def __enter__(self) -> Self:
         self._thread.start()

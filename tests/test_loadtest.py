@@ -105,9 +105,10 @@ async def test_a_headless_run_reports_requests_and_deliveries(
     assert_requests_without_failures(rows)
     # And every notification it was answered was delivered, each with its latency
     assert_deliveries_measured(rows, out)
-    # And webhooks reached the receiver it started on loopback
+    # And webhooks reached the receiver it started on loopback, each notification once
     webhooks = next(line for line in result.stdout.splitlines() if "received by" in line)
     assert int(webhooks.split()[1]) > 0
+    assert webhooks.endswith(", 0 duplicates")
 
 
 async def test_a_distributed_run_one_master_two_workers(servers: Servers, tmp_path: Path) -> None:
