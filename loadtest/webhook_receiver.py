@@ -15,10 +15,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        server: WebhookReceiver = self.server  # type: ignore[assignment]
+        server.count(self.headers.get("webhook-id", ""))  # counted before it is answered
         self.send_response(204)
         self.end_headers()
-        server: WebhookReceiver = self.server  # type: ignore[assignment]
-        server.count(self.headers.get("webhook-id", ""))
 
     def log_message(self, format: str, *args: object) -> None:
         """Quiet: one line per webhook would drown the run's output."""
