@@ -15,8 +15,10 @@ NEW_YORK = zone("America/New_York")
 PARIS = zone("Europe/Paris")
 
 
-def utc(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 def test_aliases_expand_and_bad_expressions_are_refused() -> None:
