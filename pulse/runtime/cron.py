@@ -121,7 +121,7 @@ class CronScheduler:
         ):
             if not self._holding():
                 break
-            fired += await self._run(schedule)
+            fired += await self.handle(schedule)
         return fired
 
     async def resign(self) -> None:
@@ -156,7 +156,7 @@ class CronScheduler:
         logger.info("cron leader %s (token %d)", self._lock.holder, self._fence.token)
         return True
 
-    async def _run(self, schedule: Schedule) -> int:
+    async def handle(self, schedule: Schedule) -> int:
         """Handle one due schedule: skip what its misfire policy skips, fire the rest in
         order, moving its cursor after each."""
         try:
