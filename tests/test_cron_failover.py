@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from pulse.config import Settings
 from pulse.queue.keys import QueueKeys
+from pulse.queue.leader_lock import LeaderLock
 from tests.chaos_lab import PulseProcess
 from tests.conftest import Client
 
@@ -42,8 +43,8 @@ def worker_env(settings: Settings) -> dict[str, str]:
 
 
 async def holder(redis: Redis, settings: Settings) -> str | None:
-    value = await redis.get(QueueKeys(settings.key_prefix).lock("cron"))
-    return None if value is None else value.decode()
+    lock = LeaderLock(redis, QueueKeys(settings.key_prefix).lock("cron"), "observer", LOCK_TTL_S)
+    return await lock.holder_now()
 
 
 async def wait_for(check: Any, what: str, timeout_s: float = 90) -> Any:
