@@ -134,7 +134,7 @@ def new_schedule(body: ScheduleRequest, tenant_id: str, limits: Limits, now: dat
         cursor_at=now,
         next_fire_at=None,
     )
-    return _timed(schedule, now, start_moved=True)
+    return _timed(schedule, now, start_moved=True, since=None)
 
 
 def edited(old: Schedule, patch: SchedulePatch, limits: Limits, now: datetime) -> Schedule:
@@ -157,18 +157,21 @@ def edited(old: Schedule, patch: SchedulePatch, limits: Limits, now: datetime) -
     schedule = msgspec.structs.replace(old, **changes)
     if {"cron", "timezone"} & changes.keys():
         schedule = msgspec.structs.replace(schedule, cursor_at=max(old.cursor_at, now))
-    return _timed(schedule, now, start_moved="starts_at" in changes)
+    return _timed(schedule, now, start_moved="starts_at" in changes, since=old.cursor_at)
 
 
 def resumed(old: Schedule, now: datetime) -> Schedule:
     """Running again from now: occurrences while it was paused are not fired."""
     schedule = msgspec.structs.replace(old, paused=False, cursor_at=max(old.cursor_at, now))
-    return _timed(schedule, now, start_moved=False)
+    return _timed(schedule, now, start_moved=False, since=old.cursor_at)
 
 
-def _timed(schedule: Schedule, now: datetime, *, start_moved: bool) -> Schedule:
-    """Check start and end, place the cursor at a new start, and find the next occurrence;
-    422 when there is none left to fire (nothing accepted may stay undeliverable)."""
+def _timed(
+    schedule: Schedule, now: datetime, *, start_moved: bool, since: datetime | None
+) -> Schedule:
+    """Check start and end, place the cursor at a new start (never back before ``since``, what
+    an existing schedule has handled already), and find the next occurrence; 422 when there is
+    none left to fire (nothing accepted may stay undeliverable)."""
     starts, ends = schedule.starts_at, schedule.ends_at
     if starts is not None and ends is not None and ends <= starts:
         raise InvalidInput("ends_at must be later than starts_at", "$.ends_at")
@@ -177,6 +180,7 @@ def _timed(schedule: Schedule, now: datetime, *, start_moved: bool) -> Schedule:
         # catch_up counts occurrences since the start as missed; skip starts at the earliest now
         from_start = starts - ONE_SECOND
         cursor = from_start if schedule.misfire == "catch_up" else max(from_start, now)
+        cursor = cursor if since is None else max(cursor, since)
     upcoming = next_times(schedule.cron, zone(schedule.timezone), cursor, ends, 1)
     if not upcoming:
         raise InvalidInput("the schedule has no occurrence left before ends_at", "$.ends_at")
