@@ -5,7 +5,8 @@
 -- `next_fire_at` the next one (NULL once `ends_at` is passed), kept by whoever moves the
 -- cursor, so the scheduler's query is one index range. Each occurrence's notification is
 -- created through the accept service with the Idempotency-Key `schedule:<id>:<occurrence>`,
--- so a scheduler killed between that commit and the cursor's advance fires nothing twice.
+-- and the transaction that commits it also moves the cursor past the occurrence (requiring
+-- the `version` the fire was planned with, so an edit or a pause in between creates nothing).
 --
 -- `deployment` is the Redis key prefix of the Pulse that owns the schedule: the scheduler of
 -- one prefix (its lock, its streams) fires only its own schedules, as its reconciler does.

@@ -110,7 +110,8 @@ async def test_skip_fires_only_what_is_on_time(
 async def test_a_fire_repeated_after_a_crash_creates_nothing_twice(
     settings: Settings, redis: Redis, pool: asyncpg.Pool, tenant: NewTenant
 ) -> None:
-    # Given a leader that created 10:00's notification and died before moving the cursor
+    # Given 10:00's notification created, and the cursor behind it (as a restore from a
+    # backup, or a Pulse before the cursor moved in the fire's own transaction, leaves it)
     schedule = await new_schedule(pool, settings, tenant, misfire="skip", limit=1)
     dead = scheduler(settings, redis, pool, "dead")
     assert await dead.tick() == 1
@@ -159,6 +160,27 @@ async def test_a_deposed_leader_cannot_fire(
     assert await created(pool, skipping.id) == dict.fromkeys(minutes(0), 1)
     assert await created(pool, firing.id) == dict.fromkeys(minutes(*range(10)), 1)
     await successor.resign()
+
+
+async def test_a_schedule_paused_while_its_fire_was_planned_creates_nothing(
+    settings: Settings, redis: Redis, pool: asyncpg.Pool, tenant: NewTenant
+) -> None:
+    # Given a leader that read a due schedule, which is paused before it fires
+    leader = scheduler(settings, redis, pool, "a")
+    assert await leader.tick() == 0  # leads; nothing due yet
+    read = await new_schedule(pool, settings, tenant, misfire="catch_up", limit=10)
+    await pool.execute(
+        "UPDATE schedules SET paused = true, version = version + 1 WHERE id = $1", read.id
+    )
+    # When it fires from what it read
+    fired = await leader.handle(read)
+    # Then nothing was created, and the schedule is as the pause left it
+    assert fired == 0
+    assert await created(pool, read.id) == {}
+    row = await ScheduleStore(pool).get(tenant.tenant_id, read.id)
+    assert row is not None
+    assert (row.cursor_at, row.fired) == (read.cursor_at, 0)
+    await leader.resign()
 
 
 async def test_paused_and_ended_schedules_do_not_fire(

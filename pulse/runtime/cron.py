@@ -6,15 +6,19 @@ token in PostgreSQL; each occurrence commits only under that token (``cron_fence
 leader paused past its lock's expiry commits nothing after its successor took over.
 
 Each occurrence is accepted through the accept service with the Idempotency-Key
-``schedule:<id>:<occurrence>``, then the schedule's cursor moves past it (fenced, idempotent).
-A leader killed between the two leaves the cursor behind; its successor fires the occurrence
-again and gets the first answer back: one notification per occurrence, none skipped.
+``schedule:<id>:<occurrence>``; the transaction that commits its notification also moves the
+schedule's cursor past it (``FencedNotifications``), so the notification exists exactly when
+the cursor says the occurrence fired. A leader killed after that commit but before streaming
+leaves it to the reconciler; a successor that fires an occurrence again (its cursor not yet
+moved) gets the first answer back and moves the cursor: one notification per occurrence, none
+skipped. A schedule that fails in a way no retry mends is logged and the others still fire.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import time
 from collections.abc import Callable
@@ -38,7 +42,15 @@ from pulse.queue.leader_lock import LeaderLock
 from pulse.queue.publisher import Publisher
 from pulse.services.accept import AcceptService, IdempotencyKey, KeyBusy, KeyReused, fingerprint
 from pulse.store.batches import BatchStore
-from pulse.store.cron_fence import CronFences, Deposed, Fence, FencedNotifications, current_fence
+from pulse.store.cron_fence import (
+    CronFences,
+    Deposed,
+    Fence,
+    FencedNotifications,
+    Firing,
+    Overtaken,
+    current_firing,
+)
 from pulse.store.errors import TRANSIENT_DB_ERRORS
 from pulse.store.idempotency import IdempotencyStore
 from pulse.store.schedules import Advance, NotificationTemplate, Schedule, ScheduleStore
@@ -46,6 +58,15 @@ from pulse.store.schedules import Advance, NotificationTemplate, Schedule, Sched
 logger = logging.getLogger("pulse.runtime.cron")
 SCHEDULE_METADATA = "pulse.schedule_id"
 OCCURRENCE_METADATA = "pulse.occurrence"
+
+
+class Outcome(enum.Enum):
+    """A fire's end: committed with its cursor's move; answered before (by a leader that died
+    before moving the cursor, which must move now); or to be planned again."""
+
+    COMMITTED = "committed"
+    ANSWERED_BEFORE = "answered before"
+    WAIT = "wait"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +142,12 @@ class CronScheduler:
         ):
             if not self._holding():
                 break
-            fired += await self.handle(schedule)
+            try:
+                fired += await self.handle(schedule)
+            except (*TRANSIENT_REDIS_ERRORS, *TRANSIENT_DB_ERRORS):
+                raise
+            except Exception:  # one broken schedule must not keep the others from firing
+                logger.exception("schedule %s could not be handled", schedule.id)
         return fired
 
     async def resign(self) -> None:
@@ -180,10 +206,12 @@ class CronScheduler:
             return 0
         fired = 0
         for at in todo.fire:
-            if not await self._fire(schedule, at):
+            move = advance(at, fired=1)
+            outcome = await self._fire(schedule, at, move)
+            if outcome is Outcome.WAIT:
                 break
             fired += 1
-            if not await self._advance(advance(at, fired=1)):
+            if outcome is Outcome.ANSWERED_BEFORE and not await self._advance(move):
                 break
         return fired
 
@@ -211,14 +239,14 @@ class CronScheduler:
             return False
         return await self._schedules.advance(move, fence.deployment, fence.token)
 
-    async def _fire(self, schedule: Schedule, at: datetime) -> bool:
-        """Accept the occurrence's notification, under this leader's fence; False when it
-        must wait (a twin fire in progress, or this leader deposed)."""
+    async def _fire(self, schedule: Schedule, at: datetime, move: Advance) -> Outcome:
+        """Accept the occurrence's notification under this leader's fence, its cursor moved
+        in the same transaction."""
         fence = self.fence
         if fence is None:
-            return False
+            return Outcome.WAIT
         job, metadata = self._job(schedule, at)
-        token = current_fence.set(fence)
+        token = current_firing.set(Firing(fence, move))
         try:
             answer = await self._accept.notification(
                 job, metadata, idempotency_key(schedule.id, at)
@@ -226,22 +254,22 @@ class CronScheduler:
         except Deposed as exc:
             logger.warning("cron leadership lost while firing: %s", exc)
             self._fence = None
-            return False
-        except KeyBusy:
-            return False
+            return Outcome.WAIT
+        except (Overtaken, KeyBusy):  # edited or paused meanwhile, or a twin fire running
+            return Outcome.WAIT
         except Unavailable:  # committed; the reconciler streams it when Redis is back
             logger.warning("schedule %s at %s: committed, queue unreachable", schedule.id, at)
-            return True
+            return Outcome.COMMITTED
         except (KeyReused, InvalidInput) as exc:  # nothing this occurrence can ever create
             logger.error("schedule %s at %s: not fired: %s", schedule.id, at.isoformat(), exc)
-            return True
+            return Outcome.ANSWERED_BEFORE
         finally:
-            current_fence.reset(token)
+            current_firing.reset(token)
         logger.info(
             "schedule %s fired %s: %s%s", schedule.id, at.isoformat(), job.id,
             " (created before)" if answer.replayed else "",
         )  # fmt: skip
-        return True
+        return Outcome.ANSWERED_BEFORE if answer.replayed else Outcome.COMMITTED
 
     def _job(self, schedule: Schedule, at: datetime) -> tuple[Job, dict[str, str]]:
         template = msgspec.json.decode(schedule.notification, type=NotificationTemplate)

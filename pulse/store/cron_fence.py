@@ -16,6 +16,7 @@ import asyncpg
 
 from pulse.store.idempotency import Remembered
 from pulse.store.notifications import NewNotification, NotificationStore
+from pulse.store.schedules import Advance, advance_on
 from pulse.store.tenants import Connection
 
 _TAKE_OVER = """
@@ -26,8 +27,17 @@ RETURNING token
 """
 
 
-class Deposed(Exception):
+class NotFired(Exception):
+    """An occurrence's commit was refused; nothing was written."""
+
+
+class Deposed(NotFired):
     """This leader's fencing token is no longer the deployment's: it must not fire."""
+
+
+class Overtaken(NotFired):
+    """The schedule changed since the fire was planned (edited, paused, or its cursor moved
+    past the occurrence): the plan is made again from the row."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,18 +65,31 @@ async def check(conn: Connection, fence: Fence) -> None:
         raise Deposed(f"cron fence is {current}, this leader holds {fence.token}")
 
 
-# The fence the running task fires under (set by the cron leader around each fire).
-current_fence: ContextVar[Fence | None] = ContextVar("current_fence", default=None)
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """An occurrence being fired: under which fence, and the cursor's move that records it."""
+
+    fence: Fence
+    advance: Advance
+
+
+# What the running task fires (set by the cron leader around each fire).
+current_firing: ContextVar[Firing | None] = ContextVar("current_firing", default=None)
 
 
 class FencedNotifications(NotificationStore):
-    """Notifications the cron leader creates: the keyed insert (the only one a schedule uses)
-    checks ``current_fence`` first, in the same transaction."""
+    """Notifications the cron leader creates. The keyed insert (the only one a schedule uses)
+    first checks the fence and moves the schedule's cursor past the occurrence, in the same
+    transaction: the notification exists exactly when the cursor says it was fired, so a
+    schedule changed, paused or already past that occurrence creates nothing."""
 
     @staticmethod
     async def insert_keyed(conn: Connection, new: NewNotification, answer: Remembered) -> bool:
-        fence = current_fence.get()
-        if fence is None:
+        firing = current_firing.get()
+        if firing is None:
             raise Deposed("no cron fence held")
+        fence = firing.fence
         await check(conn, fence)
+        if not await advance_on(conn, firing.advance, fence.deployment, fence.token):
+            raise Overtaken(f"schedule {firing.advance.schedule_id} changed; fire planned again")
         return await NotificationStore.insert_keyed(conn, new, answer)

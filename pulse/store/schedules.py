@@ -14,12 +14,19 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from pulse.store.tenants import Connection
+
 _COLUMNS = (
     "id::text AS id, tenant_id::text AS tenant_id, cron, timezone,"
     " notification::text AS notification, starts_at, ends_at, misfire, catch_up_limit, paused,"
     " cursor_at, next_fire_at, last_fired_at, fired, skipped, version, created_at, updated_at"
 )
 _FENCED = "EXISTS (SELECT 1 FROM cron_fences f WHERE f.deployment = $2 AND f.token = $3)"
+_ADVANCE = (
+    "UPDATE schedules SET cursor_at = $5, next_fire_at = $6, fired = fired + $7,"
+    " skipped = skipped + $8, last_fired_at = CASE WHEN $7 > 0 THEN $5 ELSE last_fired_at END"
+    f" WHERE id = $1 AND version = $4 AND cursor_at < $5 AND NOT paused AND {_FENCED}"
+)
 
 
 class NotificationTemplate(msgspec.Struct, kw_only=True):
@@ -144,13 +151,17 @@ class ScheduleStore:
 
     async def advance(self, move: Advance, deployment: str, token: int) -> bool:
         """Move the cursor forward, only while ``token`` is the deployment's fence and the
-        schedule is as planned (same version, cursor not yet past); False otherwise."""
-        result: str = await self._pool.execute(
-            "UPDATE schedules SET cursor_at = $5, next_fire_at = $6, fired = fired + $7,"
-            " skipped = skipped + $8,"
-            " last_fired_at = CASE WHEN $7 > 0 THEN $5 ELSE last_fired_at END"
-            f" WHERE id = $1 AND version = $4 AND cursor_at < $5 AND NOT paused AND {_FENCED}",
-            move.schedule_id, deployment, token, move.version, move.cursor_at,
-            move.next_fire_at, move.fired, move.skipped,
-        )  # fmt: skip
-        return result.endswith(" 1")
+        schedule is as planned (same version, not paused, cursor not yet past); False
+        otherwise."""
+        return await advance_on(self._pool, move, deployment, token)
+
+
+async def advance_on(
+    conn: Connection | asyncpg.Pool, move: Advance, deployment: str, token: int
+) -> bool:
+    """``ScheduleStore.advance`` on ``conn``: inside the transaction that commits a fire."""
+    result: str = await conn.execute(
+        _ADVANCE, move.schedule_id, deployment, token, move.version, move.cursor_at,
+        move.next_fire_at, move.fired, move.skipped,
+    )  # fmt: skip
+    return result.endswith(" 1")
