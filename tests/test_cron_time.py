@@ -132,3 +132,20 @@ def test_a_long_backlog_is_skipped_in_bounded_steps() -> None:
     assert decided.fire == ()
     assert decided.skipped == MAX_SCAN
     assert decided.skipped_until == cursor + timedelta(minutes=MAX_SCAN)
+
+
+def test_a_scheduler_across_each_transition_fires_the_night_once() -> None:
+    # Given 02:30 and 01:30 daily in New York, a scheduler that was last there the evening
+    # before each transition and ticks every minute through the night
+    for expr, evening in (("30 2 * * *", utc(2026, 3, 8, 0)), ("30 1 * * *", utc(2026, 11, 1, 0))):
+        cursor, fired = evening, list[datetime]()
+        policy = Policy("skip", 1, timedelta(minutes=1))
+        for minute in range(1, 12 * 60):
+            decided = plan(
+                expr, NEW_YORK, cursor, evening + timedelta(minutes=minute), None, policy
+            )
+            fired += decided.fire
+            cursor = max([cursor, *decided.fire])
+            assert decided.skipped == 0
+        # Then that night fired once
+        assert len(fired) == 1, (expr, fired)
