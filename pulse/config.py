@@ -248,6 +248,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     retry_cap_s: PositiveFloat = 300.0
     reconcile_interval_s: PositiveFloat = 10.0
     reconcile_after_s: PositiveFloat = 30.0
+    # Cron: the leader's lock (a standby takes over within it), how often the leader looks for
+    # due schedules, and how late an occurrence may fire before its misfire policy decides.
+    cron_lock_ttl_s: PositiveFloat = 10.0
+    cron_tick_s: PositiveFloat = 1.0
+    cron_misfire_grace_s: PositiveFloat = 60.0
 
     idempotency_retention_s: PositiveFloat = 86_400.0
     max_list_limit: PositiveInt = 500

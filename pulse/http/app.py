@@ -29,6 +29,7 @@ from pulse.http import (
     provider_callbacks,
     provider_routes,
     receipts,
+    schedules,
     webhook_secrets,
 )
 from pulse.http.auth import auth_middleware, key_cache
@@ -84,6 +85,7 @@ ROUTE_TABLES = (
     provider_routes.routes,
     receipts.routes,
     webhook_secrets.routes,
+    schedules.routes,
 )
 IDEMPOTENCY_PURGE_INTERVAL_S = 60.0
 

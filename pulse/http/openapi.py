@@ -20,6 +20,8 @@ from pulse.http import (
     notification_queries,
     provider_routes,
     receipts,
+    schedule_rules,
+    schedules,
     webhook_secrets,
 )
 from pulse.http.validation import NotificationRequest
@@ -54,6 +56,34 @@ class Operation:
 
 
 UUID_ID = {"id": {"type": "string", "format": "uuid"}}
+
+
+def schedules_operations() -> tuple[Operation, ...]:
+    """``/api/schedules``: cron schedules."""
+    document = ("200", schedule_rules.ScheduleDocument)
+    body_problems = ("400", "401", "403", "404", "409", "413", "415", "422", "501", "503")
+    one = ("401", "403", "404", "409", "503")
+    return (
+        Operation("post", "/api/schedules", "Create a cron schedule (with its next fire times)",
+                  ("201", schedule_rules.ScheduleDocument), body=schedule_rules.ScheduleRequest,
+                  problems=("400", "401", "403", "413", "415", "422", "501", "503")),
+        Operation("get", "/api/schedules", "List the tenant's schedules, oldest first",
+                  ("200", schedule_rules.ScheduleList), query=schedules.ListQuery,
+                  problems=("401", "403", "422", "503")),
+        Operation("get", "/api/schedules/{id}", "A schedule with its next fire times", document,
+                  problems=("401", "403", "404", "503"), path_params=UUID_ID),
+        Operation("patch", "/api/schedules/{id}", "Change a schedule", document,
+                  body=schedule_rules.SchedulePatch, problems=body_problems, path_params=UUID_ID),
+        Operation("post", "/api/schedules/{id}/pause", "Pause: no occurrence fires", document,
+                  problems=one, path_params=UUID_ID),
+        Operation("post", "/api/schedules/{id}/resume",
+                  "Resume from now (occurrences while paused are not fired)", document,
+                  problems=one, path_params=UUID_ID),
+        Operation("delete", "/api/schedules/{id}", "Delete a schedule", ("204", None),
+                  problems=("401", "403", "404", "503"), path_params=UUID_ID),
+    )  # fmt: skip
+
+
 CHANNEL = {"channel": {"type": "string"}}
 INT_ID = {"id": {"type": "integer", "minimum": 0}}
 
@@ -129,6 +159,7 @@ OPERATIONS = (
               "while the last rotation's overlap runs)",
               ("200", webhook_secrets.WebhookSecretDocument),
               problems=("401", "403", "409", "501", "503")),
+    *schedules_operations(),
 )  # fmt: skip
 
 

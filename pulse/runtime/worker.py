@@ -36,6 +36,7 @@ from pulse.queue.pending import PendingEntries
 from pulse.queue.publisher import Publisher
 from pulse.queue.transitions import Transitions
 from pulse.runtime.acker import Acker
+from pulse.runtime.cron import CronScheduler, build_cron
 from pulse.runtime.deliverer import Deliverer
 from pulse.runtime.delivery_config import DeliveryConfig
 from pulse.runtime.dispatcher import Dispatcher
@@ -82,6 +83,7 @@ class Worker:
     reclaimer: Reclaimer
     reconciler: Reconciler
     heartbeat: Heartbeat
+    cron: CronScheduler | None = None
     _supervisor: Supervisor = field(default_factory=Supervisor)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -102,6 +104,8 @@ class Worker:
         self._supervisor.start("reclaimer", self.reclaimer.run)
         self._supervisor.start("reconciler", self.reconciler.run)
         self._supervisor.start("heartbeat", self.heartbeat.run)
+        if self.cron is not None:
+            self._supervisor.start("cron", self.cron.run)
         logger.info("worker %s serving channels %s", self.consumer.name, ", ".join(self.channels))
         try:
             await stop.wait()
@@ -114,7 +118,7 @@ class Worker:
     async def shutdown(self) -> None:
         """Stop taking work, finish what is in hand within the grace period, settle, leave."""
         grace = self.settings.worker_grace_s
-        await self._supervisor.cancel("reclaimer", "reconciler")
+        await self._supervisor.cancel("reclaimer", "reconciler", "cron")
         self.fetcher.stop()
         logger.debug("shutdown: fetcher asked to stop")
         if not await self._supervisor.wait("fetcher", grace):
@@ -196,6 +200,7 @@ def build_worker(
         heartbeat=Heartbeat(
             Heartbeats(redis, keys), name, list(served), lambda: (leaser.held, acker.backlog)
         ),
+        cron=build_cron(settings, redis, pool, publisher, metrics, name),
     )
 
 
