@@ -1,3 +1,17 @@
 """Pulse: a notification and background-job service."""
 
+from typing import Any
+
 __version__ = "0.1.0"
+
+_TASK_NAMES = frozenset({"Tasks", "Task", "Retry", "Context"})
+
+
+def __getattr__(name: str) -> Any:
+    """``pulse.Tasks``, ``pulse.Retry``, ``pulse.Context``: imported on first use, so that
+    ``import pulse`` stays light for every other user of the package."""
+    if name in _TASK_NAMES:
+        import pulse.tasks
+
+        return getattr(pulse.tasks, name)
+    raise AttributeError(f"module 'pulse' has no attribute {name!r}")
