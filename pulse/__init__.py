@@ -1,6 +1,12 @@
 """Pulse: a notification and background-job service."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the real types for checkers; at run time imported on first use
+    from pulse.tasks import Context as Context
+    from pulse.tasks import Retry as Retry
+    from pulse.tasks import Task as Task
+    from pulse.tasks import Tasks as Tasks
 
 __version__ = "0.1.0"
 

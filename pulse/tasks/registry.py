@@ -13,7 +13,7 @@ import typing
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 import msgspec
 
@@ -100,9 +100,17 @@ class Tasks:
         self.startup: list[Hook] = []
         self.shutdown: list[Hook] = []
 
+    @overload
+    def task(self, fn: Callable[..., Any], /) -> Task: ...
+
+    @overload
+    def task(
+        self, fn: None = None, /, *, name: str | None = None, **options: Any
+    ) -> Callable[[Callable[..., Any]], Task]: ...
+
     def task(
         self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None, **options: Any
-    ) -> Any:
+    ) -> Task | Callable[[Callable[..., Any]], Task]:
         """``@tasks.task`` or ``@tasks.task(name=..., priority=..., max_attempts=...,
         timeout_s=..., retry_on=(...), backoff_base_s=..., backoff_cap_s=...,
         keep_result_s=...)``."""
