@@ -67,3 +67,9 @@ async def flaky_io(ctx: pulse.Context) -> int:
     if ctx.attempt == 1:
         raise ConnectionError("the far end hung up")
     return ctx.attempt
+
+
+@tasks.task(name="example.ephemeral", keep_result_s=0.2)
+async def ephemeral() -> str:
+    """Its result is kept for 0.2 s only."""
+    return "gone soon"

@@ -13,9 +13,11 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
+from pulse.client import AsyncPulseClient, JobFailed, PulseClient
 from pulse.config import Settings
 from pulse.metrics import Metrics
 from pulse.runtime.worker import build_worker
+from pulse.store.tenants import NewTenant, TenantStore
 from tests import tasks_example
 from tests.conftest import Client, RunningWorker
 
@@ -266,11 +268,62 @@ async def test_a_finished_job_cannot_be_cancelled(
 async def test_another_tenant_cannot_see_a_job(
     client: Client, auth: dict[str, str], task_worker: RunningWorker, pool: asyncpg.Pool
 ) -> None:
-    from pulse.store.tenants import TenantStore
-
     other = await TenantStore(pool).create("other-tenant-of-tasks-" + auth["Authorization"][-6:])
     accepted = await enqueue(client, auth, "example.add", args={"a": 1})
     response = await client.get(
         f"/api/jobs/{accepted['id']}", headers={"Authorization": f"Bearer {other.api_key}"}
     )
     assert response.status == 404
+
+
+async def test_the_python_client_enqueues_and_waits_for_the_result(
+    client: Client, tenant: NewTenant, task_worker: RunningWorker
+) -> None:
+    base = str(client.make_url("")).rstrip("/")
+    async with AsyncPulseClient(base, tenant.api_key) as pulse_client:
+        # by name, and typed from the function itself
+        job = await pulse_client.enqueue("example.add", a=20, b=22)
+        typed = await tasks_example.add.enqueue(pulse_client, a=1)
+        assert await job.result(timeout_s=20) == {"sum": 42, "attempt": 1}
+        assert await typed.result(timeout_s=20) == {"sum": 1, "attempt": 1}
+        assert (await job.get()).status == "succeeded"
+        # a job that fails raises JobFailed with its document
+        failing = await pulse_client.enqueue("example.fragile", path="/nonexistent/file")
+        with pytest.raises(JobFailed) as failed:
+            await failing.result(timeout_s=20)
+        assert failed.value.job.error is not None
+        assert failed.value.job.error.type == "FileNotFoundError"
+        # waiting gives up after timeout_s without the job ending
+        sleeping = await pulse_client.enqueue("example.sleeper", seconds=30)
+        with pytest.raises(TimeoutError):
+            await sleeping.result(timeout_s=0.5)
+        assert (await sleeping.cancel()).status == "cancelled"
+
+
+async def test_the_blocking_client_enqueues_and_waits_for_the_result(
+    client: Client, tenant: NewTenant, task_worker: RunningWorker
+) -> None:
+    base = str(client.make_url("")).rstrip("/")
+
+    def blocking() -> object:
+        with PulseClient(base, tenant.api_key) as pulse_client:
+            accepted = pulse_client.enqueue("example.greet", name="Grace")
+            return pulse_client.result(accepted.id, timeout_s=20)
+
+    result = await asyncio.to_thread(blocking)
+    assert isinstance(result, str)
+    assert result.startswith("Hello, Grace")
+
+
+async def test_results_are_swept_after_their_retention(
+    client: Client, auth: dict[str, str], start_task_worker: TaskWorkerFactory
+) -> None:
+    # Given a worker sweeping often, and a task that keeps its result 0.2 s
+    await _until_registered(start_task_worker(result_sweep_interval_s=0.1))
+    accepted = await enqueue(client, auth, "example.ephemeral")
+    job = await finished(client, auth, accepted["id"])
+    assert job["status"] == "succeeded"
+    # Then the result is removed, the job itself stays
+    swept = await until(client, auth, accepted["id"], lambda d: d["finished_at"] is None)
+    assert swept["status"] == "succeeded"
+    assert swept["result"] is None

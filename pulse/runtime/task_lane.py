@@ -12,6 +12,7 @@ abandoned and its answer dropped).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import random
@@ -27,7 +28,7 @@ from pulse.core.ports import Delivered, Failed, Outcome, Retry
 from pulse.core.retry import RetryPolicy, backoff_s
 from pulse.core.timeutil import utcnow
 from pulse.runtime.acker import Acker
-from pulse.runtime.work import Delivery, Done, Try
+from pulse.runtime.work import NOT_STARTED, Delivery, Done, Try
 from pulse.store.errors import TRANSIENT_DB_ERRORS
 from pulse.store.task_results import Ending, TaskResults
 from pulse.tasks import Context, Task
@@ -113,10 +114,13 @@ class TaskLane:
         try:
             await self._results.start(job.id, job.tenant_id, delivery.attempt)
         except TRANSIENT_DB_ERRORS as exc:  # not started: try again later, attempt unused
-            return Done.without_call(delivery, Retry(error=f"could not start: {exc}"))
+            error = f"could not start: {exc}"
+            return Done.without_call(delivery, Retry(error=error, error_class=NOT_STARTED))
         outcome, ending = await self._outcome(delivery)
         if outcome is None:
             return None
+        if isinstance(outcome, Retry) and delivery.attempt < job.max_attempts:
+            ending = dataclasses.replace(ending, final=False)  # another attempt follows
         try:
             await self._results.finish(job.id, ending)
         except TRANSIENT_DB_ERRORS as exc:

@@ -24,7 +24,8 @@ OUTCOME_NAMES = {Delivered: "delivered", Retry: "retry", Failed: "failed"}
 
 CIRCUIT_OPEN = "CircuitOpen"  # the error class of an attempt refused by open breakers
 NOT_SERVED = "TaskNotServed"  # a task this worker does not have: handed back, no attempt used
-NOT_MADE = frozenset({CIRCUIT_OPEN, NOT_SERVED})
+NOT_STARTED = "TaskNotStarted"  # a task whose start could not be recorded: not run, no attempt
+NOT_MADE = frozenset({CIRCUIT_OPEN, NOT_SERVED, NOT_STARTED})
 
 
 class Lane(Protocol):

@@ -24,8 +24,9 @@ _PROGRESS = "UPDATE job_results SET progress = $2, note = $3 WHERE job_id = $1"
 _FINISH = """
 UPDATE job_results
    SET result = $2::jsonb, error_type = $3, error_message = $4, traceback = $5,
-       finished_at = now(), progress = CASE WHEN $3::text IS NULL THEN 1 ELSE progress END,
-       expires_at = now() + make_interval(secs => $6)
+       finished_at = CASE WHEN $7 THEN now() END,
+       progress = CASE WHEN $3::text IS NULL THEN 1 ELSE progress END,
+       expires_at = CASE WHEN $7 THEN now() + make_interval(secs => $6) END
  WHERE job_id = $1
 """
 
@@ -55,13 +56,15 @@ class Published:
 
 @dataclass(frozen=True, slots=True)
 class Ending:
-    """How a run ended: a JSON result, or an error; kept for ``keep_s`` seconds."""
+    """How a run ended: a JSON result, or an error; once ``final`` (no retry follows), the
+    job has finished and the row is kept for ``keep_s`` seconds."""
 
     result_json: bytes | None
     error_type: str | None
     error_message: str | None
     traceback: str | None
     keep_s: float
+    final: bool = True
 
 
 class TaskResults:
@@ -78,7 +81,7 @@ class TaskResults:
         result = None if ending.result_json is None else ending.result_json.decode()
         await self._pool.execute(
             _FINISH, job_id, result, ending.error_type, ending.error_message,
-            ending.traceback, ending.keep_s,
+            ending.traceback, ending.keep_s, ending.final,
         )  # fmt: skip
 
     async def publish(self, tasks: Sequence[Published], worker: str) -> None:
