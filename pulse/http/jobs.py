@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 import msgspec
 from aiohttp import web
 
+from pulse.core.errors import InvalidInput, NotFound
 from pulse.core.jobs import ROW_STATUS, JobDocument, JobList, JobRequest
 from pulse.http.auth import require
 from pulse.http.body import read_body
@@ -107,7 +108,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     query = decode_query(request.query, ListQuery)
     limit = min(query.limit, request.app[SETTINGS].max_list_limit)
     status = None if query.status is None else ROW_STATUS[query.status]
-    cursor = None if query.cursor is None else parse_id(query.cursor)
+    cursor = None if query.cursor is None else _cursor(query.cursor)
     store = JobStore(request.app[POOL])
     items = await store.list(request[TENANT_ID], status, query.task, cursor, limit)
     next_cursor = items[-1].id if len(items) == limit else None
@@ -126,3 +127,10 @@ async def cancel_job(request: web.Request) -> web.Response:
         raise web.HTTPConflict(text=f"a job that {before.status} cannot be cancelled")
     by = f"key {request[KEY_ID]}"
     return json_response(await tasks.cancel(tenant_id, job_id, by))
+
+
+def _cursor(raw: str) -> str:
+    try:
+        return parse_id(raw)
+    except NotFound:
+        raise InvalidInput("cursor is not one this API gave out", "$.cursor") from None
