@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pulse.core.errors import PulseError
+from pulse.metrics import Metrics
 from pulse.queue.job_cancels import JobCancels
 from pulse.runtime.acker import Acker
 from pulse.runtime.task_lane import LaneSettings, TaskLane
@@ -61,10 +62,12 @@ class TaskHost:
         for registry in self.registries:
             yield from registry
 
-    def build_lanes(self, acker: Acker, concurrency: int, mailbox: int) -> dict[str, TaskLane]:
+    def build_lanes(
+        self, acker: Acker, metrics: Metrics, concurrency: int, mailbox: int
+    ) -> dict[str, TaskLane]:
         settings = LaneSettings(concurrency, mailbox, self.retention_s)
         for task in self.tasks():
-            lane = TaskLane(task, self.results, acker, self.resources, settings)
+            lane = TaskLane(task, self.results, acker, metrics, self.resources, settings)
             if lane.name in self.lanes:
                 raise TaskModuleError(f"task {task.name!r} is defined twice")
             self.lanes[lane.name] = lane

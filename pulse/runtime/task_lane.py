@@ -27,7 +27,9 @@ from pulse.core.models import task_channel
 from pulse.core.ports import Delivered, Failed, Outcome, Retry
 from pulse.core.retry import RetryPolicy, backoff_s
 from pulse.core.timeutil import utcnow
+from pulse.metrics import Metrics
 from pulse.runtime.acker import Acker
+from pulse.runtime.deliverer import delivery_context
 from pulse.runtime.work import NOT_STARTED, Delivery, Done, Try
 from pulse.store.errors import TRANSIENT_DB_ERRORS
 from pulse.store.task_results import Ending, TaskResults
@@ -47,10 +49,11 @@ class LaneSettings:
 
 class TaskLane:
     def __init__(
-        self, task: Task, results: TaskResults, acker: Acker, resources: dict[str, Any],
-        settings: LaneSettings,
+        self, task: Task, results: TaskResults, acker: Acker, metrics: Metrics,
+        resources: dict[str, Any], settings: LaneSettings,
     ) -> None:  # fmt: skip
         self._task = task
+        self._seconds = metrics.delivery_seconds.labels(task_channel(task.name))
         self._results = results
         self._acker = acker
         self._resources = resources
@@ -109,7 +112,16 @@ class TaskLane:
                 self._mailbox.task_done()
 
     async def _attempt(self, delivery: Delivery) -> Done | None:
-        """Run once; None when cancelled on request."""
+        """Run once, every log line carrying the job (as a delivery's do); None when cancelled
+        on request."""
+        started = time.perf_counter()
+        try:
+            with delivery_context(delivery):
+                return await self._run_once(delivery)
+        finally:
+            self._seconds.observe(time.perf_counter() - started)
+
+    async def _run_once(self, delivery: Delivery) -> Done | None:
         job, started_at, clock = delivery.job, utcnow(), time.perf_counter()
         try:
             await self._results.start(job.id, job.tenant_id, delivery.attempt)

@@ -210,7 +210,7 @@ def build_worker(
             settings.result_retention_s, settings.result_sweep_interval_s,
         )  # fmt: skip
         deliverers |= host.build_lanes(
-            acker, settings.task_concurrency, settings.worker_mailbox_size
+            acker, metrics, settings.task_concurrency, settings.worker_mailbox_size
         )
     batches = BatchStore(pool)
     fan_out = FanOut(batches, publisher)
