@@ -327,3 +327,13 @@ async def test_results_are_swept_after_their_retention(
     swept = await until(client, auth, accepted["id"], lambda d: d["finished_at"] is None)
     assert swept["status"] == "succeeded"
     assert swept["result"] is None
+
+
+async def test_task_jobs_stay_out_of_the_notification_list(
+    client: Client, auth: dict[str, str], task_worker: RunningWorker
+) -> None:
+    accepted = await enqueue(client, auth, "example.add", args={"a": 1})
+    listed = await (await client.get("/api/notifications/", headers=auth)).json()
+    assert accepted["id"] not in [item["id"] for item in listed["items"]]
+    jobs = await (await client.get("/api/jobs/", headers=auth)).json()
+    assert accepted["id"] in [item["id"] for item in jobs["items"]]

@@ -26,6 +26,7 @@ from pulse.http.app import create_app
 from pulse.http.protocol import ProtocolLogger
 from pulse.metrics import Metrics
 from pulse.queue.client import open_redis
+from pulse.runtime.task_host import load_registries
 from pulse.runtime.worker import build_worker
 from pulse.store.pool import create_pool
 from pulse.tasks import Tasks
@@ -128,6 +129,8 @@ async def run_worker(
         )
     async with backends(settings) as (redis, pool):
         channels = build_channels(settings)
+        if tasks is None:  # `pulse dev`: the modules of PULSE_TASKS
+            tasks = load_registries(settings.tasks)
         worker = build_worker(
             settings, redis, pool, channels, metrics, tasks, serve_channels=serve_channels
         )

@@ -20,7 +20,16 @@ from pulse.http.idempotency import idempotency_key, render
 from pulse.http.notifications import JSON_TYPES, parse_id
 from pulse.http.protocol import with_expect
 from pulse.http.responses import json_response
-from pulse.http.state import ACCEPT, KEY_ID, NOTIFICATIONS, POOL, REDIS, SETTINGS, TENANT_ID
+from pulse.http.state import (
+    ACCEPT,
+    KEY_ID,
+    METRICS,
+    NOTIFICATIONS,
+    POOL,
+    REDIS,
+    SETTINGS,
+    TENANT_ID,
+)
 from pulse.queue.job_cancels import JobCancels
 from pulse.queue.keys import QueueKeys
 from pulse.services.tasks import TaskService
@@ -59,6 +68,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         app[NOTIFICATIONS],
         JobStore(app[POOL]),
         JobCancels(app[REDIS], QueueKeys(settings.key_prefix)),
+        app[METRICS],
     )
     app[JOB_EVENTS] = JobEvents(settings.require_database_url())
     yield

@@ -20,6 +20,7 @@ from pulse.core.errors import InvalidInput, NotFound
 from pulse.core.ids import uuid7
 from pulse.core.jobs import JOB_STATUS, JobAccepted, JobDocument, JobRequest
 from pulse.core.models import Job, JobKind, Status, task_channel
+from pulse.metrics import Metrics
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.queue.job_cancels import JobCancels
 from pulse.services.accept import AcceptService, Answer, IdempotencyKey, check_streamable
@@ -74,9 +75,10 @@ class _TaskCommit:
 class TaskService:
     def __init__(
         self, accept: AcceptService, notifications: NotificationStore, jobs: JobStore,
-        cancels: JobCancels,
+        cancels: JobCancels, metrics: Metrics,
     ) -> None:  # fmt: skip
         self._accept = accept
+        self._metrics = metrics
         self._notifications = notifications
         self._jobs = jobs
         self._cancels = cancels
@@ -103,7 +105,10 @@ class TaskService:
             max_attempts=request.max_attempts or registered.max_attempts,
         )
         check_streamable(job)
-        return await self._accept.commit(_TaskCommit(self._notifications, job), key)
+        answer = await self._accept.commit(_TaskCommit(self._notifications, job), key)
+        if not answer.replayed:
+            self._metrics.count_accepted([(job.channel, job.priority)])
+        return answer
 
     async def get(self, tenant_id: str, job_id: str) -> JobDocument:
         document = await self._jobs.get(tenant_id, job_id)
