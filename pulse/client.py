@@ -73,6 +73,7 @@ class Job:
 
     accepted: JobAccepted
     client: AsyncPulseClient
+    replayed: bool = False  # the Idempotency-Key had been used: this is the first job again
 
     @property
     def id(self) -> str:
@@ -172,8 +173,9 @@ class AsyncPulseClient:
         optional = {"priority": _priority, "max_attempts": _max_attempts}
         body |= {name: value for name, value in optional.items() if value is not None}
         headers = {"Idempotency-Key": _idempotency_key or str(uuid.uuid4())}
-        accepted = await self._call("POST", "/api/jobs/", JobAccepted, body, headers)
-        return Job(accepted, self)
+        answered: dict[str, str] = {}
+        accepted = await self._call("POST", "/api/jobs/", JobAccepted, body, headers, answered)
+        return Job(accepted, self, replayed=answered.get("idempotent-replayed") == "true")
 
     async def job(self, job_id: str, *, wait_s: float = 0) -> JobDocument:
         """The job; with ``wait_s``, answered once it ends or after that long (long poll)."""
@@ -210,25 +212,30 @@ class AsyncPulseClient:
         kind: type[T],
         body: Any = None,
         headers: dict[str, str] | None = None,
+        answered: dict[str, str] | None = None,
     ) -> T:
+        """``answered``, when given, receives the headers (lower-cased names) of the answer
+        returned."""
         for attempt in range(self._max_retries + 1):
             try:
-                status, data, retry_after = await self._once(method, path, body, headers)
+                status, data, got = await self._once(method, path, body, headers)
             except (aiohttp.ClientConnectionError, TimeoutError):
                 if attempt == self._max_retries:
                     raise
                 await asyncio.sleep(self._delay(attempt, None))
                 continue
             if status < 400:
+                if answered is not None:
+                    answered.update(got)
                 return msgspec.json.decode(data, type=kind)
             if status not in RETRY_STATUSES or attempt == self._max_retries:
                 raise PulseAPIError(status, _problem(data))
-            await asyncio.sleep(self._delay(attempt, retry_after))
+            await asyncio.sleep(self._delay(attempt, got.get("retry-after")))
         raise AssertionError("unreachable")
 
     async def _once(
         self, method: str, path: str, body: Any, headers: dict[str, str] | None
-    ) -> tuple[int, bytes, str | None]:
+    ) -> tuple[int, bytes, dict[str, str]]:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
         data = None if body is None else msgspec.json.encode(body)
@@ -236,7 +243,8 @@ class AsyncPulseClient:
         async with self._session.request(
             method, self._base + path, data=data, headers=extra
         ) as response:
-            return response.status, await response.read(), response.headers.get("Retry-After")
+            names = {name.lower(): value for name, value in response.headers.items()}
+            return response.status, await response.read(), names
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         if retry_after is not None:
