@@ -2,7 +2,8 @@
 resources, the registry published for the API, cancellations, and the results' retention.
 
 ``pulse worker --tasks myapp.tasks,myapp.reports`` imports each module and serves every task of
-every ``pulse.Tasks`` registry found at its top level; a module that cannot be imported stops
+every ``pulse.Tasks`` registry found at its top level (or, in a module without one, of an arq
+``WorkerSettings`` class: ``pulse.compat.arq``); a module that cannot be imported stops
 start-up, naming the module.
 """
 
@@ -41,8 +42,15 @@ def load_registries(modules: str) -> list[Tasks]:
         except Exception as exc:
             raise TaskModuleError(f"task module {name!r} could not be imported: {exc!r}") from exc
         found = [value for value in vars(module).values() if isinstance(value, Tasks)]
+        settings = getattr(module, "WorkerSettings", None)
+        if not found and isinstance(settings, type):  # an arq worker module, unchanged
+            from pulse.compat.arq import tasks_from
+
+            found = [tasks_from(settings)]
         if not found:
-            raise TaskModuleError(f"task module {name!r} defines no pulse.Tasks registry")
+            raise TaskModuleError(
+                f"task module {name!r} defines no pulse.Tasks registry (nor arq WorkerSettings)"
+            )
         registries.extend(found)
     return registries
 
