@@ -41,3 +41,4 @@ class WorkerSettings:
     on_shutdown = shutdown
     job_timeout = 60
     max_tries = 2
+    max_jobs = 3

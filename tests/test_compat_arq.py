@@ -108,3 +108,4 @@ def test_settings_map_to_task_options() -> None:
     assert patient is not None
     assert (add.options.max_attempts, add.options.timeout_s) == (2, 60)
     assert (patient.options.max_attempts, patient.options.timeout_s) == (4, 30)
+    assert add.options.concurrency == 3  # max_jobs

@@ -11,6 +11,7 @@ An arq user switches by changing an import and a command:
         on_shutdown = shutdown
         job_timeout = 300
         max_tries = 5
+        max_jobs = 10                 # per function and process (arq: per worker, all functions)
 
     $ pulse worker --tasks worker   # instead of `arq worker.WorkerSettings`
 
@@ -82,6 +83,7 @@ def tasks_from(settings: type) -> Tasks:
             max_attempts=function.max_tries or int(defaults["max_tries"]),
             timeout_s=function.timeout_s or _seconds(defaults["job_timeout"]) or 300.0,
             keep_result_s=function.keep_result_s or _seconds(defaults["keep_result"]),
+            concurrency=getattr(settings, "max_jobs", None),
         )(_adapter(function))
     for attribute, hooks in (("on_startup", registry.startup), ("on_shutdown", registry.shutdown)):
         hook = getattr(settings, attribute, None)

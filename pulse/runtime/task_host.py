@@ -73,8 +73,9 @@ class TaskHost:
     def build_lanes(
         self, acker: Acker, metrics: Metrics, concurrency: int, mailbox: int
     ) -> dict[str, TaskLane]:
-        settings = LaneSettings(concurrency, mailbox, self.retention_s)
         for task in self.tasks():
+            lanes = task.options.concurrency or concurrency
+            settings = LaneSettings(lanes, mailbox, self.retention_s)
             lane = TaskLane(task, self.results, acker, metrics, self.resources, settings)
             if lane.name in self.lanes:
                 raise TaskModuleError(f"task {task.name!r} is defined twice")

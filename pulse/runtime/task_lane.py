@@ -124,7 +124,7 @@ class TaskLane:
     async def _run_once(self, delivery: Delivery) -> Done | None:
         job, started_at, clock = delivery.job, utcnow(), time.perf_counter()
         try:
-            await self._results.start(job.id, job.tenant_id, delivery.attempt)
+            await self._results.start(job.id, job.tenant_id, delivery.attempt, started_at)
         except TRANSIENT_DB_ERRORS as exc:  # not started: try again later, attempt unused
             error = f"could not start: {exc}"
             return Done.without_call(delivery, Retry(error=error, error_class=NOT_STARTED))

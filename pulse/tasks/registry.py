@@ -45,12 +45,15 @@ class TaskOptions:
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 300.0
     keep_result_s: float | None = None  # None: the deployment's PULSE_RESULT_RETENTION_S
+    concurrency: int | None = None  # runs at once per worker process; None: PULSE_TASK_CONCURRENCY
 
     def __post_init__(self) -> None:
         if not MIN_PRIORITY <= self.priority <= MAX_PRIORITY:
             raise ValueError(f"priority must be {MIN_PRIORITY}..{MAX_PRIORITY}")
         if not 1 <= self.max_attempts <= 100:
             raise ValueError("max_attempts must be 1..100")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
         if self.timeout_s <= 0 or not 0 < self.backoff_base_s <= self.backoff_cap_s:
             raise ValueError("timeout_s > 0 and 0 < backoff_base_s <= backoff_cap_s")
 
@@ -113,7 +116,7 @@ class Tasks:
     ) -> Task | Callable[[Callable[..., Any]], Task]:
         """``@tasks.task`` or ``@tasks.task(name=..., priority=..., max_attempts=...,
         timeout_s=..., retry_on=(...), backoff_base_s=..., backoff_cap_s=...,
-        keep_result_s=...)``."""
+        keep_result_s=..., concurrency=...)``."""
 
         def register(function: Callable[..., Any]) -> Task:
             task_name = name or f"{function.__module__}.{function.__qualname__}"
