@@ -78,3 +78,9 @@ def test_a_name_defaults_to_the_functions_qualified_name() -> None:
         build.name
         == f"{__name__}.test_a_name_defaults_to_the_functions_qualified_name.<locals>.build"
     )
+
+
+def test_a_name_the_api_could_not_accept_is_refused_when_declared() -> None:
+    tasks = pulse.Tasks()
+    with pytest.raises(ValueError, match="task name"):
+        tasks.task(name="has a space")(lambda: None)

@@ -23,7 +23,7 @@ JOB_STATUS = {
 }
 ROW_STATUS = {name: status for status, name in JOB_STATUS.items()}
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
-TaskName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")]
+TaskName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_.:<>-]{0,199}$")]
 
 
 class JobRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

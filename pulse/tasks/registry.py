@@ -9,6 +9,7 @@ instead of accepting a job that can never run.
 from __future__ import annotations
 
 import inspect
+import re
 import typing
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from pulse.core.models import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY
 from pulse.tasks.context import Context
 
 Hook = Callable[[dict[str, Any]], Awaitable[None]]
-NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$"
+NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_.:<>-]{0,199}"  # what JobRequest.task accepts
 
 
 class Retry(Exception):
@@ -48,6 +49,8 @@ class TaskOptions:
     concurrency: int | None = None  # runs at once per worker process; None: PULSE_TASK_CONCURRENCY
 
     def __post_init__(self) -> None:
+        if not re.fullmatch(NAME_PATTERN, self.name):
+            raise ValueError(f"task name {self.name!r}: letters, digits, '_', '.', ':', '-'")
         if not MIN_PRIORITY <= self.priority <= MAX_PRIORITY:
             raise ValueError(f"priority must be {MIN_PRIORITY}..{MAX_PRIORITY}")
         if not 1 <= self.max_attempts <= 100:
