@@ -49,12 +49,14 @@ def _stop(process: subprocess.Popen[str]) -> None:
 
 
 @contextlib.contextmanager
-def pulse_worker(scope: Scope) -> Iterator[Callable[[], float]]:
+def pulse_worker(
+    scope: Scope, extra_env: dict[str, str] | None = None
+) -> Iterator[Callable[[], float]]:
     """A connected worker process waiting for ``go()``, which starts it and returns the time."""
     with log_file("worker") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "bench.pulse_worker"],
-            env=clean_env(scope.env()),
+            env=clean_env(scope.env() | (extra_env or {})),
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

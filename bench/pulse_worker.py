@@ -17,6 +17,7 @@ from pulse.channels.registry import build_channels
 from pulse.cli.serve import backends
 from pulse.config import load_settings
 from pulse.metrics import Metrics
+from pulse.runtime.task_host import load_registries
 from pulse.runtime.worker import build_worker
 
 
@@ -27,7 +28,10 @@ async def main() -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     async with backends(settings) as (redis, pool):
         channels = build_channels(settings, quiet_log=True)
-        worker = build_worker(settings, redis, pool, channels, Metrics())
+        tasks = load_registries(settings.tasks)  # PULSE_TASKS: the task bench's no-op task
+        worker = build_worker(
+            settings, redis, pool, channels, Metrics(), tasks, serve_channels=not tasks
+        )
         print("ready", flush=True)
         await loop.run_in_executor(None, sys.stdin.readline)
         watcher = loop.run_in_executor(None, sys.stdin.readline)

@@ -16,6 +16,7 @@ import asyncio
 import random
 import uuid
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -28,13 +29,24 @@ from pulse.core.documents import (
     NotificationDocument,
     NotificationList,
 )
+from pulse.core.jobs import JobAccepted, JobDocument, JobList
 from pulse.core.views import NotificationView
 
 T = TypeVar("T")
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 MAX_RETRY_AFTER_S = 60.0
 
-__all__ = ["Accepted", "AsyncPulseClient", "NotificationDocument", "PulseAPIError", "PulseClient"]
+__all__ = [
+    "Accepted",
+    "AsyncPulseClient",
+    "Job",
+    "JobDocument",
+    "JobFailed",
+    "NotificationDocument",
+    "PulseAPIError",
+    "PulseClient",
+]
+LONG_POLL_S = 30.0  # one GET /api/jobs/{id}?wait= at most this long (the API allows 60)
 
 
 class PulseAPIError(Exception):
@@ -44,6 +56,37 @@ class PulseAPIError(Exception):
         super().__init__(f"{status}: {problem.get('detail', problem)}")
         self.status = status
         self.problem = problem
+
+
+class JobFailed(Exception):
+    """The job ended without a result (failed or cancelled); ``job`` is its document."""
+
+    def __init__(self, job: JobDocument) -> None:
+        error = job.error.message if job.error is not None else None
+        super().__init__(f"job {job.id} {job.status}: {error}")
+        self.job = job
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """An enqueued task's job, bound to the client that enqueued it."""
+
+    accepted: JobAccepted
+    client: AsyncPulseClient
+    replayed: bool = False  # the Idempotency-Key had been used: this is the first job again
+
+    @property
+    def id(self) -> str:
+        return self.accepted.id
+
+    async def get(self, *, wait_s: float = 0) -> JobDocument:
+        return await self.client.job(self.id, wait_s=wait_s)
+
+    async def result(self, *, timeout_s: float | None = None) -> Any:
+        return await self.client.result(self.id, timeout_s=timeout_s)
+
+    async def cancel(self) -> JobDocument:
+        return await self.client.cancel_job(self.id)
 
 
 class AsyncPulseClient:
@@ -113,6 +156,55 @@ class AsyncPulseClient:
         path = f"/api/notifications/{notification_id}/cancel"
         return await self._call("POST", path, NotificationView)
 
+    async def enqueue(
+        self,
+        task: str,
+        /,
+        *,
+        _priority: int | None = None,
+        _max_attempts: int | None = None,
+        _idempotency_key: str | None = None,
+        **args: Any,
+    ) -> Job:
+        """``job = await client.enqueue("reports.build", month="2026-11")``: run a task, then
+        ``await job.result(timeout_s=60)``. Options take a leading underscore so they never
+        clash with the task's own arguments."""
+        body: dict[str, Any] = {"task": task, "args": args}
+        optional = {"priority": _priority, "max_attempts": _max_attempts}
+        body |= {name: value for name, value in optional.items() if value is not None}
+        headers = {"Idempotency-Key": _idempotency_key or str(uuid.uuid4())}
+        answered: dict[str, str] = {}
+        accepted = await self._call("POST", "/api/jobs/", JobAccepted, body, headers, answered)
+        return Job(accepted, self, replayed=answered.get("idempotent-replayed") == "true")
+
+    async def job(self, job_id: str, *, wait_s: float = 0) -> JobDocument:
+        """The job; with ``wait_s``, answered once it ends or after that long (long poll)."""
+        query = f"?wait={wait_s:g}" if wait_s else ""
+        return await self._call("GET", f"/api/jobs/{job_id}{query}", JobDocument)
+
+    async def jobs(self, **filters: str | int) -> JobList:
+        query = "&".join(f"{k}={v}" for k, v in filters.items())
+        return await self._call("GET", f"/api/jobs/?{query}", JobList)
+
+    async def cancel_job(self, job_id: str) -> JobDocument:
+        return await self._call("POST", f"/api/jobs/{job_id}/cancel", JobDocument)
+
+    async def result(self, job_id: str, *, timeout_s: float | None = None) -> Any:
+        """The job's result once it succeeds (waiting by long poll, no busy loop); raises
+        JobFailed if it failed or was cancelled, TimeoutError after ``timeout_s`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        while True:
+            left = LONG_POLL_S if deadline is None else deadline - loop.time()
+            poll = min(left, LONG_POLL_S, (self._timeout.total or LONG_POLL_S) * 0.8)
+            job = await self.job(job_id, wait_s=max(0.0, round(poll, 3)))
+            if job.finished:
+                if job.status != "succeeded":
+                    raise JobFailed(job)
+                return job.result
+            if deadline is not None and loop.time() >= deadline:
+                raise TimeoutError(f"job {job_id} is still {job.status}")
+
     async def _call(
         self,
         method: str,
@@ -120,25 +212,30 @@ class AsyncPulseClient:
         kind: type[T],
         body: Any = None,
         headers: dict[str, str] | None = None,
+        answered: dict[str, str] | None = None,
     ) -> T:
+        """``answered``, when given, receives the headers (lower-cased names) of the answer
+        returned."""
         for attempt in range(self._max_retries + 1):
             try:
-                status, data, retry_after = await self._once(method, path, body, headers)
+                status, data, got = await self._once(method, path, body, headers)
             except (aiohttp.ClientConnectionError, TimeoutError):
                 if attempt == self._max_retries:
                     raise
                 await asyncio.sleep(self._delay(attempt, None))
                 continue
             if status < 400:
+                if answered is not None:
+                    answered.update(got)
                 return msgspec.json.decode(data, type=kind)
             if status not in RETRY_STATUSES or attempt == self._max_retries:
                 raise PulseAPIError(status, _problem(data))
-            await asyncio.sleep(self._delay(attempt, retry_after))
+            await asyncio.sleep(self._delay(attempt, got.get("retry-after")))
         raise AssertionError("unreachable")
 
     async def _once(
         self, method: str, path: str, body: Any, headers: dict[str, str] | None
-    ) -> tuple[int, bytes, str | None]:
+    ) -> tuple[int, bytes, dict[str, str]]:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
         data = None if body is None else msgspec.json.encode(body)
@@ -146,7 +243,8 @@ class AsyncPulseClient:
         async with self._session.request(
             method, self._base + path, data=data, headers=extra
         ) as response:
-            return response.status, await response.read(), response.headers.get("Retry-After")
+            names = {name.lower(): value for name, value in response.headers.items()}
+            return response.status, await response.read(), names
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         if retry_after is not None:
@@ -203,6 +301,22 @@ class PulseClient:
 
     def cancel(self, notification_id: str) -> NotificationView:
         return self._run(self._client.cancel(notification_id))
+
+    def enqueue(self, task: str, /, **args: Any) -> JobAccepted:
+        """Run a task; follow it with ``job(id)`` and ``result(id, timeout_s=...)``."""
+        return self._run(self._client.enqueue(task, **args)).accepted
+
+    def job(self, job_id: str, *, wait_s: float = 0) -> JobDocument:
+        return self._run(self._client.job(job_id, wait_s=wait_s))
+
+    def jobs(self, **filters: str | int) -> JobList:
+        return self._run(self._client.jobs(**filters))
+
+    def cancel_job(self, job_id: str) -> JobDocument:
+        return self._run(self._client.cancel_job(job_id))
+
+    def result(self, job_id: str, *, timeout_s: float | None = None) -> Any:
+        return self._run(self._client.result(job_id, timeout_s=timeout_s))
 
     def _run(self, call: Coroutine[Any, Any, T]) -> T:
         return self._runner.run(call)

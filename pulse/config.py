@@ -255,6 +255,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     cron_misfire_grace_s: PositiveFloat = 60.0
 
     idempotency_retention_s: PositiveFloat = 86_400.0
+
+    # User tasks (pulse.tasks): the modules a worker serves (comma-separated, as --tasks),
+    # runs in flight per task per process, and how long results are kept.
+    tasks: Annotated[str, msgspec.Meta(pattern=r"^[\w.,]*$")] = ""
+    task_concurrency: PositiveInt = 64
+    result_retention_s: PositiveFloat = 604_800.0
+    result_sweep_interval_s: PositiveFloat = 60.0
     max_list_limit: PositiveInt = 500
 
     webhook_secret: str | None = None

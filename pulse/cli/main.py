@@ -67,7 +67,14 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     sub.add_parser("dev", help="migrations, API, worker (and Redis, PostgreSQL, SMTP sink)")
     sub.add_parser("api", help="serve the HTTP API")
-    sub.add_parser("worker", help="run a worker process")
+    worker = sub.add_parser("worker", help="run a worker process")
+    worker.add_argument(
+        "--tasks", default=None, metavar="MODULES",
+        help="serve the user tasks of these comma-separated modules (or PULSE_TASKS)",
+    )  # fmt: skip
+    worker.add_argument(
+        "--no-channels", action="store_true", help="serve tasks only, no notification channel"
+    )
     sub.add_parser("migrate", help="apply pending SQL migrations")
     tenants = sub.add_parser("tenants", help="manage tenants")
     tenants_sub = tenants.add_subparsers(required=True, metavar="ACTION")
@@ -110,9 +117,19 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from pulse.cli.serve import run, serve_worker
+    from pulse.runtime.task_host import TaskModuleError, load_registries
 
+    modules = args.tasks if args.tasks is not None else settings.tasks
     try:
-        run(lambda: serve_worker(settings))
+        registries = load_registries(modules)
+    except TaskModuleError as exc:
+        print(f"pulse worker: {exc}", file=sys.stderr)
+        return 2
+    if args.no_channels and not registries:
+        print("pulse worker: --no-channels needs --tasks", file=sys.stderr)
+        return 2
+    try:
+        run(lambda: serve_worker(settings, tasks=registries, serve_channels=not args.no_channels))
     except asyncio.CancelledError:
         print("pulse worker: stopped at once; unfinished work stays pending", file=sys.stderr)
         return 1

@@ -26,8 +26,10 @@ from pulse.http.app import create_app
 from pulse.http.protocol import ProtocolLogger
 from pulse.metrics import Metrics
 from pulse.queue.client import open_redis
+from pulse.runtime.task_host import load_registries
 from pulse.runtime.worker import build_worker
 from pulse.store.pool import create_pool
+from pulse.tasks import Tasks
 
 logger = logging.getLogger("pulse.cli.serve")
 T = TypeVar("T")
@@ -101,20 +103,35 @@ async def serve_api(settings: Settings) -> None:
         await stop.wait()
 
 
-async def serve_worker(settings: Settings, metrics: Metrics | None = None) -> None:
+async def serve_worker(
+    settings: Settings,
+    metrics: Metrics | None = None,
+    *,
+    tasks: list[Tasks] | None = None,
+    serve_channels: bool = True,
+) -> None:
     stop = asyncio.Event()
     install_stop_signals(stop)
-    await run_worker(settings, stop, metrics or Metrics(), serve_metrics=True)
+    await run_worker(
+        settings, stop, metrics or Metrics(), serve_metrics=True, tasks=tasks,
+        serve_channels=serve_channels,
+    )  # fmt: skip
 
 
 async def run_worker(
-    settings: Settings, stop: asyncio.Event, metrics: Metrics, *, serve_metrics: bool
-) -> None:
+    settings: Settings, stop: asyncio.Event, metrics: Metrics, *, serve_metrics: bool,
+    tasks: list[Tasks] | None = None, serve_channels: bool = True,
+) -> None:  # fmt: skip
     if serve_metrics and settings.worker_metrics_port:
         # On the API's host setting: loopback by default, 0.0.0.0 where Prometheus scrapes.
         start_http_server(
             settings.worker_metrics_port, settings.http_host, registry=metrics.registry
         )
     async with backends(settings) as (redis, pool):
-        worker = build_worker(settings, redis, pool, build_channels(settings), metrics)
+        channels = build_channels(settings)
+        if tasks is None:  # `pulse dev`: the modules of PULSE_TASKS
+            tasks = load_registries(settings.tasks)
+        worker = build_worker(
+            settings, redis, pool, channels, metrics, tasks, serve_channels=serve_channels
+        )
         await worker.run(stop)

@@ -54,6 +54,14 @@ class JobKind(enum.StrEnum):
 
     NOTIFICATION = "notification"
     FANOUT = "fanout"
+    TASK = "task"  # a user function (pulse.tasks): ``channel`` is ``task:<name>``
+
+
+TASK_PREFIX = "task:"  # the channel column of a task's row: ``task:<task name>``
+
+
+def task_channel(name: str) -> str:
+    return TASK_PREFIX + name
 
 
 class Job(msgspec.Struct, frozen=True, kw_only=True):

@@ -23,6 +23,7 @@ from pulse.http import (
     dashboard,
     dead_letters,
     health,
+    jobs,
     notification_queries,
     notifications,
     openapi,
@@ -116,6 +117,7 @@ def create_app(
         app.add_routes(with_expect(table))
     app.add_routes(with_expect([web.static("/docs/assets", openapi.swagger_assets())]))
     dashboard.setup(app)
+    jobs.setup(app)  # user tasks: /api/jobs
     add_unrouted(app)
     return app
 

@@ -12,11 +12,13 @@ from aiohttp import web
 
 from pulse import __version__
 from pulse.core import documents
+from pulse.core.jobs import JobAccepted, JobDocument, JobList, JobRequest
 from pulse.core.views import NotificationView
 from pulse.http import (
     admin,
     batches,
     dead_letters,
+    jobs,
     notification_queries,
     provider_routes,
     receipts,
@@ -160,6 +162,19 @@ OPERATIONS = (
               ("200", webhook_secrets.WebhookSecretDocument),
               problems=("401", "403", "409", "501", "503")),
     *schedules_operations(),
+    Operation("post", "/api/jobs/", "Enqueue a task (202 after commit; args checked against "
+              "the signature its workers published)", ("202", JobAccepted), body=JobRequest,
+              problems=("400", "401", "403", "409", "413", "415", "422", "503"),
+              headers=("Idempotency-Key",)),
+    Operation("get", "/api/jobs/", "List task jobs, newest first", ("200", JobList),
+              query=jobs.ListQuery, problems=("401", "403", "422", "503")),
+    Operation("get", "/api/jobs/{id}", "A job: status, progress, result or error (?wait=N "
+              "answers once it ends or N seconds passed)", ("200", JobDocument),
+              query=jobs.GetQuery, problems=("401", "403", "404", "422", "503"),
+              path_params=UUID_ID),
+    Operation("post", "/api/jobs/{id}/cancel", "Cancel: queued never start, running see "
+              "CancelledError", ("200", JobDocument), problems=("401", "403", "404", "409", "503"),
+              path_params=UUID_ID),
 )  # fmt: skip
 
 

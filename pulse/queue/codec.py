@@ -28,7 +28,7 @@ class StreamMessageV1(msgspec.Struct, frozen=True, kw_only=True, tag_field="v", 
 
     id: str
     tenant_id: str
-    kind: Literal["notification", "fanout"]
+    kind: Literal["notification", "fanout", "task"]
     channel: str = msgspec.field(name="handler")  # the wire name of versions 1 and 2
     recipient: str
     payload: dict[str, Any]

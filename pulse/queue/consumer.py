@@ -39,10 +39,13 @@ class Entry:
 
 
 class Consumer:
-    def __init__(self, redis: Redis, keys: QueueKeys, consumer: str) -> None:
+    def __init__(
+        self, redis: Redis, keys: QueueKeys, consumer: str, streams: list[str] | None = None
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._consumer = consumer
+        self.streams = streams if streams is not None else keys.streams()  # most urgent first
 
     @property
     def name(self) -> str:
@@ -53,8 +56,8 @@ class Consumer:
         return self._keys
 
     async def ensure_group(self) -> None:
-        """Create the consumer group on every priority stream (idempotent)."""
-        for stream in self._keys.streams():
+        """Create the consumer group on every stream this consumer reads (idempotent)."""
+        for stream in self.streams:
             try:
                 await self._redis.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
             except ResponseError as exc:
@@ -77,7 +80,7 @@ class Consumer:
 
     async def wait(self, count: int, block_ms: int) -> list[Entry]:
         """Block until any stream has new entries (or ``block_ms`` passes); read a few."""
-        streams: dict[Any, Any] = {stream: ">" for stream in self._keys.streams()}
+        streams: dict[Any, Any] = {stream: ">" for stream in self.streams}
         reply = await self._guard(
             self._redis.xreadgroup(
                 CONSUMER_GROUP, self._consumer, streams, count=count, block=block_ms

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pulse.core.models import MAX_PRIORITY, MIN_PRIORITY
+from pulse.core.models import MAX_PRIORITY, MIN_PRIORITY, Job, JobKind
 
 CONSUMER_GROUP = "pulse-workers"
 
@@ -31,6 +31,21 @@ class QueueKeys:
         """All priority streams, most urgent first."""
         return [self.stream(p) for p in range(MIN_PRIORITY, MAX_PRIORITY + 1)]
 
+    def task_stream(self, priority: int) -> str:
+        """The stream of one priority level of user tasks: read only by workers started with
+        ``--tasks``, so a worker that serves channels alone never takes a task."""
+        self.stream(priority)  # the same range check
+        return f"{self.tag}:tasks:{priority}"
+
+    def task_streams(self) -> list[str]:
+        return [self.task_stream(p) for p in range(MIN_PRIORITY, MAX_PRIORITY + 1)]
+
+    def stream_of(self, job: Job) -> str:
+        """Where ``job`` is appended: a task's stream or a notification's."""
+        if job.kind is JobKind.TASK:
+            return self.task_stream(job.priority)
+        return self.stream(job.priority)
+
     def retry_schedule(self, stream: str) -> str:
         """Entry ids of ``stream`` waiting for another attempt, scored by due time (ms)."""
         return f"{stream}:retry"
@@ -50,11 +65,15 @@ class QueueKeys:
         """Worker name scored by its last heartbeat (ms): how stale heartbeats are pruned."""
         return f"{self.tag}:workers:seen"
 
+    def job_cancels(self) -> str:
+        """Pub/sub channel: ids of running tasks cancelled on request."""
+        return f"{self.tag}:job-cancels"
+
     def lock(self, name: str) -> str:
         return f"{self.tag}:lock:{name}"
 
     def all_keys(self) -> list[str]:
-        streams = self.streams()
+        streams = self.streams() + self.task_streams()
         schedules = [self.retry_schedule(s) for s in streams]
         extra = [self.dead_letters(), self.index(), self.workers(), self.workers_seen()]
         return [*streams, *schedules, *extra]

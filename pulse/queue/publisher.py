@@ -55,7 +55,7 @@ class Publisher:
         index = self._keys.index()
         for job in jobs:
             message = encode_job(job)[MESSAGE_FIELD]
-            stream = self._keys.stream(job.priority)
+            stream = self._keys.stream_of(job)
             await self._enqueue(keys=[stream, index], args=[job.id, message], client=pipe)
 
     def _flush_waiting(self) -> None:
@@ -91,7 +91,7 @@ class Publisher:
         index = self._keys.index()
         async with self._redis.pipeline(transaction=False) as pipe:
             for job, message, _ in chunk:
-                stream = self._keys.stream(job.priority)
+                stream = self._keys.stream_of(job)
                 pipe.evalsha(self._enqueue.sha, 2, stream, index, job.id, message)
             results: list[Any] = await pipe.execute(raise_on_error=False)
         return results

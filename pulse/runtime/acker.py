@@ -93,6 +93,12 @@ class Acker:
         self._ack_only.extend(deliveries)
         self._wakeup.set()
 
+    def cancelled(self, delivery: Delivery) -> None:
+        """A running task was cancelled on request: its row is already ``cancelled``, so its
+        entry is acknowledged and its lease let go, with nothing else recorded."""
+        self._leaser.release([delivery])
+        self.ack_only([delivery])
+
     def dead_letter_unreadable(self, entries: Sequence[Unreadable]) -> None:
         self._unreadable.extend(entries)
         self._wakeup.set()

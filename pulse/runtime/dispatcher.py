@@ -11,13 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from pulse.core.models import Job, JobKind
-from pulse.core.ports import Failed
+from pulse.core.ports import Failed, Retry
 from pulse.queue.consumer import Entry
 from pulse.runtime.acker import Acker
 from pulse.runtime.backoff import until_answered
-from pulse.runtime.deliverer import Deliverer
 from pulse.runtime.fanout import FanOut
-from pulse.runtime.work import Delivery, Done, received
+from pulse.runtime.work import NOT_SERVED, Delivery, Done, Lane, received
 from pulse.store.errors import TRANSIENT_DB_ERRORS
 from pulse.store.ledger import Claim, DeliveryLedger
 
@@ -26,7 +25,7 @@ class Dispatcher:
     def __init__(
         self,
         store: DeliveryLedger,
-        deliverers: Mapping[str, Deliverer],
+        deliverers: Mapping[str, Lane],
         acker: Acker,
         worker: str,
         lease_s: float,
@@ -67,6 +66,9 @@ class Dispatcher:
     def _hand_out(self, delivery: Delivery) -> None:
         self._acker.take(delivery)
         deliverer = self._deliverers.get(delivery.job.channel)
+        if deliverer is None and delivery.job.kind is JobKind.TASK:
+            self._acker.submit(Done.without_call(delivery, _hand_back(delivery)))
+            return
         if deliverer is None:
             error = f"channel {delivery.job.channel!r} is not served by this worker"
             failed = Failed(error=error, error_class="UnknownChannel")
@@ -81,3 +83,13 @@ class Dispatcher:
             "claim in PostgreSQL",
             TRANSIENT_DB_ERRORS,
         )
+
+
+HAND_BACK_S = 1.0  # a task this worker lacks waits this long before any worker reads it again
+
+
+def _hand_back(delivery: Delivery) -> Retry:
+    """A task this worker does not have: given back without using an attempt (NOT_SERVED),
+    for a worker that has it (task streams are read only by workers started with --tasks)."""
+    error = f"{delivery.job.channel!r} is not served by this worker"
+    return Retry(error=error, after_s=HAND_BACK_S, error_class=NOT_SERVED)

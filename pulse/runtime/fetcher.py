@@ -32,11 +32,15 @@ class Fetcher:
         self._consumer = consumer
         self._dispatcher = dispatcher
         self._scheduler = scheduler
-        self._streams = consumer.keys.streams()
+        self._streams = consumer.streams
         self._level = {stream: level for level, stream in enumerate(self._streams)}
         self._batch_size = batch_size
         self._block_ms = block_ms
         self._stopping = asyncio.Event()
+
+    @property
+    def consumer(self) -> Consumer:
+        return self._consumer
 
     def stop(self) -> None:
         """Finish the read in progress, dispatch it, then return from ``run``."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from pulse.core.models import Job
 from pulse.core.ports import Delivered, Failed, Outcome, Retry
@@ -22,6 +23,24 @@ from pulse.queue.transitions import EntryRef
 OUTCOME_NAMES = {Delivered: "delivered", Retry: "retry", Failed: "failed"}
 
 CIRCUIT_OPEN = "CircuitOpen"  # the error class of an attempt refused by open breakers
+NOT_SERVED = "TaskNotServed"  # a task this worker does not have: handed back, no attempt used
+NOT_STARTED = "TaskNotStarted"  # a task whose start could not be recorded: not run, no attempt
+NOT_MADE = frozenset({CIRCUIT_OPEN, NOT_SERVED, NOT_STARTED})
+
+
+class Lane(Protocol):
+    """What the dispatcher hands work to: a channel's deliverer or a task's lane."""
+
+    @property
+    def name(self) -> str: ...
+
+    def put(self, delivery: Delivery) -> None: ...
+
+    async def wait_for_room(self) -> None: ...
+
+    async def run(self) -> None: ...
+
+    async def drain(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +115,7 @@ class Done:
         return not all(
             call.provider is None
             and isinstance(call.outcome, Retry)
-            and call.outcome.error_class == CIRCUIT_OPEN
+            and call.outcome.error_class in NOT_MADE
             for call in self.tries
         )
 

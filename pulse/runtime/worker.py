@@ -30,6 +30,7 @@ from pulse.metrics import Metrics
 from pulse.queue.consumer import Consumer
 from pulse.queue.heartbeat import Heartbeats
 from pulse.queue.index import JobIndex
+from pulse.queue.job_cancels import JobCancels
 from pulse.queue.keys import QueueKeys
 from pulse.queue.lock import ExpiringLock
 from pulse.queue.pending import PendingEntries
@@ -48,12 +49,16 @@ from pulse.runtime.leaser import Leaser
 from pulse.runtime.reclaimer import Reclaimer
 from pulse.runtime.reconciler import Reconciler, ReconcilerSettings
 from pulse.runtime.supervisor import Supervisor
+from pulse.runtime.task_host import TaskHost
+from pulse.runtime.work import Lane
 from pulse.store.batches import BatchStore
 from pulse.store.errors import TRANSIENT_DB_ERRORS
 from pulse.store.ledger import DeliveryLedger
 from pulse.store.receipts import ReceiptStore
 from pulse.store.routes import RouteStore
+from pulse.store.task_results import TaskResults
 from pulse.store.webhook_secrets import WebhookSecretStore
+from pulse.tasks import Tasks
 
 logger = logging.getLogger("pulse.runtime.worker")
 
@@ -78,34 +83,21 @@ class Worker:
     breakers: Breakers
     leaser: Leaser
     acker: Acker
-    deliverers: dict[str, Deliverer]
+    deliverers: dict[str, Lane]
     fetcher: Fetcher
     reclaimer: Reclaimer
     reconciler: Reconciler
     heartbeat: Heartbeat
     cron: CronScheduler | None = None
+    tasks: TaskHost | None = None  # user tasks (--tasks), read by their own fetcher
+    task_fetcher: Fetcher | None = None
+    serve_channels: bool = True
     _supervisor: Supervisor = field(default_factory=Supervisor)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then shut down gracefully."""
-        await self.consumer.ensure_group()
-        for adapter in self._adapters():
-            await adapter.start()
-        try:
-            await self.delivery_config.refresh()
-        except TRANSIENT_DB_ERRORS as exc:  # default routes meanwhile; the loop tries again
-            logger.warning("could not load routes yet: %s", exc)
-        self._supervisor.start("delivery-config", self.delivery_config.run)
-        self._supervisor.start("acker", self.acker.run)
-        self._supervisor.start("leaser", self.leaser.run)
-        for name, deliverer in self.deliverers.items():
-            self._supervisor.start(f"deliverer:{name}", deliverer.run)
-        self._supervisor.start("fetcher", self.fetcher.run)
-        self._supervisor.start("reclaimer", self.reclaimer.run)
-        self._supervisor.start("reconciler", self.reconciler.run)
-        self._supervisor.start("heartbeat", self.heartbeat.run)
-        if self.cron is not None:
-            self._supervisor.start("cron", self.cron.run)
+        await self._prepare()
+        self._start_actors()
         logger.info("worker %s serving channels %s", self.consumer.name, ", ".join(self.channels))
         try:
             await stop.wait()
@@ -115,14 +107,51 @@ class Worker:
             await self._close_adapters()  # drops their connections; waits for nobody
             raise
 
+    async def _prepare(self) -> None:
+        """Groups, task resources, adapters and routes: what the actors need before they run."""
+        await self.consumer.ensure_group()
+        if self.tasks is not None and self.task_fetcher is not None:
+            await self.task_fetcher.consumer.ensure_group()
+            await self.tasks.start()
+        for adapter in self._adapters():
+            await adapter.start()
+        try:
+            await self.delivery_config.refresh()
+        except TRANSIENT_DB_ERRORS as exc:  # default routes meanwhile; the loop tries again
+            logger.warning("could not load routes yet: %s", exc)
+
+    def _start_actors(self) -> None:
+        start = self._supervisor.start
+        if self.tasks is not None and self.task_fetcher is not None:
+            start("task-cancels", self.tasks.follow_cancels)
+            start("result-sweeper", self.tasks.sweep_results)
+        start("delivery-config", self.delivery_config.run)
+        start("acker", self.acker.run)
+        start("leaser", self.leaser.run)
+        for name, deliverer in self.deliverers.items():
+            start(f"deliverer:{name}", deliverer.run)
+        if self.serve_channels:
+            start("fetcher", self.fetcher.run)
+        if self.task_fetcher is not None:
+            start("task-fetcher", self.task_fetcher.run)
+        start("reclaimer", self.reclaimer.run)
+        start("reconciler", self.reconciler.run)
+        start("heartbeat", self.heartbeat.run)
+        if self.cron is not None:
+            start("cron", self.cron.run)
+
     async def shutdown(self) -> None:
         """Stop taking work, finish what is in hand within the grace period, settle, leave."""
         grace = self.settings.worker_grace_s
         await self._supervisor.cancel("reclaimer", "reconciler", "cron")
-        self.fetcher.stop()
-        logger.debug("shutdown: fetcher asked to stop")
-        if not await self._supervisor.wait("fetcher", grace):
-            await self._supervisor.cancel("fetcher")
+        fetchers = (("fetcher", self.fetcher if self.serve_channels else None),
+                    ("task-fetcher", self.task_fetcher))  # fmt: skip
+        for name, fetcher in fetchers:
+            if fetcher is not None:
+                fetcher.stop()
+                if not await self._supervisor.wait(name, grace):
+                    await self._supervisor.cancel(name)
+        logger.debug("shutdown: fetchers stopped")
         logger.debug("shutdown: fetcher stopped; draining mailboxes")
         drains = [d.drain() for d in self.deliverers.values()]
         try:
@@ -135,6 +164,9 @@ class Worker:
         if not await self.acker.drain(grace):
             logger.warning("could not settle %d results; they stay pending", self.acker.backlog)
         await self._supervisor.cancel("leaser", "delivery-config", "heartbeat")
+        if self.tasks is not None:
+            await self._supervisor.cancel("task-cancels", "result-sweeper")
+            await self.tasks.stop()
         await self.heartbeat.leave()
         await self._close_adapters()
         logger.info("worker %s stopped", self.consumer.name)
@@ -156,8 +188,13 @@ def build_worker(
     pool: asyncpg.Pool,
     channels: Mapping[str, Mapping[str, Channel]],
     metrics: Metrics,
+    tasks: list[Tasks] | None = None,
+    *,
+    serve_channels: bool = True,
 ) -> Worker:
-    """The composition root of a worker process: every actor and what it talks to."""
+    """The composition root of a worker process: every actor and what it talks to. With
+    ``tasks``, it also serves those registries' tasks from the task streams; without
+    ``serve_channels`` it reads no notification stream (a tasks-only worker)."""
     name, keys, ledger = (
         consumer_name(settings),
         QueueKeys(settings.key_prefix),
@@ -175,15 +212,30 @@ def build_worker(
     breakers = Breakers(
         BreakerPolicy(settings.breaker_failures, settings.breaker_cooldown_s), metrics
     )
-    deliverers = {
+    deliverers: dict[str, Lane] = {
         channel: _deliverer(settings, channel, providers, breakers, delivery_config, acker, metrics)
         for channel, providers in served.items()
     }
+    host = None
+    if tasks:
+        host = TaskHost(
+            tasks, TaskResults(pool), JobCancels(redis, keys), name,
+            settings.result_retention_s, settings.result_sweep_interval_s,
+        )  # fmt: skip
+        deliverers |= host.build_lanes(
+            acker, metrics, settings.task_concurrency, settings.worker_mailbox_size
+        )
     batches = BatchStore(pool)
     fan_out = FanOut(batches, publisher)
     lease_s = settings.worker_lease_ms / 1000
     dispatcher = Dispatcher(ledger, deliverers, acker, name, lease_s, fan_out)
     consumer = Consumer(redis, keys, name)
+    streams = (keys.streams() if serve_channels else []) + (keys.task_streams() if tasks else [])
+    task_fetcher = None
+    if host is not None:
+        task_fetcher = _fetcher(
+            settings, Consumer(redis, keys, name, keys.task_streams()), dispatcher
+        )
     return Worker(
         settings=settings,
         metrics=metrics,
@@ -195,12 +247,15 @@ def build_worker(
         acker=acker,
         deliverers=deliverers,
         fetcher=_fetcher(settings, consumer, dispatcher),
-        reclaimer=_reclaimer(settings, pending, dispatcher, keys),
+        reclaimer=_reclaimer(settings, pending, dispatcher, streams),
         reconciler=_reconciler(settings, redis, ledger, batches, keys, publisher, name),
         heartbeat=Heartbeat(
-            Heartbeats(redis, keys), name, list(served), lambda: (leaser.held, acker.backlog)
+            Heartbeats(redis, keys), name, list(deliverers), lambda: (leaser.held, acker.backlog)
         ),
         cron=build_cron(settings, redis, pool, publisher, metrics, name),
+        tasks=host,
+        task_fetcher=task_fetcher,
+        serve_channels=serve_channels,
     )
 
 
@@ -270,12 +325,12 @@ def _fetcher(settings: Settings, consumer: Consumer, dispatcher: Dispatcher) -> 
 
 
 def _reclaimer(
-    settings: Settings, pending: PendingEntries, dispatcher: Dispatcher, keys: QueueKeys
+    settings: Settings, pending: PendingEntries, dispatcher: Dispatcher, streams: list[str]
 ) -> Reclaimer:
     return Reclaimer(
         pending,
         dispatcher,
-        keys.streams(),
+        streams,
         lease_ms=settings.worker_lease_ms,
         interval_s=settings.worker_reclaim_interval_ms / 1000,
         batch_size=settings.worker_batch_size,

@@ -271,6 +271,10 @@ class AcceptService:
             self._metrics.count_accepted((item.channel, item.priority) for item in items)
         return answer
 
+    async def commit(self, commit: _Commit, key: IdempotencyKey | None) -> Answer:
+        """Accept another kind of commit (a task's: services/tasks.py) on the same path."""
+        return await self._accept(commit, key)
+
     async def _accept(self, commit: _Commit, key: IdempotencyKey | None) -> Answer:
         if key is None:
             answer = Answer(202, commit.render(await commit.insert()), commit.location)

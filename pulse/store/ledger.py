@@ -111,6 +111,7 @@ WITH o AS (
            u.priority, 'queued', $22, u.id
       FROM u JOIN receipt_endpoints e ON e.tenant_id = u.tenant_id AND u.status = ANY(e.events)
      WHERE u.receipt_for IS NULL AND u.status IN ('delivered', 'failed')
+       AND u.channel NOT LIKE 'task:%'  -- tasks are followed on /api/jobs, not receipts
     RETURNING *
 ), ra AS (
     INSERT INTO audit (notification_id, status, detail)

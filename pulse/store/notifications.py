@@ -83,13 +83,15 @@ class NotificationFilter(msgspec.Struct, kw_only=True):
     metadata: dict[str, str] | None = None
 
 
-# Receipts are listed only when asked for (channel=receipt): they would drown the rest.
+# Receipts are listed only when asked for (channel=receipt): they would drown the rest; task
+# jobs likewise (channel=task:<name>), they have /api/jobs.
 _SEARCH = f"""
 SELECT {VIEW_COLUMNS}
   FROM notifications
  WHERE tenant_id = $1
    AND ($2::text IS NULL OR status = $2)
-   AND (($3::text IS NULL AND receipt_for IS NULL) OR channel = $3)
+   AND (($3::text IS NULL AND receipt_for IS NULL AND channel NOT LIKE 'task:%')
+        OR channel = $3)
    AND ($4::text IS NULL OR recipient = $4)
    AND ($5::smallint IS NULL OR priority = $5)
    AND ($6::timestamptz IS NULL OR created_at >= $6)

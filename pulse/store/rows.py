@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from pulse.core.models import Job, JobKind
+from pulse.core.models import TASK_PREFIX, Job, JobKind
 from pulse.core.views import NotificationView
 
 # What ``job_from_row`` needs, for a SELECT or RETURNING list (prefix ``n.`` where joined).
@@ -28,7 +28,7 @@ def job_from_row(row: Any) -> Job:
     job = Job(
         id=row["id"],
         tenant_id=row["tenant_id"],
-        kind=JobKind.NOTIFICATION,
+        kind=JobKind.TASK if row["channel"].startswith(TASK_PREFIX) else JobKind.NOTIFICATION,
         channel=row["channel"],
         recipient=row["recipient"],
         payload=msgspec.json.decode(row["payload"]),

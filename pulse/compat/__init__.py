@@ -1,0 +1,1 @@
+"""Paths in from other job queues: ``pulse.compat.arq``."""

@@ -1,0 +1,76 @@
+"""The documents of ``/api/jobs``: a task's job as the API shows it and the client reads it.
+
+A task's row shares the notifications' lifecycle; its statuses are named for what a task does
+(``delivering`` is ``running``, ``delivered`` is ``succeeded``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+from pulse.core.models import MaxAttempts, PriorityLevel, Status
+
+JOB_STATUS = {
+    Status.SCHEDULED: "scheduled",
+    Status.QUEUED: "queued",
+    Status.DELIVERING: "running",
+    Status.RETRYING: "retrying",
+    Status.DELIVERED: "succeeded",
+    Status.FAILED: "failed",
+    Status.CANCELLED: "cancelled",
+}
+ROW_STATUS = {name: status for status, name in JOB_STATUS.items()}
+FINISHED = frozenset({"succeeded", "failed", "cancelled"})
+TaskName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_.:<>-]{0,199}$")]
+
+
+class JobRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /api/jobs/``: run task ``task`` with keyword arguments ``args``."""
+
+    task: TaskName
+    args: dict[str, Any] = msgspec.field(default_factory=dict)
+    priority: PriorityLevel | None = None  # None: the task's default
+    max_attempts: MaxAttempts | None = None
+
+
+class JobAccepted(msgspec.Struct, kw_only=True):
+    id: str
+    task: str
+    status: str
+    priority: int
+    created_at: str
+
+
+class JobError(msgspec.Struct, kw_only=True, omit_defaults=True):
+    type: str | None = None
+    message: str | None = None
+    traceback: str | None = None
+
+
+class JobDocument(msgspec.Struct, kw_only=True):
+    id: str
+    task: str
+    status: str
+    priority: int
+    attempts: int
+    max_attempts: int
+    args: dict[str, Any]
+    progress: float | None = None
+    note: str | None = None
+    result: Any = None
+    error: JobError | None = None
+    created_at: str
+    updated_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+class JobList(msgspec.Struct, kw_only=True):
+    items: list[JobDocument]
+    next_cursor: str | None = None

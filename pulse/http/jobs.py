@@ -1,0 +1,146 @@
+"""``/api/jobs``: enqueue a task (202 after commit, Idempotency-Key aware), read it back (with
+``?wait=`` to wait for its end without polling), list and cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
+
+import msgspec
+from aiohttp import web
+
+from pulse.core.errors import InvalidInput, NotFound
+from pulse.core.jobs import ROW_STATUS, JobDocument, JobList, JobRequest
+from pulse.http.auth import require
+from pulse.http.body import read_body
+from pulse.http.decoding import decode_json, decode_query
+from pulse.http.idempotency import idempotency_key, render
+from pulse.http.notifications import JSON_TYPES, parse_id
+from pulse.http.protocol import with_expect
+from pulse.http.responses import json_response
+from pulse.http.state import (
+    ACCEPT,
+    KEY_ID,
+    METRICS,
+    NOTIFICATIONS,
+    POOL,
+    REDIS,
+    SETTINGS,
+    TENANT_ID,
+)
+from pulse.queue.job_cancels import JobCancels
+from pulse.queue.keys import QueueKeys
+from pulse.services.tasks import TaskService
+from pulse.store.job_events import JobEvents
+from pulse.store.jobs import JobStore
+
+TASKS = web.AppKey("tasks", TaskService)
+JOB_EVENTS = web.AppKey("job_events", JobEvents)
+MAX_WAIT_S = 60
+routes = web.RouteTableDef()
+
+
+class GetQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    wait: Annotated[float, msgspec.Meta(ge=0, le=MAX_WAIT_S)] = 0
+
+
+class ListQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    status: Literal["queued", "running", "retrying", "succeeded", "failed", "cancelled"] | None = (
+        None
+    )
+    task: str | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1)] = 50
+    cursor: str | None = None
+
+
+def setup(app: web.Application) -> None:
+    """Routes and the services they use (after the app's backends are open)."""
+    app.cleanup_ctx.append(_services)
+    app.add_routes(with_expect(routes))
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    app[TASKS] = TaskService(
+        app[ACCEPT],
+        app[NOTIFICATIONS],
+        JobStore(app[POOL]),
+        JobCancels(app[REDIS], QueueKeys(settings.key_prefix)),
+        app[METRICS],
+    )
+    app[JOB_EVENTS] = JobEvents(settings.require_database_url())
+    yield
+    await app[JOB_EVENTS].close()
+
+
+@routes.post("/api/jobs")
+@routes.post("/api/jobs/")
+async def enqueue_job(request: web.Request) -> web.StreamResponse:
+    if request.content_type not in JSON_TYPES:
+        raise web.HTTPUnsupportedMediaType(text="send the body as 'Content-Type: application/json'")
+    require(request, "send")
+    job = decode_json(await read_body(request), JobRequest, deep_at="$.args")
+    key = idempotency_key(request, job)
+    return render(await request.app[TASKS].enqueue(request[TENANT_ID], job, key))
+
+
+@routes.get("/api/jobs/{id}")
+async def get_job(request: web.Request) -> web.Response:
+    """The job; with ``?wait=N`` (seconds, at most 60), answered once it ends or N passed."""
+    require(request, "read")
+    job_id = parse_id(request.match_info["id"])
+    query = decode_query(request.query, GetQuery)
+    tasks, tenant_id = request.app[TASKS], request[TENANT_ID]
+    document = await tasks.get(tenant_id, job_id)
+    if query.wait and not document.finished:
+        document = await _wait(request, job_id, query.wait)
+    return json_response(document)
+
+
+async def _wait(request: web.Request, job_id: str, wait_s: float) -> JobDocument:
+    tasks, tenant_id = request.app[TASKS], request[TENANT_ID]
+    async with request.app[JOB_EVENTS].watching(job_id) as ended:
+        document = await tasks.get(tenant_id, job_id)  # after registering: nothing missed
+        if not document.finished:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ended.wait(), wait_s)
+            document = await tasks.get(tenant_id, job_id)
+    return document
+
+
+@routes.get("/api/jobs")
+@routes.get("/api/jobs/")
+async def list_jobs(request: web.Request) -> web.Response:
+    """Newest first; filters: status, task; ``cursor`` is the last id of the previous page."""
+    require(request, "read")
+    query = decode_query(request.query, ListQuery)
+    limit = min(query.limit, request.app[SETTINGS].max_list_limit)
+    status = None if query.status is None else ROW_STATUS[query.status]
+    cursor = None if query.cursor is None else _cursor(query.cursor)
+    store = JobStore(request.app[POOL])
+    items = await store.list(request[TENANT_ID], status, query.task, cursor, limit)
+    next_cursor = items[-1].id if len(items) == limit else None
+    return json_response(JobList(items=items, next_cursor=next_cursor))
+
+
+@routes.post("/api/jobs/{id}/cancel")
+async def cancel_job(request: web.Request) -> web.Response:
+    """Any unfinished job: queued ones never start, a running one sees CancelledError at its
+    next await. A finished one is answered as it is (409)."""
+    require(request, "send")
+    job_id = parse_id(request.match_info["id"])
+    tasks, tenant_id = request.app[TASKS], request[TENANT_ID]
+    before = await tasks.get(tenant_id, job_id)
+    if before.finished and before.status != "cancelled":
+        raise web.HTTPConflict(text=f"a job that {before.status} cannot be cancelled")
+    by = f"key {request[KEY_ID]}"
+    return json_response(await tasks.cancel(tenant_id, job_id, by))
+
+
+def _cursor(raw: str) -> str:
+    try:
+        return parse_id(raw)
+    except NotFound:
+        raise InvalidInput("cursor is not one this API gave out", "$.cursor") from None

@@ -1,0 +1,220 @@
+"""One lane per task: a bounded priority mailbox drained by a fixed number of runners.
+
+The task's counterpart of a channel's deliverer: the dispatcher hands it claimed deliveries,
+each run becomes a ``Done`` for the acker, so retries, backoff, dead letters, leases (renewed by
+the leaser however long a run takes), audit and metrics are the notifications' own. A run
+over ``timeout_s`` is cancelled and counts as a retryable timeout; a run cancelled on request
+(``cancel``) ends with its entry acknowledged (its row is already ``cancelled``). A plain
+``def`` runs in a thread with the same timeout (the thread itself cannot be interrupted: it is
+abandoned and its answer dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import logging
+import random
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from pulse.core.models import task_channel
+from pulse.core.ports import Delivered, Failed, Outcome, Retry
+from pulse.core.retry import RetryPolicy, backoff_s
+from pulse.core.timeutil import utcnow
+from pulse.metrics import Metrics
+from pulse.runtime.acker import Acker
+from pulse.runtime.deliverer import delivery_context
+from pulse.runtime.work import NOT_STARTED, Delivery, Done, Try
+from pulse.store.errors import TRANSIENT_DB_ERRORS
+from pulse.store.task_results import Ending, TaskResults
+from pulse.tasks import Context, Task
+from pulse.tasks import Retry as RetryTask
+
+logger = logging.getLogger("pulse.runtime.task_lane")
+_encoder = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class LaneSettings:
+    concurrency: int
+    mailbox: int
+    retention_s: float  # PULSE_RESULT_RETENTION_S, unless the task keeps its own
+
+
+class TaskLane:
+    def __init__(
+        self, task: Task, results: TaskResults, acker: Acker, metrics: Metrics,
+        resources: dict[str, Any], settings: LaneSettings,
+    ) -> None:  # fmt: skip
+        self._task = task
+        self._seconds = metrics.delivery_seconds.labels(task_channel(task.name))
+        self._results = results
+        self._acker = acker
+        self._resources = resources
+        self._settings = settings
+        self._policy = RetryPolicy(task.options.backoff_base_s, task.options.backoff_cap_s)
+        self._rng = random.Random()
+        self._mailbox: asyncio.PriorityQueue[tuple[int, int, Delivery]] = asyncio.PriorityQueue()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._arrivals = itertools.count()
+        self._running: dict[str, asyncio.Task[Any]] = {}
+        self._cancelled: set[str] = set()
+
+    @property
+    def name(self) -> str:
+        return task_channel(self._task.name)
+
+    def put(self, delivery: Delivery) -> None:
+        self._mailbox.put_nowait((delivery.job.priority, next(self._arrivals), delivery))
+        if self._mailbox.qsize() >= self._settings.mailbox:
+            self._room.clear()
+
+    async def wait_for_room(self) -> None:
+        await self._room.wait()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as lanes:
+            for _ in range(self._settings.concurrency):
+                lanes.create_task(self._lane())
+
+    async def drain(self) -> None:
+        await self._mailbox.join()
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel the run of ``job_id`` if this lane has it: the task sees CancelledError at
+        its next await."""
+        runner = self._running.get(job_id)
+        if runner is None:
+            return False
+        self._cancelled.add(job_id)
+        runner.cancel()
+        return True
+
+    async def _lane(self) -> None:
+        while True:
+            _, _, delivery = await self._mailbox.get()
+            if self._mailbox.qsize() < self._settings.mailbox:
+                self._room.set()
+            try:
+                done = await self._attempt(delivery)
+                if done is None:
+                    self._acker.cancelled(delivery)
+                else:
+                    self._acker.submit(done)
+            finally:
+                self._mailbox.task_done()
+
+    async def _attempt(self, delivery: Delivery) -> Done | None:
+        """Run once, every log line carrying the job (as a delivery's do); None when cancelled
+        on request."""
+        started = time.perf_counter()
+        try:
+            with delivery_context(delivery):
+                return await self._run_once(delivery)
+        finally:
+            self._seconds.observe(time.perf_counter() - started)
+
+    async def _run_once(self, delivery: Delivery) -> Done | None:
+        job, started_at, clock = delivery.job, utcnow(), time.perf_counter()
+        try:
+            await self._results.start(job.id, job.tenant_id, delivery.attempt, started_at)
+        except TRANSIENT_DB_ERRORS as exc:  # not started: try again later, attempt unused
+            error = f"could not start: {exc}"
+            return Done.without_call(delivery, Retry(error=error, error_class=NOT_STARTED))
+        outcome, ending = await self._outcome(delivery)
+        if outcome is None:
+            return None
+        if isinstance(outcome, Retry) and delivery.attempt < job.max_attempts:
+            ending = dataclasses.replace(ending, final=False)  # another attempt follows
+        try:
+            await self._results.finish(job.id, ending)
+        except TRANSIENT_DB_ERRORS as exc:
+            outcome = Retry(error=f"could not record the result: {exc}")
+        call = Try(None, outcome, started_at, time.perf_counter() - clock)
+        return Done(delivery, (call,), outcome)
+
+    async def _outcome(self, delivery: Delivery) -> tuple[Outcome | None, Ending]:
+        job, options = delivery.job, self._task.options
+        runner = asyncio.ensure_future(self._call(delivery))
+        self._running[job.id] = runner
+        try:
+            value = await asyncio.wait_for(runner, options.timeout_s)
+            return self._succeeded(value)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if job.id in self._cancelled and (current is None or not current.cancelling()):
+                await self._record_cancelled(job.id, self._ending(asyncio.CancelledError()))
+                return None, self._ending(asyncio.CancelledError())
+            raise
+        except TimeoutError as exc:
+            error = f"timed out after {options.timeout_s:g} s"
+            return self._retry(delivery, error, "TaskTimeout", None), self._ending(exc, error)
+        except RetryTask as exc:
+            outcome = self._retry(delivery, str(exc), "Retry", exc.after_s)
+            return outcome, self._ending(exc)
+        except msgspec.ValidationError as exc:
+            return Failed(f"arguments: {exc}", "InvalidArguments"), self._ending(exc)
+        except Exception as exc:
+            kind = type(exc).__name__
+            if isinstance(exc, options.retry_on):
+                return self._retry(delivery, str(exc), kind, None), self._ending(exc)
+            return Failed(str(exc) or kind, kind), self._ending(exc)
+        finally:
+            self._running.pop(job.id, None)
+            self._cancelled.discard(job.id)
+
+    async def _call(self, delivery: Delivery) -> Any:
+        job, task = delivery.job, self._task
+        kwargs = task.arguments(job.payload.get("args", {}))
+        args: tuple[Any, ...] = (self._context(delivery),) if task.takes_context else ()
+        if task.is_async:
+            return await task.fn(*args, **kwargs)
+        return await asyncio.to_thread(task.fn, *args, **kwargs)
+
+    def _context(self, delivery: Delivery) -> Context:
+        job = delivery.job
+        return Context(
+            job_id=job.id,
+            task=self._task.name,
+            attempt=delivery.attempt,
+            max_attempts=job.max_attempts,
+            tenant_id=job.tenant_id,
+            idempotency_key=job.payload.get("key"),
+            resources=self._resources,
+            _progress=self._results.progress,
+        )
+
+    def _succeeded(self, value: Any) -> tuple[Outcome, Ending]:
+        try:
+            encoded = _encoder.encode(value)
+        except (TypeError, msgspec.EncodeError) as exc:
+            error = f"the result cannot be stored as JSON: {exc}"
+            return Failed(error, "ResultNotSerializable"), self._ending(exc, error)
+        return Delivered(), Ending(encoded, None, None, None, self._keep_s())
+
+    def _retry(self, delivery: Delivery, error: str, kind: str, after_s: float | None) -> Retry:
+        if after_s is None:
+            after_s = backoff_s(delivery.attempt, self._policy, self._rng)
+        return Retry(error=error or kind, after_s=after_s, error_class=kind)
+
+    def _ending(self, exc: BaseException, message: str | None = None) -> Ending:
+        trace = "".join(traceback.format_exception(exc))
+        text = message or str(exc) or type(exc).__name__
+        return Ending(None, type(exc).__name__, text, trace, self._keep_s())
+
+    def _keep_s(self) -> float:
+        keep = self._task.options.keep_result_s
+        return self._settings.retention_s if keep is None else keep
+
+    async def _record_cancelled(self, job_id: str, ending: Ending) -> None:
+        try:
+            await self._results.finish(job_id, ending)
+        except TRANSIENT_DB_ERRORS as exc:
+            logger.warning("could not record the cancellation of %s: %s", job_id, exc)

@@ -1,0 +1,154 @@
+"""Accepting and cancelling task jobs: the task's counterpart of the notification accept.
+
+Arguments are checked against the JSON Schema the workers published for the task (built from
+the function's signature), so what is accepted can run: an unknown task, or an argument the
+function would refuse, is a 422 naming it. The commit, Idempotency-Key, stream append and
+withdrawal are ``AcceptService``'s; the row is a notification row (``task:<name>``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import jsonschema_rs
+import msgspec
+
+from pulse.core.errors import InvalidInput, NotFound
+from pulse.core.ids import uuid7
+from pulse.core.jobs import JOB_STATUS, JobAccepted, JobDocument, JobRequest
+from pulse.core.models import Job, JobKind, Status, task_channel
+from pulse.metrics import Metrics
+from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
+from pulse.queue.job_cancels import JobCancels
+from pulse.services.accept import AcceptService, Answer, IdempotencyKey, check_streamable
+from pulse.store.idempotency import Remembered
+from pulse.store.jobs import JobStore, RegisteredTask
+from pulse.store.notifications import NewNotification, NotificationStore
+from pulse.store.tenants import Connection
+
+
+@dataclass(frozen=True, slots=True)
+class _TaskCommit:
+    store: NotificationStore
+    job: Job
+
+    @property
+    def location(self) -> str:
+        return f"/api/jobs/{self.job.id}"
+
+    def render(self, created_at: datetime) -> bytes:
+        job = self.job
+        accepted = JobAccepted(
+            id=job.id,
+            task=job.recipient,
+            status=JOB_STATUS[Status.QUEUED],
+            priority=job.priority,
+            created_at=created_at.isoformat(),
+        )
+        return msgspec.json.encode(accepted)
+
+    def row(self) -> NewNotification:
+        job = self.job
+        return NewNotification(
+            id=job.id,
+            tenant_id=job.tenant_id,
+            channel=job.channel,
+            recipient=job.recipient,
+            payload_json=msgspec.json.encode(job.payload),
+            priority=job.priority,
+            max_attempts=job.max_attempts,
+        )
+
+    async def insert(self) -> datetime:
+        return await self.store.insert(self.row())
+
+    async def insert_keyed(self, conn: Connection, answer: Remembered) -> bool:
+        return await self.store.insert_keyed(conn, self.row(), answer)
+
+    async def withdraw(self) -> None:
+        await self.store.withdraw(self.job.id)
+
+
+class TaskService:
+    def __init__(
+        self, accept: AcceptService, notifications: NotificationStore, jobs: JobStore,
+        cancels: JobCancels, metrics: Metrics,
+    ) -> None:  # fmt: skip
+        self._accept = accept
+        self._metrics = metrics
+        self._notifications = notifications
+        self._jobs = jobs
+        self._cancels = cancels
+        self._validators: dict[str, tuple[str, Any]] = {}
+
+    async def enqueue(
+        self, tenant_id: str, request: JobRequest, key: IdempotencyKey | None
+    ) -> Answer:
+        registered = await self._jobs.registered(request.task)
+        if registered is None:
+            raise InvalidInput(f"task: no worker serves a task {request.task!r}", "$.task")
+        self._check_args(request.task, registered, request.args)
+        payload: dict[str, Any] = {"args": request.args}
+        if key is not None:
+            payload["key"] = key.value
+        job = Job(
+            id=str(uuid7()),
+            tenant_id=tenant_id,
+            kind=JobKind.TASK,
+            channel=task_channel(request.task),
+            recipient=request.task,
+            payload=payload,
+            priority=registered.priority if request.priority is None else request.priority,
+            max_attempts=request.max_attempts or registered.max_attempts,
+        )
+        check_streamable(job)
+        answer = await self._accept.commit(_TaskCommit(self._notifications, job), key)
+        if not answer.replayed:
+            self._metrics.count_accepted([(job.channel, job.priority)])
+        return answer
+
+    async def get(self, tenant_id: str, job_id: str) -> JobDocument:
+        document = await self._jobs.get(tenant_id, job_id)
+        if document is None:
+            raise NotFound(f"no job {job_id}")
+        return document
+
+    async def cancel(self, tenant_id: str, job_id: str, by: str) -> JobDocument:
+        """Queued (or retrying) jobs never start; a running one is told to stop."""
+        before, cancelled = await self._jobs.cancel(tenant_id, job_id, by)
+        if before is None:
+            raise NotFound(f"no job {job_id}")
+        if cancelled and before == Status.DELIVERING:
+            # the row is cancelled either way; unreachable Redis only lets a run finish unrecorded
+            with contextlib.suppress(*TRANSIENT_REDIS_ERRORS):
+                await self._cancels.announce(job_id)
+        return await self.get(tenant_id, job_id)
+
+    def _check_args(self, task: str, registered: RegisteredTask, args: dict[str, Any]) -> None:
+        validator = self._validator(task, registered.schema)
+        for error in validator.iter_errors(args):
+            path = "".join(
+                f"[{part}]" if isinstance(part, int) else f".{part}" for part in error.instance_path
+            )
+            path += _named_property(error.kind)
+            raise InvalidInput(f"args{path}: {error.message}", f"$.args{path}")
+
+    def _validator(self, task: str, schema: dict[str, Any]) -> Any:
+        text = msgspec.json.encode(schema, order="sorted").decode()
+        cached = self._validators.get(task)
+        if cached is None or cached[0] != text:
+            cached = (text, jsonschema_rs.validator_for(schema))
+            self._validators[task] = cached
+        return cached[1]
+
+
+def _named_property(kind: Any) -> str:
+    """The argument a missing-or-unexpected error is about (its path is the object's)."""
+    if isinstance(kind, jsonschema_rs.ValidationErrorKind.Required):
+        return f".{kind.property}"
+    if isinstance(kind, jsonschema_rs.ValidationErrorKind.AdditionalProperties) and kind.unexpected:
+        return f".{kind.unexpected[0]}"
+    return ""

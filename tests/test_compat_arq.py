@@ -1,0 +1,111 @@
+"""pulse.compat.arq: an arq WorkerSettings module runs on Pulse and arq's enqueue_job works."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+
+from pulse.client import AsyncPulseClient
+from pulse.compat.arq import ArqPool, tasks_from
+from pulse.config import Settings
+from pulse.metrics import Metrics
+from pulse.runtime.task_host import load_registries
+from pulse.runtime.worker import build_worker
+from pulse.store.tenants import NewTenant
+from tests.conftest import Client, RunningWorker
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def arq_worker(
+    settings: Settings, redis: Redis, pool: asyncpg.Pool
+) -> AsyncIterator[RunningWorker]:
+    # Given the arq module loaded as `pulse worker --tasks tests.arq_example` loads it
+    registries = load_registries("tests.arq_example")
+    stop = asyncio.Event()
+    instance = build_worker(settings, redis, pool, {}, Metrics(), registries, serve_channels=False)
+    running = RunningWorker(instance, asyncio.create_task(instance.run(stop)), stop)
+    for _ in range(300):
+        if await pool.fetchval("SELECT 1 FROM task_registry WHERE name = 'patient'"):
+            break
+        await asyncio.sleep(0.02)
+    yield running
+    await running.shutdown()
+
+
+@pytest.fixture
+async def arq_pool(client: Client, tenant: NewTenant) -> AsyncIterator[ArqPool]:
+    base = str(client.make_url("")).rstrip("/")
+    async with AsyncPulseClient(base, tenant.api_key) as pulse_client:
+        yield ArqPool(pulse_client)
+
+
+async def test_positional_and_keyword_arguments_reach_the_function(
+    arq_worker: RunningWorker, arq_pool: ArqPool
+) -> None:
+    job = await arq_pool.enqueue_job("add", 40, b=2)
+    assert job is not None
+    assert await job.result(timeout=20) == 42
+
+
+async def test_the_ctx_dict_holds_startup_resources_and_the_jobs_own_keys(
+    arq_worker: RunningWorker, arq_pool: ArqPool
+) -> None:
+    job = await arq_pool.enqueue_job("describe", "hello", "arq", sep="-")
+    assert job is not None
+    result = await job.result(timeout=20)
+    assert result["text"] == "hello-arq"
+    assert result["session"] == "a shared client"
+    assert result["job_id"] == job.job_id
+    assert result["job_try"] == 1
+    assert result["enqueued"].startswith("20")
+
+
+async def test_retry_with_defer_runs_the_job_again(
+    arq_worker: RunningWorker, arq_pool: ArqPool
+) -> None:
+    job = await arq_pool.enqueue_job("patient", 3)
+    assert job is not None
+    assert await job.result(timeout=20) == 3
+    assert await job.status() == "succeeded"
+
+
+async def test_a_job_id_is_enqueued_once(arq_worker: RunningWorker, arq_pool: ArqPool) -> None:
+    first = await arq_pool.enqueue_job("add", 1, _job_id="unique-1")
+    assert first is not None
+    assert await arq_pool.enqueue_job("add", 1, _job_id="unique-1") is None
+    assert await arq_pool.enqueue_job("add", 2, _job_id="unique-1") is None
+    assert await first.result(timeout=20) == 1
+
+
+async def test_what_pulse_cannot_carry_over_is_refused_not_ignored(
+    arq_worker: RunningWorker, arq_pool: ArqPool
+) -> None:
+    with pytest.raises(NotImplementedError, match="_defer_by"):
+        await arq_pool.enqueue_job("add", 1, _defer_by=10)
+    with pytest.raises(NotImplementedError, match="named queues"):
+        await arq_pool.enqueue_job("add", 1, _queue_name="arq:queue")
+
+    class WithCron:
+        functions: list[object] = []
+        cron_jobs = [object()]
+
+    with pytest.raises(NotImplementedError, match="cron"):
+        tasks_from(WithCron)
+
+
+def test_settings_map_to_task_options() -> None:
+    from tests import arq_example
+
+    registry = tasks_from(arq_example.WorkerSettings)
+    add, patient = registry.get("add"), registry.get("patient")
+    assert add is not None
+    assert patient is not None
+    assert (add.options.max_attempts, add.options.timeout_s) == (2, 60)
+    assert (patient.options.max_attempts, patient.options.timeout_s) == (4, 30)
+    assert add.options.concurrency == 3  # max_jobs
