@@ -250,6 +250,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     reconcile_after_s: PositiveFloat = 30.0
 
     idempotency_retention_s: PositiveFloat = 86_400.0
+
+    # Ingress rate limits (notifications a second; a batch counts its items), the defaults of
+    # every tenant without its own (PUT /api/tenants/{id}/limits). 0 = off; a burst of 0 is one
+    # second's worth. Off by default: a deployment's capacity is its own to state.
+    rate_limit_per_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    rate_limit_burst: Annotated[int, msgspec.Meta(ge=0)] = 0
+    key_rate_limit_per_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    key_rate_limit_burst: Annotated[int, msgspec.Meta(ge=0)] = 0
+    limits_refresh_s: PositiveFloat = 5.0  # how long an API process trusts a tenant's limits
     max_list_limit: PositiveInt = 500
 
     webhook_secret: str | None = None

@@ -23,6 +23,7 @@ from pulse.http import (
     dashboard,
     dead_letters,
     health,
+    limits,
     notification_queries,
     notifications,
     openapi,
@@ -84,6 +85,7 @@ ROUTE_TABLES = (
     provider_routes.routes,
     receipts.routes,
     webhook_secrets.routes,
+    limits.routes,
 )
 IDEMPOTENCY_PURGE_INTERVAL_S = 60.0
 
@@ -110,6 +112,7 @@ def create_app(
     app[METRICS].collect_queue_state()  # the API process alone exports the queue's state
     app.cleanup_ctx.append(_backends)
     app.cleanup_ctx.append(key_cache)
+    app.cleanup_ctx.append(limits.rate_limits)
     for table in ROUTE_TABLES:
         app.add_routes(with_expect(table))
     app.add_routes(with_expect([web.static("/docs/assets", openapi.swagger_assets())]))

@@ -53,6 +53,10 @@ class QueueKeys:
     def lock(self, name: str) -> str:
         return f"{self.tag}:lock:{name}"
 
+    def rate_limit(self, scope: str, ident: str) -> str:
+        """One ingress limit's state (gcra.lua): ``scope`` tenant or key, ``ident`` its id."""
+        return f"{self.tag}:limit:{scope}:{ident}"
+
     def all_keys(self) -> list[str]:
         streams = self.streams()
         schedules = [self.retry_schedule(s) for s in streams]
