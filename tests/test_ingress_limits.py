@@ -237,7 +237,7 @@ async def test_an_unreachable_limiter_lets_requests_through(pool: asyncpg.Pool) 
         await dead.aclose()
     # Then they pass (fail-open: no 500, no 429), without limit headers, and are counted
     assert answers == [{}, {}, {}]
-    assert metrics.limiter_unavailable._value.get() == 3  # type: ignore[attr-defined]
+    assert metrics.registry.get_sample_value("pulse_rate_limiter_unavailable_total") == 3
 
 
 async def test_the_client_waits_out_a_429_with_the_same_idempotency_key(
