@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from pulse.core.errors import ConfigError
+from pulse.core.limits import Rate, provider_rates
 from pulse.core.routes import PROVIDER_NAME
 
 ENV_PREFIX = "PULSE_"
@@ -259,6 +260,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     key_rate_limit_per_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     key_rate_limit_burst: Annotated[int, msgspec.Meta(ge=0)] = 0
     limits_refresh_s: PositiveFloat = 5.0  # how long an API process trusts a tenant's limits
+    # Providers' own rates, shared by every worker: "smtp=5,relay2=20/40" (per second[/burst]).
+    # An attempt over a provider's rate is put off (not made, no attempt used), not failed.
+    rate_limit_providers: str = ""
     max_list_limit: PositiveInt = 500
 
     webhook_secret: str | None = None
@@ -312,6 +316,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         if any(value < 1 for value in values):
             raise ConfigError(f"PULSE_PRIORITY_WEIGHTS={self.priority_weights!r}: use positives")
         return values
+
+    def provider_rates(self) -> dict[str, Rate]:
+        """Each rate-limited provider account's rate (validated: names and positive rates)."""
+        return provider_rates(self.rate_limit_providers)
 
     def secret_values(self) -> list[str]:
         """The configured secrets themselves, to scrub from anything Pulse stores or logs."""

@@ -9,7 +9,14 @@ and one on each of its API keys, either of which may be off (a rate of 0).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
+
+from pulse.core.errors import ConfigError
+
+_PROVIDER_RATE = re.compile(
+    r"^(?P<name>[a-z0-9][a-z0-9_-]*)=(?P<per_s>\d+(\.\d+)?)(/(?P<burst>[1-9]\d*))?$"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,3 +85,22 @@ def effective(overrides: LimitOverrides | None, defaults: LimitOverrides) -> Ten
             pick_burst(own.key_burst, defaults.key_burst),
         ),
     )
+
+
+def provider_rates(text: str, variable: str = "PULSE_RATE_LIMIT_PROVIDERS") -> dict[str, Rate]:
+    """``smtp=5,relay2=20/40``: provider account -> its rate a second (and burst; one second's
+    worth when left out). A bad entry stops start-up naming the variable."""
+    rates: dict[str, Rate] = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        match = _PROVIDER_RATE.match(entry)
+        found = None if match is None else rate(float(match["per_s"]), _int(match["burst"]))
+        if match is None or found is None:
+            raise ConfigError(
+                f"{variable}: {entry!r} is not <provider>=<per second>[/<burst>] with a rate > 0"
+            )
+        rates[match["name"]] = found
+    return rates
+
+
+def _int(text: str | None) -> int | None:
+    return None if text is None else int(text)

@@ -57,6 +57,10 @@ class QueueKeys:
         """One ingress limit's state (gcra.lua): ``scope`` tenant or key, ``ident`` its id."""
         return f"{self.tag}:limit:{scope}:{ident}"
 
+    def provider_bucket(self, provider: str) -> str:
+        """A provider account's token bucket (throttle.lua), shared by every worker."""
+        return f"{self.tag}:bucket:{provider}"
+
     def all_keys(self) -> list[str]:
         streams = self.streams()
         schedules = [self.retry_schedule(s) for s in streams]

@@ -22,6 +22,8 @@ from pulse.queue.transitions import EntryRef
 OUTCOME_NAMES = {Delivered: "delivered", Retry: "retry", Failed: "failed"}
 
 CIRCUIT_OPEN = "CircuitOpen"  # the error class of an attempt refused by open breakers
+RATE_LIMITED = "RateLimited"  # ... and of one put off by providers' rates (runtime/throttle.py)
+NOT_MADE = frozenset({CIRCUIT_OPEN, RATE_LIMITED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,13 +92,14 @@ class Done:
 
     @property
     def made(self) -> bool:
-        """Was this attempt made? Only one that every open breaker of its route refused, before
-        any provider was called, was not: its retry does not count against ``max_attempts``.
+        """Was this attempt made? Only one that every open breaker (or provider rate) of its
+        route refused, before any provider was called, was not: its retry does not count
+        against ``max_attempts``.
         One decided without a call for its own reasons (a bad payload) was made and counts."""
         return not all(
             call.provider is None
             and isinstance(call.outcome, Retry)
-            and call.outcome.error_class == CIRCUIT_OPEN
+            and call.outcome.error_class in NOT_MADE
             for call in self.tries
         )
 

@@ -27,6 +27,7 @@ from pulse.core.priority import DeficitRoundRobin
 from pulse.core.retry import RetryPolicy
 from pulse.core.routes import RouteBook, configured_routes
 from pulse.metrics import Metrics
+from pulse.queue.buckets import ProviderBuckets
 from pulse.queue.consumer import Consumer
 from pulse.queue.heartbeat import Heartbeats
 from pulse.queue.index import JobIndex
@@ -47,6 +48,7 @@ from pulse.runtime.leaser import Leaser
 from pulse.runtime.reclaimer import Reclaimer
 from pulse.runtime.reconciler import Reconciler, ReconcilerSettings
 from pulse.runtime.supervisor import Supervisor
+from pulse.runtime.throttle import Throttle
 from pulse.store.batches import BatchStore
 from pulse.store.errors import TRANSIENT_DB_ERRORS
 from pulse.store.ledger import DeliveryLedger
@@ -171,8 +173,11 @@ def build_worker(
     breakers = Breakers(
         BreakerPolicy(settings.breaker_failures, settings.breaker_cooldown_s), metrics
     )
+    throttle = Throttle(ProviderBuckets(redis, keys), settings.provider_rates(), metrics)
     deliverers = {
-        channel: _deliverer(settings, channel, providers, breakers, delivery_config, acker, metrics)
+        channel: _deliverer(
+            settings, channel, providers, breakers, delivery_config, acker, metrics, throttle
+        )
         for channel, providers in served.items()
     }
     batches = BatchStore(pool)
@@ -243,10 +248,11 @@ def _deliverer(
     delivery_config: DeliveryConfig,
     acker: Acker,
     metrics: Metrics,
+    throttle: Throttle,
 ) -> Deliverer:
     return Deliverer(
         _spec_of(providers),
-        Failover(channel, providers, breakers, delivery_config.route, metrics),
+        Failover(channel, providers, breakers, delivery_config.route, metrics, throttle),
         acker,
         metrics,
         concurrency=settings.worker_concurrency,
