@@ -8,6 +8,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import msgspec
 import pytest
@@ -106,10 +107,10 @@ async def test_workers_share_a_providers_rate_and_nothing_fails(
     assert deferred >= 14 - burst
 
 
-async def finished(client: Client, auth: dict[str, str], notification: str) -> dict[str, object]:
+async def finished(client: Client, auth: dict[str, str], notification: str) -> dict[str, Any]:
     for _ in range(1200):
         response = await client.get(f"/api/notifications/{notification}", headers=auth)
-        document: dict[str, object] = await response.json()
+        document: dict[str, Any] = await response.json()
         if document["status"] in ("delivered", "failed"):
             return document
         await asyncio.sleep(0.05)
