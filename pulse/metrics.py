@@ -174,8 +174,14 @@ class Metrics:
         )
         self.deferred = self._counter(
             "pulse_deliveries_deferred_total",
-            "Attempts put off, not made, by a limit (provider: a provider's rate).",
+            "Attempts put off, not made, by a limit (provider: a provider's rate; recipient: a"
+            " recipient's cap, provider '-').",
             ["limit", "provider"],
+        )
+        self.skipped = self._counter(
+            "pulse_notifications_skipped_total",
+            "Notifications ended skipped by a limit (recipient: a recipient's cap).",
+            ["limit", "channel"],
         )
 
     def count_accepted(self, items: Iterable[tuple[str, int]]) -> None:

@@ -104,3 +104,16 @@ def provider_rates(text: str, variable: str = "PULSE_RATE_LIMIT_PROVIDERS") -> d
 
 def _int(text: str | None) -> int | None:
     return None if text is None else int(text)
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientCap:
+    """At most ``max_count`` deliveries to one recipient of a channel per ``window_s``; over it
+    a notification waits for the window (``defer``) or ends ``skipped`` (``skip``)."""
+
+    max_count: int
+    window_s: int
+    over: str  # "defer" | "skip"
+
+    def describe(self, channel: str) -> str:
+        return f"the recipient cap of {self.max_count} per {self.window_s} s on {channel}"

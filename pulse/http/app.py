@@ -30,6 +30,7 @@ from pulse.http import (
     provider_callbacks,
     provider_routes,
     receipts,
+    recipient_caps,
     webhook_secrets,
 )
 from pulse.http.auth import auth_middleware, key_cache
@@ -86,6 +87,7 @@ ROUTE_TABLES = (
     receipts.routes,
     webhook_secrets.routes,
     limits.routes,
+    recipient_caps.routes,
 )
 IDEMPOTENCY_PURGE_INTERVAL_S = 60.0
 

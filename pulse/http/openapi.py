@@ -21,6 +21,7 @@ from pulse.http import (
     notification_queries,
     provider_routes,
     receipts,
+    recipient_caps,
     webhook_secrets,
 )
 from pulse.http.validation import NotificationRequest
@@ -119,6 +120,15 @@ OPERATIONS = (
               problems=("400", "401", "403", "404", "422", "501", "503"), path_params=CHANNEL),
     Operation("delete", "/api/routes/{channel}", "Back to the default route", ("204", None),
               problems=("401", "403", "404", "501", "503"), path_params=CHANNEL),
+    Operation("get", "/api/recipient-caps", "The tenant's recipient caps, per channel",
+              ("200", recipient_caps.RecipientCapList)),
+    Operation("put", "/api/recipient-caps/{channel}",
+              "Cap deliveries to one recipient of a channel per window (defer or skip over it)",
+              ("200", recipient_caps.RecipientCapDocument),
+              body=recipient_caps.RecipientCapRequest,
+              problems=("400", "401", "403", "404", "422", "503"), path_params=CHANNEL),
+    Operation("delete", "/api/recipient-caps/{channel}", "Remove a channel's recipient cap",
+              ("204", None), problems=("401", "403", "404", "503"), path_params=CHANNEL),
     Operation("get", "/api/receipts", "The receipt endpoint and its signing secret",
               ("200", receipts.ReceiptDocument), problems=("401", "403", "404", "501", "503")),
     Operation("put", "/api/receipts", "Set the endpoint that receives delivery receipts",

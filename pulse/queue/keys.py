@@ -61,6 +61,11 @@ class QueueKeys:
         """A provider account's token bucket (throttle.lua), shared by every worker."""
         return f"{self.tag}:bucket:{provider}"
 
+    def recipient_window(self, tenant_id: str, channel: str, recipient_digest: str) -> str:
+        """Deliveries counted against one recipient's cap (recipient_cap.lua); the recipient
+        appears only as a digest."""
+        return f"{self.tag}:cap:{tenant_id}:{channel}:{recipient_digest}"
+
     def all_keys(self) -> list[str]:
         streams = self.streams()
         schedules = [self.retry_schedule(s) for s in streams]

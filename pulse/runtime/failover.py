@@ -27,6 +27,7 @@ from pulse.core.breaker import BreakerPolicy, CircuitBreaker
 from pulse.core.ports import Channel, Delivered, Envelope, Failed, Outcome, Retry
 from pulse.core.timeutil import utcnow
 from pulse.metrics import LabelledOnce, Metrics
+from pulse.runtime.caps import RecipientCaps
 from pulse.runtime.throttle import Throttle
 from pulse.runtime.work import CIRCUIT_OPEN, OUTCOME_NAMES, RATE_LIMITED, Try
 
@@ -91,9 +92,11 @@ class Failover:
         route: Callable[[str, str], list[str]],
         metrics: Metrics,
         throttle: Throttle | None = None,
+        caps: RecipientCaps | None = None,
     ) -> None:
         self._channel = channel
         self._throttle = throttle
+        self._caps = caps
         self._providers = providers
         self._breakers = breakers
         self._route = route
@@ -108,7 +111,13 @@ class Failover:
         return names or list(self._providers)[:1]
 
     async def send(self, envelope: Envelope) -> list[Try]:
-        """Every call this attempt made, in order; the last one's outcome decides."""
+        """Every call this attempt made, in order; the last one's outcome decides. A recipient
+        over its cap is not sent to at all (runtime/caps.py)."""
+        if self._caps is not None and (capped := await self._caps.check(self._channel, envelope)):
+            return [capped]
+        return await self._down_the_route(envelope)
+
+    async def _down_the_route(self, envelope: Envelope) -> list[Try]:
         tries: list[Try] = []
         skipped: list[str] = []
         waits: dict[str, float] = {}  # providers over their rate -> seconds to their next slot

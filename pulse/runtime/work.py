@@ -23,7 +23,9 @@ OUTCOME_NAMES = {Delivered: "delivered", Retry: "retry", Failed: "failed"}
 
 CIRCUIT_OPEN = "CircuitOpen"  # the error class of an attempt refused by open breakers
 RATE_LIMITED = "RateLimited"  # ... and of one put off by providers' rates (runtime/throttle.py)
-NOT_MADE = frozenset({CIRCUIT_OPEN, RATE_LIMITED})
+RECIPIENT_CAPPED = "RecipientCapped"  # ... put off by its recipient's cap (runtime/caps.py)
+CAP_SKIPPED = "RecipientCapSkipped"  # the error class of a notification skipped by a cap
+NOT_MADE = frozenset({CIRCUIT_OPEN, RATE_LIMITED, RECIPIENT_CAPPED, CAP_SKIPPED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +100,16 @@ class Done:
         One decided without a call for its own reasons (a bad payload) was made and counts."""
         return not all(
             call.provider is None
-            and isinstance(call.outcome, Retry)
+            and not isinstance(call.outcome, Delivered)
             and call.outcome.error_class in NOT_MADE
             for call in self.tries
         )
+
+    @property
+    def skipped(self) -> bool:
+        """Ended by its recipient's cap (``skip``): neither delivered nor failed."""
+        outcome = self.outcome
+        return isinstance(outcome, Failed) and outcome.error_class == CAP_SKIPPED
 
     @classmethod
     def of(cls, delivery: Delivery, tries: list[Try]) -> Done:

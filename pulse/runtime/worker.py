@@ -28,6 +28,7 @@ from pulse.core.retry import RetryPolicy
 from pulse.core.routes import RouteBook, configured_routes
 from pulse.metrics import Metrics
 from pulse.queue.buckets import ProviderBuckets
+from pulse.queue.caps import RecipientWindows
 from pulse.queue.consumer import Consumer
 from pulse.queue.heartbeat import Heartbeats
 from pulse.queue.index import JobIndex
@@ -37,6 +38,7 @@ from pulse.queue.pending import PendingEntries
 from pulse.queue.publisher import Publisher
 from pulse.queue.transitions import Transitions
 from pulse.runtime.acker import Acker
+from pulse.runtime.caps import RecipientCaps
 from pulse.runtime.deliverer import Deliverer
 from pulse.runtime.delivery_config import DeliveryConfig
 from pulse.runtime.dispatcher import Dispatcher
@@ -53,6 +55,7 @@ from pulse.store.batches import BatchStore
 from pulse.store.errors import TRANSIENT_DB_ERRORS
 from pulse.store.ledger import DeliveryLedger
 from pulse.store.receipts import ReceiptStore
+from pulse.store.recipient_caps import RecipientCapStore
 from pulse.store.routes import RouteStore
 from pulse.store.webhook_secrets import WebhookSecretStore
 
@@ -173,10 +176,16 @@ def build_worker(
     breakers = Breakers(
         BreakerPolicy(settings.breaker_failures, settings.breaker_cooldown_s), metrics
     )
-    throttle = Throttle(ProviderBuckets(redis, keys), settings.provider_rates(), metrics)
+    limits = (
+        Throttle(ProviderBuckets(redis, keys), settings.provider_rates(), metrics),
+        RecipientCaps(
+            RecipientCapStore(pool), RecipientWindows(redis, keys), metrics,
+            settings.routes_refresh_s,
+        ),
+    )  # fmt: skip
     deliverers = {
         channel: _deliverer(
-            settings, channel, providers, breakers, delivery_config, acker, metrics, throttle
+            settings, channel, providers, breakers, delivery_config, acker, metrics, limits
         )
         for channel, providers in served.items()
     }
@@ -248,11 +257,11 @@ def _deliverer(
     delivery_config: DeliveryConfig,
     acker: Acker,
     metrics: Metrics,
-    throttle: Throttle,
+    limits: tuple[Throttle, RecipientCaps],
 ) -> Deliverer:
     return Deliverer(
         _spec_of(providers),
-        Failover(channel, providers, breakers, delivery_config.route, metrics, throttle),
+        Failover(channel, providers, breakers, delivery_config.route, metrics, *limits),
         acker,
         metrics,
         concurrency=settings.worker_concurrency,
