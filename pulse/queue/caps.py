@@ -9,12 +9,13 @@ from redis.asyncio import Redis
 
 from pulse.queue.keys import QueueKeys
 from pulse.queue.scripts import load_script
+from pulse.queue.ticks import TickBatcher
 
 
 class RecipientWindows:
     def __init__(self, redis: Redis, keys: QueueKeys) -> None:
         self._keys = keys
-        self._script = load_script(redis, "recipient_cap")
+        self._calls = TickBatcher(redis, load_script(redis, "recipient_cap"))
 
     async def take(
         self,
@@ -30,7 +31,5 @@ class RecipientWindows:
         digest = hashlib.sha256(recipient.encode()).hexdigest()[:32]
         key = self._keys.recipient_window(tenant_id, channel, digest)
         max_count, window_ms = cap
-        wait: int = await self._script(
-            keys=[key], args=[now_ms, window_ms, max_count, notification_id]
-        )
+        wait = await self._calls.call([key], [now_ms, window_ms, max_count, notification_id])
         return int(wait)

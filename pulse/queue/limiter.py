@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from pulse.core.limits import Rate
 from pulse.queue.keys import QueueKeys
 from pulse.queue.scripts import load_script
+from pulse.queue.ticks import TickBatcher
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +48,7 @@ class Admission:
 class RateLimiter:
     def __init__(self, redis: Redis, keys: QueueKeys) -> None:
         self._keys = keys
-        self._script = load_script(redis, "gcra")
+        self._calls = TickBatcher(redis, load_script(redis, "gcra"))  # a tick's in one trip
 
     async def admit(self, limits: Sequence[Limit], cost: int, now_ms: float) -> Admission:
         """Take ``cost`` units from every limit, or from none if any lacks them."""
@@ -55,7 +56,7 @@ class RateLimiter:
         args: list[float | int] = [now_ms, cost]
         for limit in limits:
             args += [limit.rate.interval_ms, limit.rate.burst]
-        answer = await self._script(keys=keys, args=args)
+        answer = await self._calls.call(keys, args)
         admitted, retry_after_ms, *rest = (int(value) for value in answer)
         states = tuple(
             LimitState(limit, rest[2 * i], rest[2 * i + 1]) for i, limit in enumerate(limits)
