@@ -11,6 +11,7 @@ from pulse.core.limits import LimitOverrides, Rate, effective, provider_rates, r
 from pulse.core.ports import Retry
 from pulse.http.limits import limit_headers
 from pulse.queue.limiter import Limit, LimitState
+from pulse.runtime.throttle import known_rates
 from pulse.runtime.work import RATE_LIMITED, Delivery, Done
 from tests.conftest import log_job
 
@@ -46,6 +47,13 @@ def test_provider_rates_are_read_from_one_setting() -> None:
             provider_rates(bad)
     settings = load_settings({"PULSE_RATE_LIMIT_PROVIDERS": "smtp=2/4"}, dotenv_path=None)
     assert settings.provider_rates() == {"smtp": Rate(2, 4)}
+
+
+def test_a_rate_for_a_provider_nobody_configured_stops_the_worker() -> None:
+    rates = provider_rates("smtp=5,relay9=1")
+    with pytest.raises(ConfigError, match="relay9"):
+        known_rates(rates, ["smtp", "log"])
+    assert known_rates({"smtp": Rate(5, 5)}, ["smtp"]) == {"smtp": Rate(5, 5)}
 
 
 def test_headers_follow_the_drafts_structured_field_syntax() -> None:

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
+from pulse.core.errors import ConfigError
 from pulse.core.limits import Rate
 from pulse.metrics import LabelledOnce, Metrics
 from pulse.queue.buckets import ProviderBuckets
@@ -24,6 +25,18 @@ from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 
 logger = logging.getLogger("pulse.runtime.throttle")
 PROVIDER_LIMIT = "provider"  # the limit label of a deferral for a provider's rate
+
+
+def known_rates(rates: Mapping[str, Rate], providers: Collection[str]) -> dict[str, Rate]:
+    """``rates``, each naming a provider this worker has: a misspelt name would otherwise
+    leave its provider unlimited without a word."""
+    unknown = sorted(set(rates) - set(providers))
+    if unknown:
+        raise ConfigError(
+            f"PULSE_RATE_LIMIT_PROVIDERS names {', '.join(unknown)}: no configured provider is"
+            f" called so (providers: {', '.join(sorted(providers))})"
+        )
+    return dict(rates)
 
 
 class Throttle:

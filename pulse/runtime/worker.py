@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from pulse.channels.registry import with_tenant_secrets
 from pulse.config import Settings
 from pulse.core.breaker import BreakerPolicy
+from pulse.core.limits import Rate
 from pulse.core.ports import Channel, ChannelSpec
 from pulse.core.priority import DeficitRoundRobin
 from pulse.core.retry import RetryPolicy
@@ -50,7 +51,7 @@ from pulse.runtime.leaser import Leaser
 from pulse.runtime.reclaimer import Reclaimer
 from pulse.runtime.reconciler import Reconciler, ReconcilerSettings
 from pulse.runtime.supervisor import Supervisor
-from pulse.runtime.throttle import Throttle
+from pulse.runtime.throttle import Throttle, known_rates
 from pulse.store.batches import BatchStore
 from pulse.store.errors import TRANSIENT_DB_ERRORS
 from pulse.store.ledger import DeliveryLedger
@@ -177,7 +178,7 @@ def build_worker(
         BreakerPolicy(settings.breaker_failures, settings.breaker_cooldown_s), metrics
     )
     limits = (
-        Throttle(ProviderBuckets(redis, keys), settings.provider_rates(), metrics),
+        Throttle(ProviderBuckets(redis, keys), _rates(settings, served), metrics),
         RecipientCaps(
             RecipientCapStore(pool), RecipientWindows(redis, keys), metrics,
             settings.routes_refresh_s,
@@ -211,6 +212,12 @@ def build_worker(
             Heartbeats(redis, keys), name, list(served), lambda: (leaser.held, acker.backlog)
         ),
     )
+
+
+def _rates(settings: Settings, served: Mapping[str, Mapping[str, Channel]]) -> dict[str, Rate]:
+    """Providers' rates, each naming a provider this worker has."""
+    names = {name for providers in served.values() for name in providers}
+    return known_rates(settings.provider_rates(), names)
 
 
 def _delivery_config(
