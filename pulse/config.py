@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from pulse.core.errors import ConfigError
+from pulse.core.limits import Rate, provider_rates
 from pulse.core.routes import PROVIDER_NAME
 
 ENV_PREFIX = "PULSE_"
@@ -262,6 +263,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     task_concurrency: PositiveInt = 64
     result_retention_s: PositiveFloat = 604_800.0
     result_sweep_interval_s: PositiveFloat = 60.0
+    # Ingress rate limits (notifications a second; a batch counts its items), the defaults of
+    # every tenant without its own (PUT /api/tenants/{id}/limits). 0 = off; a burst of 0 is one
+    # second's worth. Off by default: a deployment's capacity is its own to state.
+    rate_limit_per_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    rate_limit_burst: Annotated[int, msgspec.Meta(ge=0)] = 0
+    key_rate_limit_per_s: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    key_rate_limit_burst: Annotated[int, msgspec.Meta(ge=0)] = 0
+    limits_refresh_s: PositiveFloat = 5.0  # how long an API process trusts a tenant's limits
+    # Providers' own rates, shared by every worker: "smtp=5,relay2=20/40" (per second[/burst]).
+    # An attempt over a provider's rate is put off (not made, no attempt used), not failed.
+    rate_limit_providers: str = ""
     max_list_limit: PositiveInt = 500
 
     webhook_secret: str | None = None
@@ -315,6 +327,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         if any(value < 1 for value in values):
             raise ConfigError(f"PULSE_PRIORITY_WEIGHTS={self.priority_weights!r}: use positives")
         return values
+
+    def provider_rates(self) -> dict[str, Rate]:
+        """Each rate-limited provider account's rate (validated: names and positive rates)."""
+        return provider_rates(self.rate_limit_providers)
 
     def secret_values(self) -> list[str]:
         """The configured secrets themselves, to scrub from anything Pulse stores or logs."""

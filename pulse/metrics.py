@@ -63,6 +63,7 @@ class Metrics:
         self._flow()
         self._latency()
         self._providers()
+        self._limits()
         self.http_seconds = Histogram(
             "pulse_http_request_duration_seconds",
             "HTTP request latency by route and status.",
@@ -157,6 +158,30 @@ class Metrics:
             "pulse_provider_circuit_opened_total",
             "Times a provider's circuit breaker opened.",
             ["provider"],
+        )
+
+    def _limits(self) -> None:
+        """Every limit decision, by the limit that made it (never by tenant)."""
+        self.rate_limited = self._counter(
+            "pulse_rate_limited_total",
+            "Requests refused (429) by an ingress limit: tenant or key.",
+            ["limit"],
+        )
+        self.limiter_unavailable = self._counter(
+            "pulse_rate_limiter_unavailable_total",
+            "Requests let through unlimited because Redis could not be asked (fail-open).",
+            [],
+        )
+        self.deferred = self._counter(
+            "pulse_deliveries_deferred_total",
+            "Attempts put off, not made, by a limit (provider: a provider's rate; recipient: a"
+            " recipient's cap, provider '-').",
+            ["limit", "provider"],
+        )
+        self.skipped = self._counter(
+            "pulse_notifications_skipped_total",
+            "Notifications ended skipped by a limit (recipient: a recipient's cap).",
+            ["limit", "channel"],
         )
 
     def count_accepted(self, items: Iterable[tuple[str, int]]) -> None:

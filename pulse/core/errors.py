@@ -46,3 +46,14 @@ class Unavailable(PulseError):
         super().__init__(detail)
         self.detail = detail
         self.retry_after_s = retry_after_s
+
+
+class RateLimited(PulseError):
+    """Over a rate limit: nothing was accepted; retry after ``retry_after_s`` (429), with the
+    limits' state in ``headers``."""
+
+    def __init__(self, detail: str, retry_after_s: int, headers: dict[str, str]) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.retry_after_s = retry_after_s
+        self.headers = headers

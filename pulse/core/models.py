@@ -22,7 +22,8 @@ class Status(enum.StrEnum):
       by the acker when a fallback step takes over (with fresh attempts).
     - ``delivering``: claimed by a worker's fetcher just before its channel is called.
     - ``retrying``: the channel failed temporarily; the entry stays pending for another attempt.
-    - ``delivered`` / ``failed`` / ``cancelled``: terminal; nothing moves them out.
+    - ``skipped``: the acker, when the recipient's cap (``skip``) held it back: nothing sent.
+    - ``delivered`` / ``failed`` / ``cancelled`` / ``skipped``: terminal; nothing moves them out.
     """
 
     SCHEDULED = "scheduled"
@@ -32,6 +33,7 @@ class Status(enum.StrEnum):
     DELIVERED = "delivered"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    SKIPPED = "skipped"
 
 
 RECEIPT_CHANNEL = "receipt"  # the internal channel delivery receipts travel on

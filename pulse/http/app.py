@@ -24,12 +24,14 @@ from pulse.http import (
     dead_letters,
     health,
     jobs,
+    limits,
     notification_queries,
     notifications,
     openapi,
     provider_callbacks,
     provider_routes,
     receipts,
+    recipient_caps,
     schedules,
     webhook_secrets,
 )
@@ -87,6 +89,8 @@ ROUTE_TABLES = (
     receipts.routes,
     webhook_secrets.routes,
     schedules.routes,
+    limits.routes,
+    recipient_caps.routes,
 )
 IDEMPOTENCY_PURGE_INTERVAL_S = 60.0
 
@@ -113,6 +117,7 @@ def create_app(
     app[METRICS].collect_queue_state()  # the API process alone exports the queue's state
     app.cleanup_ctx.append(_backends)
     app.cleanup_ctx.append(key_cache)
+    app.cleanup_ctx.append(limits.rate_limits)
     for table in ROUTE_TABLES:
         app.add_routes(with_expect(table))
     app.add_routes(with_expect([web.static("/docs/assets", openapi.swagger_assets())]))

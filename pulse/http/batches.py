@@ -20,6 +20,7 @@ from pulse.core.ports import ChannelSpec
 from pulse.http.auth import require
 from pulse.http.body import read_json
 from pulse.http.idempotency import idempotency_key, render
+from pulse.http.limits import admit
 from pulse.http.problems import json_pointer, problem
 from pulse.http.state import ACCEPT, SETTINGS, SPECS, TENANT_ID
 from pulse.http.validation import CheckedNotification, Metadata, check_item, depth
@@ -65,8 +66,12 @@ async def create_batch(request: web.Request) -> web.Response:
         )
         return problem(status, detail, instance=request.path, errors=errors)
     key = idempotency_key(request, batch)
+    where = "$.items" if batch.items is not None else "$.recipients"
+    limited = await admit(request, len(valid), where)
     accept = request.app[ACCEPT]
-    return render(await accept.batch(valid, results, str(uuid7()), request[TENANT_ID], key))
+    answer = render(await accept.batch(valid, results, str(uuid7()), request[TENANT_ID], key))
+    answer.headers.update(limited)
+    return answer
 
 
 def _items(batch: BatchRequest, limit: int) -> list[Any]:

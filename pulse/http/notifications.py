@@ -14,6 +14,7 @@ from pulse.core.models import Job, JobKind
 from pulse.http.auth import require
 from pulse.http.body import read_body
 from pulse.http.idempotency import idempotency_key, render
+from pulse.http.limits import admit
 from pulse.http.state import ACCEPT, NOTIFICATIONS, SETTINGS, SPECS, TENANT_ID
 from pulse.http.validation import CheckedNotification, decode_request
 
@@ -31,7 +32,10 @@ async def create_notification(request: web.Request) -> web.StreamResponse:
     checked = decode_request(await read_body(request), request.app[SPECS], max_depth)
     key = idempotency_key(request, checked.request)
     metadata = checked.request.metadata
-    return render(await request.app[ACCEPT].notification(_job(request, checked), metadata, key))
+    limited = await admit(request, 1)
+    answer = render(await request.app[ACCEPT].notification(_job(request, checked), metadata, key))
+    answer.headers.update(limited)
+    return answer
 
 
 @routes.get("/api/notifications/{id}")

@@ -21,6 +21,7 @@ from pulse.core.errors import (
     NotConfigured,
     NotFound,
     PulseError,
+    RateLimited,
     Unavailable,
 )
 from pulse.http.body import ClientGone
@@ -46,6 +47,7 @@ _TITLES = {
     415: "Unsupported media type",
     417: "Expectation failed",
     422: "Validation failed",
+    429: "Too many requests",
     500: "Internal server error",
     501: "Not configured",
     503: "Service unavailable",
@@ -61,6 +63,7 @@ _SLUGS = {
     415: "unsupported-media-type",
     417: "expectation-failed",
     422: "validation-failed",
+    429: "rate-limited",
     500: "internal-error",
     501: "not-configured",
     503: "unavailable",
@@ -164,6 +167,9 @@ def deliberate(exc: PulseError, path: str) -> web.Response:
         return unavailable(exc.detail, path, exc.retry_after_s)
     if isinstance(exc, KeyBusy):
         return unavailable_key(str(exc), path)
+    if isinstance(exc, RateLimited):
+        headers = exc.headers | {"Retry-After": str(exc.retry_after_s)}
+        return problem(429, exc.detail, instance=path, headers=headers)
     status = {Forbidden: 403, NotFound: 404, NotConfigured: 501, KeyReused: 422}.get(type(exc), 400)
     return problem(status, str(exc) or _TITLES[status], instance=path)
 

@@ -24,13 +24,13 @@ from pulse.http.state import RECEIPTS, SETTINGS, SPECS, TENANT_ID
 from pulse.store.receipts import ReceiptEndpoint
 
 routes = web.RouteTableDef()
-Event = Literal["delivered", "failed"]
+Event = Literal["delivered", "failed", "skipped"]
 NO_ENDPOINT = "no receipt endpoint is set"
 
 
 class ReceiptRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     url: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
-    events: Annotated[list[Event], msgspec.Meta(min_length=1, max_length=2)] = msgspec.field(
+    events: Annotated[list[Event], msgspec.Meta(min_length=1, max_length=3)] = msgspec.field(
         default_factory=lambda: ["delivered", "failed"]
     )
 

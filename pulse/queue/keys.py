@@ -72,6 +72,19 @@ class QueueKeys:
     def lock(self, name: str) -> str:
         return f"{self.tag}:lock:{name}"
 
+    def rate_limit(self, scope: str, ident: str) -> str:
+        """One ingress limit's state (gcra.lua): ``scope`` tenant or key, ``ident`` its id."""
+        return f"{self.tag}:limit:{scope}:{ident}"
+
+    def provider_bucket(self, provider: str) -> str:
+        """A provider account's token bucket (throttle.lua), shared by every worker."""
+        return f"{self.tag}:bucket:{provider}"
+
+    def recipient_window(self, tenant_id: str, channel: str, recipient_digest: str) -> str:
+        """Deliveries counted against one recipient's cap (recipient_cap.lua); the recipient
+        appears only as a digest."""
+        return f"{self.tag}:cap:{tenant_id}:{channel}:{recipient_digest}"
+
     def all_keys(self) -> list[str]:
         streams = self.streams() + self.task_streams()
         schedules = [self.retry_schedule(s) for s in streams]

@@ -40,11 +40,11 @@ class Clearable(Protocol):
 class Revocations:
     def __init__(
         self, redis: Redis, subscriber: Redis, keys: QueueKeys,
-        confirm_timeout_s: float = CONFIRM_TIMEOUT_S,
+        confirm_timeout_s: float = CONFIRM_TIMEOUT_S, channel: str = "key-revocations",
     ) -> None:  # fmt: skip
         self._redis = redis  # publishes and confirms
         self._subscriber = subscriber  # no socket timeout: its connection waits for messages
-        self._channel = f"{keys.tag}:key-revocations"
+        self._channel = f"{keys.tag}:{channel}"  # another channel: other caches (tenant limits)
         self._confirm_timeout_s = confirm_timeout_s
         self._pubsub: PubSub | None = None
         self._connects = 0  # connections the subscription has had

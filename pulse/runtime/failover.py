@@ -27,7 +27,9 @@ from pulse.core.breaker import BreakerPolicy, CircuitBreaker
 from pulse.core.ports import Channel, Delivered, Envelope, Failed, Outcome, Retry
 from pulse.core.timeutil import utcnow
 from pulse.metrics import LabelledOnce, Metrics
-from pulse.runtime.work import CIRCUIT_OPEN, OUTCOME_NAMES, Try
+from pulse.runtime.caps import RecipientCaps
+from pulse.runtime.throttle import Throttle
+from pulse.runtime.work import CIRCUIT_OPEN, OUTCOME_NAMES, RATE_LIMITED, Try
 
 logger = logging.getLogger("pulse.runtime.failover")
 LEVELS = {Delivered: logging.DEBUG, Retry: logging.INFO, Failed: logging.WARNING}
@@ -89,8 +91,12 @@ class Failover:
         breakers: Breakers,
         route: Callable[[str, str], list[str]],
         metrics: Metrics,
+        throttle: Throttle | None = None,
+        caps: RecipientCaps | None = None,
     ) -> None:
         self._channel = channel
+        self._throttle = throttle
+        self._caps = caps
         self._providers = providers
         self._breakers = breakers
         self._route = route
@@ -105,21 +111,53 @@ class Failover:
         return names or list(self._providers)[:1]
 
     async def send(self, envelope: Envelope) -> list[Try]:
-        """Every call this attempt made, in order; the last one's outcome decides."""
+        """Every call this attempt made, in order; the last one's outcome decides. A recipient
+        over its cap is not sent to at all (runtime/caps.py)."""
+        if self._caps is not None and (capped := await self._caps.check(self._channel, envelope)):
+            return [capped]
+        return await self._down_the_route(envelope)
+
+    async def _down_the_route(self, envelope: Envelope) -> list[Try]:
         tries: list[Try] = []
         skipped: list[str] = []
+        waits: dict[str, float] = {}  # providers over their rate -> seconds to their next slot
         for name in self.route_of(envelope.tenant_id):
             if not self._breakers.admit(name):
                 skipped.append(name)
+                continue
+            if wait := await self._over_rate(name):
+                waits[name] = wait
                 continue
             done = await self._call(name, envelope)
             tries.append(done)
             if not isinstance(done.outcome, Retry):
                 return tries
+        if not tries and waits:
+            return [self._over_rates(envelope, waits)]
         if not tries:
             logger.info("%s: every provider is paused: %s", envelope.notification_id, skipped)
             return [self._all_open(skipped)]
         return tries
+
+    async def _over_rate(self, name: str) -> float:
+        """Seconds until ``name`` may be called, 0 when now (its breaker already admitted the
+        call: given back, a skipped call says nothing of the provider)."""
+        wait = 0.0 if self._throttle is None else await self._throttle.wait_s(name)
+        if wait:
+            self._breakers.of(name).released()
+        return wait
+
+    def _over_rates(self, envelope: Envelope, waits: dict[str, float]) -> Try:
+        """No provider may be called: put off until the soonest slot (no attempt made)."""
+        assert self._throttle is not None
+        name, wait = min(waits.items(), key=lambda item: item[1])
+        rate = self._throttle.rate_of(name)
+        self._throttle.deferred(name)
+        limit = "" if rate is None else f" ({rate.per_s:g}/s, burst {rate.burst})"
+        error = f"waiting {wait:.3f} s for provider {name}'s rate limit{limit}"
+        logger.info("%s: %s", envelope.notification_id, error)
+        outcome = Retry(error=error, after_s=wait, error_class=RATE_LIMITED, provider_fault=False)
+        return Try(None, outcome, utcnow(), 0.0)
 
     async def _call(self, name: str, envelope: Envelope) -> Try:
         """One provider call in its span, logged with its outcome."""

@@ -66,7 +66,10 @@ def _transition(
 
 def _decide(done: Done, policy: RetryPolicy, rng: random.Random) -> Decision:
     """An attempt that called no provider (every breaker open) was not made: it is decided as
-    if the attempts made so far were all, so it never uses up ``max_attempts``."""
+    if the attempts made so far were all, so it never uses up ``max_attempts``. A skipped one
+    (its recipient's cap) is over: acknowledged, not dead-lettered."""
+    if done.skipped:
+        return Ack()
     attempt = done.delivery.attempt if done.made else done.delivery.attempt - 1
     return decide(done.outcome, attempt, done.delivery.job.max_attempts, policy, rng)
 
@@ -76,6 +79,7 @@ def _outcome_row(
 ) -> OutcomeRow:
     outcome, job = done.outcome, done.delivery.job
     status = {Ack: Status.DELIVERED, RetryIn: Status.RETRYING}.get(type(decision), Status.FAILED)
+    status = Status.SKIPPED if done.skipped else status
     error = decision.reason if isinstance(decision, DeadLetter) else _error(done)
     if following is not None:
         status, error = Status.QUEUED, f"fallback {job.channel} -> {following.channel}: {error}"

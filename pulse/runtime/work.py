@@ -25,7 +25,13 @@ OUTCOME_NAMES = {Delivered: "delivered", Retry: "retry", Failed: "failed"}
 CIRCUIT_OPEN = "CircuitOpen"  # the error class of an attempt refused by open breakers
 NOT_SERVED = "TaskNotServed"  # a task this worker does not have: handed back, no attempt used
 NOT_STARTED = "TaskNotStarted"  # a task whose start could not be recorded: not run, no attempt
-NOT_MADE = frozenset({CIRCUIT_OPEN, NOT_SERVED, NOT_STARTED})
+
+RATE_LIMITED = "RateLimited"  # ... and of one put off by providers' rates (runtime/throttle.py)
+RECIPIENT_CAPPED = "RecipientCapped"  # ... put off by its recipient's cap (runtime/caps.py)
+CAP_SKIPPED = "RecipientCapSkipped"  # the error class of a notification skipped by a cap
+NOT_MADE = frozenset(
+    {CIRCUIT_OPEN, NOT_SERVED, NOT_STARTED, RATE_LIMITED, RECIPIENT_CAPPED, CAP_SKIPPED}
+)
 
 
 class Lane(Protocol):
@@ -109,15 +115,22 @@ class Done:
 
     @property
     def made(self) -> bool:
-        """Was this attempt made? Only one that every open breaker of its route refused, before
-        any provider was called, was not: its retry does not count against ``max_attempts``.
+        """Was this attempt made? Only one that every open breaker (or provider rate) of its
+        route refused, before any provider was called, was not: its retry does not count
+        against ``max_attempts``.
         One decided without a call for its own reasons (a bad payload) was made and counts."""
         return not all(
             call.provider is None
-            and isinstance(call.outcome, Retry)
+            and not isinstance(call.outcome, Delivered)
             and call.outcome.error_class in NOT_MADE
             for call in self.tries
         )
+
+    @property
+    def skipped(self) -> bool:
+        """Ended by its recipient's cap (``skip``): neither delivered nor failed."""
+        outcome = self.outcome
+        return isinstance(outcome, Failed) and outcome.error_class == CAP_SKIPPED
 
     @classmethod
     def of(cls, delivery: Delivery, tries: list[Try]) -> Done:

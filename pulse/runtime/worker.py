@@ -22,11 +22,14 @@ from redis.asyncio import Redis
 from pulse.channels.registry import with_tenant_secrets
 from pulse.config import Settings
 from pulse.core.breaker import BreakerPolicy
+from pulse.core.limits import Rate
 from pulse.core.ports import Channel, ChannelSpec
 from pulse.core.priority import DeficitRoundRobin
 from pulse.core.retry import RetryPolicy
 from pulse.core.routes import RouteBook, configured_routes
 from pulse.metrics import Metrics
+from pulse.queue.buckets import ProviderBuckets
+from pulse.queue.caps import RecipientWindows
 from pulse.queue.consumer import Consumer
 from pulse.queue.heartbeat import Heartbeats
 from pulse.queue.index import JobIndex
@@ -37,6 +40,7 @@ from pulse.queue.pending import PendingEntries
 from pulse.queue.publisher import Publisher
 from pulse.queue.transitions import Transitions
 from pulse.runtime.acker import Acker
+from pulse.runtime.caps import RecipientCaps
 from pulse.runtime.cron import CronScheduler, build_cron
 from pulse.runtime.deliverer import Deliverer
 from pulse.runtime.delivery_config import DeliveryConfig
@@ -50,11 +54,13 @@ from pulse.runtime.reclaimer import Reclaimer
 from pulse.runtime.reconciler import Reconciler, ReconcilerSettings
 from pulse.runtime.supervisor import Supervisor
 from pulse.runtime.task_host import TaskHost
+from pulse.runtime.throttle import Throttle, known_rates
 from pulse.runtime.work import Lane
 from pulse.store.batches import BatchStore
 from pulse.store.errors import TRANSIENT_DB_ERRORS
 from pulse.store.ledger import DeliveryLedger
 from pulse.store.receipts import ReceiptStore
+from pulse.store.recipient_caps import RecipientCapStore
 from pulse.store.routes import RouteStore
 from pulse.store.task_results import TaskResults
 from pulse.store.webhook_secrets import WebhookSecretStore
@@ -212,8 +218,17 @@ def build_worker(
     breakers = Breakers(
         BreakerPolicy(settings.breaker_failures, settings.breaker_cooldown_s), metrics
     )
+    limits = (
+        Throttle(ProviderBuckets(redis, keys), _rates(settings, served), metrics),
+        RecipientCaps(
+            RecipientCapStore(pool), RecipientWindows(redis, keys), metrics,
+            settings.routes_refresh_s,
+        ),
+    )  # fmt: skip
     deliverers: dict[str, Lane] = {
-        channel: _deliverer(settings, channel, providers, breakers, delivery_config, acker, metrics)
+        channel: _deliverer(
+            settings, channel, providers, breakers, delivery_config, acker, metrics, limits
+        )
         for channel, providers in served.items()
     }
     host = None
@@ -257,6 +272,12 @@ def build_worker(
         task_fetcher=task_fetcher,
         serve_channels=serve_channels,
     )
+
+
+def _rates(settings: Settings, served: Mapping[str, Mapping[str, Channel]]) -> dict[str, Rate]:
+    """Providers' rates, each naming a provider this worker has."""
+    names = {name for providers in served.values() for name in providers}
+    return known_rates(settings.provider_rates(), names)
 
 
 def _delivery_config(
@@ -303,10 +324,11 @@ def _deliverer(
     delivery_config: DeliveryConfig,
     acker: Acker,
     metrics: Metrics,
+    limits: tuple[Throttle, RecipientCaps],
 ) -> Deliverer:
     return Deliverer(
         _spec_of(providers),
-        Failover(channel, providers, breakers, delivery_config.route, metrics),
+        Failover(channel, providers, breakers, delivery_config.route, metrics, *limits),
         acker,
         metrics,
         concurrency=settings.worker_concurrency,

@@ -38,7 +38,7 @@ SELECT id::text AS id, true AS claimed FROM c
 UNION ALL
 SELECT id::text, false FROM notifications n
  WHERE n.id = ANY($1::uuid[])
-   AND (n.status IN ('delivered', 'failed', 'cancelled')
+   AND (n.status IN ('delivered', 'failed', 'cancelled', 'skipped')
         OR n.step <> coalesce(($4::jsonb ->> n.id::text)::int, 0))
 """
 
@@ -107,10 +107,10 @@ WITH o AS (
                                      ELSE u.fallback -> (u.step - 1) ->> 'recipient' END,
                    'provider', u.provider, 'step', u.step, 'attempts', u.attempts,
                    'error', u.error, 'metadata', u.metadata, 'created_at', u.created_at,
-                   'finished_at', coalesce(u.delivered_at, u.failed_at))),
+                   'finished_at', coalesce(u.delivered_at, u.failed_at, now()))),
            u.priority, 'queued', $22, u.id
       FROM u JOIN receipt_endpoints e ON e.tenant_id = u.tenant_id AND u.status = ANY(e.events)
-     WHERE u.receipt_for IS NULL AND u.status IN ('delivered', 'failed')
+     WHERE u.receipt_for IS NULL AND u.status IN ('delivered', 'failed', 'skipped')
        AND u.channel NOT LIKE 'task:%'  -- tasks are followed on /api/jobs, not receipts
     RETURNING *
 ), ra AS (
@@ -223,7 +223,7 @@ _OUTCOME_FIELDS = (
     "notification_id", "status", "error", "error_class", "dead", "stream", "entry_id",
     "provider", "next_step",
 )  # fmt: skip
-FINAL = frozenset({Status.DELIVERED, Status.FAILED})  # the ends a receipt reports
+FINAL = frozenset({Status.DELIVERED, Status.FAILED, Status.SKIPPED})  # the ends receipts report
 _ATTEMPT_FIELDS = (
     "notification_id", "number", "channel", "provider", "started_at", "duration_ms", "outcome",
     "error_class", "error", "response",
