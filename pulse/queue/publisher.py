@@ -44,6 +44,8 @@ class Publisher:
         if futures and not self._waiting:  # the first of this tick sends them all
             loop.call_soon(self._flush_waiting)
         self._waiting.extend(zip(jobs, messages, futures, strict=True))
+        if len(futures) == 1:  # one accept's job: no gathering future to build
+            return [await futures[0]]
         results = await asyncio.gather(*futures, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
