@@ -226,8 +226,11 @@ class AcceptService:
     ) -> Answer:
         """Commit and stream one notification (``job.kind`` is a notification)."""
         check_streamable(job)
-        attributes: dict[str, tracing.Value] = {"pulse.notification.id": job.id}
-        with _accept_span(job.tenant_id, attributes | {"pulse.channel": job.channel}) as span:
+        attributes: dict[str, tracing.Value] = {
+            "pulse.notification.id": job.id,
+            "pulse.channel": job.channel,
+        }
+        with _accept_span(job.tenant_id, attributes) as span:
             job = msgspec.structs.replace(job, origin=_origin(span))
             commit = _Notification(self._notifications, job, metadata)
             answer = await self._group.commit(commit, key)
