@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 
 from pulse.channels.registry import channel_specs
 from pulse.config import Settings
+from pulse.core.errors import Unavailable
 from pulse.core.ids import uuid7
 from pulse.core.models import Job, JobKind
 from pulse.http.app import create_app
@@ -168,3 +169,19 @@ async def test_postgresql_stopping_mid_group_fails_every_row_and_writes_none(
     assert all(isinstance(o, Answer) and not o.replayed for o in again), again
     assert await count_for(pool, tenant) == MANY
     assert await count_for(pool, tenant, "idempotency_keys") == MANY // 2
+
+
+async def test_redis_down_withdraws_a_groups_unkeyed_rows_and_keeps_its_keyed_ones(
+    settings: Settings, pool: asyncpg.Pool, tenant: NewTenant
+) -> None:
+    down = msgspec.structs.replace(settings, redis_url="redis://127.0.0.1:1/0")
+    requests = [(job_for(tenant), None if i % 2 else key(f"r-{i}")) for i in range(MANY)]
+    # Given Redis is unreachable, when a group is committed
+    async with accept_service(down) as service:
+        outcomes = await all_at_once(service, requests)
+
+    # Then every request is refused as an outage (503), and only the keyed commits stay, for
+    # the reconciler to stream (a retry with the key is answered by them)
+    assert all(isinstance(o, Unavailable) for o in outcomes), outcomes
+    kept = await pool.fetch("SELECT id FROM notifications WHERE tenant_id = $1", tenant.tenant_id)
+    assert {str(row["id"]) for row in kept} == {job.id for job, k in requests if k is not None}

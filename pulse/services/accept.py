@@ -219,7 +219,9 @@ class AcceptService:
         self._keys = keys
         self._publisher = publisher
         self._metrics = metrics
-        self._group: GroupCommit[_Notification] = GroupCommit(notifications, keys, self._commit)
+        self._group: GroupCommit[_Notification] = GroupCommit(
+            notifications, keys, self._commit, self._stream_group
+        )
 
     async def notification(
         self, job: Job, metadata: dict[str, str] | None, key: IdempotencyKey | None
@@ -234,8 +236,6 @@ class AcceptService:
             job = msgspec.structs.replace(job, origin=_origin(span))
             commit = _Notification(self._notifications, job, metadata)
             answer = await self._group.commit(commit, key)
-            if not answer.replayed:
-                await self._stream(commit, withdraw=key is None)
             span.set("pulse.outcome", "replayed" if answer.replayed else "accepted")
             logger.debug("%s %s (%s)", _verb(answer), job.id, job.channel)
         if not answer.replayed:
@@ -292,27 +292,43 @@ class AcceptService:
         return answer
 
     async def _stream(self, commit: _Commit, *, withdraw: bool) -> None:
-        """Stream the committed job. If Redis is down and nobody can have seen this commit,
-        take it back (503: the client's retry is the only copy); should the take-back fail
-        too, the reconciler streams the commit later: never lost, at worst sent twice."""
-        job = commit.job
+        """Stream the committed job (see ``_unstreamed`` when Redis is down)."""
         try:
-            await self._publisher.publish([job])
+            await self._publisher.publish([commit.job])
         except TRANSIENT_REDIS_ERRORS as exc:
-            if not withdraw:
-                logger.warning(
-                    "Redis unreachable for %s (%s); kept for the reconciler", job.id, exc
-                )
-                raise Unavailable(
-                    "the queue is unreachable; the request is recorded and will be queued when"
-                    " it is back (a retry with the same Idempotency-Key answers 202)"
-                ) from None
-            logger.warning("Redis unreachable for %s (%s); withdrawing it", job.id, exc)
-            try:
-                await commit.withdraw()
-            except TRANSIENT_DB_ERRORS:
-                logger.error("could not withdraw %s; the reconciler will enqueue it", job.id)
-            raise Unavailable("the queue is unreachable; nothing was accepted") from None
+            raise await self._unstreamed(commit, withdraw, exc) from None
+
+    async def _stream_group(
+        self, commits: list[tuple[_Notification, bool]]
+    ) -> list[BaseException | None]:
+        """Stream a group's committed jobs in one round trip; each one's error (None: done)."""
+        results = await self._publisher.publish_each([commit.job for commit, _ in commits])
+        errors: list[BaseException | None] = []
+        for (commit, withdraw), result in zip(commits, results, strict=True):
+            if isinstance(result, TRANSIENT_REDIS_ERRORS):
+                errors.append(await self._unstreamed(commit, withdraw, result))
+            else:
+                errors.append(result if isinstance(result, BaseException) else None)
+        return errors
+
+    async def _unstreamed(self, commit: _Commit, withdraw: bool, exc: BaseException) -> Unavailable:
+        """Redis is down. If nobody can have seen this commit, take it back (503: the client's
+        retry is the only copy); should the take-back fail too, the reconciler streams the
+        commit later: never lost, at worst sent twice. A keyed commit stays (a twin may have
+        been answered with it): 503, and the reconciler streams it."""
+        job = commit.job
+        if not withdraw:
+            logger.warning("Redis unreachable for %s (%s); kept for the reconciler", job.id, exc)
+            return Unavailable(
+                "the queue is unreachable; the request is recorded and will be queued when"
+                " it is back (a retry with the same Idempotency-Key answers 202)"
+            )
+        logger.warning("Redis unreachable for %s (%s); withdrawing it", job.id, exc)
+        try:
+            await commit.withdraw()
+        except TRANSIENT_DB_ERRORS:
+            logger.error("could not withdraw %s; the reconciler will enqueue it", job.id)
+        return Unavailable("the queue is unreachable; nothing was accepted")
 
 
 def _accept_span(

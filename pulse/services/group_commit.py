@@ -52,6 +52,7 @@ class Row(Protocol):
 
 
 R = TypeVar("R", bound=Row)
+Stream = Callable[[list[tuple[R, bool]]], Awaitable[list[BaseException | None]]]
 Outcome = Answer | BaseException
 Claim = tuple[str, str, bytes]  # tenant, key, fingerprint
 STILL_BUSY = "a request with this Idempotency-Key is still being processed"
@@ -71,18 +72,23 @@ class GroupCommit(Generic[R]):
         notifications: NotificationStore,
         keys: IdempotencyStore,
         alone: Callable[[R, IdempotencyKey | None], Awaitable[Answer]],
+        stream: Stream[R],
     ) -> None:
-        """``alone`` commits one row by itself: the way back when a group is refused."""
+        """``alone`` commits one row by itself: the way back when a group is refused.
+        ``stream`` appends the committed rows' jobs, each row with ``withdraw`` (it has no
+        key), and gives each row's error (None: streamed)."""
         self._notifications = notifications
         self._keys = keys
         self._alone = alone
+        self._stream = stream
         self._waiting: list[_Waiting[R]] = []
         self._in_flight = 0
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def commit(self, item: R, key: IdempotencyKey | None) -> Answer:
-        """Commit ``item`` with the others of this tick; its answer once its row is durable."""
+        """Commit and stream ``item`` with the others of this tick; its answer once its row is
+        durable and its job streamed (a replay: at once, nothing streamed again)."""
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Waiting(item, key, future))
         self._schedule()
@@ -110,28 +116,41 @@ class GroupCommit(Generic[R]):
 
     async def _write(self, group: list[_Waiting[R]]) -> None:
         try:
-            outcomes = await self._group(group)
+            outcomes = await self._streamed(group, await self._outcomes(group))
         except asyncio.CancelledError:  # shutting down: nobody will be answered
             for waiting in group:
                 waiting.future.cancel()
             raise
-        except TRANSIENT_DB_ERRORS as exc:  # one transaction: nothing of the group is written
-            outcomes = [exc] * len(group)
-        except Exception as exc:  # refused as a whole: find the row at fault, alone
-            if len(group) > 1:
-                logger.info("group of %d refused (%r): row by row", len(group), exc)
-                await asyncio.gather(*(self._one(waiting) for waiting in group))
-                return
-            outcomes = [exc]
         for waiting, outcome in zip(group, outcomes, strict=True):
             _settle(waiting.future, outcome)
 
-    async def _one(self, waiting: _Waiting[R]) -> None:
+    async def _outcomes(self, group: list[_Waiting[R]]) -> list[Outcome]:
         try:
-            outcome: Outcome = await self._alone(waiting.item, waiting.key)
+            return await self._group(group)
+        except TRANSIENT_DB_ERRORS as exc:  # one transaction: nothing of the group is written
+            return [exc] * len(group)
+        except Exception as exc:  # refused as a whole: find the row at fault, alone
+            if len(group) == 1:
+                return [exc]
+            logger.info("group of %d refused (%r): row by row", len(group), exc)
+            return list(await asyncio.gather(*(self._one(waiting) for waiting in group)))
+
+    async def _one(self, waiting: _Waiting[R]) -> Outcome:
+        try:
+            return await self._alone(waiting.item, waiting.key)
         except Exception as exc:
-            outcome = exc
-        _settle(waiting.future, outcome)
+            return exc
+
+    async def _streamed(self, group: list[_Waiting[R]], outcomes: list[Outcome]) -> list[Outcome]:
+        """Stream the rows committed now (not the replays), all in the same round trip; a row
+        that could not be streamed is answered with its error instead."""
+        fresh = [i for i, outcome in enumerate(outcomes) if _committed_now(outcome)]
+        if fresh:
+            items = [(group[i].item, group[i].key is None) for i in fresh]
+            for i, error in zip(fresh, await self._stream(items), strict=True):
+                if error is not None:
+                    outcomes[i] = error
+        return outcomes
 
     async def _group(self, group: list[_Waiting[R]]) -> list[Outcome]:
         decided, claims = _claims(group)
@@ -211,6 +230,10 @@ def _answer(
         key.value, key.fingerprint, answer.status, answer.body, answer.location, retention_s
     )
     return answer, remembered
+
+
+def _committed_now(outcome: Outcome) -> bool:
+    return isinstance(outcome, Answer) and not outcome.replayed
 
 
 def _settle(future: asyncio.Future[Answer], outcome: Outcome) -> None:
