@@ -96,7 +96,9 @@ async def test_n_processes_answer_a_killed_one_is_replaced_and_sigterm_stops_all
     victim = min(first)
     os.kill(victim, signal.SIGKILL)
 
-    # Then the port keeps answering and a new process takes the victim's place
+    # Then once it is gone (connections queued on its socket go with it: SO_REUSEPORT), the
+    # port keeps answering and a new process takes its place
+    await until("the victim reaped", lambda: victim not in children_of(supervisor.pid))
     assert await accepted(base, tenant, 5) == [202] * 5
     await until(
         "a replacement",
