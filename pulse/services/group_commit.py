@@ -121,6 +121,8 @@ class GroupCommit(Generic[R]):
             for waiting in group:
                 waiting.future.cancel()
             raise
+        except Exception as exc:  # a fault below the stores' own: answered (500), none hangs
+            outcomes = [exc] * len(group)
         for waiting, outcome in zip(group, outcomes, strict=True):
             _settle(waiting.future, outcome)
 
