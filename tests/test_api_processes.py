@@ -4,6 +4,7 @@ stopped by one SIGTERM to the supervisor."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -118,3 +119,29 @@ async def test_n_processes_answer_a_killed_one_is_replaced_and_sigterm_stops_all
 
 def running() -> set[int]:
     return {int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()}
+
+
+async def test_children_stop_when_the_supervisor_is_killed(
+    supervised: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    _, supervisor = supervised
+    await until("two API processes", lambda: len(children_of(supervisor.pid)) == PROCESSES)
+    children = children_of(supervisor.pid)
+
+    # When the supervisor is killed outright (no stop to pass on)
+    supervisor.kill()
+    await asyncio.to_thread(supervisor.wait, 60)
+
+    # Then its API processes stop too instead of serving on, orphaned
+    await until("the orphans stopped", lambda: not (children & alive()))
+
+
+def alive() -> set[int]:
+    """Running processes (a zombie, exited but not yet reaped, is not running)."""
+    found = set()
+    for pid in running():
+        with contextlib.suppress(OSError):
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            if state != "Z":
+                found.add(pid)
+    return found

@@ -10,11 +10,14 @@ no socket is passed around. The supervisor only starts, replaces and stops them:
   stop at once) and the supervisor exits once all are gone: 0 when each exited cleanly.
 
 The children run in a process group of their own, so a Ctrl-C reaches them once, through the
-supervisor, not twice (which they would take for "stop at once").
+supervisor, not twice (which they would take for "stop at once"); should the supervisor be
+killed outright, each child gets SIGTERM from the kernel (Linux) and stops gracefully.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
 import os
 import signal
@@ -25,6 +28,7 @@ from collections.abc import Sequence
 
 logger = logging.getLogger("pulse.cli.prefork")
 RESTART_DELAY_S = 1.0
+PR_SET_PDEATHSIG = 1  # prctl(2)
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 WATCHED = STOP_SIGNALS | {signal.SIGCHLD}
 
@@ -91,15 +95,23 @@ class Supervisor:
             self._due[slot] = time.monotonic() + delay
 
     def _start(self, slot: int) -> None:
-        child = subprocess.Popen(self._command, process_group=0, preexec_fn=_unblock)
+        setup = functools.partial(_child_setup, os.getpid())
+        child = subprocess.Popen(self._command, process_group=0, preexec_fn=setup)
         self._children[slot] = child
         self._started[slot] = time.monotonic()
         logger.info("API process %d started", child.pid)
 
 
-def _unblock() -> None:
-    """In the child before exec: the supervisor's blocked signals must reach it."""
+def _child_setup(supervisor: int) -> None:
+    """In the child before exec: the supervisor's blocked signals must reach it, and should
+    the supervisor die without passing a stop on (SIGKILL), the child gets SIGTERM (Linux's
+    parent-death signal) instead of serving on, orphaned."""
     signal.pthread_sigmask(signal.SIG_UNBLOCK, WATCHED)
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != supervisor:  # it died before the line above: stop now
+        os._exit(1)
 
 
 def supervise(processes: int) -> int:
