@@ -222,6 +222,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # how long at most; revocations empty every process's cache before they are answered.
     api_key_cache_size: Annotated[int, msgspec.Meta(ge=0)] = 10_000
     api_key_cache_ttl_s: PositiveFloat = 60.0
+    # `pulse api` processes sharing the port (SO_REUSEPORT), each one core's worth of accepts.
+    api_processes: PositiveInt = 1
 
     smtp_host: str | None = None
     smtp_port: Port = 587

@@ -71,6 +71,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.http_seconds_of = LabelledOnce(self.http_seconds)  # (method, route, status)
 
     def _counter(self, name: str, doc: str, labels: list[str]) -> Counter:
         return Counter(name, doc, labels, registry=self.registry)
@@ -82,6 +83,7 @@ class Metrics:
             "Notifications accepted by the API (committed), single and batch items alike.",
             FLOW,
         )
+        self._accepted = LabelledOnce(self.accepted)  # once per request on the accept path
         self.delivered = self._counter(
             "pulse_notifications_delivered_total", "Notifications delivered.", FLOW
         )
@@ -187,7 +189,7 @@ class Metrics:
     def count_accepted(self, items: Iterable[tuple[str, int]]) -> None:
         """Count accepted notifications, given as (channel, priority)."""
         for channel, priority in items:
-            self.accepted.labels(channel, str(priority)).inc()
+            self._accepted(channel, str(priority)).inc()
 
     def count_cancelled(self, channel: str, priority: int) -> None:
         self.cancelled.labels(channel, str(priority)).inc()

@@ -37,7 +37,7 @@ def scheduler(settings: Settings, redis: Redis, pool: asyncpg.Pool, name: str) -
     keys = QueueKeys(settings.key_prefix)
     accept = AcceptService(
         FencedNotifications(pool), BatchStore(pool), IdempotencyStore(pool, 3600),
-        Publisher(redis, keys), Metrics(),
+        Publisher(redis, keys), Metrics(), group_commit=False,
     )  # fmt: skip
     lock = LeaderLock(redis, keys.lock("cron"), name, 10_000)
     return CronScheduler(

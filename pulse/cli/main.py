@@ -66,7 +66,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pulse", description=__doc__)
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     sub.add_parser("dev", help="migrations, API, worker (and Redis, PostgreSQL, SMTP sink)")
-    sub.add_parser("api", help="serve the HTTP API")
+    api = sub.add_parser("api", help="serve the HTTP API")
+    api.add_argument(
+        "--processes", type=int, metavar="N", help="API processes on the port (PULSE_API_PROCESSES)"
+    )
     worker = sub.add_parser("worker", help="run a worker process")
     worker.add_argument(
         "--tasks", default=None, metavar="MODULES",
@@ -109,6 +112,13 @@ def _dev(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _api(settings: Settings, args: argparse.Namespace) -> int:
+    processes = settings.api_processes if args.processes is None else args.processes
+    if processes < 1:
+        raise ConfigError("--processes must be at least 1")
+    if processes > 1:
+        from pulse.cli.prefork import supervise
+
+        return supervise(processes)
     from pulse.cli.serve import run, serve_api
 
     run(lambda: serve_api(settings))

@@ -8,6 +8,7 @@ pending in Redis.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -36,6 +37,7 @@ T = TypeVar("T")
 # SIGHUP too: closing the terminal must stop a process as Ctrl-C does, not kill it outright
 # (which would leave `pulse dev`'s embedded PostgreSQL running).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+GC_YOUNG_THRESHOLD = 10_000  # net container allocations between young collections (was 700)
 
 
 def run(main: Callable[[], Coroutine[object, object, T]]) -> T:
@@ -100,7 +102,19 @@ async def serve_api(settings: Settings) -> None:
     stop = asyncio.Event()
     install_stop_signals(stop)
     async with api_site(settings, Metrics()):
+        settle_heap()
         await stop.wait()
+
+
+def settle_heap() -> None:
+    """Once started: what start-up made (modules, pools, the app) lives as long as the process,
+    so it leaves the collector's view (``gc.freeze``), and the youngest generation is collected
+    every ``GC_YOUNG_THRESHOLD`` net allocations instead of 700. Under wrk on the accept path,
+    the collector's passes over start-up's objects took about a quarter of the API's time and
+    set its p99; after this, almost none run (a request frees nearly all it allocates)."""
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 async def serve_worker(

@@ -189,6 +189,6 @@ async def _timing_middleware(request: web.Request, handler: Handler) -> web.Stre
         raise
     finally:
         name = route_name(request)
-        request.app[METRICS].http_seconds.labels(request.method, name, str(status)).observe(
+        request.app[METRICS].http_seconds_of(request.method, name, str(status)).observe(
             time.perf_counter() - started
         )

@@ -151,16 +151,16 @@ def convert_payload(
 
 
 def depth(value: Any) -> int:
-    """How deeply objects and arrays nest inside ``value`` (a scalar is 0); iterative, so no
-    input can exhaust the stack."""
-    deepest, todo = 0, [(value, 0)]
-    while todo:
-        item, level = todo.pop()
-        children = (
-            item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
-        )
-        if children is None:
-            continue
-        deepest = max(deepest, level + 1)
-        todo.extend((child, level + 1) for child in children)
-    return deepest
+    """How deeply objects and arrays nest inside ``value`` (a scalar is 0); level by level,
+    iterative, so no input can exhaust the stack (and a flat payload costs two passes)."""
+    deepest, level = 0, [value]
+    while True:
+        containers = [item for item in level if isinstance(item, dict | list)]
+        if not containers:
+            return deepest
+        deepest += 1
+        level = [
+            child
+            for item in containers
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]

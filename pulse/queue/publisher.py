@@ -38,17 +38,21 @@ class Publisher:
         """XADD and index each job, sharing round trips with the other publishes of this tick;
         return the entry ids. Should an append fail, its error is raised once every job of
         this call is settled (others of the call may have been streamed)."""
+        results = await self.publish_each(jobs)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return [result for result in results if isinstance(result, bytes)]
+
+    async def publish_each(self, jobs: Sequence[Job]) -> list[bytes | BaseException]:
+        """``publish``, answering each job's entry id or error instead of raising."""
         loop = asyncio.get_running_loop()
         messages = [encode_job(job)[MESSAGE_FIELD] for job in jobs]
         futures: list[asyncio.Future[bytes]] = [loop.create_future() for _ in jobs]
         if futures and not self._waiting:  # the first of this tick sends them all
             loop.call_soon(self._flush_waiting)
         self._waiting.extend(zip(jobs, messages, futures, strict=True))
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-        return [result for result in results if isinstance(result, bytes)]
+        return await asyncio.gather(*futures, return_exceptions=True)
 
     async def stage(self, pipe: Pipeline, jobs: Sequence[Job]) -> None:
         """Queue the enqueue of ``jobs`` on a pipeline another transition executes."""

@@ -307,6 +307,7 @@ def build_cron(
         IdempotencyStore(pool, settings.idempotency_retention_s),
         publisher,
         metrics,
+        group_commit=False,  # the fence lives in FencedNotifications.insert_keyed
     )
     cron_settings = CronSettings(
         lock_ttl_s=settings.cron_lock_ttl_s,

@@ -29,13 +29,19 @@ import msgspec
 
 from pulse import logs, tracing
 from pulse.core.documents import Accepted
-from pulse.core.errors import InvalidInput, PulseError, Unavailable
+from pulse.core.errors import InvalidInput, Unavailable
 from pulse.core.models import Job, Status
 from pulse.core.tracecontext import Origin
 from pulse.metrics import Metrics
 from pulse.queue.codec import encode_job
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.queue.publisher import Publisher
+from pulse.services.answers import Answer as Answer
+from pulse.services.answers import IdempotencyKey as IdempotencyKey
+from pulse.services.answers import KeyBusy as KeyBusy
+from pulse.services.answers import KeyReused as KeyReused
+from pulse.services.answers import replay
+from pulse.services.group_commit import JUST_ANSWERED, STILL_BUSY, GroupCommit
 from pulse.store.batches import BatchItem, BatchStore, NewBatch, fanout_job
 from pulse.store.errors import TRANSIENT_DB_ERRORS
 from pulse.store.idempotency import Busy, Existing, IdempotencyStore, Remembered
@@ -44,30 +50,6 @@ from pulse.store.tenants import Connection
 
 logger = logging.getLogger("pulse.services.accept")
 MSGPACK_INT = (-(2**63), 2**64 - 1)  # what the stream's msgpack carries; jsonb carries more
-
-
-class KeyBusy(PulseError):
-    """Another request with this Idempotency-Key is being processed right now (409)."""
-
-
-class KeyReused(PulseError):
-    """This Idempotency-Key was used with another request body (422)."""
-
-
-@dataclass(frozen=True, slots=True)
-class IdempotencyKey:
-    value: str
-    fingerprint: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """What to answer: the first answer again when ``replayed``."""
-
-    status: int
-    body: bytes
-    location: str | None = None
-    replayed: bool = False
 
 
 class ItemResult(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -231,22 +213,38 @@ class AcceptService:
         keys: IdempotencyStore,
         publisher: Publisher,
         metrics: Metrics,
+        *,
+        group_commit: bool = True,
     ) -> None:
+        """``group_commit=False`` writes each notification by itself, through the store's own
+        ``insert``/``insert_keyed``: for a store that adds to them (the cron leader's fence)."""
         self._notifications = notifications
         self._batches = batches
         self._keys = keys
         self._publisher = publisher
         self._metrics = metrics
+        self._group: GroupCommit[_Notification] | None = (
+            GroupCommit(notifications, keys, self._commit, self._stream_group)
+            if group_commit
+            else None
+        )
 
     async def notification(
         self, job: Job, metadata: dict[str, str] | None, key: IdempotencyKey | None
     ) -> Answer:
         """Commit and stream one notification (``job.kind`` is a notification)."""
         check_streamable(job)
-        attributes: dict[str, tracing.Value] = {"pulse.notification.id": job.id}
-        with _accept_span(job.tenant_id, attributes | {"pulse.channel": job.channel}) as span:
+        attributes: dict[str, tracing.Value] = {
+            "pulse.notification.id": job.id,
+            "pulse.channel": job.channel,
+        }
+        with _accept_span(job.tenant_id, attributes) as span:
             job = msgspec.structs.replace(job, origin=_origin(span))
-            answer = await self._accept(_Notification(self._notifications, job, metadata), key)
+            commit = _Notification(self._notifications, job, metadata)
+            if self._group is None:
+                answer = await self._accept(commit, key)
+            else:
+                answer = await self._group.commit(commit, key)
             span.set("pulse.outcome", "replayed" if answer.replayed else "accepted")
             logger.debug("%s %s (%s)", _verb(answer), job.id, job.channel)
         if not answer.replayed:
@@ -276,21 +274,23 @@ class AcceptService:
         return await self._accept(commit, key)
 
     async def _accept(self, commit: _Commit, key: IdempotencyKey | None) -> Answer:
-        if key is None:
-            answer = Answer(202, commit.render(await commit.insert()), commit.location)
-            await self._stream(commit, withdraw=True)
-            return answer
-        answer = await self._commit_keyed(commit, key)
+        answer = await self._commit(commit, key)
         if not answer.replayed:
-            await self._stream(commit, withdraw=False)
+            await self._stream(commit, withdraw=key is None)
         return answer
+
+    async def _commit(self, commit: _Commit, key: IdempotencyKey | None) -> Answer:
+        """Commit one request by itself (a batch; a notification its group could not write)."""
+        if key is None:
+            return Answer(202, commit.render(await commit.insert()), commit.location)
+        return await self._commit_keyed(commit, key)
 
     async def _commit_keyed(self, commit: _Commit, key: IdempotencyKey) -> Answer:
         async with self._keys.claim(commit.job.tenant_id, key.value, key.fingerprint) as claim:
             if isinstance(claim, Busy):
-                raise KeyBusy("a request with this Idempotency-Key is still being processed")
+                raise KeyBusy(STILL_BUSY)
             if isinstance(claim, Existing):
-                return _replay(claim)
+                return replay(claim)
             answer = Answer(202, commit.render(claim.now), commit.location)
             remembered = Remembered(
                 key.value,
@@ -301,31 +301,47 @@ class AcceptService:
                 self._keys.retention_s,
             )
             if not await commit.insert_keyed(claim.connection, remembered):
-                raise KeyBusy("a request with this Idempotency-Key was answered just now")
+                raise KeyBusy(JUST_ANSWERED)
         return answer
 
     async def _stream(self, commit: _Commit, *, withdraw: bool) -> None:
-        """Stream the committed job. If Redis is down and nobody can have seen this commit,
-        take it back (503: the client's retry is the only copy); should the take-back fail
-        too, the reconciler streams the commit later: never lost, at worst sent twice."""
-        job = commit.job
+        """Stream the committed job (see ``_unstreamed`` when Redis is down)."""
         try:
-            await self._publisher.publish([job])
+            await self._publisher.publish([commit.job])
         except TRANSIENT_REDIS_ERRORS as exc:
-            if not withdraw:
-                logger.warning(
-                    "Redis unreachable for %s (%s); kept for the reconciler", job.id, exc
-                )
-                raise Unavailable(
-                    "the queue is unreachable; the request is recorded and will be queued when"
-                    " it is back (a retry with the same Idempotency-Key answers 202)"
-                ) from None
-            logger.warning("Redis unreachable for %s (%s); withdrawing it", job.id, exc)
-            try:
-                await commit.withdraw()
-            except TRANSIENT_DB_ERRORS:
-                logger.error("could not withdraw %s; the reconciler will enqueue it", job.id)
-            raise Unavailable("the queue is unreachable; nothing was accepted") from None
+            raise await self._unstreamed(commit, withdraw, exc) from None
+
+    async def _stream_group(
+        self, commits: list[tuple[_Notification, bool]]
+    ) -> list[BaseException | None]:
+        """Stream a group's committed jobs in one round trip; each one's error (None: done)."""
+        results = await self._publisher.publish_each([commit.job for commit, _ in commits])
+        errors: list[BaseException | None] = []
+        for (commit, withdraw), result in zip(commits, results, strict=True):
+            if isinstance(result, TRANSIENT_REDIS_ERRORS):
+                errors.append(await self._unstreamed(commit, withdraw, result))
+            else:
+                errors.append(result if isinstance(result, BaseException) else None)
+        return errors
+
+    async def _unstreamed(self, commit: _Commit, withdraw: bool, exc: BaseException) -> Unavailable:
+        """Redis is down. If nobody can have seen this commit, take it back (503: the client's
+        retry is the only copy); should the take-back fail too, the reconciler streams the
+        commit later: never lost, at worst sent twice. A keyed commit stays (a twin may have
+        been answered with it): 503, and the reconciler streams it."""
+        job = commit.job
+        if not withdraw:
+            logger.warning("Redis unreachable for %s (%s); kept for the reconciler", job.id, exc)
+            return Unavailable(
+                "the queue is unreachable; the request is recorded and will be queued when"
+                " it is back (a retry with the same Idempotency-Key answers 202)"
+            )
+        logger.warning("Redis unreachable for %s (%s); withdrawing it", job.id, exc)
+        try:
+            await commit.withdraw()
+        except TRANSIENT_DB_ERRORS:
+            logger.error("could not withdraw %s; the reconciler will enqueue it", job.id)
+        return Unavailable("the queue is unreachable; nothing was accepted")
 
 
 def _accept_span(
@@ -344,9 +360,3 @@ def _origin(span: tracing.Span) -> Origin:
     """What the job carries to the worker: this request's id and the accept span."""
     ident = logs.request_id.get()
     return Origin(request_id=None if ident == "-" else ident, trace=span.context)
-
-
-def _replay(existing: Existing) -> Answer:
-    if not existing.same_body:
-        raise KeyReused("this Idempotency-Key was used with a different request body")
-    return Answer(existing.status, existing.body, existing.location, replayed=True)

@@ -15,7 +15,7 @@ earlier version) or an expired one is taken over.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,21 +36,34 @@ SELECT pg_try_advisory_xact_lock($1) AS mine, now() AS now, k.fingerprint, k.res
 
 # A CTE for the statement that commits the request: it stores the answer, and returns a row
 # only when the key was free, so the request's own insert can depend on it (``FROM k``).
-REMEMBER_SQL = """
-k AS (
-    INSERT INTO idempotency_keys AS old
+# A key row is taken over only when a legacy ``in_flight`` or expired one is in the way.
+REMEMBER_COLUMNS = """INSERT INTO idempotency_keys AS old
         (tenant_id, key, fingerprint, state, response_status, response_body, response_location,
-         expires_at)
-    VALUES ({tenant}, ${n}::text, ${n1}::bytea, 'done', ${n2}::smallint, ${n3}::bytea,
-            ${n4}::text, now() + make_interval(secs => ${n5}::float8))
-    ON CONFLICT (tenant_id, key) DO UPDATE
+         expires_at)"""
+REMEMBER_ON_CONFLICT = """ON CONFLICT (tenant_id, key) DO UPDATE
        SET fingerprint = EXCLUDED.fingerprint, state = 'done', locked_at = now(),
            response_status = EXCLUDED.response_status, response_body = EXCLUDED.response_body,
            response_location = EXCLUDED.response_location, created_at = now(),
            expires_at = EXCLUDED.expires_at
-     WHERE old.state = 'in_flight' OR old.expires_at <= now()
+     WHERE old.state = 'in_flight' OR old.expires_at <= now()"""
+REMEMBER_SQL = f"""
+k AS (
+    {REMEMBER_COLUMNS}
+    VALUES ({{tenant}}, ${{n}}::text, ${{n1}}::bytea, 'done', ${{n2}}::smallint, ${{n3}}::bytea,
+            ${{n4}}::text, now() + make_interval(secs => ${{n5}}::float8))
+    {REMEMBER_ON_CONFLICT}
     RETURNING 1
 )"""
+
+# The claim of many keys at once (the API's group commit): the same lock and lookup per key.
+_CLAIM_MANY = """
+SELECT pg_try_advisory_xact_lock(t.lock) AS mine, now() AS now, k.fingerprint,
+       k.response_status, k.response_body, k.response_location
+  FROM unnest($1::bigint[], $2::uuid[], $3::text[]) WITH ORDINALITY AS t(lock, tenant_id, key, i)
+  LEFT JOIN idempotency_keys k
+    ON k.tenant_id = t.tenant_id AND k.key = t.key AND k.state = 'done' AND k.expires_at > now()
+ ORDER BY t.i
+"""
 
 
 def remember_cte(tenant: str, first: int) -> str:
@@ -120,23 +133,42 @@ class IdempotencyStore:
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(_CLAIM, lock_id(tenant_id, key), tenant_id, key)
             assert row is not None
-            if not row["mine"]:
-                yield Busy()
-            elif row["fingerprint"] is None:
-                yield Claimed(conn, row["now"])
-            else:
-                yield Existing(
-                    same_body=bytes(row["fingerprint"]) == fingerprint,
-                    status=row["response_status"],
-                    body=bytes(row["response_body"]),
-                    location=row["response_location"],
-                )
+            found = _claim(row, fingerprint)
+            yield Claimed(conn, row["now"]) if found is None else found
+
+    @asynccontextmanager
+    async def claim_many(
+        self, keys: Sequence[tuple[str, str, bytes]]
+    ) -> AsyncIterator[tuple[Connection, datetime, list[Busy | Existing | None]]]:
+        """``claim`` for many (tenant, key, fingerprint) at once, in one transaction: each key
+        is Busy, Existing or None (free, held until the transaction ends); ``keys`` holds no
+        (tenant, key) twice. Yields the connection, its transaction's time and the claims."""
+        locks = [lock_id(tenant_id, key) for tenant_id, key, _ in keys]
+        tenants = [tenant_id for tenant_id, _, _ in keys]
+        names = [key for _, key, _ in keys]
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(_CLAIM_MANY, locks, tenants, names)
+            claims = [_claim(row, key[2]) for row, key in zip(rows, keys, strict=True)]
+            yield conn, rows[0]["now"], claims
 
     async def purge_expired(self) -> int:
         result: str = await self._pool.execute(
             "DELETE FROM idempotency_keys WHERE expires_at < now()"
         )
         return int(result.split()[-1])
+
+
+def _claim(row: asyncpg.Record, fingerprint: bytes) -> Busy | Existing | None:
+    if not row["mine"]:
+        return Busy()
+    if row["fingerprint"] is None:
+        return None
+    return Existing(
+        same_body=bytes(row["fingerprint"]) == fingerprint,
+        status=row["response_status"],
+        body=bytes(row["response_body"]),
+        location=row["response_location"],
+    )
 
 
 def lock_id(tenant_id: str, key: str) -> int:

@@ -6,6 +6,7 @@ The worker's side (claim, record) is the delivery ledger, ``pulse/store/ledger.p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -14,7 +15,12 @@ import msgspec
 
 from pulse.core.models import Status
 from pulse.core.views import AttemptView, AuditEntry, NotificationView
-from pulse.store.idempotency import Remembered, remember_cte
+from pulse.store.idempotency import (
+    REMEMBER_COLUMNS,
+    REMEMBER_ON_CONFLICT,
+    Remembered,
+    remember_cte,
+)
 from pulse.store.rows import VIEW_COLUMNS, view_from_row
 from pulse.store.tenants import Connection
 
@@ -46,6 +52,38 @@ WITH {remember_cte("$2::uuid", 10)}, n AS (
     INSERT INTO audit (notification_id, status) SELECT id, 'queued' FROM n
 )
 SELECT created_at FROM n
+"""
+
+# Many notifications at once (the API's group commit): one row of arrays per column. A keyed
+# row is written only if its key was free (its ``k`` row exists), as in ``_INSERT_KEYED``.
+_INSERT_MANY = f"""
+WITH i AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                         $6::smallint[], $7::smallint[], $8::text[], $9::text[], $10::text[],
+                         $11::bytea[], $12::smallint[], $13::bytea[], $14::text[])
+        AS t(id, tenant_id, channel, recipient, payload, priority, max_attempts, metadata,
+             fallback, key, fingerprint, status, body, location)
+), k AS (
+    {REMEMBER_COLUMNS}
+    SELECT tenant_id, key, fingerprint, 'done', status, body, location,
+           now() + make_interval(secs => $15::float8)
+      FROM i WHERE key IS NOT NULL
+    {REMEMBER_ON_CONFLICT}
+    RETURNING tenant_id, key
+), n AS (
+    INSERT INTO notifications
+        (id, tenant_id, channel, recipient, payload, priority, status, max_attempts, metadata,
+         fallback)
+    SELECT i.id, i.tenant_id, i.channel, i.recipient, i.payload::jsonb, i.priority, 'queued',
+           i.max_attempts, i.metadata::jsonb, i.fallback::jsonb
+      FROM i
+     WHERE i.key IS NULL
+        OR EXISTS (SELECT 1 FROM k WHERE k.tenant_id = i.tenant_id AND k.key = i.key)
+    RETURNING id, created_at
+), a AS (
+    INSERT INTO audit (notification_id, status) SELECT id, 'queued' FROM n
+)
+SELECT id, created_at FROM n
 """
 
 _SELECT = f"SELECT {VIEW_COLUMNS} FROM notifications WHERE id = $1 AND tenant_id = $2"
@@ -133,6 +171,22 @@ class NotificationStore:
         )
         return created_at is not None
 
+    async def insert_many(
+        self,
+        conn: Connection | None,
+        rows: Sequence[NewNotification],
+        answers: Sequence[Remembered | None],
+        retention_s: float,
+    ) -> dict[str, datetime]:
+        """Commit many notifications (each with its ``queued`` audit row, and its key's answer
+        where it has one) in one statement, on ``conn`` (in its transaction) or on the pool.
+        Return the creation time of each written; a keyed row answered meanwhile is not."""
+        table = [(*_args(new), *_answer_args(a)) for new, a in zip(rows, answers, strict=True)]
+        columns = [list(column) for column in zip(*table, strict=True)]
+        fetch = self._pool.fetch if conn is None else conn.fetch
+        written = await fetch(_INSERT_MANY, *columns, retention_s)
+        return {str(row["id"]): row["created_at"] for row in written}
+
     async def withdraw(self, notification_id: str) -> None:
         """Remove a notification the API could not stream (its client got a 503)."""
         await self._pool.execute(
@@ -215,3 +269,10 @@ def _args(new: NewNotification) -> tuple[object, ...]:
         new.metadata_json.decode(),
         new.fallback_json.decode(),
     )
+
+
+def _answer_args(answer: Remembered | None) -> tuple[object, ...]:
+    """The five per-row columns of a key's answer (all NULL for a row without a key)."""
+    if answer is None:
+        return (None, None, None, None, None)
+    return answer.args()[:5]
