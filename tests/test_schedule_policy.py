@@ -21,8 +21,8 @@ def window(tz: str, start: str, end: str) -> DeliveryWindow:
     return msgspec.convert({"tz": tz, "from": start, "to": end}, DeliveryWindow)
 
 
-def utc(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def test_future_send_at_is_due_then_in_utc() -> None:
