@@ -248,6 +248,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     retry_cap_s: PositiveFloat = 300.0
     reconcile_interval_s: PositiveFloat = 10.0
     reconcile_after_s: PositiveFloat = 30.0
+    # Scheduled sends: how far ahead a send_at/delay_s may lie; how long the scheduler sleeps
+    # at most between looks at the due-time index (a due time set meanwhile waits this long).
+    max_schedule_ahead_s: PositiveFloat = 365 * 86_400.0
+    scheduler_max_sleep_ms: PositiveInt = 200
+    scheduler_batch: PositiveInt = 1000
 
     idempotency_retention_s: PositiveFloat = 86_400.0
     max_list_limit: PositiveInt = 500

@@ -40,6 +40,7 @@ from pulse.http.state import (
     BATCHES,
     DEAD_LETTERS,
     DEFAULT_ROUTES,
+    DUE_INDEX,
     IDEMPOTENCY,
     METRICS,
     NOTIFICATIONS,
@@ -57,6 +58,7 @@ from pulse.http.state import (
 from pulse.metrics import Metrics
 from pulse.queue.client import open_redis
 from pulse.queue.dead_letters import DeadLetterStream
+from pulse.queue.due import DueIndex
 from pulse.queue.keys import QueueKeys
 from pulse.queue.publisher import Publisher
 from pulse.queue.stats import QueueStats
@@ -141,9 +143,11 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
     app[ROUTES] = RouteStore(pool)
     app[RECEIPTS] = ReceiptStore(pool)
     app[IDEMPOTENCY] = IdempotencyStore(pool, settings.idempotency_retention_s)
+    app[DUE_INDEX] = DueIndex(redis, keys)
     app[ACCEPT] = AcceptService(
-        app[NOTIFICATIONS], app[BATCHES], app[IDEMPOTENCY], app[PUBLISHER], app[METRICS]
-    )
+        app[NOTIFICATIONS], app[BATCHES], app[IDEMPOTENCY], app[PUBLISHER], app[METRICS],
+        app[DUE_INDEX],
+    )  # fmt: skip
     cleanup = asyncio.create_task(_purge_idempotency_keys(app[IDEMPOTENCY]))
     try:
         yield

@@ -28,6 +28,7 @@ from pulse.core.retry import RetryPolicy
 from pulse.core.routes import RouteBook, configured_routes
 from pulse.metrics import Metrics
 from pulse.queue.consumer import Consumer
+from pulse.queue.due import DueIndex
 from pulse.queue.heartbeat import Heartbeats
 from pulse.queue.index import JobIndex
 from pulse.queue.keys import QueueKeys
@@ -46,12 +47,14 @@ from pulse.runtime.heartbeat import Heartbeat
 from pulse.runtime.leaser import Leaser
 from pulse.runtime.reclaimer import Reclaimer
 from pulse.runtime.reconciler import Reconciler, ReconcilerSettings
+from pulse.runtime.scheduler import Scheduler, SchedulerSettings
 from pulse.runtime.supervisor import Supervisor
 from pulse.store.batches import BatchStore
 from pulse.store.errors import TRANSIENT_DB_ERRORS
 from pulse.store.ledger import DeliveryLedger
 from pulse.store.receipts import ReceiptStore
 from pulse.store.routes import RouteStore
+from pulse.store.scheduled import ScheduledStore
 from pulse.store.webhook_secrets import WebhookSecretStore
 
 logger = logging.getLogger("pulse.runtime.worker")
@@ -82,6 +85,7 @@ class Worker:
     reclaimer: Reclaimer
     reconciler: Reconciler
     heartbeat: Heartbeat
+    scheduler: Scheduler
     _supervisor: Supervisor = field(default_factory=Supervisor)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -101,6 +105,7 @@ class Worker:
         self._supervisor.start("fetcher", self.fetcher.run)
         self._supervisor.start("reclaimer", self.reclaimer.run)
         self._supervisor.start("reconciler", self.reconciler.run)
+        self._supervisor.start("scheduler", self.scheduler.run)
         self._supervisor.start("heartbeat", self.heartbeat.run)
         logger.info("worker %s serving channels %s", self.consumer.name, ", ".join(self.channels))
         try:
@@ -114,7 +119,7 @@ class Worker:
     async def shutdown(self) -> None:
         """Stop taking work, finish what is in hand within the grace period, settle, leave."""
         grace = self.settings.worker_grace_s
-        await self._supervisor.cancel("reclaimer", "reconciler")
+        await self._supervisor.cancel("reclaimer", "reconciler", "scheduler")
         self.fetcher.stop()
         logger.debug("shutdown: fetcher asked to stop")
         if not await self._supervisor.wait("fetcher", grace):
@@ -176,7 +181,8 @@ def build_worker(
         for channel, providers in served.items()
     }
     batches = BatchStore(pool)
-    fan_out = FanOut(batches, publisher)
+    due_index = DueIndex(redis, keys)
+    fan_out = FanOut(batches, publisher, due_index)
     lease_s = settings.worker_lease_ms / 1000
     dispatcher = Dispatcher(ledger, deliverers, acker, name, lease_s, fan_out)
     consumer = Consumer(redis, keys, name)
@@ -195,6 +201,12 @@ def build_worker(
         reconciler=_reconciler(settings, redis, ledger, batches, keys, publisher, name),
         heartbeat=Heartbeat(
             Heartbeats(redis, keys), name, list(served), lambda: (leaser.held, acker.backlog)
+        ),
+        scheduler=Scheduler(
+            due_index,
+            ScheduledStore(pool),
+            SchedulerSettings(settings.scheduler_max_sleep_ms / 1000, settings.scheduler_batch),
+            name,
         ),
     )
 
