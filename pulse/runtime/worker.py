@@ -47,6 +47,7 @@ from pulse.runtime.heartbeat import Heartbeat
 from pulse.runtime.leaser import Leaser
 from pulse.runtime.reclaimer import Reclaimer
 from pulse.runtime.reconciler import Reconciler, ReconcilerSettings
+from pulse.runtime.reindex import DueReindexer
 from pulse.runtime.scheduler import Scheduler, SchedulerSettings
 from pulse.runtime.supervisor import Supervisor
 from pulse.store.batches import BatchStore
@@ -181,7 +182,8 @@ def build_worker(
         for channel, providers in served.items()
     }
     batches = BatchStore(pool)
-    due_index = DueIndex(redis, keys)
+    due_index, scheduled = DueIndex(redis, keys), ScheduledStore(pool)
+    reindexer = DueReindexer(scheduled, due_index)
     fan_out = FanOut(batches, publisher, due_index)
     lease_s = settings.worker_lease_ms / 1000
     dispatcher = Dispatcher(ledger, deliverers, acker, name, lease_s, fan_out)
@@ -198,13 +200,13 @@ def build_worker(
         deliverers=deliverers,
         fetcher=_fetcher(settings, consumer, dispatcher),
         reclaimer=_reclaimer(settings, pending, dispatcher, keys),
-        reconciler=_reconciler(settings, redis, ledger, batches, keys, publisher, name),
+        reconciler=_reconciler(settings, redis, ledger, batches, keys, publisher, name, reindexer),
         heartbeat=Heartbeat(
             Heartbeats(redis, keys), name, list(served), lambda: (leaser.held, acker.backlog)
         ),
         scheduler=Scheduler(
             due_index,
-            ScheduledStore(pool),
+            scheduled,
             SchedulerSettings(settings.scheduler_max_sleep_ms / 1000, settings.scheduler_batch),
             name,
         ),
@@ -297,6 +299,7 @@ def _reconciler(
     keys: QueueKeys,
     publisher: Publisher,
     name: str,
+    reindexer: DueReindexer,
 ) -> Reconciler:
     reconciler_settings = ReconcilerSettings(
         interval_s=settings.reconcile_interval_s, older_than_s=settings.reconcile_after_s
@@ -309,6 +312,7 @@ def _reconciler(
         ExpiringLock(redis, keys.lock("reconciler"), reconciler_settings.lock_ttl_ms),
         reconciler_settings,
         name,
+        reindexer,
     )
 
 

@@ -8,7 +8,8 @@
               a stream already holds)
   ARGV[2..]   quadruples: job id, priority, due time (ms since the epoch), message
 
-  Returns: the ids of the jobs indexed by this call.
+  Returns: the ids of the jobs indexed by this call; in "restore" mode only those that were
+  missing (a job already in the index just has its due time set again).
   Side effects: ZADD and HSET together, so every member of a sorted set has its message. A
   job's member is its id: indexing it twice only moves its due time, never doubles it.
 ]]
@@ -18,8 +19,10 @@ for i = 2, #ARGV, 4 do
   local job_id, priority, due, message = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
   if not (restore and redis.call('HEXISTS', KEYS[2], job_id) == 1) then
     redis.call('ZADD', KEYS[3 + priority], due, job_id)
-    redis.call('HSET', KEYS[1], job_id, message)
-    added[#added + 1] = job_id
+    local new = redis.call('HSET', KEYS[1], job_id, message)
+    if not restore or new == 1 then
+      added[#added + 1] = job_id
+    end
   end
 end
 return added
