@@ -193,3 +193,117 @@ async def test_template_batch_with_delay_schedules_every_recipient(
             break
         await asyncio.sleep(0.05)
     assert [row[0] for row in statuses] == ["scheduled", "scheduled"]
+
+
+async def test_cancel_a_scheduled_notification(
+    client: Client, auth: dict[str, str], pool: asyncpg.Pool, redis: Redis, keys: QueueKeys
+) -> None:
+    # Given a scheduled notification
+    _, body = await send(client, auth, delay_s=3600)
+    # When it is cancelled
+    response = await client.post(f"/api/notifications/{body['id']}/cancel", headers=auth)
+    # Then it is cancelled for good, audited, and gone from the due-time index
+    assert response.status == 200, await response.text()
+    assert msgspec.json.decode(await response.read())["status"] == "cancelled"
+    assert await history(pool, body["id"]) == ["scheduled", "cancelled"]
+    assert await redis.zscore(keys.scheduled(2), body["id"]) is None
+    assert not await redis.hexists(keys.scheduled_jobs(), body["id"])
+
+
+async def test_reschedule_moves_the_due_time(
+    client: Client, auth: dict[str, str], pool: asyncpg.Pool, redis: Redis, keys: QueueKeys
+) -> None:
+    # Given a notification scheduled in an hour
+    _, body = await send(client, auth, delay_s=3600)
+    # When it is rescheduled to a given time two days ahead
+    new = (datetime.now(UTC) + timedelta(days=2)).replace(microsecond=0)
+    response = await client.patch(
+        f"/api/notifications/{body['id']}", json={"send_at": iso(new)}, headers=auth
+    )
+    # Then the view, the row, the audit and the index all say the new time
+    view = msgspec.json.decode(await response.read())
+    assert response.status == 200, view
+    assert (view["status"], datetime.fromisoformat(view["send_at"])) == ("scheduled", new)
+    assert await history(pool, body["id"]) == ["scheduled", "scheduled"]
+    assert await redis.zscore(keys.scheduled(2), body["id"]) == new.timestamp() * 1000
+
+
+async def test_reschedule_to_now_sends_it(
+    client: Client,
+    auth: dict[str, str],
+    settings: Settings,
+    start_worker: WorkerFactory,
+) -> None:
+    _, body = await send(client, auth, delay_s=3600)
+    start_worker(settings)
+    response = await client.patch(
+        f"/api/notifications/{body['id']}", json={"delay_s": 0}, headers=auth
+    )
+    assert response.status == 200, await response.text()
+    done = await wait_for_status(client, auth, f"/api/notifications/{body['id']}", "delivered")
+    assert done["status"] == "delivered"
+
+
+async def test_reschedule_what_is_no_longer_scheduled_is_409(
+    client: Client, auth: dict[str, str]
+) -> None:
+    # Given a notification queued at once, and one cancelled
+    _, queued = await send(client, auth)
+    _, cancelled = await send(client, auth, delay_s=60)
+    await client.post(f"/api/notifications/{cancelled['id']}/cancel", headers=auth)
+    for body, status in ((queued, "queued"), (cancelled, "cancelled")):
+        # When either is rescheduled
+        response = await client.patch(
+            f"/api/notifications/{body['id']}", json={"delay_s": 60}, headers=auth
+        )
+        # Then the answer is a 409 problem naming its status
+        assert response.status == 409
+        assert response.content_type == "application/problem+json"
+        assert status in msgspec.json.decode(await response.read())["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "pointer"),
+    [({}, "/send_at"), ({"delay_s": "soon"}, "/delay_s"), ({"send_at": "2030-01-01"}, "/send_at"),
+     ({"priority": 1}, "/priority"), ({"delay_s": 10**9}, "/delay_s")],
+)  # fmt: skip
+async def test_bad_reschedules_are_422(
+    client: Client, auth: dict[str, str], body: dict[str, Any], pointer: str
+) -> None:
+    _, created = await send(client, auth, delay_s=60)
+    response = await client.patch(f"/api/notifications/{created['id']}", json=body, headers=auth)
+    problem = msgspec.json.decode(await response.read())
+    assert response.status == 422, problem
+    assert [error["pointer"] for error in problem["errors"]] == [pointer]
+
+
+async def test_reschedule_an_unknown_notification_is_404(
+    client: Client, auth: dict[str, str]
+) -> None:
+    unknown = "0190a0a0-0000-7000-8000-000000000000"
+    response = await client.patch(
+        f"/api/notifications/{unknown}", json={"delay_s": 5}, headers=auth
+    )
+    assert response.status == 404
+
+
+async def test_list_scheduled_by_due_time(client: Client, auth: dict[str, str]) -> None:
+    # Given notifications due in 1 h, 2 h and 3 h, and one sent at once
+    ids = [(await send(client, auth, delay_s=h * 3600))[1]["id"] for h in (1, 2, 3)]
+    await send(client, auth)
+    now = datetime.now(UTC)
+    # When the list asks for scheduled ones due between 90 min and 150 min from now
+    query = {
+        "status": "scheduled",
+        "due_after": iso(now + timedelta(minutes=90)),
+        "due_before": iso(now + timedelta(minutes=150)),
+    }
+    response = await client.get("/api/notifications/", params=query, headers=auth)
+    listed = msgspec.json.decode(await response.read())
+    # Then only the one due in two hours is listed
+    assert response.status == 200, listed
+    assert [item["id"] for item in listed["items"]] == [ids[1]]
+    scheduled = await client.get(
+        "/api/notifications/", params={"status": "scheduled"}, headers=auth
+    )
+    assert len(msgspec.json.decode(await scheduled.read())["items"]) == 3

@@ -29,6 +29,7 @@ from pulse.http import (
     provider_callbacks,
     provider_routes,
     receipts,
+    scheduling,
     webhook_secrets,
 )
 from pulse.http.auth import auth_middleware, key_cache
@@ -51,6 +52,7 @@ from pulse.http.state import (
     RECEIPTS,
     REDIS,
     ROUTES,
+    SCHEDULED,
     SETTINGS,
     SPECS,
     TENANTS,
@@ -71,6 +73,7 @@ from pulse.store.notifications import NotificationStore
 from pulse.store.pool import create_pool
 from pulse.store.receipts import ReceiptStore
 from pulse.store.routes import RouteStore
+from pulse.store.scheduled import ScheduledStore
 from pulse.store.tenants import TenantStore
 
 logger = logging.getLogger("pulse.http.app")
@@ -79,6 +82,7 @@ ROUTE_TABLES = (
     batches.routes,
     notification_queries.routes,
     notifications.routes,
+    scheduling.routes,
     dead_letters.routes,
     admin.routes,
     openapi.routes,
@@ -144,6 +148,7 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
     app[RECEIPTS] = ReceiptStore(pool)
     app[IDEMPOTENCY] = IdempotencyStore(pool, settings.idempotency_retention_s)
     app[DUE_INDEX] = DueIndex(redis, keys)
+    app[SCHEDULED] = ScheduledStore(pool)
     app[ACCEPT] = AcceptService(
         app[NOTIFICATIONS], app[BATCHES], app[IDEMPOTENCY], app[PUBLISHER], app[METRICS],
         app[DUE_INDEX],
