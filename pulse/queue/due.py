@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from redis.asyncio import Redis
 
@@ -18,6 +18,7 @@ from pulse.queue.keys import QueueKeys
 from pulse.queue.scripts import load_script
 
 CHUNK = 500  # jobs per script call
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +30,9 @@ class Promoted:
 
 
 def due_ms(due: datetime) -> int:
-    return int(due.timestamp() * 1000)
+    """Milliseconds since the epoch, rounded up: a job is never streamed before its time."""
+    micros = (due - EPOCH) // timedelta(microseconds=1)
+    return -(-micros // 1000)
 
 
 class DueIndex:
