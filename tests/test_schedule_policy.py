@@ -142,3 +142,11 @@ def test_window_applies_to_the_requested_time() -> None:
     assert due_time(NOW, send_at, None, paris, YEAR) == utc(2026, 6, 2, 6, 0)
     # now inside the window, nothing asked: at once
     assert due_time(NOW, None, None, paris, YEAR) is None
+
+
+def test_due_milliseconds_round_up_so_nothing_is_early() -> None:
+    from pulse.queue.due import due_ms
+
+    assert due_ms(datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC)) == 1000
+    assert due_ms(datetime(1970, 1, 1, 0, 0, 1, 1, tzinfo=UTC)) == 1001
+    assert due_ms(datetime(2026, 6, 1, 12, 0, 0, 999_001, tzinfo=UTC)) % 1000 == 0

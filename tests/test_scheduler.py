@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from pulse.config import Settings
 from pulse.core.timeutil import now_ms
-from pulse.queue.due import DueIndex
+from pulse.queue.due import DueIndex, due_ms
 from pulse.queue.index import JobIndex
 from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
 from pulse.queue.publisher import Publisher
@@ -106,7 +106,7 @@ async def test_promote_streams_in_due_order_and_never_early(redis: Redis, keys: 
     # Then the due ones are streamed in due order, the future one stays and is next due
     assert [job_id for job_id, _ in promoted.moved] == [late[0].id, late[2].id, late[1].id]
     assert await redis.xlen(keys.stream(2)) == 3
-    assert promoted.next_due_ms == int((now + timedelta(minutes=1)).timestamp() * 1000)
+    assert promoted.next_due_ms == due_ms(now + timedelta(minutes=1))
     assert await index.due_of(future.id, 2) == promoted.next_due_ms
 
 
@@ -172,7 +172,7 @@ async def test_the_reconciler_rebuilds_a_lost_due_index_without_streaming_early(
     index = DueIndex(redis, keys)
     for body in (soon, later):
         due = datetime.fromisoformat(body["send_at"])
-        assert await index.due_of(body["id"], 2) == int(due.timestamp() * 1000)
+        assert await index.due_of(body["id"], 2) == due_ms(due)
     assert await redis.xlen(keys.stream(2)) == 0
     # and a second pass finds nothing missing
     assert await reindexer.reindex(older_than_s=0.001) == 0
