@@ -121,8 +121,7 @@ async def test_due_notifications_are_streamed_once_due_and_delivered_once(
     pool: asyncpg.Pool,
 ) -> None:
     # Given two workers, and notifications due in 1 s and in an hour
-    start_worker(settings)
-    start_worker(settings)
+    workers = [start_worker(settings), start_worker(settings)]
     _, soon = await send(client, auth, delay_s=1)
     _, later = await send(client, auth, delay_s=3600)
     assert soon["status"] == later["status"] == "scheduled"
@@ -143,6 +142,12 @@ async def test_due_notifications_are_streamed_once_due_and_delivered_once(
     # and the other is still waiting
     await asyncio.sleep(0.5)
     assert await history(pool, later["id"]) == ["scheduled"]
+    # and the scheduler that streamed it measured how late it was
+    counts = [
+        running.worker.metrics.registry.get_sample_value("pulse_schedule_lateness_seconds_count")
+        for running in workers
+    ]
+    assert sum(count or 0 for count in counts) == 1
 
 
 async def test_batch_items_can_be_scheduled(

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pulse.core.timeutil import now_ms
+from pulse.metrics import Metrics
 from pulse.queue.due import DueIndex
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.store.errors import TRANSIENT_DB_ERRORS
@@ -43,12 +44,14 @@ class Scheduler:
         store: ScheduledStore,
         settings: SchedulerSettings,
         worker: str,
+        metrics: Metrics,
         clock: Callable[[], int] = now_ms,
     ) -> None:
         self._index = index
         self._store = store
         self._settings = settings
         self._worker = worker
+        self._lateness = metrics.schedule_lateness
         self._clock = clock
 
     async def run(self) -> None:
@@ -62,7 +65,10 @@ class Scheduler:
 
     async def tick(self) -> float:
         """Stream what is due; return how long to sleep before the next look (s)."""
-        promoted = await self._index.promote(self._clock(), self._settings.batch)
+        now = self._clock()
+        promoted = await self._index.promote(now, self._settings.batch)
+        for _, due in promoted.moved:
+            self._lateness.observe(max(now - due, 0) / 1000)
         if promoted.moved:
             await self._record([job_id for job_id, _ in promoted.moved])
             if len(promoted.moved) >= self._settings.batch:

@@ -209,6 +209,7 @@ def build_worker(
             scheduled,
             SchedulerSettings(settings.scheduler_max_sleep_ms / 1000, settings.scheduler_batch),
             name,
+            metrics,
         ),
     )
 
