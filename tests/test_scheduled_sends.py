@@ -10,9 +10,12 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
+from pulse.channels.registry import channel_specs
 from pulse.config import Settings
+from pulse.http.app import create_app
 from pulse.queue.keys import QueueKeys
 from tests.conftest import Client, WorkerFactory, wait_for_status
 
@@ -312,3 +315,22 @@ async def test_list_scheduled_by_due_time(client: Client, auth: dict[str, str]) 
         "/api/notifications/", params={"status": "scheduled"}, headers=auth
     )
     assert len(msgspec.json.decode(await scheduled.read())["items"]) == 3
+
+
+async def test_redis_down_at_accept_withdraws_a_scheduled_one_or_keeps_it_with_a_key(
+    settings: Settings, auth: dict[str, str], pool: asyncpg.Pool, tenant: Any
+) -> None:
+    down = msgspec.structs.replace(settings, redis_url="redis://127.0.0.1:1/0")
+    body = LOG | {"delay_s": 3600}
+    async with TestClient(TestServer(create_app(down, channel_specs(down)))) as api:
+        # Without a key: 503, nothing kept (the client's retry is the only copy)
+        plain = await api.post("/api/notifications/", json=body, headers=auth)
+        # With a key: 503, kept 'scheduled' for the reconciler to index
+        keyed = await api.post(
+            "/api/notifications/", json=body, headers=auth | {"Idempotency-Key": "k-1"}
+        )
+    assert (plain.status, keyed.status) == (503, 503)
+    rows = await pool.fetch(
+        "SELECT status FROM notifications WHERE tenant_id = $1", tenant.tenant_id
+    )
+    assert [row[0] for row in rows] == ["scheduled"]
