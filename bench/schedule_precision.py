@@ -35,6 +35,10 @@ from pulse.store.tenants import TenantStore
 
 BATCH = 1000
 BODY = {"recipient": "bench", "channel": "log", "payload": {"message": "load"}}
+PROGRESS = """
+SELECT count(*) FROM notifications n
+ WHERE n.send_at IS NOT NULL AND EXISTS (SELECT 1 FROM attempts a WHERE a.notification_id = n.id)
+"""
 LATENESS = """
 SELECT extract(epoch FROM q.at - n.send_at) * 1000 AS streamed_ms,
        extract(epoch FROM a.started_at - n.send_at) * 1000 AS started_ms
@@ -58,7 +62,7 @@ async def measure(count: int, spread_s: float, load_rate: float) -> dict[str, An
                     wait = (opens - datetime.now(UTC)).total_seconds()
                     await asyncio.sleep(max(wait, 0))
                     sent = await _load(session, base, load_rate, spread_s + 2)
-                rows = await _wait_all(scope, count)
+                rows = await _wait_all(scope, count, timeout_s=120 + spread_s)
     streamed = [float(row["streamed_ms"]) for row in rows]
     started = [float(row["started_ms"]) for row in rows]
     return {
@@ -126,17 +130,21 @@ async def _load(session: aiohttp.ClientSession, base: str, rate: float, seconds:
     return len(tasks)
 
 
-async def _wait_all(scope: Scope, count: int) -> list[asyncpg.Record]:
+async def _wait_all(scope: Scope, count: int, timeout_s: float) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(scope.database_url)
     try:
-        for _ in range(1200):
-            rows = await conn.fetch(LATENESS)
-            if len(rows) >= count:
-                return rows
-            await asyncio.sleep(0.1)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if await conn.fetchval(PROGRESS) >= count:
+                return await conn.fetch(LATENESS)
+            await asyncio.sleep(0.5)
+        states = await conn.fetch(
+            "SELECT status, count(*) FROM notifications WHERE send_at IS NOT NULL GROUP BY 1"
+        )
     finally:
         await conn.close()
-    raise RuntimeError("not every scheduled notification was attempted within two minutes")
+    counts = {row[0]: row[1] for row in states}
+    raise RuntimeError(f"not every scheduled notification was attempted in time: {counts}")
 
 
 def main() -> None:
