@@ -18,14 +18,16 @@ import pytest
 from redis.asyncio import Redis
 
 from pulse.config import Settings
+from pulse.core.models import Job
 from pulse.core.timeutil import now_ms
 from pulse.queue.due import DueIndex, due_ms
 from pulse.queue.index import JobIndex
 from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
 from pulse.queue.publisher import Publisher
 from pulse.runtime.reindex import DueReindexer
+from pulse.store.ledger import DeliveryLedger
 from pulse.store.rows import JOB_COLUMNS, job_from_row
-from pulse.store.scheduled import ScheduledStore
+from pulse.store.scheduled import _DUE, ScheduledStore
 from tests.conftest import (
     Client,
     ServerUrls,
@@ -199,3 +201,39 @@ async def test_a_streamed_job_is_not_indexed_again(
     assert reindexed == 0
     assert await DueIndex(redis, keys).due_of(body["id"], 2) is None
     assert await redis.xlen(keys.stream(2)) == 1
+
+
+async def test_a_claim_racing_the_schedulers_record_writes_one_queued_row(
+    client: Client, auth: dict[str, str], pool: asyncpg.Pool
+) -> None:
+    # Given a due scheduled notification whose record the scheduler is committing right now
+    body = await schedule(client, auth, delay_s=0.2)
+    await asyncio.sleep(0.3)
+    row = await pool.fetchrow(f"SELECT {JOB_COLUMNS} FROM notifications WHERE id = $1", body["id"])
+    job: Job = job_from_row(row)
+    async with pool.acquire() as recorder:
+        transaction = recorder.transaction()
+        await transaction.start()
+        await recorder.execute(_DUE, [job.id], "scheduler")
+        # When a worker's claim starts meanwhile (it sees the row 'scheduled', then waits)
+        claim = asyncio.create_task(DeliveryLedger(pool).claim([job], "worker", 30))
+        await wait_for_lock_wait(pool)
+        await transaction.commit()
+        claimed = await claim
+    # Then it is claimed, and its history says 'queued' once
+    assert claimed.claimed == {job.id}
+    statuses = [status for status, _ in await history(pool, job.id)]
+    assert statuses == ["scheduled", "queued", "delivering"]
+
+
+async def wait_for_lock_wait(pool: asyncpg.Pool) -> None:
+    """Until some session of this database waits for a row lock."""
+    for _ in range(200):
+        waiting = await pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the claim never waited for the row lock")

@@ -28,10 +28,10 @@ async def create_notification(request: web.Request) -> web.StreamResponse:
     if request.content_type not in JSON_TYPES:
         raise web.HTTPUnsupportedMediaType(text="send the body as 'Content-Type: application/json'")
     require(request, "send")
-    max_depth = request.app[SETTINGS].max_payload_depth
-    checked = decode_request(await read_body(request), request.app[SPECS], max_depth)
     settings = request.app[SETTINGS]
-    due = checked.due(utcnow(), settings.max_schedule_ahead_s)
+    body = await read_body(request)
+    checked = decode_request(body, request.app[SPECS], settings.max_payload_depth)
+    due = checked.due(utcnow(), settings.max_schedule_ahead_s)  # None: at once
     key = idempotency_key(request, checked.request)
     metadata = checked.request.metadata
     when = (checked.request.send_at, due)

@@ -23,10 +23,11 @@ from pulse.store.rows import JOB_COLUMNS, job_from_row
 # $4 maps the ids of entries past step 0 to their step (a jsonb object, usually empty): a
 # lookup per row, where a join of the id list with the table was planned as a nested loop.
 #
-# A 'scheduled' row is claimed once due (the scheduler streamed it and has not recorded
-# 'queued' yet: its 'queued' audit row is written here then), with a second's grace for clocks;
-# one not due (rescheduled later meanwhile) is answered as finished: that early entry is
-# acknowledged, and the due-time index (or the reconciler) streams the job when it is due.
+# A 'scheduled' row is claimed once due, with a second's grace for clocks (the scheduler
+# streamed it and has not recorded 'queued' yet: its 'queued' audit row is written here then,
+# once: should the scheduler's record commit meanwhile, audit_due_once keeps that one). One not
+# due (rescheduled later meanwhile) is answered as finished: that early entry is acknowledged,
+# and the due-time index (or the reconciler) streams the job when it is due.
 _CLAIM = """
 WITH s AS (
     SELECT id FROM notifications WHERE id = ANY($1::uuid[]) AND status = 'scheduled'
@@ -46,6 +47,7 @@ WITH s AS (
         UNION ALL
         SELECT id, 'delivering', NULL, 1 FROM c
     ) x ORDER BY o
+    ON CONFLICT (notification_id) WHERE detail = 'due' DO NOTHING
 )
 SELECT id::text AS id, true AS claimed FROM c
 UNION ALL

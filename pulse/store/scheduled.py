@@ -26,6 +26,7 @@ WITH q AS (
     RETURNING id
 )
 INSERT INTO audit (notification_id, status, worker, detail) SELECT id, 'queued', $2, 'due' FROM q
+ON CONFLICT (notification_id) WHERE detail = 'due' DO NOTHING
 """
 
 _RESCHEDULE = f"""
