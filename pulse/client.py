@@ -17,6 +17,7 @@ import random
 import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -132,9 +133,15 @@ class AsyncPulseClient:
         max_attempts: int | None = None,
         metadata: dict[str, str] | None = None,
         idempotency_key: str | None = None,
+        send_at: datetime | None = None,
+        delay_s: float | None = None,
+        deliver_in_window: dict[str, str] | None = None,
     ) -> Accepted:
+        """``send_at`` (aware) or ``delay_s`` schedule it; ``deliver_in_window`` such as
+        ``{"tz": "Europe/Paris", "from": "08:00", "to": "21:00"}`` keeps it in quiet hours."""
         body: dict[str, Any] = {"recipient": recipient, "channel": channel, "payload": payload}
         optional = {"priority": priority, "max_attempts": max_attempts, "metadata": metadata}
+        optional |= _when(send_at, delay_s, deliver_in_window)
         body |= {name: value for name, value in optional.items() if value is not None}
         headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
         return await self._call("POST", "/api/notifications/", Accepted, body, headers)
@@ -205,6 +212,21 @@ class AsyncPulseClient:
             if deadline is not None and loop.time() >= deadline:
                 raise TimeoutError(f"job {job_id} is still {job.status}")
 
+    async def reschedule(
+        self,
+        notification_id: str,
+        *,
+        send_at: datetime | None = None,
+        delay_s: float | None = None,
+        deliver_in_window: dict[str, str] | None = None,
+    ) -> NotificationView:
+        """A scheduled notification's new due time (409 once it is no longer scheduled)."""
+        when = _when(send_at, delay_s, deliver_in_window)
+        body = {name: value for name, value in when.items() if value is not None}
+        return await self._call(
+            "PATCH", f"/api/notifications/{notification_id}", NotificationView, body
+        )
+
     async def _call(
         self,
         method: str,
@@ -255,6 +277,13 @@ class AsyncPulseClient:
         return random.uniform(0, self._backoff_s * 2**attempt)
 
 
+def _when(
+    send_at: datetime | None, delay_s: float | None, window: dict[str, str] | None
+) -> dict[str, Any]:
+    at = None if send_at is None else send_at.isoformat()
+    return {"send_at": at, "delay_s": delay_s, "deliver_in_window": window}
+
+
 def _problem(data: bytes) -> dict[str, Any]:
     try:
         decoded = msgspec.json.decode(data)
@@ -292,6 +321,9 @@ class PulseClient:
 
     def get(self, notification_id: str) -> NotificationDocument:
         return self._run(self._client.get(notification_id))
+
+    def reschedule(self, notification_id: str, **when: Any) -> NotificationView:
+        return self._run(self._client.reschedule(notification_id, **when))
 
     def list(self, **filters: str | int) -> NotificationList:
         return self._run(self._client.list(**filters))

@@ -256,6 +256,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     cron_lock_ttl_s: PositiveFloat = 10.0
     cron_tick_s: PositiveFloat = 1.0
     cron_misfire_grace_s: PositiveFloat = 60.0
+    # Scheduled sends: how far ahead a send_at/delay_s may lie; how long the scheduler sleeps
+    # at most between looks at the due-time index (a due time set meanwhile waits this long).
+    max_schedule_ahead_s: PositiveFloat = 365 * 86_400.0
+    scheduler_max_sleep_ms: PositiveInt = 200
+    scheduler_batch: PositiveInt = 1000
 
     idempotency_retention_s: PositiveFloat = 86_400.0
 

@@ -136,6 +136,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.schedule_lateness = Histogram(
+            "pulse_schedule_lateness_seconds",
+            "How late the scheduler streamed a scheduled notification after its due time.",
+            buckets=(*LATENCY_BUCKETS, 10.0, 60.0, 300.0),
+            registry=self.registry,
+        )
 
     def _providers(self) -> None:
         self.provider_seconds = Histogram(

@@ -11,12 +11,13 @@ from pulse.core.models import Status
 from pulse.core.views import AttemptView, AuditEntry, DeadLetterView, KeyView, NotificationView
 
 
-class Accepted(msgspec.Struct, kw_only=True):
+class Accepted(msgspec.Struct, kw_only=True, omit_defaults=True):
     id: str
     status: Status
     channel: str
     priority: int
     created_at: str
+    send_at: str | None = None  # a scheduled one's due time
 
 
 class NotificationDocument(NotificationView, kw_only=True):

@@ -17,7 +17,9 @@ from pulse.core.tracecontext import Origin
 class Status(enum.StrEnum):
     """Lifecycle of a notification. Who moves it where:
 
-    - ``scheduled``: accepted with a future time; the scheduler moves it to ``queued``.
+    - ``scheduled``: accepted with a future time (``send_at``); a worker's scheduler moves it to
+      ``queued`` once it streamed it (or the claim does, if that record lags); the API moves it
+      to ``cancelled``.
     - ``queued``: committed and appended to its priority stream by the API; or moved back here
       by the acker when a fallback step takes over (with fresh attempts).
     - ``delivering``: claimed by a worker's fetcher just before its channel is called.

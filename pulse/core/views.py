@@ -32,6 +32,7 @@ class NotificationView(msgspec.Struct, kw_only=True):
     updated_at: datetime
     delivered_at: datetime | None
     failed_at: datetime | None
+    send_at: datetime | None = None  # when it is (or was) due; None: sent at once
 
 
 class AuditEntry(msgspec.Struct, kw_only=True):

@@ -33,6 +33,7 @@ from pulse.http import (
     receipts,
     recipient_caps,
     schedules,
+    scheduling,
     webhook_secrets,
 )
 from pulse.http.auth import auth_middleware, key_cache
@@ -44,6 +45,7 @@ from pulse.http.state import (
     BATCHES,
     DEAD_LETTERS,
     DEFAULT_ROUTES,
+    DUE_INDEX,
     IDEMPOTENCY,
     METRICS,
     NOTIFICATIONS,
@@ -54,6 +56,7 @@ from pulse.http.state import (
     RECEIPTS,
     REDIS,
     ROUTES,
+    SCHEDULED,
     SETTINGS,
     SPECS,
     TENANTS,
@@ -61,6 +64,7 @@ from pulse.http.state import (
 from pulse.metrics import Metrics
 from pulse.queue.client import open_redis
 from pulse.queue.dead_letters import DeadLetterStream
+from pulse.queue.due import DueIndex
 from pulse.queue.keys import QueueKeys
 from pulse.queue.publisher import Publisher
 from pulse.queue.stats import QueueStats
@@ -73,6 +77,7 @@ from pulse.store.notifications import NotificationStore
 from pulse.store.pool import create_pool
 from pulse.store.receipts import ReceiptStore
 from pulse.store.routes import RouteStore
+from pulse.store.scheduled import ScheduledStore
 from pulse.store.tenants import TenantStore
 
 logger = logging.getLogger("pulse.http.app")
@@ -81,6 +86,7 @@ ROUTE_TABLES = (
     batches.routes,
     notification_queries.routes,
     notifications.routes,
+    scheduling.routes,
     dead_letters.routes,
     admin.routes,
     openapi.routes,
@@ -150,9 +156,12 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
     app[ROUTES] = RouteStore(pool)
     app[RECEIPTS] = ReceiptStore(pool)
     app[IDEMPOTENCY] = IdempotencyStore(pool, settings.idempotency_retention_s)
+    app[DUE_INDEX] = DueIndex(redis, keys)
+    app[SCHEDULED] = ScheduledStore(pool)
     app[ACCEPT] = AcceptService(
-        app[NOTIFICATIONS], app[BATCHES], app[IDEMPOTENCY], app[PUBLISHER], app[METRICS]
-    )
+        app[NOTIFICATIONS], app[BATCHES], app[IDEMPOTENCY], app[PUBLISHER], app[METRICS],
+        app[DUE_INDEX],
+    )  # fmt: skip
     cleanup = asyncio.create_task(_purge_idempotency_keys(app[IDEMPOTENCY]))
     try:
         yield

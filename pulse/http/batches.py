@@ -17,6 +17,8 @@ from pulse.core.errors import InvalidInput, NotConfigured
 from pulse.core.ids import uuid7
 from pulse.core.models import DEFAULT_PRIORITY, Job, JobKind, MaxAttempts, PriorityLevel
 from pulse.core.ports import ChannelSpec
+from pulse.core.schedule import Delay, DeliveryWindow, RequestedTime
+from pulse.core.timeutil import utcnow
 from pulse.http.auth import require
 from pulse.http.body import read_json
 from pulse.http.idempotency import idempotency_key, render
@@ -38,6 +40,9 @@ class Template(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     priority: PriorityLevel = DEFAULT_PRIORITY
     max_attempts: MaxAttempts | None = None
     metadata: Metadata | None = None
+    send_at: RequestedTime | None = None  # when every item is due (as on one notification)
+    delay_s: Delay | None = None
+    deliver_in_window: DeliveryWindow | None = None
 
 
 class BatchRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -80,7 +85,7 @@ def _items(batch: BatchRequest, limit: int) -> list[Any]:
     if batch.template is not None:
         if not batch.recipients:
             raise InvalidInput("a template needs 'recipients'", "$.recipients")
-        template = msgspec.structs.asdict(batch.template)
+        template = msgspec.to_builtins(batch.template)  # as the client wrote it, for each item
         items = [template | {"recipient": recipient} for recipient in batch.recipients]
         where = "$.recipients"
     else:
@@ -124,6 +129,7 @@ def _check_one(
         raise InvalidInput("item is nested too deeply", "$")
     checked = check_item(raw, specs, settings.max_payload_depth)
     item = _item(checked, settings.default_max_attempts)
+    item.send_at = checked.due(utcnow(), settings.max_schedule_ahead_s)
     check_streamable(_job(item, tenant_id))
     return item
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Annotated
 
@@ -11,13 +12,17 @@ from aiohttp import web
 from pulse.core.documents import AttemptsDocument, NotificationList
 from pulse.core.errors import InvalidInput, NotFound
 from pulse.core.models import PriorityLevel, Status
+from pulse.core.views import NotificationView
 from pulse.http.auth import require
 from pulse.http.decoding import check_query, decode_query
 from pulse.http.notifications import parse_id
 from pulse.http.responses import json_response
-from pulse.http.state import KEY_ID, METRICS, NOTIFICATIONS, SETTINGS, TENANT_ID
+from pulse.http.state import DUE_INDEX, KEY_ID, METRICS, NOTIFICATIONS, SETTINGS, TENANT_ID
+from pulse.queue.due import DueIndex
+from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.store.notifications import NotificationFilter
 
+logger = logging.getLogger("pulse.http.notification_queries")
 routes = web.RouteTableDef()
 METADATA_PREFIX = "metadata."
 
@@ -29,6 +34,8 @@ class ListQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     priority: PriorityLevel | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    due_after: datetime | None = None  # scheduled ones by due time (send_at)
+    due_before: datetime | None = None
     limit: Annotated[int, msgspec.Meta(ge=1)] = 50
     cursor: str | None = None
 
@@ -37,7 +44,8 @@ class ListQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 @routes.get("/api/notifications/")
 async def list_notifications(request: web.Request) -> web.Response:
     """Newest first. Filters: status, channel, recipient, priority, created_after,
-    created_before, and ``metadata.KEY=VALUE`` for each metadata pair to match."""
+    created_before, due_after, due_before (``send_at`` in ``[after, before)``), and
+    ``metadata.KEY=VALUE`` for each metadata pair to match."""
     require(request, "read")
     check_query(request.query)
     params = {k: v for k, v in request.query.items() if not k.startswith(METADATA_PREFIX)}
@@ -57,6 +65,8 @@ async def list_notifications(request: web.Request) -> web.Response:
         created_after=query.created_after,
         created_before=query.created_before,
         metadata=metadata or None,
+        due_after=query.due_after,
+        due_before=query.due_before,
     )
     items = await request.app[NOTIFICATIONS].search(request[TENANT_ID], where, cursor, limit)
     next_cursor = items[-1].id if len(items) == limit else None
@@ -92,7 +102,18 @@ async def cancel_notification(request: web.Request) -> web.Response:
     view = await store.get(request[TENANT_ID], notification_id)
     if cancelled and view is not None:
         request.app[METRICS].count_cancelled(view.channel, view.priority)
+        if before == Status.SCHEDULED:
+            await forget_scheduled(request.app[DUE_INDEX], view)
     return json_response(view)
+
+
+async def forget_scheduled(index: DueIndex, view: NotificationView) -> None:
+    """Take a cancelled one out of the due-time index: memory only, so a Redis failure is no
+    error (should it be streamed anyway, the claim acknowledges it without sending)."""
+    try:
+        await index.remove(view.id, view.priority)
+    except TRANSIENT_REDIS_ERRORS as exc:
+        logger.warning("cancelled %s; its due-time entry stays until due (%s)", view.id, exc)
 
 
 def _cursor(raw: str) -> str:

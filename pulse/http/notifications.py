@@ -11,6 +11,7 @@ from pulse.core.documents import NotificationDocument
 from pulse.core.errors import NotFound
 from pulse.core.ids import uuid7
 from pulse.core.models import Job, JobKind
+from pulse.core.timeutil import utcnow
 from pulse.http.auth import require
 from pulse.http.body import read_body
 from pulse.http.idempotency import idempotency_key, render
@@ -28,12 +29,16 @@ async def create_notification(request: web.Request) -> web.StreamResponse:
     if request.content_type not in JSON_TYPES:
         raise web.HTTPUnsupportedMediaType(text="send the body as 'Content-Type: application/json'")
     require(request, "send")
-    max_depth = request.app[SETTINGS].max_payload_depth
-    checked = decode_request(await read_body(request), request.app[SPECS], max_depth)
+    settings = request.app[SETTINGS]
+    body = await read_body(request)
+    checked = decode_request(body, request.app[SPECS], settings.max_payload_depth)
+    due = checked.due(utcnow(), settings.max_schedule_ahead_s)  # None: at once
     key = idempotency_key(request, checked.request)
     metadata = checked.request.metadata
     limited = await admit(request, 1)
-    answer = render(await request.app[ACCEPT].notification(_job(request, checked), metadata, key))
+    when = (checked.request.send_at, due)
+    job = _job(request, checked)
+    answer = render(await request.app[ACCEPT].notification(job, metadata, key, when))
     answer.headers.update(limited)
     return answer
 

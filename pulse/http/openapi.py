@@ -26,6 +26,7 @@ from pulse.http import (
     recipient_caps,
     schedule_rules,
     schedules,
+    scheduling,
     webhook_secrets,
 )
 from pulse.http.validation import NotificationRequest
@@ -110,8 +111,15 @@ OPERATIONS = (
     Operation("get", "/api/notifications/{id}/attempts", "Attempts and history",
               ("200", documents.AttemptsDocument), problems=("401", "403", "404", "503"),
               path_params=UUID_ID),
-    Operation("post", "/api/notifications/{id}/cancel", "Cancel if not yet delivering",
+    Operation("post", "/api/notifications/{id}/cancel",
+              "Cancel if queued, scheduled or retrying (409 once delivering or finished)",
               ("200", NotificationView), problems=("401", "403", "404", "409", "503"),
+              path_params=UUID_ID),
+    Operation("patch", "/api/notifications/{id}",
+              "Reschedule while scheduled: a new send_at or delay_s (409 once no longer "
+              "scheduled; a time now or past sends it at once)",
+              ("200", NotificationView), body=scheduling.RescheduleRequest,
+              problems=("400", "401", "403", "404", "409", "413", "415", "422", "503"),
               path_params=UUID_ID),
     Operation("get", "/api/dead-letters", "List dead letters",
               ("200", documents.DeadLetterList), query=dead_letters.ListQuery,
@@ -236,7 +244,7 @@ def _operation(op: Operation) -> dict[str, Any]:
         spec["parameters"] = parameters
     if op.body is not None:
         spec["requestBody"] = {
-            "required": op.method == "post" and op.body is NotificationRequest,
+            "required": op.body is NotificationRequest or op.method == "patch",
             "content": {
                 "application/json": {"schema": {"$ref": REF.format(name=op.body.__name__)}}
             },

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from pulse.config import Settings
 from pulse.core.ports import ChannelSpec
 from pulse.metrics import Metrics
+from pulse.queue.due import DueIndex
 from pulse.queue.publisher import Publisher
 from pulse.queue.stats import QueueStats
 from pulse.services.accept import AcceptService
@@ -20,6 +21,7 @@ from pulse.store.idempotency import IdempotencyStore
 from pulse.store.notifications import NotificationStore
 from pulse.store.receipts import ReceiptStore
 from pulse.store.routes import RouteStore
+from pulse.store.scheduled import ScheduledStore
 from pulse.store.tenants import Principal, TenantStore
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -38,6 +40,8 @@ ROUTES = web.AppKey("routes", RouteStore)
 RECEIPTS = web.AppKey("receipts", ReceiptStore)
 QUEUE_STATS = web.AppKey("queue_stats", QueueStats)  # the queue's state, read at most once a second
 ACCEPT = web.AppKey("accept", AcceptService)
+DUE_INDEX = web.AppKey("due_index", DueIndex)  # scheduled jobs by due time
+SCHEDULED = web.AppKey("scheduled", ScheduledStore)
 # Provider name -> the channels it delivers; and each channel's route when a tenant has none.
 PROVIDERS = web.AppKey("providers", Mapping[str, frozenset[str]])
 DEFAULT_ROUTES = web.AppKey("default_routes", Mapping[str, list[str]])

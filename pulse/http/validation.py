@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -15,6 +16,7 @@ import msgspec
 from pulse.core.errors import InvalidInput, NotConfigured
 from pulse.core.models import DEFAULT_PRIORITY, MaxAttempts, PriorityLevel
 from pulse.core.ports import ChannelSpec
+from pulse.core.schedule import Delay, DeliveryWindow, RequestedTime, due_time
 from pulse.http.decoding import decode_json, explain
 
 MetadataKey = Annotated[
@@ -53,6 +55,11 @@ class NotificationRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tr
     fallback: Annotated[list[FallbackStep], msgspec.Meta(max_length=MAX_FALLBACK_STEPS)] | None = (
         None
     )
+    # When to send: at ``send_at`` (RFC 3339 with an offset) or ``delay_s`` from now, and only
+    # inside the recipient's quiet-hours window if one is given; nothing: at once.
+    send_at: RequestedTime | None = None
+    delay_s: Delay | None = None
+    deliver_in_window: DeliveryWindow | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +68,11 @@ class CheckedNotification:
     recipient: str
     payload: msgspec.Struct
     fallback: tuple[dict[str, Any], ...] = ()  # checked steps, recipients normalised
+
+    def due(self, now: datetime, max_ahead_s: float, where: str = "$") -> datetime | None:
+        """When it is due (UTC), None for at once; a 422 naming the field past the bound."""
+        req = self.request
+        return due_time(now, req.send_at, req.delay_s, req.deliver_in_window, max_ahead_s, where)
 
 
 def decode_request(

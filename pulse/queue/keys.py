@@ -50,6 +50,18 @@ class QueueKeys:
         """Entry ids of ``stream`` waiting for another attempt, scored by due time (ms)."""
         return f"{stream}:retry"
 
+    def scheduled(self, priority: int) -> str:
+        """Job ids of one priority waiting for their due time, scored by it (ms): an index of
+        PostgreSQL's 'scheduled' rows, rebuilt by the reconciler when lost."""
+        return f"{self.stream(priority)}:scheduled"
+
+    def all_scheduled(self) -> list[str]:
+        return [self.scheduled(p) for p in range(MIN_PRIORITY, MAX_PRIORITY + 1)]
+
+    def scheduled_jobs(self) -> str:
+        """Job id -> its encoded stream message, for every job in a scheduled set."""
+        return f"{self.tag}:scheduled:jobs"
+
     def dead_letters(self) -> str:
         return f"{self.tag}:dead"
 
@@ -89,4 +101,4 @@ class QueueKeys:
         streams = self.streams() + self.task_streams()
         schedules = [self.retry_schedule(s) for s in streams]
         extra = [self.dead_letters(), self.index(), self.workers(), self.workers_seen()]
-        return [*streams, *schedules, *extra]
+        return [*streams, *schedules, *self.all_scheduled(), self.scheduled_jobs(), *extra]

@@ -1,6 +1,8 @@
 """Finds notifications PostgreSQL holds as unfinished but Redis has lost, and enqueues them.
 
-Causes: a crash between the API's commit and its XADD, or a Redis that restarted empty. One
+Causes: a crash between the API's commit and its XADD, or a Redis that restarted empty.
+Scheduled notifications Redis lost go back to the due-time index, not to a stream
+(``reindex.py``). One
 copy runs at a time across all workers, under a lock with an expiry, so a SIGKILLed holder
 blocks the others for at most ``lock_ttl``. Notifications touched within ``older_than_s`` are
 left alone: the API may still be between its commit and its XADD.
@@ -18,6 +20,7 @@ from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.queue.index import JobIndex
 from pulse.queue.lock import ExpiringLock
 from pulse.queue.publisher import Publisher
+from pulse.runtime.reindex import DueReindexer
 from pulse.store.batches import BatchStore
 from pulse.store.errors import TRANSIENT_DB_ERRORS
 from pulse.store.ledger import DeliveryLedger
@@ -50,6 +53,7 @@ class Reconciler:
         lock: ExpiringLock,
         settings: ReconcilerSettings,
         worker: str,
+        reindexer: DueReindexer | None = None,
     ) -> None:
         self._store = store
         self._batch_store = batches
@@ -58,6 +62,7 @@ class Reconciler:
         self._lock = lock
         self._settings = settings
         self._worker = worker
+        self._reindexer = reindexer
 
     async def run(self) -> None:
         while True:
@@ -88,6 +93,8 @@ class Reconciler:
 
     async def _pass(self) -> int:
         requeued = await self._batches()
+        if self._reindexer is not None:  # scheduled ones go back to the due-time index
+            requeued += await self._reindexer.reindex(self._settings.older_than_s)
         after = None
         while True:
             page = await self._store.open_jobs(self._settings.older_than_s, after, PAGE)

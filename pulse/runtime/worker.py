@@ -31,6 +31,7 @@ from pulse.metrics import Metrics
 from pulse.queue.buckets import ProviderBuckets
 from pulse.queue.caps import RecipientWindows
 from pulse.queue.consumer import Consumer
+from pulse.queue.due import DueIndex
 from pulse.queue.heartbeat import Heartbeats
 from pulse.queue.index import JobIndex
 from pulse.queue.job_cancels import JobCancels
@@ -52,6 +53,8 @@ from pulse.runtime.heartbeat import Heartbeat
 from pulse.runtime.leaser import Leaser
 from pulse.runtime.reclaimer import Reclaimer
 from pulse.runtime.reconciler import Reconciler, ReconcilerSettings
+from pulse.runtime.reindex import DueReindexer
+from pulse.runtime.scheduler import Scheduler, SchedulerSettings
 from pulse.runtime.supervisor import Supervisor
 from pulse.runtime.task_host import TaskHost
 from pulse.runtime.throttle import Throttle, known_rates
@@ -62,6 +65,7 @@ from pulse.store.ledger import DeliveryLedger
 from pulse.store.receipts import ReceiptStore
 from pulse.store.recipient_caps import RecipientCapStore
 from pulse.store.routes import RouteStore
+from pulse.store.scheduled import ScheduledStore
 from pulse.store.task_results import TaskResults
 from pulse.store.webhook_secrets import WebhookSecretStore
 from pulse.tasks import Tasks
@@ -94,6 +98,7 @@ class Worker:
     reclaimer: Reclaimer
     reconciler: Reconciler
     heartbeat: Heartbeat
+    scheduler: Scheduler
     cron: CronScheduler | None = None
     tasks: TaskHost | None = None  # user tasks (--tasks), read by their own fetcher
     task_fetcher: Fetcher | None = None
@@ -142,6 +147,7 @@ class Worker:
             start("task-fetcher", self.task_fetcher.run)
         start("reclaimer", self.reclaimer.run)
         start("reconciler", self.reconciler.run)
+        start("scheduler", self.scheduler.run)
         start("heartbeat", self.heartbeat.run)
         if self.cron is not None:
             start("cron", self.cron.run)
@@ -149,7 +155,7 @@ class Worker:
     async def shutdown(self) -> None:
         """Stop taking work, finish what is in hand within the grace period, settle, leave."""
         grace = self.settings.worker_grace_s
-        await self._supervisor.cancel("reclaimer", "reconciler", "cron")
+        await self._supervisor.cancel("reclaimer", "reconciler", "cron", "scheduler")
         fetchers = (("fetcher", self.fetcher if self.serve_channels else None),
                     ("task-fetcher", self.task_fetcher))  # fmt: skip
         for name, fetcher in fetchers:
@@ -241,7 +247,9 @@ def build_worker(
             acker, metrics, settings.task_concurrency, settings.worker_mailbox_size
         )
     batches = BatchStore(pool)
-    fan_out = FanOut(batches, publisher)
+    due_index, scheduled = DueIndex(redis, keys), ScheduledStore(pool)
+    reindexer = DueReindexer(scheduled, due_index)
+    fan_out = FanOut(batches, publisher, due_index)
     lease_s = settings.worker_lease_ms / 1000
     dispatcher = Dispatcher(ledger, deliverers, acker, name, lease_s, fan_out)
     consumer = Consumer(redis, keys, name)
@@ -263,9 +271,16 @@ def build_worker(
         deliverers=deliverers,
         fetcher=_fetcher(settings, consumer, dispatcher),
         reclaimer=_reclaimer(settings, pending, dispatcher, streams),
-        reconciler=_reconciler(settings, redis, ledger, batches, keys, publisher, name),
+        reconciler=_reconciler(settings, redis, ledger, batches, keys, publisher, name, reindexer),
         heartbeat=Heartbeat(
             Heartbeats(redis, keys), name, list(deliverers), lambda: (leaser.held, acker.backlog)
+        ),
+        scheduler=Scheduler(
+            due_index,
+            scheduled,
+            SchedulerSettings(settings.scheduler_max_sleep_ms / 1000, settings.scheduler_batch),
+            name,
+            metrics,
         ),
         cron=build_cron(settings, redis, pool, publisher, metrics, name),
         tasks=host,
@@ -367,6 +382,7 @@ def _reconciler(
     keys: QueueKeys,
     publisher: Publisher,
     name: str,
+    reindexer: DueReindexer,
 ) -> Reconciler:
     reconciler_settings = ReconcilerSettings(
         interval_s=settings.reconcile_interval_s, older_than_s=settings.reconcile_after_s
@@ -379,6 +395,7 @@ def _reconciler(
         ExpiringLock(redis, keys.lock("reconciler"), reconciler_settings.lock_ttl_ms),
         reconciler_settings,
         name,
+        reindexer,
     )
 
 

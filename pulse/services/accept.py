@@ -34,6 +34,7 @@ from pulse.core.models import Job, Status
 from pulse.core.tracecontext import Origin
 from pulse.metrics import Metrics
 from pulse.queue.codec import encode_job
+from pulse.queue.due import DueIndex
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.queue.publisher import Publisher
 from pulse.services.answers import Answer as Answer
@@ -112,6 +113,9 @@ class _Commit(Protocol):
     @property
     def location(self) -> str | None: ...
 
+    @property
+    def due(self) -> datetime | None: ...
+
     def render(self, created_at: datetime) -> bytes: ...
 
     async def insert(self) -> datetime: ...
@@ -126,6 +130,8 @@ class _Notification:
     store: NotificationStore
     job: Job
     metadata: dict[str, str] | None
+    due: datetime | None = None  # scheduled: indexed by due time instead of streamed
+    send_at: datetime | None = None  # the time asked for, kept on the row
 
     @property
     def location(self) -> str:
@@ -136,10 +142,11 @@ class _Notification:
         return msgspec.json.encode(
             Accepted(
                 id=job.id,
-                status=Status.QUEUED,
+                status=Status.QUEUED if self.due is None else Status.SCHEDULED,
                 channel=job.channel,
                 priority=job.priority,
                 created_at=created_at.isoformat(),
+                send_at=None if self.due is None else self.due.isoformat(),
             )
         )
 
@@ -155,6 +162,8 @@ class _Notification:
             max_attempts=job.max_attempts,
             metadata_json=msgspec.json.encode(self.metadata or {}),
             fallback_json=msgspec.json.encode(job.fallback),
+            send_at=self.due or self.send_at,
+            scheduled=self.due is not None,
         )
 
     async def insert(self) -> datetime:
@@ -177,6 +186,10 @@ class _Batch:
     @property
     def location(self) -> None:
         return None  # a batch has no resource of its own to read back
+
+    @property
+    def due(self) -> None:
+        return None  # its fan-out runs now; the items' own due times are kept on the batch
 
     @property
     def job(self) -> Job:
@@ -213,6 +226,7 @@ class AcceptService:
         keys: IdempotencyStore,
         publisher: Publisher,
         metrics: Metrics,
+        due_index: DueIndex | None = None,
         *,
         group_commit: bool = True,
     ) -> None:
@@ -228,11 +242,17 @@ class AcceptService:
             if group_commit
             else None
         )
+        self._due_index = due_index
 
     async def notification(
-        self, job: Job, metadata: dict[str, str] | None, key: IdempotencyKey | None
+        self,
+        job: Job,
+        metadata: dict[str, str] | None,
+        key: IdempotencyKey | None,
+        when: tuple[datetime | None, datetime | None] = (None, None),
     ) -> Answer:
-        """Commit and stream one notification (``job.kind`` is a notification)."""
+        """Commit and stream one notification (``job.kind`` is a notification). ``when``: the
+        time the client asked for and the due time (None: at once), if any."""
         check_streamable(job)
         attributes: dict[str, tracing.Value] = {
             "pulse.notification.id": job.id,
@@ -240,8 +260,9 @@ class AcceptService:
         }
         with _accept_span(job.tenant_id, attributes) as span:
             job = msgspec.structs.replace(job, origin=_origin(span))
-            commit = _Notification(self._notifications, job, metadata)
-            if self._group is None:
+            send_at, due = when
+            commit = _Notification(self._notifications, job, metadata, due, send_at)
+            if self._group is None or commit.row().send_at:  # alone: the group's rows are due now
                 answer = await self._accept(commit, key)
             else:
                 answer = await self._group.commit(commit, key)
@@ -307,7 +328,11 @@ class AcceptService:
     async def _stream(self, commit: _Commit, *, withdraw: bool) -> None:
         """Stream the committed job (see ``_unstreamed`` when Redis is down)."""
         try:
-            await self._publisher.publish([commit.job])
+            if commit.due is None:
+                await self._publisher.publish([commit.job])
+            else:  # due later: into the due-time index, streamed by a worker's scheduler
+                assert self._due_index is not None, "scheduled sends need a DueIndex"
+                await self._due_index.schedule([(commit.job, commit.due)])
         except TRANSIENT_REDIS_ERRORS as exc:
             raise await self._unstreamed(commit, withdraw, exc) from None
 

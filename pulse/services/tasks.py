@@ -39,6 +39,10 @@ class _TaskCommit:
     def location(self) -> str:
         return f"/api/jobs/{self.job.id}"
 
+    @property
+    def due(self) -> None:
+        return None  # tasks run at once (deferral waits on scheduled tasks)
+
     def render(self, created_at: datetime) -> bytes:
         job = self.job
         accepted = JobAccepted(

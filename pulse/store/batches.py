@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -32,21 +33,24 @@ WITH b AS (
     SELECT b.tenant_id, x.* FROM b,
            jsonb_to_recordset(b.items) AS x(id uuid, channel text, recipient text, payload jsonb,
                                            priority smallint, max_attempts smallint,
-                                           metadata jsonb, fallback jsonb)
+                                           metadata jsonb, fallback jsonb, send_at timestamptz)
 ), n AS (
     INSERT INTO notifications
         (id, tenant_id, channel, recipient, payload, priority, status, max_attempts, metadata,
-         fallback)
-    SELECT id, tenant_id, channel, recipient, payload, priority, 'queued', max_attempts,
-           coalesce(metadata, '{{}}'::jsonb), coalesce(fallback, '[]'::jsonb)
+         fallback, send_at)
+    SELECT id, tenant_id, channel, recipient, payload, priority,
+           CASE WHEN send_at > now() THEN 'scheduled' ELSE 'queued' END, max_attempts,
+           coalesce(metadata, '{{}}'::jsonb), coalesce(fallback, '[]'::jsonb), send_at
       FROM i
     ON CONFLICT (id) DO NOTHING
     RETURNING *
 ), a AS (
     INSERT INTO audit (notification_id, status, detail)
-    SELECT id, 'queued', 'fanned out from batch ' || $1::text FROM n
+    SELECT id, status, 'fanned out from batch ' || $1::text
+                       || CASE WHEN status = 'scheduled' THEN ', due ' || send_at::text ELSE '' END
+      FROM n
 )
-SELECT {JOB_COLUMNS} FROM n
+SELECT {JOB_COLUMNS}, status, send_at FROM n
 """
 
 
@@ -59,6 +63,15 @@ class BatchItem(msgspec.Struct, kw_only=True):
     max_attempts: int
     metadata: dict[str, str] | None = None
     fallback: list[dict[str, Any]] | None = None
+    send_at: datetime | None = None  # due later (UTC); None: at once
+
+
+@dataclass(frozen=True, slots=True)
+class Expanded:
+    """A batch's new notifications: to stream now, and to index by due time."""
+
+    queued: list[Job]
+    scheduled: list[tuple[Job, datetime]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +105,14 @@ class BatchStore:
             "DELETE FROM batches WHERE id = $1 AND expanded_at IS NULL", batch_id
         )
 
-    async def expand(self, batch_id: str) -> list[Job]:
+    async def expand(self, batch_id: str) -> Expanded:
         """Create the batch's notifications (once: a second call creates nothing) with their
-        ``queued`` audit rows; return the jobs this call created, to be streamed."""
+        audit rows, ``queued``, or ``scheduled`` when due later (by PostgreSQL's clock: a batch
+        expanded late sends its overdue items at once); return the jobs this call created."""
         rows = await self._pool.fetch(_EXPAND, batch_id)
-        return [job_from_row(row) for row in rows]
+        queued = [job_from_row(row) for row in rows if row["status"] == "queued"]
+        scheduled = [(job_from_row(r), r["send_at"]) for r in rows if r["status"] == "scheduled"]
+        return Expanded(queued, scheduled)
 
     async def unexpanded(self, older_than_s: float, limit: int) -> list[Job]:
         """Fan-out jobs of batches never expanded: what the reconciler checks against Redis."""

@@ -22,23 +22,39 @@ from pulse.store.rows import JOB_COLUMNS, job_from_row
 
 # $4 maps the ids of entries past step 0 to their step (a jsonb object, usually empty): a
 # lookup per row, where a join of the id list with the table was planned as a nested loop.
+#
+# A 'scheduled' row is claimed once due, with a second's grace for clocks (the scheduler
+# streamed it and has not recorded 'queued' yet: its 'queued' audit row is written here then,
+# once: should the scheduler's record commit meanwhile, audit_due_once keeps that one). One not
+# due (rescheduled later meanwhile) is answered as finished: that early entry is acknowledged,
+# and the due-time index (or the reconciler) streams the job when it is due.
 _CLAIM = """
-WITH c AS (
+WITH s AS (
+    SELECT id FROM notifications WHERE id = ANY($1::uuid[]) AND status = 'scheduled'
+), c AS (
     UPDATE notifications n
        SET status = 'delivering', attempts = n.attempts + 1, updated_at = now()
      WHERE n.id = ANY($1::uuid[])
        AND n.step = coalesce(($4::jsonb ->> n.id::text)::int, 0)
        AND (n.status IN ('queued', 'retrying')
+            OR (n.status = 'scheduled' AND n.send_at <= now() + interval '1 second')
             OR (n.status = 'delivering' AND n.updated_at < now() - make_interval(secs => $3)))
     RETURNING n.id, n.attempts
 ), a AS (
-    INSERT INTO audit (notification_id, status, worker) SELECT id, 'delivering', $2 FROM c
+    INSERT INTO audit (notification_id, status, worker, detail)
+    SELECT id, status, $2, detail FROM (
+        SELECT id, 'queued' AS status, 'due' AS detail, 0 AS o FROM c WHERE id IN (SELECT id FROM s)
+        UNION ALL
+        SELECT id, 'delivering', NULL, 1 FROM c
+    ) x ORDER BY o
+    ON CONFLICT (notification_id) WHERE detail = 'due' DO NOTHING
 )
 SELECT id::text AS id, true AS claimed FROM c
 UNION ALL
 SELECT id::text, false FROM notifications n
  WHERE n.id = ANY($1::uuid[])
    AND (n.status IN ('delivered', 'failed', 'cancelled', 'skipped')
+        OR (n.status = 'scheduled' AND n.send_at > now() + interval '1 second')
         OR n.step <> coalesce(($4::jsonb ->> n.id::text)::int, 0))
 """
 

@@ -24,15 +24,18 @@ from pulse.store.idempotency import (
 from pulse.store.rows import VIEW_COLUMNS, view_from_row
 from pulse.store.tenants import Connection
 
-_INSERT = """
+# A scheduled one's first audit row says when it is due.
+_DUE = "CASE WHEN $11::text = 'scheduled' THEN 'due ' || $10::timestamptz::text END"
+
+_INSERT = f"""
 WITH n AS (
     INSERT INTO notifications
         (id, tenant_id, channel, recipient, payload, priority, status, max_attempts, metadata,
-         fallback)
-    VALUES ($1, $2, $3, $4, $5::jsonb, $6, 'queued', $7, $8::jsonb, $9::jsonb)
+         fallback, send_at)
+    VALUES ($1, $2, $3, $4, $5::jsonb, $6, $11::text, $7, $8::jsonb, $9::jsonb, $10::timestamptz)
     RETURNING id, created_at
 ), a AS (
-    INSERT INTO audit (notification_id, status) SELECT id, 'queued' FROM n
+    INSERT INTO audit (notification_id, status, detail) SELECT id, $11::text, {_DUE} FROM n
 )
 SELECT created_at FROM n
 """
@@ -40,16 +43,16 @@ SELECT created_at FROM n
 # The same with the Idempotency-Key's answer: the notification is written only if the key was
 # free (``FROM k``), so a twin that answered first is never doubled.
 _INSERT_KEYED = f"""
-WITH {remember_cte("$2::uuid", 10)}, n AS (
+WITH {remember_cte("$2::uuid", 12)}, n AS (
     INSERT INTO notifications
         (id, tenant_id, channel, recipient, payload, priority, status, max_attempts, metadata,
-         fallback)
-    SELECT $1::uuid, $2::uuid, $3::text, $4::text, $5::jsonb, $6::smallint, 'queued',
-           $7::smallint, $8::jsonb, $9::jsonb
+         fallback, send_at)
+    SELECT $1::uuid, $2::uuid, $3::text, $4::text, $5::jsonb, $6::smallint, $11::text,
+           $7::smallint, $8::jsonb, $9::jsonb, $10::timestamptz
       FROM k
     RETURNING id, created_at
 ), a AS (
-    INSERT INTO audit (notification_id, status) SELECT id, 'queued' FROM n
+    INSERT INTO audit (notification_id, status, detail) SELECT id, $11::text, {_DUE} FROM n
 )
 SELECT created_at FROM n
 """
@@ -107,6 +110,8 @@ class NewNotification:
     max_attempts: int
     metadata_json: bytes = b"{}"
     fallback_json: bytes = b"[]"
+    send_at: datetime | None = None  # when it is due (None: at once)
+    scheduled: bool = False  # due later: committed 'scheduled', not 'queued'
 
 
 class NotificationFilter(msgspec.Struct, kw_only=True):
@@ -119,6 +124,8 @@ class NotificationFilter(msgspec.Struct, kw_only=True):
     created_after: datetime | None = None
     created_before: datetime | None = None
     metadata: dict[str, str] | None = None
+    due_after: datetime | None = None
+    due_before: datetime | None = None
 
 
 # Receipts are listed only when asked for (channel=receipt): they would drown the rest; task
@@ -136,6 +143,8 @@ SELECT {VIEW_COLUMNS}
    AND ($7::timestamptz IS NULL OR created_at < $7)
    AND ($8::jsonb IS NULL OR metadata @> $8)
    AND ($9::uuid IS NULL OR id < $9)
+   AND ($11::timestamptz IS NULL OR send_at >= $11)
+   AND ($12::timestamptz IS NULL OR send_at < $12)
  ORDER BY id DESC
  LIMIT $10
 """
@@ -181,7 +190,12 @@ class NotificationStore:
         """Commit many notifications (each with its ``queued`` audit row, and its key's answer
         where it has one) in one statement, on ``conn`` (in its transaction) or on the pool.
         Return the creation time of each written; a keyed row answered meanwhile is not."""
-        table = [(*_args(new), *_answer_args(a)) for new, a in zip(rows, answers, strict=True)]
+        # Rows due at once only (status 'queued', no send_at): a scheduled one commits alone.
+        assert not any(new.scheduled or new.send_at for new in rows), "scheduled rows go alone"
+        table = [
+            (*_args(new)[:QUEUED_COLUMNS], *_answer_args(a))
+            for new, a in zip(rows, answers, strict=True)
+        ]
         columns = [list(column) for column in zip(*table, strict=True)]
         fetch = self._pool.fetch if conn is None else conn.fetch
         written = await fetch(_INSERT_MANY, *columns, retention_s)
@@ -190,7 +204,8 @@ class NotificationStore:
     async def withdraw(self, notification_id: str) -> None:
         """Remove a notification the API could not stream (its client got a 503)."""
         await self._pool.execute(
-            "DELETE FROM notifications WHERE id = $1 AND status = 'queued'", notification_id
+            "DELETE FROM notifications WHERE id = $1 AND status IN ('queued', 'scheduled')",
+            notification_id,
         )
 
     async def get(self, tenant_id: str, notification_id: str) -> NotificationView | None:
@@ -230,6 +245,8 @@ class NotificationStore:
             metadata,
             before_id,
             limit,
+            where.due_after,
+            where.due_before,
         )
         return [view_from_row(row) for row in rows]
 
@@ -257,6 +274,9 @@ class NotificationStore:
         await self._pool.fetchval("SELECT 1")
 
 
+QUEUED_COLUMNS = 9  # _args up to the fallback: what a row due at once needs
+
+
 def _args(new: NewNotification) -> tuple[object, ...]:
     return (
         new.id,
@@ -268,6 +288,8 @@ def _args(new: NewNotification) -> tuple[object, ...]:
         new.max_attempts,
         new.metadata_json.decode(),
         new.fallback_json.decode(),
+        new.send_at,
+        Status.SCHEDULED if new.scheduled else Status.QUEUED,
     )
 
 

@@ -18,7 +18,7 @@ VIEW_COLUMNS = (
     "id::text AS id, status, channel, recipient, payload::text AS payload, priority,"
     " max_attempts, attempts, last_error, metadata::text AS metadata, fallback::text AS fallback,"
     " step, provider, receipt_for::text AS receipt_for, created_at, updated_at, delivered_at,"
-    " failed_at"
+    " failed_at, send_at"
 )
 
 

@@ -1,0 +1,91 @@
+"""The due-time index of scheduled jobs: a sorted set per priority, messages in one hash.
+
+Only an index: PostgreSQL's 'scheduled' rows are the truth, and the reconciler rebuilds what
+Redis loses (``restore``). ``promote`` is the one move into the streams (``lua/promote.lua``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from redis.asyncio import Redis
+
+from pulse.core.models import Job
+from pulse.queue.codec import MESSAGE_FIELD, encode_job
+from pulse.queue.keys import QueueKeys
+from pulse.queue.scripts import load_script
+
+CHUNK = 500  # jobs per script call
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Promoted:
+    """What one promotion streamed (job id, due ms) and when the next job is due (ms)."""
+
+    moved: list[tuple[str, int]]
+    next_due_ms: int | None
+
+
+def due_ms(due: datetime) -> int:
+    """Milliseconds since the epoch, rounded up: a job is never streamed before its time."""
+    micros = (due - EPOCH) // timedelta(microseconds=1)
+    return -(-micros // 1000)
+
+
+class DueIndex:
+    def __init__(self, redis: Redis, keys: QueueKeys) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._schedule = load_script(redis, "schedule")
+        self._promote = load_script(redis, "promote")
+        self._unschedule = load_script(redis, "unschedule")
+
+    async def schedule(self, jobs: Sequence[tuple[Job, datetime]]) -> None:
+        """Index ``jobs`` by due time (again, for a rescheduled one: its due time moves)."""
+        await self._index("set", jobs)
+
+    async def restore(self, jobs: Sequence[tuple[Job, datetime]]) -> list[str]:
+        """Index the jobs no stream holds (the reconciler); return those it indexed."""
+        return await self._index("restore", jobs)
+
+    async def _index(self, mode: str, jobs: Sequence[tuple[Job, datetime]]) -> list[str]:
+        keys = [self._keys.scheduled_jobs(), self._keys.index(), *self._keys.all_scheduled()]
+        added: list[str] = []
+        for start in range(0, len(jobs), CHUNK):
+            args: list[bytes | str | int] = [mode]
+            for job, due in jobs[start : start + CHUNK]:
+                message = encode_job(job)[MESSAGE_FIELD]
+                args += [job.id, job.priority, due_ms(due), message]
+            ids = await self._schedule(keys=keys, args=args)
+            added += [_text(job_id) for job_id in ids]
+        return added
+
+    async def promote(self, now_ms: int, limit: int) -> Promoted:
+        """Stream at most ``limit`` jobs due by ``now_ms`` (atomically: once each)."""
+        keys = [
+            self._keys.scheduled_jobs(),
+            self._keys.index(),
+            *self._keys.all_scheduled(),
+            *self._keys.streams(),
+        ]
+        reply = await self._promote(keys=keys, args=[now_ms, limit])
+        head, rest = int(reply[0]), reply[1:]
+        moved = [(_text(rest[i]), int(float(rest[i + 1]))) for i in range(0, len(rest), 2)]
+        return Promoted(moved, None if head < 0 else head)
+
+    async def remove(self, job_id: str, priority: int) -> bool:
+        """Forget a cancelled job (memory only: the claim never sends a cancelled one)."""
+        keys = [self._keys.scheduled_jobs(), self._keys.scheduled(priority)]
+        return bool(await self._unschedule(keys=keys, args=[job_id]))
+
+    async def due_of(self, job_id: str, priority: int) -> int | None:
+        """The job's due time in the index (ms), or None when it is not there."""
+        score = await self._redis.zscore(self._keys.scheduled(priority), job_id)
+        return None if score is None else int(score)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
