@@ -229,7 +229,6 @@ def _acker(
         worker=name,
         policy=RetryPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_cap_s),
         batch_size=settings.worker_ack_batch,
-        interval_s=settings.worker_ack_interval_ms / 1000,
         secrets=settings.secret_values(),
         receipt_max_attempts=settings.receipt_max_attempts,
     )
