@@ -166,7 +166,7 @@ def build_worker(
     publisher = Publisher(redis, keys)
     pending = PendingEntries(redis, keys, name)
     leaser = Leaser(pending, ledger, settings.worker_lease_ms)
-    transitions = Transitions(redis, keys, name, publisher)
+    transitions = Transitions(redis, keys, name)
     acker = _acker(settings, ledger, transitions, leaser, metrics, name)
     breakers = Breakers(
         BreakerPolicy(settings.breaker_failures, settings.breaker_cooldown_s), metrics
