@@ -2,6 +2,11 @@
 the POST's answer time, seen by the client, and accepted → first attempt started, from
 PostgreSQL (the notification's ``created_at`` to its first attempt row's ``started_at``).
 
+``created_at`` is the API's transaction start, so that figure holds the API's own work too;
+``answered_to_started`` splits the worker's share off: from the moment the client had the 202
+(after the commit and the stream append) to the attempt's start, on the same clock (one
+machine). It can be negative: the worker may start before the answer reaches the client.
+
 One API process and one worker process, both running before the first request. The first
 second's notifications are a warm-up, not counted.
 """
@@ -9,6 +14,7 @@ second's notifications are a warm-up, not counted.
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import time
 from typing import Any
@@ -25,7 +31,8 @@ from pulse.store.tenants import TenantStore
 BODY = {"recipient": "bench", "channel": "log", "payload": {"message": "benchmark"}}
 DRAIN_TIMEOUT_S = 60.0
 STARTED = """
-SELECT extract(epoch FROM a.started_at - n.created_at) * 1000 AS ms
+SELECT n.id::text AS id, extract(epoch FROM a.started_at - n.created_at) * 1000 AS ms,
+       extract(epoch FROM a.started_at) AS started
 FROM notifications n JOIN attempts a ON a.notification_id = n.id AND a.number = 1
 ORDER BY n.created_at
 """
@@ -45,14 +52,18 @@ async def pulse_latency(
         key = await _tenant_key(scope)
         with pulse_api(scope, free_port()) as base, pulse_worker(scope) as go:
             go()
-            answers = await _send(base + "/api/notifications/", key, rate, count)
-            started = await _wait_started(scope, count)
+            sent = await _send(base + "/api/notifications/", key, rate, count)
+            rows = await _wait_started(scope, count)
     warmup = round(rate)
-    answer_p50, answer_p99 = percentiles(answers, warmup)
-    start_p50, start_p99 = percentiles(started, warmup)
+    answer_p50, answer_p99 = percentiles([answer_ms for answer_ms, _, _ in sent], warmup)
+    start_p50, start_p99 = percentiles([float(row["ms"]) for row in rows], warmup)
+    started = {row["id"]: float(row["started"]) for row in rows}
+    after = [(started[ident] - answered) * 1000 for _, ident, answered in sent]
+    after_p50, after_p99 = percentiles(after, warmup)
     return {
         "rate": rate, "count": count, "answer_p50_ms": answer_p50, "answer_p99_ms": answer_p99,
         "p50_ms": start_p50, "p99_ms": start_p99,
+        "answered_to_started_p50_ms": after_p50, "answered_to_started_p99_ms": after_p99,
     }  # fmt: skip
 
 
@@ -64,19 +75,21 @@ async def _tenant_key(scope: Scope) -> str:
         await pool.close()
 
 
-async def _send(url: str, key: str, rate: float, count: int) -> list[float]:
-    """POST ``count`` notifications on schedule; each answer's time in ms, in send order."""
+async def _send(url: str, key: str, rate: float, count: int) -> list[tuple[float, str, float]]:
+    """POST ``count`` notifications on schedule; in send order, each answer's time in ms, the
+    notification's id, and when the answer came (epoch seconds)."""
     headers = {"Authorization": f"Bearer {key}"}
     connector = aiohttp.TCPConnector(limit=256)
     async with aiohttp.ClientSession(headers=headers, connector=connector) as session:
 
-        async def post() -> float:
+        async def post() -> tuple[float, str, float]:
             sent = time.perf_counter()
             async with session.post(url, json=BODY) as answer:
-                await answer.read()
+                body = await answer.read()
+                answered = time.time()
                 if answer.status != 202:
                     raise RuntimeError(f"POST answered {answer.status}: {await answer.text()}")
-            return (time.perf_counter() - sent) * 1000
+            return (time.perf_counter() - sent) * 1000, json.loads(body)["id"], answered
 
         tasks = []
         started = time.perf_counter()
@@ -88,14 +101,14 @@ async def _send(url: str, key: str, rate: float, count: int) -> list[float]:
         return list(await asyncio.gather(*tasks))
 
 
-async def _wait_started(scope: Scope, count: int) -> list[float]:
+async def _wait_started(scope: Scope, count: int) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(scope.database_url)
     try:
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         while time.monotonic() < deadline:
             rows = await conn.fetch(STARTED)
             if len(rows) >= count:
-                return [float(row["ms"]) for row in rows]
+                return rows
             await asyncio.sleep(0.1)
     finally:
         await conn.close()

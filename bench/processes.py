@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -48,10 +48,26 @@ def _stop(process: subprocess.Popen[str]) -> None:
         process.wait()
 
 
+class Go:
+    """Starts a waiting worker process (``go()`` returns the time it was told to); ``cpu_s()``
+    is the CPU time (user + system) the process has used so far, from /proc (Linux)."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self._process = process
+
+    def __call__(self) -> float:
+        assert self._process.stdin is not None
+        self._process.stdin.write("go\n")
+        self._process.stdin.flush()
+        return time.perf_counter()
+
+    def cpu_s(self) -> float:
+        fields = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
-def pulse_worker(
-    scope: Scope, extra_env: dict[str, str] | None = None
-) -> Iterator[Callable[[], float]]:
+def pulse_worker(scope: Scope, extra_env: dict[str, str] | None = None) -> Iterator[Go]:
     """A connected worker process waiting for ``go()``, which starts it and returns the time."""
     with log_file("worker") as log:
         process = subprocess.Popen(
@@ -68,14 +84,7 @@ def pulse_worker(
     try:
         if process.stdout.readline().strip() != "ready":
             raise RuntimeError(f"the bench's Pulse worker did not start: see {LOGS}/worker.log")
-        stdin = process.stdin
-
-        def go() -> float:
-            stdin.write("go\n")
-            stdin.flush()
-            return time.perf_counter()
-
-        yield go
+        yield Go(process)
     finally:
         _stop(process)
 

@@ -32,12 +32,20 @@ POLL_LIMIT = 120_000  # ten minutes at most
 
 @dataclass(frozen=True)
 class DrainResult:
+    """``cpu_s``: the worker process's CPU time (user + system) during the drain, a figure
+    that holds when other processes load the machine (the wall-clock rate does not)."""
+
     jobs: int
     seconds: float
+    cpu_s: float
 
     @property
     def rate(self) -> float:
         return self.jobs / self.seconds
+
+    @property
+    def cpu_us_per_job(self) -> float:
+        return self.cpu_s / self.jobs * 1e6
 
 
 async def drain(redis_url: str, admin_url: str, jobs: int) -> DrainResult:
@@ -48,11 +56,13 @@ async def drain(redis_url: str, admin_url: str, jobs: int) -> DrainResult:
         try:
             await enqueue_bulk(pool, redis, scope.prefix, jobs)
             with pulse_worker(scope) as go:
+                cpu_before = go.cpu_s()
                 started = go()
                 await wait_drained(redis, QueueKeys(scope.prefix).stream(2))
                 seconds = time.perf_counter() - started
+                cpu_s = go.cpu_s() - cpu_before
             await _verify_audit(pool, jobs)
-            return DrainResult(jobs=jobs, seconds=seconds)
+            return DrainResult(jobs=jobs, seconds=seconds, cpu_s=cpu_s)
         finally:
             await redis.aclose()
             await pool.close()

@@ -118,7 +118,10 @@ class Bench:
 
 async def _as_dict(result: Coroutine[Any, Any, pulse_drain.DrainResult]) -> dict[str, Any]:
     done = await result
-    return {"jobs": done.jobs, "seconds": done.seconds, "rate": done.rate}
+    return {
+        "jobs": done.jobs, "seconds": done.seconds, "rate": done.rate,
+        "cpu_us_per_job": done.cpu_us_per_job,
+    }  # fmt: skip
 
 
 def _peer(function: Callable[..., dict[str, Any]], *args: Any) -> Measure:

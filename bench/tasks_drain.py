@@ -40,11 +40,13 @@ async def drain_tasks(redis_url: str, admin_url: str, jobs: int) -> DrainResult:
         try:
             await enqueue_tasks(pool, redis, scope.prefix, jobs)
             with pulse_worker(scope, {"PULSE_TASKS": "bench.noop_tasks", **TUNING}) as go:
+                cpu_before = go.cpu_s()
                 started = go()
                 await wait_drained(redis, QueueKeys(scope.prefix).task_stream(2))
                 seconds = time.perf_counter() - started
+                cpu_s = go.cpu_s() - cpu_before
             await _verify(pool, jobs)
-            return DrainResult(jobs=jobs, seconds=seconds)
+            return DrainResult(jobs=jobs, seconds=seconds, cpu_s=cpu_s)
         finally:
             await redis.aclose()
             await pool.close()

@@ -239,7 +239,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     worker_concurrency: PositiveInt = 64
     worker_mailbox_size: PositiveInt = 1000
     worker_ack_batch: PositiveInt = 500
-    worker_ack_interval_ms: PositiveInt = 20
     worker_grace_s: PositiveFloat = 30.0
     worker_consumer: str | None = None
     worker_metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0

@@ -341,6 +341,10 @@ async def _verify(
         delivered=len(delivered),
         failed=len(failed),
         duplicates=len(duplicates),
+        kills=len(killed),
+        # at-least-once's one window, per SIGKILL: mails a provider accepted that the killed
+        # worker had not recorded yet (the acker settles at once, so only its round in progress)
+        duplicates_per_kill=round(len(duplicates) / max(1, len(killed)), 1),
         lost=len(lost),
         stuck=len(stuck),
     )

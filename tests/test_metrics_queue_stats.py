@@ -55,7 +55,7 @@ async def test_snapshot_shows_unread_pending_retrying_and_dead_entries(
     taken = await consumer.read({keys.stream(1): 3})
     retry, dead = (EntryRef(e.stream, e.entry_id, e.job_id) for e in taken[:2])
     batch = SettledBatch(retries=[(retry, now_ms() + 60_000, True)], dead=[(dead, "permanent")])
-    (await Transitions(redis, keys, "w1", publisher).apply(batch, now_ms())).raise_error()
+    (await Transitions(redis, keys, "w1").apply(batch, now_ms())).raise_error()
     await asyncio.sleep(0.02)
 
     # When an operator reads the snapshot

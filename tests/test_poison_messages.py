@@ -193,9 +193,7 @@ async def test_an_attempt_not_made_is_given_back_to_the_stream(
 
     # When: one is retried after a provider call, the other after none was made
     retries = [(made, now_ms(), True), (not_made, now_ms(), False)]
-    applied = await Transitions(redis, keys, "w1", publisher).apply(
-        SettledBatch(retries=retries), now_ms()
-    )
+    applied = await Transitions(redis, keys, "w1").apply(SettledBatch(retries=retries), now_ms())
     pending = PendingEntries(redis, keys, "w1")
     again = await pending.reclaim(keys.stream(1), now_ms(), lease_ms=60_000, limit=10)
 

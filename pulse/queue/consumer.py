@@ -46,6 +46,9 @@ class Consumer:
         self._keys = keys
         self._consumer = consumer
         self.streams = streams if streams is not None else keys.streams()  # most urgent first
+        # Replies as Redis sends them: redis-py would make a dict of every entry's fields, a
+        # cost per delivery on the hot path for the one field read here (``_entries``).
+        redis.set_response_callback("XREADGROUP", _as_sent)
 
     @property
     def name(self) -> str:
@@ -103,13 +106,29 @@ def as_str(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _as_sent(response: Any, **kwargs: Any) -> Any:
+    del kwargs
+    return response
+
+
 def _entries(reply: Any) -> list[Entry]:
+    """``[[stream, [[entry id, [field, value, ...]], ...]], ...]`` (RESP2; RESP3 sends a map
+    of stream to entries) as entries."""
     entries: list[Entry] = []
-    for stream, messages in reply or []:
+    streams = reply.items() if isinstance(reply, dict) else reply or []
+    for stream, messages in streams:
         name = as_str(stream)
         for entry_id, fields in messages:
-            entries.append(make_entry(name, as_str(entry_id), 1, (fields or {}).get(MESSAGE_FIELD)))
+            entries.append(make_entry(name, as_str(entry_id), 1, _message(fields)))
     return entries
+
+
+def _message(fields: list[bytes] | None) -> bytes | None:
+    """The job's field among an entry's (None: the entry has none, or was deleted)."""
+    for i in range(0, len(fields or ()) - 1, 2):
+        if fields is not None and fields[i] == MESSAGE_FIELD:
+            return fields[i + 1]
+    return None
 
 
 def make_entry(stream: str, entry_id: str, attempt: int, message: bytes | None) -> Entry:

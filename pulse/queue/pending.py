@@ -15,7 +15,7 @@ from redis.exceptions import ResponseError
 
 from pulse.queue.consumer import Entry, as_str, make_entry
 from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
-from pulse.queue.scripts import by_stream, is_nogroup, load_script, per_stream
+from pulse.queue.scripts import by_stream, is_nogroup, load_script, per_stream, run_calls
 
 
 class PendingEntries:
@@ -31,15 +31,14 @@ class PendingEntries:
         grouped = by_stream((stream, (entry_id,)) for stream, entry_id in entries)
         if not grouped:
             return []
-        async with self._redis.pipeline(transaction=False) as pipe:
-            head = [CONSUMER_GROUP, self._consumer]
-            await per_stream(pipe, self._renew, grouped, lambda stream: [stream], head)
-            try:
-                replies = await pipe.execute()
-            except ResponseError as exc:
-                if is_nogroup(exc):
-                    return []  # Redis restarted empty: nothing to renew; the fetcher regroups
-                raise
+        head = [CONSUMER_GROUP, self._consumer]
+        calls = per_stream(self._renew, grouped, lambda stream: [stream], head)
+        replies = await run_calls(self._redis, calls)
+        for reply in replies:
+            if isinstance(reply, ResponseError) and is_nogroup(reply):
+                return []  # Redis restarted empty: nothing to renew; the fetcher regroups
+            if isinstance(reply, Exception):
+                raise reply
         return [
             (stream, as_str(entry_id))
             for stream, lost in zip(grouped, replies, strict=True)

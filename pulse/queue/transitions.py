@@ -1,26 +1,24 @@
 """The Redis half of settling a batch: every entry's transition, in one round trip.
 
 Each transition is its own atomic script (``ack.lua``, ``retry_later.lua``, ``dead_letter.lua``,
-``fallback.lua``, ``enqueue.lua`` for the receipts the batch created); a batch queues them all on
-one pipeline. Every script tolerates a second run, so a batch applied again after a failure
-changes nothing twice, except the receipts' XADDs: ``Applied.streamed`` says how many of them
-went through, and only the rest are to be streamed again.
+``fallback.lua``, ``enqueue.lua`` for the receipts the batch created); a batch sends them all in
+one round trip (by EVALSHA alone: ``scripts.run_calls``). Every script tolerates a second run,
+so a batch applied again after a failure changes nothing twice, except the receipts' XADDs:
+``Applied.streamed`` says how many of them went through, and only the rest are to be streamed
+again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from pulse.core.models import Job
 from pulse.queue.codec import MESSAGE_FIELD, encode_job
 from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
-from pulse.queue.publisher import Publisher
-from pulse.queue.scripts import by_stream, load_script, per_stream
+from pulse.queue.scripts import Call, by_stream, load_script, per_stream, run_calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,27 +58,28 @@ class Applied:
 
 
 class Transitions:
-    def __init__(self, redis: Redis, keys: QueueKeys, consumer: str, publisher: Publisher) -> None:
+    def __init__(self, redis: Redis, keys: QueueKeys, consumer: str) -> None:
         self._redis = redis
         self._keys = keys
         self._consumer = consumer
-        self._publisher = publisher
         self._ack = load_script(redis, "ack")
         self._retry_later = load_script(redis, "retry_later")
         self._dead_letter = load_script(redis, "dead_letter")
         self._fallback = load_script(redis, "fallback")
+        self._enqueue = load_script(redis, "enqueue")
 
     async def apply(self, batch: SettledBatch, now_ms: int) -> Applied:
         """Run every transition of ``batch`` in one pipelined round trip."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            await self._stage_acks(pipe, batch.acks)
-            await self._stage_retries(pipe, batch.retries)
-            await self._stage_dead(pipe, batch.dead, now_ms)
-            await self._stage_fallbacks(pipe, batch.fallbacks)
-            await self._publisher.stage(pipe, batch.receipts)
-            if not pipe.command_stack:
-                return Applied(0)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        calls = [
+            *self._acks(batch.acks),
+            *self._retries(batch.retries),
+            *self._dead(batch.dead, now_ms),
+            *self._fallbacks(batch.fallbacks),
+            *self._receipts(batch.receipts),
+        ]
+        if not calls:
+            return Applied(0)
+        replies = await run_calls(self._redis, calls)
         errors = [reply for reply in replies if isinstance(reply, Exception)]
         receipts = replies[len(replies) - len(batch.receipts) :]
         streamed = next(
@@ -88,54 +87,72 @@ class Transitions:
         )
         return Applied(streamed, errors[0] if errors else None)
 
-    async def _stage_acks(self, pipe: Pipeline, entries: Sequence[EntryRef]) -> None:
+    def _acks(self, entries: Sequence[EntryRef]) -> list[Call]:
         """``ack.lua``: XACK + XDEL + forget, one call per stream."""
         grouped = by_stream((e.stream, (e.entry_id, e.job_id)) for e in entries)
         index = self._keys.index()
-        await per_stream(
-            pipe,
+        return per_stream(
             self._ack,
             grouped,
             lambda stream: [stream, index, self._keys.retry_schedule(stream)],
             [CONSUMER_GROUP],
         )
 
-    async def _stage_retries(
-        self, pipe: Pipeline, schedule: Sequence[tuple[EntryRef, int, bool]]
-    ) -> None:
+    def _retries(self, schedule: Sequence[tuple[EntryRef, int, bool]]) -> list[Call]:
         """``retry_later.lua``, one call per stream; an attempt not made is given back."""
         grouped = by_stream((e.stream, (e.entry_id, due, int(made))) for e, due, made in schedule)
-        await per_stream(
-            pipe,
+        return per_stream(
             self._retry_later,
             grouped,
             lambda stream: [stream, self._keys.retry_schedule(stream)],
             [CONSUMER_GROUP, self._consumer],
         )
 
-    async def _stage_dead(
-        self, pipe: Pipeline, entries: Sequence[tuple[EntryRef, str]], now_ms: int
-    ) -> None:
+    def _dead(self, entries: Sequence[tuple[EntryRef, str]], now_ms: int) -> list[Call]:
         """``dead_letter.lua`` per entry: copy to the dead letters, acknowledge the original."""
-        for entry, reason in entries:
-            keys = [
-                entry.stream,
-                self._keys.dead_letters(),
-                self._keys.index(),
-                self._keys.retry_schedule(entry.stream),
-            ]
-            args: list[str | int] = [CONSUMER_GROUP, entry.entry_id, entry.job_id, reason, now_ms]
-            await self._dead_letter(keys=keys, args=args, client=pipe)
+        return [
+            Call(
+                self._dead_letter,
+                [
+                    entry.stream,
+                    self._keys.dead_letters(),
+                    self._keys.index(),
+                    self._keys.retry_schedule(entry.stream),
+                ],
+                [CONSUMER_GROUP, entry.entry_id, entry.job_id, reason, now_ms],
+            )
+            for entry, reason in entries
+        ]
 
-    async def _stage_fallbacks(self, pipe: Pipeline, moves: Sequence[tuple[EntryRef, Job]]) -> None:
+    def _fallbacks(self, moves: Sequence[tuple[EntryRef, Job]]) -> list[Call]:
         """``fallback.lua`` per entry: replace it by a fresh entry of its next step."""
-        for entry, following in moves:
-            keys = [
-                entry.stream,
-                self._keys.stream(following.priority),
-                self._keys.index(),
-                self._keys.retry_schedule(entry.stream),
-            ]
-            message = encode_job(following)[MESSAGE_FIELD]
-            args: list[str | bytes] = [CONSUMER_GROUP, entry.entry_id, following.id, message]
-            await self._fallback(keys=keys, args=args, client=pipe)
+        return [
+            Call(
+                self._fallback,
+                [
+                    entry.stream,
+                    self._keys.stream(following.priority),
+                    self._keys.index(),
+                    self._keys.retry_schedule(entry.stream),
+                ],
+                [
+                    CONSUMER_GROUP,
+                    entry.entry_id,
+                    following.id,
+                    encode_job(following)[MESSAGE_FIELD],
+                ],
+            )
+            for entry, following in moves
+        ]
+
+    def _receipts(self, jobs: Sequence[Job]) -> list[Call]:
+        """``enqueue.lua`` per receipt, as the publisher appends an accepted job."""
+        index = self._keys.index()
+        return [
+            Call(
+                self._enqueue,
+                [self._keys.stream(job.priority), index],
+                [job.id, encode_job(job)[MESSAGE_FIELD]],
+            )
+            for job in jobs
+        ]

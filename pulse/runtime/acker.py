@@ -1,5 +1,12 @@
 """Settles finished attempts in batches: PostgreSQL first, then Redis in one round trip.
 
+Batches form by themselves, with no timer: an idle acker settles a result the moment it comes;
+a busy one, when its round ends, takes everything that came during that round (at most
+``batch_size``; the rest at once in the next round). A result waits at most for the round in
+progress, so few are left unrecorded when the process is killed (each such result's message
+was sent and is sent again by whoever reclaims it), and a batch grows exactly as large as the
+load makes it.
+
 ``settle.py`` decides what each attempt turns into. The batch's statuses, audit, attempt and
 dead-letter rows are committed in one statement, with the receipts of the notifications it
 finished; only then are the stream entries acknowledged, scheduled for retry, moved to the dead
@@ -16,7 +23,6 @@ the delivery's transition is made.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections import Counter
@@ -38,6 +44,7 @@ from pulse.store.ledger import DeliveryLedger, UndecodableRow
 logger = logging.getLogger("pulse.runtime.acker")
 SETTLE_DELAYS_S = (0.05, 0.2, 0.5, 1.0, 2.0)  # shorter first steps: results are waiting
 UNDECODABLE = "undecodable"  # the channel label of an entry that could not be read
+ROOM_BATCHES = 4  # results waiting, in batches, beyond which the fetcher waits (backpressure)
 
 
 class Acker:
@@ -51,7 +58,6 @@ class Acker:
         worker: str,
         policy: RetryPolicy,
         batch_size: int,
-        interval_s: float,
         secrets: Sequence[str] = (),
         receipt_max_attempts: int = 10,
     ) -> None:
@@ -72,11 +78,12 @@ class Acker:
         self._redact = Redactor(secrets)
         self._rng = random.Random()  # seeded from os.urandom: every process jitters its own way
         self._batch_size = batch_size
-        self._interval_s = interval_s
         self._results: list[Done] = []
         self._ack_only: list[Delivery] = []
         self._unreadable: list[Unreadable] = []
         self._wakeup = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
         self._failures = 0
 
     def take(self, delivery: Delivery) -> None:
@@ -85,8 +92,15 @@ class Acker:
 
     def submit(self, done: Done) -> None:
         self._results.append(done)
-        if len(self._results) >= self._batch_size:
-            self._wakeup.set()
+        self._wakeup.set()
+        if len(self._results) >= ROOM_BATCHES * self._batch_size:
+            self._room.clear()
+
+    async def wait_for_room(self) -> None:
+        """Backpressure: while PostgreSQL is slower than the deliveries, results wait here,
+        each holding its lease; the fetcher reads no more until they are down to a few
+        batches."""
+        await self._room.wait()
 
     def ack_only(self, deliveries: Sequence[Delivery]) -> None:
         """Acknowledge deliveries whose notification needs no state change (already finished)."""
@@ -109,12 +123,15 @@ class Acker:
         return waiting + len(self._unpublished)  # receipts committed, not yet streamed
 
     async def run(self) -> None:
-        """Flush every ``interval`` or as soon as a batch is full; runs until cancelled."""
+        """Settle whatever has come, as soon as it comes; runs until cancelled."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self._interval_s)
+            await self._wakeup.wait()
             self._wakeup.clear()
             await self.flush()
+            if len(self._results) < ROOM_BATCHES * self._batch_size:
+                self._room.set()
+            if self.backlog:  # more than one batch came, or streaming receipts is behind
+                self._wakeup.set()
 
     async def drain(self, timeout_s: float) -> bool:
         """Flush until nothing is left (shutdown); False if that took longer than allowed, in
@@ -130,8 +147,11 @@ class Acker:
             await self.flush()
 
     async def flush(self) -> None:
-        batch = (self._results, self._ack_only, self._unreadable)
-        self._results, self._ack_only, self._unreadable = [], [], []
+        """Settle up to ``batch_size`` results (and every ack-only and unreadable entry)."""
+        results = self._results[: self._batch_size]
+        del self._results[: self._batch_size]
+        batch = (results, self._ack_only, self._unreadable)
+        self._ack_only, self._unreadable = [], []
         if not any(batch) and not self._unpublished:
             return
         try:

@@ -39,9 +39,11 @@ class Dispatcher:
         self._fan_out = fan_out
 
     async def wait_for_room(self) -> None:
-        """Backpressure: return once every deliverer's mailbox has room for another round."""
+        """Backpressure: return once every deliverer's mailbox has room for another round,
+        and the acker is keeping up."""
         for deliverer in self._deliverers.values():
             await deliverer.wait_for_room()
+        await self._acker.wait_for_room()
 
     async def dispatch(self, entries: Sequence[Entry]) -> None:
         deliveries, unreadable = received(entries)

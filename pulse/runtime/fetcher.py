@@ -2,6 +2,11 @@
 
 Each round asks every stream for its share (``pulse.core.priority``) in one pipelined round trip;
 only when every stream is empty does it block on all of them for new work.
+
+No timer is on the path from an append to its claim: the blocking read returns the moment an
+entry arrives (``worker_block_ms`` only bounds how long an idle fetcher takes to see a stop),
+and a busy fetcher's next round takes what arrived during the previous one's claim, up to
+``worker_batch_size``: the claims batch themselves as the load makes them.
 """
 
 from __future__ import annotations

@@ -69,5 +69,6 @@ class Leaser:
             logger.warning("could not renew %d leases: %s", len(held), exc)
             return False
         for key in lost:
-            logger.warning("lease of %s %s was taken by another worker", *key)
+            if key in self._held:  # not one the acker settled (and deleted) meanwhile
+                logger.warning("lease of %s %s was taken by another worker", *key)
         return renewed

@@ -3,6 +3,10 @@
 Every worker runs one; ``reclaim.lua`` is atomic, so two reclaimers never take one entry twice.
 An entry is due when the acker scheduled its retry time and that time has come; it is abandoned
 when nobody renewed its lease for ``lease_ms`` (its worker died or hung).
+
+Its pause (``worker_reclaim_interval_ms``) is off the path of new work: it delays a retry by at
+most that much past its due time (retries wait seconds), and an abandoned entry by that much
+past its lease (tens of seconds); a pass that found a full batch goes on at once.
 """
 
 from __future__ import annotations

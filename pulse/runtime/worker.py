@@ -219,7 +219,7 @@ def build_worker(
     publisher = Publisher(redis, keys)
     pending = PendingEntries(redis, keys, name)
     leaser = Leaser(pending, ledger, settings.worker_lease_ms)
-    transitions = Transitions(redis, keys, name, publisher)
+    transitions = Transitions(redis, keys, name)
     acker = _acker(settings, ledger, transitions, leaser, metrics, name)
     breakers = Breakers(
         BreakerPolicy(settings.breaker_failures, settings.breaker_cooldown_s), metrics
@@ -325,7 +325,6 @@ def _acker(
         worker=name,
         policy=RetryPolicy(base_s=settings.retry_base_s, cap_s=settings.retry_cap_s),
         batch_size=settings.worker_ack_batch,
-        interval_s=settings.worker_ack_interval_ms / 1000,
         secrets=settings.secret_values(),
         receipt_max_attempts=settings.receipt_max_attempts,
     )
