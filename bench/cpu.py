@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,9 +65,16 @@ class Sample:
     machine: float
 
 
-def sample(groups: Mapping[str, Sequence[int]]) -> Sample:
+def sample(groups: Mapping[str, Sequence[int]], alone: Collection[str] = ()) -> Sample:
+    """CPU seconds so far of each group's process trees (of the processes alone, without the
+    live children, for the groups named in ``alone``)."""
     table = _table()
-    seconds = {name: _tree_seconds(table, roots) for name, roots in groups.items()}
+    seconds = {
+        name: sum(table[pid][1] for pid in roots if pid in table)
+        if name in alone
+        else _tree_seconds(table, roots)
+        for name, roots in groups.items()
+    }
     return Sample(time.monotonic(), seconds, _machine_busy_s())
 
 
@@ -79,5 +86,5 @@ def usage(before: Sample, after: Sample) -> dict[str, float]:
         for name in before.groups
     }
     cores = os.cpu_count() or 1
-    used["machine"] = round(100 * (after.machine - before.machine) / wall / cores, 1)
+    used["machine"] = min(100.0, round(100 * (after.machine - before.machine) / wall / cores, 1))
     return used

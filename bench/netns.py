@@ -94,7 +94,7 @@ def remove_namespace(name: str) -> None:
         pids = [int(pid) for pid in _ip("netns", "pids", name).split()]
         _signal(pids, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE_S
-        while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        while time.monotonic() < deadline and any(alive(pid) for pid in pids):
             time.sleep(0.05)
         _signal(pids, signal.SIGKILL)
     with contextlib.suppress(RuntimeError):
@@ -107,7 +107,7 @@ def _signal(pids: list[int], signum: int) -> None:
             os.kill(pid, signum)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -122,7 +122,7 @@ def remove_leftovers() -> list[str]:
     removed = []
     for name in namespaces():
         found = _NAME.match(name)
-        if found and not _alive(int(found.group(1))):
+        if found and not alive(int(found.group(1))):
             remove_namespace(name)
             removed.append(name)
     return removed

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -20,6 +22,7 @@ from pathlib import Path
 START_TIMEOUT_S = 60.0
 REDIS_PORT = 6379
 PG_PORT = 5432
+WORKDIR_PREFIX = "pulse-scaling-"  # then the run's pid: a crashed run's folder is found by it
 PG_MAX_CONNECTIONS = 300  # 4 API and 4 worker processes with pools of 10, and the harness
 
 
@@ -42,7 +45,8 @@ def _pg_bin(name: str) -> str:
 def db_host(prefix: Sequence[str], address: str) -> Iterator[DbHost]:
     """Both servers started with ``prefix`` (the host's `ip netns exec`), stopped on the way out."""
     with contextlib.ExitStack() as stack:
-        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pulse-scaling-")))
+        folder = tempfile.TemporaryDirectory(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-")
+        workdir = Path(stack.enter_context(folder))
         workdir.chmod(0o755)
         redis_pid = stack.enter_context(_redis(prefix, address, workdir / "redis"))
         postgres_pid = stack.enter_context(_postgres(prefix, address, workdir / "postgres"))
@@ -110,3 +114,15 @@ def _postgres(prefix: Sequence[str], address: str, pgdata: Path) -> Iterator[int
     finally:
         stop = [*as_postgres, *pg_ctl, "-m", "fast", "stop"]
         subprocess.run(stop, capture_output=True, timeout=90)
+
+
+def remove_leftover_folders(alive: Callable[[int], bool]) -> list[str]:
+    """Delete the data folders of runs whose process is gone (a crash, a SIGKILL)."""
+    removed = []
+    pattern = re.compile(rf"^{WORKDIR_PREFIX}(\d+)-")
+    for path in Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*"):
+        found = pattern.match(path.name)
+        if found and not alive(int(found.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(str(path))
+    return removed

@@ -25,7 +25,7 @@ from typing import Any
 
 from bench import netns
 from bench.processes import ROOT
-from bench.sandbox_servers import db_host
+from bench.sandbox_servers import db_host, remove_leftover_folders
 
 QUICK: dict[str, Any] = {
     "jobs": 1000, "runs": 1, "seconds": 2.0, "connections": [8], "points": [1, 2],
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(json.dumps(asyncio.run(run_inner(json.loads(args.inner.read_text())))))
         return 0
-    removed = netns.remove_leftovers()
+    removed = netns.remove_leftovers() + remove_leftover_folders(netns.alive)
     if args.cleanup:
         print("removed: " + (", ".join(removed) or "nothing"))
         return 0

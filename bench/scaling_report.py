@@ -26,15 +26,15 @@ simulated with Linux network namespaces, and rewrites the part of this page betw
 
 
 def _cpu_cells(cpu: dict[str, float]) -> str:
-    return " | ".join(f"{cpu[group]:.0f}" for group in (*GROUPS, "machine"))
+    return " | ".join(f"{cpu[group]:.0f}" for group in (*GROUPS, "load", "machine"))
 
 
 def drain_table(points: list[dict[str, Any]]) -> list[str]:
     one = points[0]["rate"] / points[0]["workers"]
     lines = [
         "| worker processes | drained/s (median) | per-process vs 1 | runs (/s) "
-        "| redis-server % | PostgreSQL % | Pulse % | machine % |",
-        "|---:|---:|---:|---|---:|---:|---:|---:|",
+        "| redis-server % | PostgreSQL % | Pulse % | load % | machine % |",
+        "|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for p in points:
         runs = ", ".join(f"{r:,.0f}" for r in p["runs"])
@@ -48,8 +48,8 @@ def accept_table(points: list[dict[str, Any]]) -> list[str]:
     one = points[0]["rps"] / points[0]["processes"]
     lines = [
         "| API processes | accepted/s (median) | per-process vs 1 | connections | p50 ms "
-        "| p99 ms | errors | redis-server % | PostgreSQL % | Pulse % | machine % |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| p99 ms | errors | redis-server % | PostgreSQL % | Pulse % | load % | machine % |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in points:
         bound = "" if p["within_bound"] else " (over the bound)"
@@ -66,31 +66,44 @@ def ceiling(point: dict[str, Any], rate: float, cpus: int, what: str) -> list[st
     """Where this point's ceiling is, and what the per-item CPU costs predict beyond it."""
     cpu = point["cpu"]
     cost = {group: cpu[group] / 100 / rate * 1000 for group in GROUPS}  # core-ms per item
+    ours = sum(cpu[group] for group in (*GROUPS, "load")) / cpus
     if cpu["machine"] >= SATURATED:
-        verdict = (f"the machine's {cpus} cores were {cpu['machine']:.0f}% busy: the CPU of "
-                   "this machine is the ceiling")  # fmt: skip
+        verdict = (f"the machine's {cpus} cores were {cpu['machine']:.0f}% busy ({ours:.0f}% "
+                   "by this run's servers, Pulse and load; the rest by other processes): the "
+                   "CPU of this machine is the ceiling")  # fmt: skip
     elif cpu["redis"] >= SATURATED:
         verdict = f"redis-server used {cpu['redis']:.0f}% of its one core: Redis is the ceiling"
     else:
         top = max(GROUPS, key=lambda group: cpu[group])
         verdict = (f"no resource was saturated (machine {cpu['machine']:.0f}% busy; the largest "
                    f"user was {top} at {cpu[top]:.0f}% of a core)")  # fmt: skip
-    bounds = {
-        "Redis (one thread)": 1000 / cost["redis"] if cost["redis"] else float("inf"),
-        "PostgreSQL per core": 1000 / cost["postgres"] if cost["postgres"] else float("inf"),
-        "Pulse per core": 1000 / cost["pulse"] if cost["pulse"] else float("inf"),
-    }
+    names = {"redis": "Redis (one thread)", "postgres": "PostgreSQL per core",
+             "pulse": "Pulse per core"}  # fmt: skip
     costs = ", ".join(f"{group} {cost[group]:.3f}" for group in GROUPS)
-    limits = ", ".join(f"{name} ≈ {value:,.0f}/s" for name, value in bounds.items())
+    limits = ", ".join(
+        f"{names[group]} ≈ {1000 / cost[group]:,.0f}/s" for group in GROUPS if cost[group] > 0
+    )
     return [
         f"- **{what}**: {verdict}. CPU per item (core-ms): {costs}. "
         f"Bounds these costs predict: {limits}.",
     ]
 
 
+def growth(points: list[dict[str, Any]], count: str, rate: str, what: str) -> list[str]:
+    """How much the last step of a curve gained, beside what linear scaling would give."""
+    if len(points) < 2:
+        return []
+    low, high = points[-2], points[-1]
+    return [
+        f"- **{what}** {low[count]} → {high[count]}: the rate changed "
+        f"by a factor of {high[rate] / low[rate]:.2f} (linear: {high[count] / low[count]:.2f})."
+    ]
+
+
 def _prediction(result: dict[str, Any]) -> list[str]:
     cpus = int(result["machine"]["cpus"])
-    lines = []
+    lines = growth(result["drain"], "workers", "rate", "Drain, worker processes")
+    lines += growth(result["accept"], "processes", "rps", "Accept, API processes")
     drain, accept = result["drain"][-1], result["accept"][-1]
     lines += ceiling(drain, drain["rate"], cpus, f"Drain at {drain['workers']} worker processes")
     lines += ceiling(accept, accept["rps"], cpus, f"Accept at {accept['processes']} API processes")
