@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,8 @@ def machine() -> dict[str, Any]:
         (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
          if line.startswith("model name")), platform.machine(),
     )  # fmt: skip
-    return {"cpus": os.cpu_count(), "cpu_model": model, "kernel": platform.release()}
+    return {"cpus": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
+            "load_average": os.getloadavg()[0]}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,8 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     signal.signal(signal.SIGTERM, _interrupt)
     plan = _plan(args)
+    before = machine()  # the load average before the run adds its own
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     figures = measure(dict(plan))
-    result = {"plan": plan, "machine": machine(), **figures}
+    result = {"plan": plan, "machine": before, "measured_at": started, **figures}
     from bench.scaling_report import write
 
     write(result, args.docs)
