@@ -161,6 +161,7 @@ def _cpu(axes: Axes, counts: list[int], points: list[dict[str, Any]], xlabel: st
         values = [p["cpu"][group] for p in points]
         axes.bar(offsets, values, width=width * 0.9, color=COLOURS[group], label=group)
     axes.set_xticks(range(len(counts)), [str(n) for n in counts])
+    axes.set_title("CPU used in the timed window (median run)", fontsize=10)
     axes.set_xlabel(xlabel)
     axes.set_ylabel("% of one core")
     axes.legend(fontsize=8)
