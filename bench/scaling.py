@@ -34,26 +34,35 @@ QUICK: dict[str, Any] = {
 FULL: dict[str, Any] = {
     "jobs": 10_000, "runs": 3, "seconds": 5.0, "connections": [4, 16, 64], "points": [1, 2, 4],
 }  # fmt: skip
-P99_BOUND_MS = 250.0
+P99_BOUND_MS = 250
 INNER_TIMEOUT_S = {"quick": 900, "full": 3600}
+MAX_POINT = 8
 
 
-def _points(text: str | None, default: list[int]) -> list[int]:
-    if not text:
-        return default
-    points = sorted({int(part) for part in text.split(",")})
-    if not points or points[0] < 1 or points[-1] > 8:
-        raise argparse.ArgumentTypeError("points are process counts from 1 to 8")
+def point_list(text: str) -> list[int]:
+    """``1,2,4`` as process counts, sorted; each from 1 to ``MAX_POINT``."""
+    try:
+        points = sorted({int(part) for part in text.split(",")})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of counts like 1,2,4") from None
+    if points[0] < 1 or points[-1] > MAX_POINT:
+        raise argparse.ArgumentTypeError(f"process counts go from 1 to {MAX_POINT}")
     return points
+
+
+def positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.scaling", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="1 run, small N, points 1 and 2")
-    parser.add_argument("--workers", help="worker process counts, e.g. 1,2,4")
-    parser.add_argument("--apis", help="API process counts, e.g. 1,2,4")
-    parser.add_argument("--jobs", type=int, help="notifications drained per run")
-    parser.add_argument("--p99-ms", type=float, default=P99_BOUND_MS, help="accept p99 bound")
+    parser.add_argument("--workers", type=point_list, help="worker process counts, e.g. 1,2,4")
+    parser.add_argument("--apis", type=point_list, help="API process counts, e.g. 1,2,4")
+    parser.add_argument("--jobs", type=positive, help="notifications drained per run")
+    parser.add_argument("--p99-ms", type=positive, default=P99_BOUND_MS, help="accept p99 bound")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="where scaling.md goes")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--cleanup", action="store_true", help="remove a crashed run's leftovers")
@@ -70,8 +79,8 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": base["seconds"],
         "connections": base["connections"],
         "p99_ms": args.p99_ms,
-        "workers": _points(args.workers, list(base["points"])),
-        "apis": _points(args.apis, list(base["points"])),
+        "workers": args.workers or base["points"],
+        "apis": args.apis or base["points"],
     }
 
 

@@ -10,7 +10,7 @@ from bench import scaling_points
 from bench.scaling_points import Hosts
 
 
-def _median(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+def median(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
     """The run whose rate is the median (the lower middle for an even count), with its CPU."""
     ordered = sorted(runs, key=lambda run: run[key])
     middle = ordered[(len(ordered) - 1) // 2]
@@ -39,9 +39,9 @@ async def run_inner(plan: dict[str, Any]) -> dict[str, Any]:
             await scaling_points.drain(point, redis_url, admin_url, plan["jobs"])
             for _ in range(plan["runs"])
         ]
-        drain.append({"workers": count} | _median(runs, "rate"))
+        drain.append({"workers": count} | median(runs, "rate"))
     accept = []
     for count in plan["apis"]:
         runs = await scaling_points.accept(hosts, redis_url, admin_url, count, plan)
-        accept.append({"processes": count} | _median(runs, "rps"))
+        accept.append({"processes": count} | median(runs, "rps"))
     return {"drain": drain, "accept": accept}
