@@ -56,6 +56,10 @@ def _start(out: Path) -> subprocess.Popen[str]:
         return subprocess.Popen(command, cwd=ROOT, env=env, stdout=stdout, stderr=stderr, text=True)
 
 
+def _ip(*args: str) -> str:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=True).stdout
+
+
 def _pids(namespace: str) -> list[int]:
     done = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True)
     return [int(pid) for pid in done.stdout.split()]
@@ -119,6 +123,9 @@ def test_sigterm_mid_run_removes_the_namespaces(tmp_path: Path) -> None:
     process = _start(tmp_path)
     try:
         names, pids = _wait_for_measuring(process)
+        # (whose traffic has nowhere to go but the sandbox: no host has a default route)
+        for name in names:
+            assert _ip("-n", name, "route", "show", "default") == ""
         # When it is told to stop
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=RUN_TIMEOUT_S)
