@@ -72,8 +72,9 @@ def ceiling(point: dict[str, Any], rate: float, cpus: int, what: str) -> list[st
                    "by this run's servers, Pulse and load): the CPU of this machine is the "
                    "ceiling")  # fmt: skip
         if ours < cpu["machine"] * CONTENDED:
-            verdict += (", and other processes took most of it: the rates understate what the "
-                        "machine gives Pulse alone, the CPU per item below holds")  # fmt: skip
+            verdict += (f", and other processes took the other {cpu['machine'] - ours:.0f}%: the "
+                        "rates understate what the machine gives Pulse alone, the CPU per item "
+                        "below holds")  # fmt: skip
     elif cpu["redis"] >= SATURATED:
         verdict = f"redis-server used {cpu['redis']:.0f}% of its one core: Redis is the ceiling"
     else:

@@ -99,7 +99,7 @@ def test_a_page_without_markers_is_started_from_the_template(tmp_path: Path) -> 
     ("cpu", "verdict"),
     [
         (_cpu(machine=97.0, pulse=150.0), "the CPU of this machine is the ceiling"),
-        (_cpu(machine=97.0, pulse=10.0), "other processes took most of it"),
+        (_cpu(machine=97.0, pulse=10.0), "rates understate what the machine gives Pulse alone"),
         (_cpu(redis=95.0, machine=70.0), "Redis is the ceiling"),
         (_cpu(machine=40.0), "no resource was saturated"),
     ],
