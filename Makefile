@@ -13,7 +13,7 @@ TEST_PLUGINS := .test-plugins
 EXAMPLE_PLUGIN := tests/plugins/pulse-example-channel
 
 .PHONY: dev test test-unit test-integration test-system lint format typecheck bench reliability \
-	loadtest setup tools clean
+	loadtest scaling setup tools clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -75,6 +75,12 @@ bench: setup
 # LOADTEST_OUT (loadtest/reports/<time>); PULSE_REDIS_URL/PULSE_DATABASE_URL to use given servers.
 loadtest: setup
 	$(BIN)/python -m loadtest.run
+
+# docs/scaling.md and docs/scaling.png: drain and accept curves across hosts simulated with
+# network namespaces (root needed; bench/scaling.py). SCALING_ARGS: --quick, --workers 1,2,4,
+# --apis 1,2,4, --cleanup (remove what a crashed run left).
+scaling: setup
+	$(BIN)/python -m bench.scaling $(SCALING_ARGS)
 
 # The figures of docs/reliability.md: chaos, priorities, bounded memory (also part of `make test`).
 reliability: setup
