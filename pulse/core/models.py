@@ -18,6 +18,8 @@ class Status(enum.StrEnum):
     """Lifecycle of a notification. Who moves it where:
 
     - ``scheduled``: accepted with a future time; the scheduler moves it to ``queued``.
+    - ``waiting``: a task enqueued ``after`` others; the end of its last parent moves it to
+      ``queued`` (or ``cancelled``), in the same transaction (sql/014_task_flows.sql).
     - ``queued``: committed and appended to its priority stream by the API; or moved back here
       by the acker when a fallback step takes over (with fresh attempts).
     - ``delivering``: claimed by a worker's fetcher just before its channel is called.
@@ -26,6 +28,7 @@ class Status(enum.StrEnum):
     """
 
     SCHEDULED = "scheduled"
+    WAITING = "waiting"
     QUEUED = "queued"
     DELIVERING = "delivering"
     RETRYING = "retrying"

@@ -35,6 +35,7 @@ from pulse.queue.keys import QueueKeys
 from pulse.queue.lock import ExpiringLock
 from pulse.queue.pending import PendingEntries
 from pulse.queue.publisher import Publisher
+from pulse.queue.releases import Releases
 from pulse.queue.transitions import Transitions
 from pulse.runtime.acker import Acker
 from pulse.runtime.cron import CronScheduler, build_cron
@@ -48,6 +49,7 @@ from pulse.runtime.heartbeat import Heartbeat
 from pulse.runtime.leaser import Leaser
 from pulse.runtime.reclaimer import Reclaimer
 from pulse.runtime.reconciler import Reconciler, ReconcilerSettings
+from pulse.runtime.releaser import Releaser
 from pulse.runtime.supervisor import Supervisor
 from pulse.runtime.task_host import TaskHost
 from pulse.runtime.work import Lane
@@ -90,6 +92,7 @@ class Worker:
     heartbeat: Heartbeat
     cron: CronScheduler | None = None
     tasks: TaskHost | None = None  # user tasks (--tasks), read by their own fetcher
+    releaser: Releaser | None = None  # streams tasks their parents' end released
     task_fetcher: Fetcher | None = None
     serve_channels: bool = True
     _supervisor: Supervisor = field(default_factory=Supervisor)
@@ -125,6 +128,8 @@ class Worker:
         if self.tasks is not None and self.task_fetcher is not None:
             start("task-cancels", self.tasks.follow_cancels)
             start("result-sweeper", self.tasks.sweep_results)
+        if self.releaser is not None:
+            start("releaser", self.releaser.run)
         start("delivery-config", self.delivery_config.run)
         start("acker", self.acker.run)
         start("leaser", self.leaser.run)
@@ -144,6 +149,8 @@ class Worker:
         """Stop taking work, finish what is in hand within the grace period, settle, leave."""
         grace = self.settings.worker_grace_s
         await self._supervisor.cancel("reclaimer", "reconciler", "cron")
+        if self.releaser is not None:
+            await self._supervisor.cancel("releaser")
         fetchers = (("fetcher", self.fetcher if self.serve_channels else None),
                     ("task-fetcher", self.task_fetcher))  # fmt: skip
         for name, fetcher in fetchers:
@@ -254,9 +261,14 @@ def build_worker(
         ),
         cron=build_cron(settings, redis, pool, publisher, metrics, name),
         tasks=host,
+        releaser=None if host is None else _releaser(settings, pool, redis, keys),
         task_fetcher=task_fetcher,
         serve_channels=serve_channels,
     )
+
+
+def _releaser(settings: Settings, pool: asyncpg.Pool, redis: Redis, keys: QueueKeys) -> Releaser:
+    return Releaser(settings.require_database_url(), pool, Releases(redis, keys))
 
 
 def _delivery_config(

@@ -122,7 +122,8 @@ def _walk(path: str, value: Any) -> Iterator[tuple[str, Any]]:
 
 
 class _Commit(Protocol):
-    """One request's write: what it commits, streams, withdraws and answers."""
+    """One request's write: what it commits, streams, withdraws and answers (a commit of
+    several jobs also has ``jobs``: those to stream, known once inserted)."""
 
     @property
     def job(self) -> Job: ...
@@ -310,7 +311,7 @@ class AcceptService:
         too, the reconciler streams the commit later: never lost, at worst sent twice."""
         job = commit.job
         try:
-            await self._publisher.publish([job])
+            await self._publisher.publish(getattr(commit, "jobs", [job]))
         except TRANSIENT_REDIS_ERRORS as exc:
             if not withdraw:
                 logger.warning(
