@@ -36,6 +36,7 @@ from pulse.queue.lock import ExpiringLock
 from pulse.queue.pending import PendingEntries
 from pulse.queue.publisher import Publisher
 from pulse.queue.releases import Releases
+from pulse.queue.task_slots import TaskSlots
 from pulse.queue.transitions import Transitions
 from pulse.runtime.acker import Acker
 from pulse.runtime.cron import CronScheduler, build_cron
@@ -52,6 +53,7 @@ from pulse.runtime.reconciler import Reconciler, ReconcilerSettings
 from pulse.runtime.releaser import Releaser
 from pulse.runtime.supervisor import Supervisor
 from pulse.runtime.task_host import TaskHost
+from pulse.runtime.task_processes import ProcessPool
 from pulse.runtime.work import Lane
 from pulse.store.batches import BatchStore
 from pulse.store.errors import TRANSIENT_DB_ERRORS
@@ -228,6 +230,8 @@ def build_worker(
         host = TaskHost(
             tasks, TaskResults(pool), JobCancels(redis, keys), name,
             settings.result_retention_s, settings.result_sweep_interval_s,
+            processes=ProcessPool(settings.task_processes),
+            slots=TaskSlots(redis, keys, settings.worker_lease_ms),
         )  # fmt: skip
         deliverers |= host.build_lanes(
             acker, metrics, settings.task_concurrency, settings.worker_mailbox_size
