@@ -22,3 +22,11 @@ def step(path: str, name: str) -> str:
     with Path(path).open("a") as out:
         out.write(f"{name}\n")
     return name
+
+
+@tasks.task(name="flows.quiet", keep_result_s=0)
+async def quiet(fail: bool = False) -> int:
+    """Results off: nothing but the job's own row records its runs."""
+    if fail:
+        raise ValueError("quietly failed")
+    return 1

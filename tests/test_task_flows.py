@@ -310,3 +310,19 @@ async def test_the_sync_client_enqueues_many(
             ]
 
     assert await asyncio.to_thread(use) == [0, 1, 2]
+
+
+async def test_a_task_with_results_off_keeps_only_its_status_and_error(
+    client: Client, auth: dict[str, str], task_worker: RunningWorker, pool: asyncpg.Pool
+) -> None:
+    ok = await finished(client, auth, (await enqueue(client, auth, "flows.quiet"))["id"])
+    assert (ok["status"], ok["result"], ok["started_at"]) == ("succeeded", None, None)
+    bad = await finished(
+        client, auth, (await enqueue(client, auth, "flows.quiet", fail=True))["id"]
+    )
+    assert bad["status"] == "failed"
+    assert "quietly failed" in bad["error"]["message"]
+    rows = await pool.fetchval(
+        "SELECT count(*) FROM job_results WHERE job_id = ANY($1::uuid[])", [ok["id"], bad["id"]]
+    )
+    assert rows == 0

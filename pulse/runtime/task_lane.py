@@ -142,7 +142,15 @@ class TaskLane:
             return await self._run_started(delivery)
 
     async def _run_started(self, delivery: Delivery) -> Done | None:
+        """Run, its start and end recorded in ``job_results`` unless results are off
+        (``keep_result_s=0``: the row's status, attempts and last error are all there is)."""
         job, started_at, clock = delivery.job, utcnow(), time.perf_counter()
+        if self._keep_s() <= 0:
+            outcome, _ = await self._outcome(delivery)
+            if outcome is None:
+                return None
+            call = Try(None, outcome, started_at, time.perf_counter() - clock)
+            return Done(delivery, (call,), outcome)
         try:
             await self._results.start(job.id, job.tenant_id, delivery.attempt, started_at)
         except TRANSIENT_DB_ERRORS as exc:  # not started: try again later, attempt unused
@@ -237,6 +245,8 @@ class TaskLane:
         return self._settings.retention_s if keep is None else keep
 
     async def _record_cancelled(self, job_id: str, ending: Ending) -> None:
+        if self._keep_s() <= 0:
+            return
         try:
             await self._results.finish(job_id, ending)
         except TRANSIENT_DB_ERRORS as exc:

@@ -49,7 +49,7 @@ class TaskOptions:
     retry_on: tuple[type[BaseException], ...] = ()
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 300.0
-    keep_result_s: float | None = None  # None: the deployment's PULSE_RESULT_RETENTION_S
+    keep_result_s: float | None = None  # None: PULSE_RESULT_RETENTION_S; 0: results off
     concurrency: int | None = None  # runs at once per worker process; None: PULSE_TASK_CONCURRENCY
     fleet_concurrency: int | None = None  # runs at once across every worker (Redis slots)
     cpu_bound: bool = False  # run in a worker process (a plain def at a module's top level)
