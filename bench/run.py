@@ -3,7 +3,9 @@
 Sections (``--only`` picks some): drain (one worker process empties a queue: Pulse vs arq,
 Dramatiq, SAQ, Celery), accept (wrk at 64 connections: Pulse's POST vs a bare aiohttp + XADD
 endpoint), latency (enqueue → start at a steady 200/s: Pulse vs SAQ, Dramatiq), memory (Redis
-with N pending notifications and after the drain). Each figure is the median of 3 runs,
+with N pending notifications and after the drain), tasks (one worker process drains no-op
+tasks, results kept and off, beside the peers' no-op jobs), task_latency (enqueue → task
+started at 200/s, beside SAQ and Dramatiq). Each figure is the median of 3 runs,
 interleaved (peer A, Pulse, peer B, Pulse, ...). Writes the generated part of
 docs/benchmarks.md and docs/benchmarks.png unless ``--no-report``.
 
@@ -23,10 +25,10 @@ from typing import Any
 
 import uvloop
 
-from bench import accept, latency, memory, peers, pulse_drain, report
+from bench import accept, latency, memory, peers, pulse_drain, report, tasks_drain
 from bench.servers import Servers, servers
 
-SECTIONS = ("drain", "accept", "latency", "memory")
+SECTIONS = ("drain", "accept", "latency", "memory", "tasks", "task_latency")
 Measure = Callable[[], dict[str, Any]]
 
 
@@ -93,6 +95,24 @@ class Bench:
         result = self.run(_as_dict(pulse_drain.drain(self.redis, self.postgres, self.plan.jobs)))
         return result
 
+    def tasks(self) -> dict[str, Any]:
+        """No-op tasks, results kept ("pulse") and off, beside the peers' no-op jobs."""
+        jobs = self.plan.jobs
+        args = (self.run, tasks_drain.drain_tasks, self.redis, self.postgres, jobs)
+        measures = {"pulse_results_off": _drain_with(*args, results=False)}
+        measures |= {p: _peer(peers.drain, p, self.redis, jobs) for p in peers.DRAIN_PEERS}
+        return interleaved(self.plan.runs, measures, _drain_with(*args, results=True))
+
+    def task_latency(self) -> dict[str, Any]:
+        rate, seconds = self.plan.rate, self.plan.latency_s
+        measures = {
+            p: _peer(peers.latency, p, self.redis, rate, seconds) for p in peers.LATENCY_PEERS
+        }
+        pulse = _async(
+            self.run, latency.pulse_task_latency, self.redis, self.postgres, rate, seconds
+        )
+        return interleaved(self.plan.runs, measures, pulse)
+
     def accept(self) -> dict[str, Any]:
         seconds = self.plan.accept_s
         measures: dict[str, Measure] = {
@@ -119,6 +139,15 @@ class Bench:
 async def _as_dict(result: Coroutine[Any, Any, pulse_drain.DrainResult]) -> dict[str, Any]:
     done = await result
     return {"jobs": done.jobs, "seconds": done.seconds, "rate": done.rate}
+
+
+def _drain_with(
+    run: Callable[[Coroutine[Any, Any, dict[str, Any]]], dict[str, Any]],
+    drain: Callable[..., Coroutine[Any, Any, pulse_drain.DrainResult]],
+    *args: Any,
+    **kwargs: Any,
+) -> Measure:
+    return lambda: run(_as_dict(drain(*args, **kwargs)))
 
 
 def _peer(function: Callable[..., dict[str, Any]], *args: Any) -> Measure:
