@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import statistics
 import sys
 from collections.abc import Callable, Coroutine
@@ -48,6 +49,8 @@ QUICK = Plan(runs=1, jobs=300, accept_s=1.0, latency_s=2.0, pending=1000)
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     plan = QUICK if args.quick else Plan()
+    if args.jobs is not None:
+        plan = dataclasses.replace(plan, jobs=args.jobs)
     only = [s for s in SECTIONS if s in args.only.split(",")] if args.only else list(SECTIONS)
     with servers() as found, asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         bench = Bench(found, plan, runner.run)
@@ -67,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="small counts, one run (smoke)")
     parser.add_argument("--only", help=f"comma-separated sections of {','.join(SECTIONS)}")
     parser.add_argument("--no-report", action="store_true", help="print, write nothing")
+    parser.add_argument("--jobs", type=int, help="jobs per drain (default 20,000; quick 300)")
     return parser
 
 
