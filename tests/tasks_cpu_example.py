@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 import pulse
@@ -23,6 +24,15 @@ def spin(marker: str) -> None:
         out.write(f"{os.getpid()}\n")
     while True:
         pass
+
+
+@tasks.task(name="cpu.busy", cpu_bound=True, timeout_s=1.5, max_attempts=1)
+def busy(seconds: float) -> int:
+    """Busy for ``seconds`` of wall time."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        pass
+    return os.getpid()
 
 
 @tasks.task(name="cpu.once_more", cpu_bound=True, max_attempts=3)

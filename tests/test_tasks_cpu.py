@@ -121,6 +121,18 @@ async def test_cancelling_a_running_cpu_bound_task_kills_its_process(
     assert not alive(int(pid))
 
 
+async def test_runs_waiting_for_a_free_process_do_not_spend_their_timeout(
+    client: Client, auth: dict[str, str], workers: list[RunningWorker]
+) -> None:
+    # Given four processes in all (two workers, two each) and twenty runs of 0.3 s, each
+    # allowed 1.5 s: the last ones wait longer than that for a process
+    ids = [(await enqueue(client, auth, "cpu.busy", seconds=0.3))["id"] for _ in range(20)]
+    # Then every run succeeds at its first attempt: its timeout counts from its start
+    jobs = [await finished(client, auth, job_id) for job_id in ids]
+    assert {(job["status"], job["attempts"]) for job in jobs} == {("succeeded", 1)}
+    assert len({job["result"] for job in jobs}) <= 4
+
+
 async def test_retry_and_errors_cross_the_process_boundary(
     client: Client, auth: dict[str, str], workers: list[RunningWorker], tmp_path: Path
 ) -> None:

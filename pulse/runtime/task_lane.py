@@ -132,13 +132,21 @@ class TaskLane:
     async def _run_once(self, delivery: Delivery) -> Done | None:
         limit, slots = self._task.options.fleet_concurrency, self._settings.slots
         if limit is None or slots is None:
-            return await self._run_started(delivery)
+            return await self._run_in_turn(delivery)
         try:
             token = await slots.wait(self._task.name, limit)
         except TRANSIENT_REDIS_ERRORS as exc:  # not started: try again later, attempt unused
             error = f"could not take a slot: {exc}"
             return Done.without_call(delivery, Retry(error=error, error_class=NOT_STARTED))
         async with slots.held(self._task.name, token):
+            return await self._run_in_turn(delivery)
+
+    async def _run_in_turn(self, delivery: Delivery) -> Done | None:
+        """A cpu-bound run waits for a free process before it starts (and its timeout)."""
+        processes = self._settings.processes
+        if not self._task.options.cpu_bound or processes is None:
+            return await self._run_started(delivery)
+        async with processes.turn():
             return await self._run_started(delivery)
 
     async def _run_started(self, delivery: Delivery) -> Done | None:

@@ -19,6 +19,7 @@ import importlib
 import multiprocessing
 import signal
 import traceback
+from collections.abc import AsyncIterator
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -122,17 +123,24 @@ class ProcessPool:
         """Processes ready for a run now."""
         return len(self._idle)
 
-    async def run(self, module: str, name: str, kwargs: dict[str, Any]) -> Any:
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """One of the ``size`` turns: a caller runs in the pool only while it holds one, so
+        waiting for a free process happens before a run's timeout starts."""
         async with self._slots:
-            process = self._idle.pop() if self._idle else await self._start()
-            try:
-                answer = await process.call((module, name, kwargs))
-            except BaseException:  # timed out, cancelled, or dead: killed, and replaced
-                self._all.discard(process)
-                process.kill()
-                self._replace()
-                raise
-            self._idle.append(process)
+            yield
+
+    async def run(self, module: str, name: str, kwargs: dict[str, Any]) -> Any:
+        """Run in a free process; the caller holds a ``turn``."""
+        process = self._idle.pop() if self._idle else await self._start()
+        try:
+            answer = await process.call((module, name, kwargs))
+        except BaseException:  # timed out, cancelled, or dead: killed, and replaced
+            self._all.discard(process)
+            process.kill()
+            self._replace()
+            raise
+        self._idle.append(process)
         if answer[0] == "ok":
             return answer[1]
         _, exc, trace = answer
