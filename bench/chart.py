@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 SHORT = {
     "pulse": "Pulse", "arq": "arq", "dramatiq": "Dramatiq", "saq": "SAQ", "celery": "Celery",
     "bare_one": "bare XADD", "bare_pipelined": "bare XADD\npipelined",
+    "pulse_results_off": "Pulse\nresults off",
 }  # fmt: skip
 PULSE, PEER = "#2a7ab0", "#b0b0b0"
 

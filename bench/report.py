@@ -23,6 +23,7 @@ NAMES = {
     "pulse": "Pulse", "arq": "arq", "dramatiq": "Dramatiq", "saq": "SAQ", "celery": "Celery",
     "bare_one": "bare aiohttp + uvloop, one XADD per request",
     "bare_pipelined": "bare aiohttp + uvloop, XADDs in flight pipelined",
+    "pulse_results_off": "Pulse, results off",
 }  # fmt: skip
 WHAT = {
     "pulse": "log channel, all state in PostgreSQL",
@@ -30,7 +31,9 @@ WHAT = {
     "dramatiq": "no-op; nothing persisted",
     "saq": "no-op; SAQ's job record",
     "celery": "no-op; results ignored",
+    "pulse_results_off": "no-op task; status in PostgreSQL, no result row",
 }
+TASK_WHAT = "no-op task; status and result row in PostgreSQL"
 
 
 def command(args: list[str]) -> str:
@@ -81,6 +84,22 @@ def drain_table(figures: dict[str, Any]) -> list[str]:
     cpu = figures["pulse"].get("cpu_us_per_job")
     if cpu is not None:  # the figure that holds when other processes load the machine
         lines.append(f"\nPulse worker process CPU per notification: {cpu:.0f} µs.")
+    return lines
+
+
+def tasks_table(figures: dict[str, Any]) -> list[str]:
+    """The task drain: Pulse's "pulse" figure is the no-op task with its result kept."""
+    kept = figures["pulse"]["rate"]
+    lines = [
+        "| system | version | what a job does | jobs/s | Pulse (results kept) / it |",
+        "|---|---|---|---|---|",
+    ]
+    for name, found in figures.items():
+        label = "Pulse, results kept" if name == "pulse" else NAMES[name]
+        what = TASK_WHAT if name == "pulse" else WHAT[name]
+        ratio = "" if name == "pulse" else _ratio(kept, found["rate"])
+        version = found.get("version", "this tree")
+        lines.append(f"| {label} | {version} | {what} | {found['rate']:,.0f} | {ratio} |")
     return lines
 
 
@@ -139,6 +158,8 @@ TITLES = {
     "accept": ("Accept: requests/s at 64 connections", accept_table),
     "latency": ("Latency: enqueue → first attempt started, open loop", latency_table),
     "memory": ("Redis memory", memory_table),
+    "tasks": ("Tasks: one worker process drains no-op tasks (peers: no-op jobs)", tasks_table),
+    "task_latency": ("Task latency: enqueue → task started, open loop", latency_table),
 }
 
 

@@ -3,7 +3,9 @@
 Sections (``--only`` picks some): drain (one worker process empties a queue: Pulse vs arq,
 Dramatiq, SAQ, Celery), accept (wrk at 64 connections: Pulse's POST vs a bare aiohttp + XADD
 endpoint), latency (enqueue → start at a steady 200/s: Pulse vs SAQ, Dramatiq), memory (Redis
-with N pending notifications and after the drain). Each figure is the median of 3 runs,
+with N pending notifications and after the drain), tasks (one worker process drains no-op
+tasks, results kept and off, beside the peers' no-op jobs), task_latency (enqueue → task
+started at 200/s, beside SAQ and Dramatiq). Each figure is the median of 3 runs,
 interleaved (peer A, Pulse, peer B, Pulse, ...). Writes the generated part of
 docs/benchmarks.md and docs/benchmarks.png unless ``--no-report``.
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import statistics
 import sys
 from collections.abc import Callable, Coroutine
@@ -23,10 +26,10 @@ from typing import Any
 
 import uvloop
 
-from bench import accept, latency, memory, peers, pulse_drain, report
+from bench import accept, latency, memory, peers, pulse_drain, report, tasks_drain
 from bench.servers import Servers, servers
 
-SECTIONS = ("drain", "accept", "latency", "memory")
+SECTIONS = ("drain", "accept", "latency", "memory", "tasks", "task_latency")
 Measure = Callable[[], dict[str, Any]]
 
 
@@ -46,6 +49,8 @@ QUICK = Plan(runs=1, jobs=300, accept_s=1.0, latency_s=2.0, pending=1000)
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     plan = QUICK if args.quick else Plan()
+    if args.jobs is not None:
+        plan = dataclasses.replace(plan, jobs=args.jobs)
     only = [s for s in SECTIONS if s in args.only.split(",")] if args.only else list(SECTIONS)
     with servers() as found, asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         bench = Bench(found, plan, runner.run)
@@ -65,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="small counts, one run (smoke)")
     parser.add_argument("--only", help=f"comma-separated sections of {','.join(SECTIONS)}")
     parser.add_argument("--no-report", action="store_true", help="print, write nothing")
+    parser.add_argument("--jobs", type=int, help="jobs per drain (default 20,000; quick 300)")
     return parser
 
 
@@ -92,6 +98,24 @@ class Bench:
     def _pulse_drain(self) -> dict[str, Any]:
         result = self.run(_as_dict(pulse_drain.drain(self.redis, self.postgres, self.plan.jobs)))
         return result
+
+    def tasks(self) -> dict[str, Any]:
+        """No-op tasks, results kept ("pulse") and off, beside the peers' no-op jobs."""
+        jobs = self.plan.jobs
+        args = (self.run, tasks_drain.drain_tasks, self.redis, self.postgres, jobs)
+        measures = {"pulse_results_off": _drain_with(*args, results=False)}
+        measures |= {p: _peer(peers.drain, p, self.redis, jobs) for p in peers.DRAIN_PEERS}
+        return interleaved(self.plan.runs, measures, _drain_with(*args, results=True))
+
+    def task_latency(self) -> dict[str, Any]:
+        rate, seconds = self.plan.rate, self.plan.latency_s
+        measures = {
+            p: _peer(peers.latency, p, self.redis, rate, seconds) for p in peers.LATENCY_PEERS
+        }
+        pulse = _async(
+            self.run, latency.pulse_task_latency, self.redis, self.postgres, rate, seconds
+        )
+        return interleaved(self.plan.runs, measures, pulse)
 
     def accept(self) -> dict[str, Any]:
         seconds = self.plan.accept_s
@@ -122,6 +146,15 @@ async def _as_dict(result: Coroutine[Any, Any, pulse_drain.DrainResult]) -> dict
         "jobs": done.jobs, "seconds": done.seconds, "rate": done.rate,
         "cpu_us_per_job": done.cpu_us_per_job,
     }  # fmt: skip
+
+
+def _drain_with(
+    run: Callable[[Coroutine[Any, Any, dict[str, Any]]], dict[str, Any]],
+    drain: Callable[..., Coroutine[Any, Any, pulse_drain.DrainResult]],
+    *args: Any,
+    **kwargs: Any,
+) -> Measure:
+    return lambda: run(_as_dict(drain(*args, **kwargs)))
 
 
 def _peer(function: Callable[..., dict[str, Any]], *args: Any) -> Measure:

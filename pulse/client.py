@@ -13,10 +13,11 @@ notification.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import random
 import uuid
-from collections.abc import Coroutine
-from dataclasses import dataclass
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -30,7 +31,13 @@ from pulse.core.documents import (
     NotificationDocument,
     NotificationList,
 )
-from pulse.core.jobs import JobAccepted, JobDocument, JobList
+from pulse.core.jobs import (
+    JobAccepted,
+    JobBatchAccepted,
+    JobDocument,
+    JobGroupAccepted,
+    JobList,
+)
 from pulse.core.views import NotificationView
 
 T = TypeVar("T")
@@ -43,9 +50,11 @@ __all__ = [
     "Job",
     "JobDocument",
     "JobFailed",
+    "JobSpec",
     "NotificationDocument",
     "PulseAPIError",
     "PulseClient",
+    "Rejected",
 ]
 LONG_POLL_S = 30.0  # one GET /api/jobs/{id}?wait= at most this long (the API allows 60)
 
@@ -88,6 +97,46 @@ class Job:
 
     async def cancel(self) -> JobDocument:
         return await self.client.cancel_job(self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """One job of ``enqueue_many`` or ``group``: ``JobSpec("reports.build", {"month": ...})``.
+    ``after``: jobs (or their ids) that must all succeed first."""
+
+    task: str
+    args: dict[str, Any] = field(default_factory=dict)
+    priority: int | None = None
+    max_attempts: int | None = None
+    after: Sequence[str | Job] = ()
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"task": self.task, "args": self.args}
+        optional = {"priority": self.priority, "max_attempts": self.max_attempts}
+        body |= {name: value for name, value in optional.items() if value is not None}
+        if self.after:
+            body["after"] = _ids(self.after)
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An item of ``enqueue_many`` the API refused: its index and errors (JSON Pointers)."""
+
+    index: int
+    errors: list[dict[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A group's members and the callback that receives their results (``then``)."""
+
+    jobs: list[Job]
+    then: Job | None
+
+
+def _ids(jobs: Sequence[str | Job]) -> list[str]:
+    return [job if isinstance(job, str) else job.id for job in jobs]
 
 
 class AsyncPulseClient:
@@ -171,18 +220,45 @@ class AsyncPulseClient:
         _priority: int | None = None,
         _max_attempts: int | None = None,
         _idempotency_key: str | None = None,
+        _after: Sequence[str | Job] = (),
         **args: Any,
     ) -> Job:
         """``job = await client.enqueue("reports.build", month="2026-11")``: run a task, then
         ``await job.result(timeout_s=60)``. Options take a leading underscore so they never
-        clash with the task's own arguments."""
-        body: dict[str, Any] = {"task": task, "args": args}
-        optional = {"priority": _priority, "max_attempts": _max_attempts}
-        body |= {name: value for name, value in optional.items() if value is not None}
+        clash with the task's own arguments; ``_after=[job, ...]``: start once they all
+        succeeded (one that fails or is cancelled cancels this one)."""
+        body = JobSpec(task, args, _priority, _max_attempts, _after).body()
         headers = {"Idempotency-Key": _idempotency_key or str(uuid.uuid4())}
         answered: dict[str, str] = {}
         accepted = await self._call("POST", "/api/jobs/", JobAccepted, body, headers, answered)
         return Job(accepted, self, replayed=answered.get("idempotent-replayed") == "true")
+
+    async def enqueue_many(
+        self, specs: Sequence[JobSpec], *, idempotency_key: str | None = None
+    ) -> builtins.list[Job | Rejected]:
+        """Many jobs in one request, one commit and one pipelined append: for each spec, in
+        order, its Job or why it was refused (PulseAPIError 422 if none was valid)."""
+        body = {"items": [spec.body() for spec in specs]}
+        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        answer = await self._call("POST", "/api/jobs/batch", JobBatchAccepted, body, headers)
+        return [
+            Job(item.job, self) if item.job is not None else Rejected(item.index, item.errors or [])
+            for item in answer.items
+        ]
+
+    async def group(
+        self, specs: Sequence[JobSpec], *, then: JobSpec | None = None,
+        idempotency_key: str | None = None,
+    ) -> Group:  # fmt: skip
+        """Jobs side by side; once all succeeded, ``then`` runs with their results, in order,
+        as its ``results`` argument (a member that fails cancels it)."""
+        body: dict[str, Any] = {"jobs": [spec.body() for spec in specs]}
+        if then is not None:
+            body["then"] = then.body()
+        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        answer = await self._call("POST", "/api/jobs/group", JobGroupAccepted, body, headers)
+        callback = None if answer.then is None else Job(answer.then, self)
+        return Group([Job(accepted, self) for accepted in answer.jobs], callback)
 
     async def job(self, job_id: str, *, wait_s: float = 0) -> JobDocument:
         """The job; with ``wait_s``, answered once it ends or after that long (long poll)."""
@@ -337,6 +413,15 @@ class PulseClient:
     def enqueue(self, task: str, /, **args: Any) -> JobAccepted:
         """Run a task; follow it with ``job(id)`` and ``result(id, timeout_s=...)``."""
         return self._run(self._client.enqueue(task, **args)).accepted
+
+    def enqueue_many(
+        self, specs: Sequence[JobSpec], **options: Any
+    ) -> builtins.list[Job | Rejected]:
+        """As the async one; follow a Job with ``job(id)`` and ``result(id)`` here."""
+        return self._run(self._client.enqueue_many(specs, **options))
+
+    def group(self, specs: Sequence[JobSpec], **options: Any) -> Group:
+        return self._run(self._client.group(specs, **options))
 
     def job(self, job_id: str, *, wait_s: float = 0) -> JobDocument:
         return self._run(self._client.job(job_id, wait_s=wait_s))

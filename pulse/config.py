@@ -267,6 +267,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # runs in flight per task per process, and how long results are kept.
     tasks: Annotated[str, msgspec.Meta(pattern=r"^[\w.,]*$")] = ""
     task_concurrency: PositiveInt = 64
+    task_processes: PositiveInt = 4  # processes for cpu_bound tasks, per worker process
     result_retention_s: PositiveFloat = 604_800.0
     result_sweep_interval_s: PositiveFloat = 60.0
     # Ingress rate limits (notifications a second; a batch counts its items), the defaults of

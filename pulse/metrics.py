@@ -250,12 +250,15 @@ class QueueCollector(Collector):
         )
         if snapshot is None:
             return
-        for name, doc, field in STREAM_GAUGES:
-            family = GaugeMetricFamily(name, doc, labels=["priority"])
-            for stream in snapshot.streams:
-                family.add_metric([str(stream.priority)], getattr(stream, field) or 0)
-            yield family
-        yield _next_retry(snapshot.streams)
+        for prefix, streams in (("pulse_queue", snapshot.streams),
+                                ("pulse_task_queue", snapshot.task_streams)):  # fmt: skip
+            for name, doc, field in STREAM_GAUGES:
+                name = name.replace("pulse_queue", prefix)
+                family = GaugeMetricFamily(name, doc, labels=["priority"])
+                for stream in streams:
+                    family.add_metric([str(stream.priority)], getattr(stream, field) or 0)
+                yield family
+            yield _next_retry(streams, prefix)
         yield GaugeMetricFamily(
             "pulse_dead_letters", "Entries in the dead-letter stream.", value=snapshot.dead_letters
         )
@@ -265,9 +268,9 @@ class QueueCollector(Collector):
         yield _in_flight(snapshot)
 
 
-def _next_retry(streams: list[StreamState]) -> GaugeMetricFamily:
+def _next_retry(streams: list[StreamState], prefix: str) -> GaugeMetricFamily:
     family = GaugeMetricFamily(
-        "pulse_queue_retry_next_due_seconds",
+        f"{prefix}_retry_next_due_seconds",
         "Seconds until the next scheduled retry is due (negative: overdue); absent when none.",
         labels=["priority"],
     )

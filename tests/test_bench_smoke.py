@@ -21,16 +21,21 @@ pytestmark = pytest.mark.system
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_quick_drain_reports_pulse_and_every_peer(server_urls: ServerUrls) -> None:
-    # Given the test servers, named to the bench as its own when they listen on TCP (as the
-    # bench's own servers do: some peers, SAQ among them, take no unix-socket URL); else the
-    # bench starts servers of its own, as `make bench` does
+def _env(server_urls: ServerUrls) -> dict[str, str]:
+    """The test servers, named to the bench as its own when they listen on TCP (as the bench's
+    own servers do: some peers, SAQ among them, take no unix-socket URL); else the bench
+    starts servers of its own, as `make bench` does."""
     tcp = server_urls.redis.startswith("redis://") and "host=" not in server_urls.postgres
     named = {
         "PULSE_BENCH_REDIS_URL": server_urls.redis,
         "PULSE_BENCH_DATABASE_URL": server_urls.postgres,
     }
-    env = (os.environ | named) if tcp else os.environ.copy()
+    return (os.environ | named) if tcp else os.environ.copy()
+
+
+def test_quick_drain_reports_pulse_and_every_peer(server_urls: ServerUrls) -> None:
+    # Given the test servers (or the bench's own)
+    env = _env(server_urls)
     report = ROOT / "docs" / "benchmarks.md"
     before = report.read_text()
     # When the bench runs its drain section at smoke size, writing nothing
@@ -50,3 +55,27 @@ def test_quick_drain_reports_pulse_and_every_peer(server_urls: ServerUrls) -> No
     assert "Pulse worker process CPU per notification" in done.stdout
     # And the report is untouched
     assert report.read_text() == before
+
+
+def test_quick_tasks_report_pulse_results_kept_and_off_beside_every_peer(
+    server_urls: ServerUrls,
+) -> None:
+    # When the bench runs its task sections at smoke size, writing nothing
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--no-report", "--only",
+         "tasks,task_latency"],
+        cwd=ROOT, env=_env(server_urls), capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    # Then the task drain has Pulse both ways and a ratio for each peer, and the latency table
+    # a p50 and a p99 for Pulse's tasks
+    assert done.returncode == 0, done.stderr[-3000:]
+    drain, latency = done.stdout.split("### Task latency")
+    rows = {line.split("|")[1].strip(): line for line in drain.splitlines() if "|" in line}
+    assert float(rows["Pulse, results kept"].split("|")[4].replace(",", "")) > 0
+    for name in ("Pulse, results off", "arq", "Dramatiq", "SAQ", "Celery"):
+        ratio = rows[name].split("|")[5].strip()
+        assert ratio.endswith("x"), rows[name]
+    rows = {line.split("|")[1].strip(): line for line in latency.splitlines() if "|" in line}
+    pulse_latency = rows["Pulse"].split("|")
+    assert float(pulse_latency[2]) > 0
+    assert float(pulse_latency[3]) >= float(pulse_latency[2])

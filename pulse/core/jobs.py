@@ -14,6 +14,7 @@ from pulse.core.models import MaxAttempts, PriorityLevel, Status
 
 JOB_STATUS = {
     Status.SCHEDULED: "scheduled",
+    Status.WAITING: "waiting",
     Status.QUEUED: "queued",
     Status.DELIVERING: "running",
     Status.RETRYING: "retrying",
@@ -23,7 +24,16 @@ JOB_STATUS = {
 }
 ROW_STATUS = {name: status for status, name in JOB_STATUS.items()}
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
+MAX_PARENTS = 1000  # parents of one job, members of one group
 TaskName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_.:<>-]{0,199}$")]
+
+
+class JobAccepted(msgspec.Struct, kw_only=True):
+    id: str
+    task: str
+    status: str
+    priority: int
+    created_at: str
 
 
 class JobRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -33,14 +43,40 @@ class JobRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     args: dict[str, Any] = msgspec.field(default_factory=dict)
     priority: PriorityLevel | None = None  # None: the task's default
     max_attempts: MaxAttempts | None = None
+    after: Annotated[list[str], msgspec.Meta(max_length=MAX_PARENTS)] | None = None  # job ids
 
 
-class JobAccepted(msgspec.Struct, kw_only=True):
-    id: str
-    task: str
-    status: str
-    priority: int
-    created_at: str
+class JobBatchRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /api/jobs/batch``: many jobs, each checked and answered on its own."""
+
+    items: list[Any]
+
+
+class JobGroupRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /api/jobs/group``: jobs that run side by side and, once all succeeded, ``then``
+    (its task receives their results, in order, as its ``results`` argument)."""
+
+    jobs: Annotated[list[JobRequest], msgspec.Meta(min_length=1, max_length=MAX_PARENTS)]
+    then: JobRequest | None = None
+
+
+class JobItemAccepted(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One item of a batch: the job accepted, or the errors (JSON Pointers into the items)."""
+
+    index: int
+    job: JobAccepted | None = None
+    errors: list[dict[str, str]] | None = None
+
+
+class JobBatchAccepted(msgspec.Struct, kw_only=True):
+    accepted: int
+    rejected: int
+    items: list[JobItemAccepted]
+
+
+class JobGroupAccepted(msgspec.Struct, kw_only=True):
+    jobs: list[JobAccepted]
+    then: JobAccepted | None = None
 
 
 class JobError(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -65,6 +101,7 @@ class JobDocument(msgspec.Struct, kw_only=True):
     updated_at: str
     started_at: str | None = None
     finished_at: str | None = None
+    reason: str | None = None  # why it was cancelled (by whom, or which parent)
 
     @property
     def finished(self) -> bool:

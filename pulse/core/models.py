@@ -20,6 +20,8 @@ class Status(enum.StrEnum):
     - ``scheduled``: accepted with a future time (``send_at``); a worker's scheduler moves it to
       ``queued`` once it streamed it (or the claim does, if that record lags); the API moves it
       to ``cancelled``.
+    - ``waiting``: a task enqueued ``after`` others; the end of its last parent moves it to
+      ``queued`` (or ``cancelled``), in the same transaction (sql/014_task_flows.sql).
     - ``queued``: committed and appended to its priority stream by the API; or moved back here
       by the acker when a fallback step takes over (with fresh attempts).
     - ``delivering``: claimed by a worker's fetcher just before its channel is called.
@@ -29,6 +31,7 @@ class Status(enum.StrEnum):
     """
 
     SCHEDULED = "scheduled"
+    WAITING = "waiting"
     QUEUED = "queued"
     DELIVERING = "delivering"
     RETRYING = "retrying"

@@ -70,6 +70,7 @@ class Dashboard(msgspec.Struct, kw_only=True):
     failures: list[Failure]
     dead_letters: int
     queue: list[StreamState]
+    task_queue: list[StreamState]  # the user tasks' streams
     queue_dead_letters: int | None  # every tenant's: operators only
     workers: list[WorkerView]
     breakers: list[BreakerView]
@@ -202,6 +203,7 @@ def assemble(
         failures=activity.failures,
         dead_letters=activity.dead_letters,
         queue=queue.streams,
+        task_queue=queue.task_streams,
         queue_dead_letters=queue.dead_letters if viewer.operator else None,
         workers=worker_views,
         breakers=breaker_views,

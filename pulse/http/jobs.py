@@ -13,6 +13,7 @@ from aiohttp import web
 
 from pulse.core.errors import InvalidInput, NotFound
 from pulse.core.jobs import ROW_STATUS, JobDocument, JobList, JobRequest
+from pulse.http import job_flows
 from pulse.http.auth import require
 from pulse.http.body import read_body
 from pulse.http.decoding import decode_json, decode_query
@@ -47,9 +48,10 @@ class GetQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class ListQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    status: Literal["queued", "running", "retrying", "succeeded", "failed", "cancelled"] | None = (
-        None
-    )
+    status: (
+        Literal["waiting", "queued", "running", "retrying", "succeeded", "failed", "cancelled"]
+        | None
+    ) = None
     task: str | None = None
     limit: Annotated[int, msgspec.Meta(ge=1)] = 50
     cursor: str | None = None
@@ -58,6 +60,7 @@ class ListQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 def setup(app: web.Application) -> None:
     """Routes and the services they use (after the app's backends are open)."""
     app.cleanup_ctx.append(_services)
+    app.add_routes(with_expect(job_flows.routes))
     app.add_routes(with_expect(routes))
 
 

@@ -12,7 +12,16 @@ from aiohttp import web
 
 from pulse import __version__
 from pulse.core import documents
-from pulse.core.jobs import JobAccepted, JobDocument, JobList, JobRequest
+from pulse.core.jobs import (
+    JobAccepted,
+    JobBatchAccepted,
+    JobBatchRequest,
+    JobDocument,
+    JobGroupAccepted,
+    JobGroupRequest,
+    JobList,
+    JobRequest,
+)
 from pulse.core.views import NotificationView
 from pulse.http import (
     admin,
@@ -191,6 +200,16 @@ OPERATIONS = (
     *schedules_operations(),
     Operation("post", "/api/jobs/", "Enqueue a task (202 after commit; args checked against "
               "the signature its workers published)", ("202", JobAccepted), body=JobRequest,
+              problems=("400", "401", "403", "409", "413", "415", "422", "503"),
+              headers=("Idempotency-Key",)),
+    Operation("post", "/api/jobs/batch", "Enqueue many tasks in one commit (each item answered "
+              "on its own: its job or its errors; 422 if none is valid)",
+              ("202", JobBatchAccepted), body=JobBatchRequest,
+              problems=("400", "401", "403", "409", "413", "415", "422", "503"),
+              headers=("Idempotency-Key",)),
+    Operation("post", "/api/jobs/group", "Enqueue a group: its jobs side by side, and 'then' "
+              "once all succeeded, given their results", ("202", JobGroupAccepted),
+              body=JobGroupRequest,
               problems=("400", "401", "403", "409", "413", "415", "422", "503"),
               headers=("Idempotency-Key",)),
     Operation("get", "/api/jobs/", "List task jobs, newest first", ("200", JobList),

@@ -81,6 +81,10 @@ class QueueKeys:
         """Pub/sub channel: ids of running tasks cancelled on request."""
         return f"{self.tag}:job-cancels"
 
+    def task_slots(self, task: str) -> str:
+        """Holders of a task's fleet-wide slots (token scored by lease end, ms)."""
+        return f"{self.tag}:slots:{task}"
+
     def lock(self, name: str) -> str:
         return f"{self.tag}:lock:{name}"
 

@@ -2,10 +2,11 @@
 
 What an operator asks first (how deep is each priority, how old is its oldest message, how far
 behind are the workers, is anyone consuming at all) is answered from one pipelined round trip:
-per stream XLEN, XINFO GROUPS, the XPENDING summary, the first entry, the retry schedule's size
-and next due time; the dead-letter stream's length; the workers' heartbeats (``heartbeat.py``):
-live ones, and silent ones not yet forgotten (a crash shows as a worker gone quiet). Redis's
-own clock (TIME) dates everything, so ages never suffer from this host's clock.
+per stream (the notifications' and the user tasks') XLEN, XINFO GROUPS, the XPENDING summary,
+the first entry, the retry schedule's size and next due time; the dead-letter stream's length;
+the workers' heartbeats (``heartbeat.py``): live ones, and silent ones not yet forgotten (a
+crash shows as a worker gone quiet). Redis's own clock (TIME) dates everything, so ages never
+suffer from this host's clock.
 
 This is the one reader of the queue's state: the Prometheus collector (``pulse.metrics``) and
 the dashboard (``pulse.http.dashboard``) both read it here. The snapshot is cached for
@@ -54,10 +55,15 @@ class QueueSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     dead_letters: int  # entries in the dead-letter stream (replayed or purged ones leave it)
     workers: list[WorkerBeat]  # workers whose last heartbeat is recent enough to be alive
     silent_workers: list[WorkerBeat]  # silent since, but for less than FORGET_AFTER_MS
+    task_streams: list[StreamState] = msgspec.field(default_factory=list)  # user tasks'
 
     @property
     def depth(self) -> int:
         return sum(stream.depth for stream in self.streams)
+
+    @property
+    def task_depth(self) -> int:
+        return sum(stream.depth for stream in self.task_streams)
 
 
 class QueueStats:
@@ -94,7 +100,7 @@ class QueueStats:
             return self._latest
 
     async def _read(self) -> QueueSnapshot:
-        streams = self._keys.streams()
+        streams = self._keys.streams() + self._keys.task_streams()
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.time()
             for stream in streams:
@@ -111,14 +117,16 @@ class QueueStats:
         seconds, micros = replies[0]
         now = int(seconds) * 1000 + int(micros) // 1000
         per_stream = replies[1:-2]
+        priorities = range(MIN_PRIORITY, MAX_PRIORITY + 1)
         states = [
             _stream_state(priority, per_stream[i * REPLIES_PER_STREAM :][:REPLIES_PER_STREAM], now)
-            for i, priority in enumerate(range(MIN_PRIORITY, MAX_PRIORITY + 1))
+            for i, priority in enumerate([*priorities, *priorities])
         ]
         beats = _beats(replies[-1], now)
         return QueueSnapshot(
             taken_at_ms=now,
-            streams=states,
+            streams=states[: len(priorities)],
+            task_streams=states[len(priorities) :],
             dead_letters=int(replies[-2]),
             workers=[b for b in beats if now - b.seen_at_ms <= self._live_after_ms],
             silent_workers=[b for b in beats if now - b.seen_at_ms > self._live_after_ms],

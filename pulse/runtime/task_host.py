@@ -19,8 +19,10 @@ from typing import Any
 from pulse.core.errors import PulseError
 from pulse.metrics import Metrics
 from pulse.queue.job_cancels import JobCancels
+from pulse.queue.task_slots import TaskSlots
 from pulse.runtime.acker import Acker
 from pulse.runtime.task_lane import LaneSettings, TaskLane
+from pulse.runtime.task_processes import ProcessPool
 from pulse.store.errors import TRANSIENT_DB_ERRORS
 from pulse.store.task_results import Published, TaskResults
 from pulse.tasks import Task, Tasks
@@ -65,6 +67,8 @@ class TaskHost:
     sweep_interval_s: float
     resources: dict[str, Any] = field(default_factory=dict)
     lanes: dict[str, TaskLane] = field(default_factory=dict)
+    processes: ProcessPool | None = None  # cpu_bound tasks' processes
+    slots: TaskSlots | None = None  # fleet_concurrency's slots
 
     def tasks(self) -> Iterator[Task]:
         for registry in self.registries:
@@ -75,7 +79,7 @@ class TaskHost:
     ) -> dict[str, TaskLane]:
         for task in self.tasks():
             lanes = task.options.concurrency or concurrency
-            settings = LaneSettings(lanes, mailbox, self.retention_s)
+            settings = LaneSettings(lanes, mailbox, self.retention_s, self.processes, self.slots)
             lane = TaskLane(task, self.results, acker, metrics, self.resources, settings)
             if lane.name in self.lanes:
                 raise TaskModuleError(f"task {task.name!r} is defined twice")
@@ -84,6 +88,9 @@ class TaskHost:
 
     async def start(self) -> None:
         """Run the startup hooks (once per process), then publish what this worker serves."""
+        cpu_bound = {t.fn.__module__: None for t in self.tasks() if t.options.cpu_bound}
+        if cpu_bound and self.processes is not None:
+            await self.processes.warm(tuple(cpu_bound))
         for registry in self.registries:
             for hook in registry.startup:
                 await hook(self.resources)
@@ -95,6 +102,8 @@ class TaskHost:
         logger.info("serving tasks %s", ", ".join(t.name for t in published))
 
     async def stop(self) -> None:
+        if self.processes is not None:
+            self.processes.close()
         for registry in self.registries:
             for hook in registry.shutdown:
                 try:

@@ -6,7 +6,10 @@ the leaser however long a run takes), audit and metrics are the notifications' o
 over ``timeout_s`` is cancelled and counts as a retryable timeout; a run cancelled on request
 (``cancel``) ends with its entry acknowledged (its row is already ``cancelled``). A plain
 ``def`` runs in a thread with the same timeout (the thread itself cannot be interrupted: it is
-abandoned and its answer dropped).
+abandoned and its answer dropped); a ``cpu_bound`` one in a worker process, killed on timeout
+or cancellation (``task_processes``). A task with ``fleet_concurrency`` takes one of its slots
+in Redis before it starts (``TaskSlots``); a slot Redis cannot give now is a retry that uses
+no attempt.
 """
 
 from __future__ import annotations
@@ -28,8 +31,11 @@ from pulse.core.ports import Delivered, Failed, Outcome, Retry
 from pulse.core.retry import RetryPolicy, backoff_s
 from pulse.core.timeutil import utcnow
 from pulse.metrics import Metrics
+from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
+from pulse.queue.task_slots import TaskSlots
 from pulse.runtime.acker import Acker
 from pulse.runtime.deliverer import delivery_context
+from pulse.runtime.task_processes import ProcessDied, ProcessPool
 from pulse.runtime.work import NOT_STARTED, Delivery, Done, Try
 from pulse.store.errors import TRANSIENT_DB_ERRORS
 from pulse.store.task_results import Ending, TaskResults
@@ -45,6 +51,8 @@ class LaneSettings:
     concurrency: int
     mailbox: int
     retention_s: float  # PULSE_RESULT_RETENTION_S, unless the task keeps its own
+    processes: ProcessPool | None = None  # for cpu_bound tasks
+    slots: TaskSlots | None = None  # for tasks with a fleet_concurrency
 
 
 class TaskLane:
@@ -122,7 +130,35 @@ class TaskLane:
             self._seconds.observe(time.perf_counter() - started)
 
     async def _run_once(self, delivery: Delivery) -> Done | None:
+        limit, slots = self._task.options.fleet_concurrency, self._settings.slots
+        if limit is None or slots is None:
+            return await self._run_in_turn(delivery)
+        try:
+            token = await slots.wait(self._task.name, limit)
+        except TRANSIENT_REDIS_ERRORS as exc:  # not started: try again later, attempt unused
+            error = f"could not take a slot: {exc}"
+            return Done.without_call(delivery, Retry(error=error, error_class=NOT_STARTED))
+        async with slots.held(self._task.name, token):
+            return await self._run_in_turn(delivery)
+
+    async def _run_in_turn(self, delivery: Delivery) -> Done | None:
+        """A cpu-bound run waits for a free process before it starts (and its timeout)."""
+        processes = self._settings.processes
+        if not self._task.options.cpu_bound or processes is None:
+            return await self._run_started(delivery)
+        async with processes.turn():
+            return await self._run_started(delivery)
+
+    async def _run_started(self, delivery: Delivery) -> Done | None:
+        """Run, its start and end recorded in ``job_results`` unless results are off
+        (``keep_result_s=0``: the row's status, attempts and last error are all there is)."""
         job, started_at, clock = delivery.job, utcnow(), time.perf_counter()
+        if self._keep_s() <= 0:
+            outcome, _ = await self._outcome(delivery)
+            if outcome is None:
+                return None
+            call = Try(None, outcome, started_at, time.perf_counter() - clock)
+            return Done(delivery, (call,), outcome)
         try:
             await self._results.start(job.id, job.tenant_id, delivery.attempt, started_at)
         except TRANSIENT_DB_ERRORS as exc:  # not started: try again later, attempt unused
@@ -163,7 +199,7 @@ class TaskLane:
             return Failed(f"arguments: {exc}", "InvalidArguments"), self._ending(exc)
         except Exception as exc:
             kind = type(exc).__name__
-            if isinstance(exc, options.retry_on):
+            if isinstance(exc, (*options.retry_on, ProcessDied)):
                 return self._retry(delivery, str(exc), kind, None), self._ending(exc)
             return Failed(str(exc) or kind, kind), self._ending(exc)
         finally:
@@ -176,6 +212,9 @@ class TaskLane:
         args: tuple[Any, ...] = (self._context(delivery),) if task.takes_context else ()
         if task.is_async:
             return await task.fn(*args, **kwargs)
+        if task.options.cpu_bound and self._settings.processes is not None:
+            fn = task.fn
+            return await self._settings.processes.run(fn.__module__, fn.__qualname__, kwargs)
         return await asyncio.to_thread(task.fn, *args, **kwargs)
 
     def _context(self, delivery: Delivery) -> Context:
@@ -214,6 +253,8 @@ class TaskLane:
         return self._settings.retention_s if keep is None else keep
 
     async def _record_cancelled(self, job_id: str, ending: Ending) -> None:
+        if self._keep_s() <= 0:
+            return
         try:
             await self._results.finish(job_id, ending)
         except TRANSIENT_DB_ERRORS as exc:

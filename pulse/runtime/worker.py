@@ -39,6 +39,8 @@ from pulse.queue.keys import QueueKeys
 from pulse.queue.lock import ExpiringLock
 from pulse.queue.pending import PendingEntries
 from pulse.queue.publisher import Publisher
+from pulse.queue.releases import Releases
+from pulse.queue.task_slots import TaskSlots
 from pulse.queue.transitions import Transitions
 from pulse.runtime.acker import Acker
 from pulse.runtime.caps import RecipientCaps
@@ -54,9 +56,11 @@ from pulse.runtime.leaser import Leaser
 from pulse.runtime.reclaimer import Reclaimer
 from pulse.runtime.reconciler import Reconciler, ReconcilerSettings
 from pulse.runtime.reindex import DueReindexer
+from pulse.runtime.releaser import Releaser
 from pulse.runtime.scheduler import Scheduler, SchedulerSettings
 from pulse.runtime.supervisor import Supervisor
 from pulse.runtime.task_host import TaskHost
+from pulse.runtime.task_processes import ProcessPool
 from pulse.runtime.throttle import Throttle, known_rates
 from pulse.runtime.work import Lane
 from pulse.store.batches import BatchStore
@@ -101,6 +105,7 @@ class Worker:
     scheduler: Scheduler
     cron: CronScheduler | None = None
     tasks: TaskHost | None = None  # user tasks (--tasks), read by their own fetcher
+    releaser: Releaser | None = None  # streams tasks their parents' end released
     task_fetcher: Fetcher | None = None
     serve_channels: bool = True
     _supervisor: Supervisor = field(default_factory=Supervisor)
@@ -136,6 +141,8 @@ class Worker:
         if self.tasks is not None and self.task_fetcher is not None:
             start("task-cancels", self.tasks.follow_cancels)
             start("result-sweeper", self.tasks.sweep_results)
+        if self.releaser is not None:
+            start("releaser", self.releaser.run)
         start("delivery-config", self.delivery_config.run)
         start("acker", self.acker.run)
         start("leaser", self.leaser.run)
@@ -156,6 +163,8 @@ class Worker:
         """Stop taking work, finish what is in hand within the grace period, settle, leave."""
         grace = self.settings.worker_grace_s
         await self._supervisor.cancel("reclaimer", "reconciler", "cron", "scheduler")
+        if self.releaser is not None:
+            await self._supervisor.cancel("releaser")
         fetchers = (("fetcher", self.fetcher if self.serve_channels else None),
                     ("task-fetcher", self.task_fetcher))  # fmt: skip
         for name, fetcher in fetchers:
@@ -242,6 +251,8 @@ def build_worker(
         host = TaskHost(
             tasks, TaskResults(pool), JobCancels(redis, keys), name,
             settings.result_retention_s, settings.result_sweep_interval_s,
+            processes=ProcessPool(settings.task_processes),
+            slots=TaskSlots(redis, keys, settings.worker_lease_ms),
         )  # fmt: skip
         deliverers |= host.build_lanes(
             acker, metrics, settings.task_concurrency, settings.worker_mailbox_size
@@ -284,6 +295,7 @@ def build_worker(
         ),
         cron=build_cron(settings, redis, pool, publisher, metrics, name),
         tasks=host,
+        releaser=None if host is None else _releaser(settings, pool, redis, keys),
         task_fetcher=task_fetcher,
         serve_channels=serve_channels,
     )
@@ -293,6 +305,10 @@ def _rates(settings: Settings, served: Mapping[str, Mapping[str, Channel]]) -> d
     """Providers' rates, each naming a provider this worker has."""
     names = {name for providers in served.values() for name in providers}
     return known_rates(settings.provider_rates(), names)
+
+
+def _releaser(settings: Settings, pool: asyncpg.Pool, redis: Redis, keys: QueueKeys) -> Releaser:
+    return Releaser(settings.require_database_url(), pool, Releases(redis, keys))
 
 
 def _delivery_config(

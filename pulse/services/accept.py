@@ -105,7 +105,8 @@ def _walk(path: str, value: Any) -> Iterator[tuple[str, Any]]:
 
 
 class _Commit(Protocol):
-    """One request's write: what it commits, streams, withdraws and answers."""
+    """One request's write: what it commits, streams, withdraws and answers (a commit of
+    several jobs also has ``jobs``: those to stream, known once inserted)."""
 
     @property
     def job(self) -> Job: ...
@@ -329,7 +330,8 @@ class AcceptService:
         """Stream the committed job (see ``_unstreamed`` when Redis is down)."""
         try:
             if commit.due is None:
-                await self._publisher.publish([commit.job])
+                # a commit of several jobs (a task batch) streams them all
+                await self._publisher.publish(getattr(commit, "jobs", [commit.job]))
             else:  # due later: into the due-time index, streamed by a worker's scheduler
                 assert self._due_index is not None, "scheduled sends need a DueIndex"
                 await self._due_index.schedule([(commit.job, commit.due)])

@@ -24,9 +24,11 @@ from pulse.metrics import Metrics
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.queue.job_cancels import JobCancels
 from pulse.services.accept import AcceptService, Answer, IdempotencyKey, check_streamable
+from pulse.services.task_flows import TaskFlows
 from pulse.store.idempotency import Remembered
 from pulse.store.jobs import JobStore, RegisteredTask
 from pulse.store.notifications import NewNotification, NotificationStore
+from pulse.store.task_jobs import TaskJobStore
 from pulse.store.tenants import Connection
 
 
@@ -87,17 +89,34 @@ class TaskService:
         self._jobs = jobs
         self._cancels = cancels
         self._validators: dict[str, tuple[str, Any]] = {}
+        self.flows = TaskFlows(self, accept, TaskJobStore(jobs.pool), metrics)
 
     async def enqueue(
         self, tenant_id: str, request: JobRequest, key: IdempotencyKey | None
     ) -> Answer:
+        if request.after is not None:
+            return await self.flows.enqueue_after(tenant_id, request, key)
+        job = await self.job_of(tenant_id, request, None if key is None else key.value)
+        answer = await self._accept.commit(_TaskCommit(self._notifications, job), key)
+        if not answer.replayed:
+            self._metrics.count_accepted([(job.channel, job.priority)])
+        return answer
+
+    async def job_of(
+        self, tenant_id: str, request: JobRequest, key: str | None, *, results: bool = False
+    ) -> Job:
+        """The job of a checked request (``results``: a group's callback, whose task receives
+        the members' results as its ``results`` argument); 422 naming what is wrong."""
         registered = await self._jobs.registered(request.task)
         if registered is None:
             raise InvalidInput(f"task: no worker serves a task {request.task!r}", "$.task")
-        self._check_args(request.task, registered, request.args)
+        if results and "results" in request.args:
+            raise InvalidInput("args.results: a group gives its callback the results", "$.args")
+        checked = request.args | {"results": []} if results else request.args
+        self._check_args(request.task, registered, checked)
         payload: dict[str, Any] = {"args": request.args}
         if key is not None:
-            payload["key"] = key.value
+            payload["key"] = key
         job = Job(
             id=str(uuid7()),
             tenant_id=tenant_id,
@@ -109,10 +128,7 @@ class TaskService:
             max_attempts=request.max_attempts or registered.max_attempts,
         )
         check_streamable(job)
-        answer = await self._accept.commit(_TaskCommit(self._notifications, job), key)
-        if not answer.replayed:
-            self._metrics.count_accepted([(job.channel, job.priority)])
-        return answer
+        return job
 
     async def get(self, tenant_id: str, job_id: str) -> JobDocument:
         document = await self._jobs.get(tenant_id, job_id)

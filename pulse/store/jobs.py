@@ -48,7 +48,7 @@ WITH before AS (
 ), c AS (
     UPDATE notifications SET status = 'cancelled', updated_at = now(), last_error = $3
      WHERE id = $1 AND tenant_id = $2 AND channel LIKE 'task:%'
-       AND status IN ('scheduled', 'queued', 'delivering', 'retrying')
+       AND status IN ('scheduled', 'waiting', 'queued', 'delivering', 'retrying')
     RETURNING id
 ), a AS (
     INSERT INTO audit (notification_id, status, detail) SELECT id, 'cancelled', $3 FROM c
@@ -70,6 +70,10 @@ class RegisteredTask(msgspec.Struct, frozen=True):
 class JobStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
 
     async def get(self, tenant_id: str, job_id: str) -> JobDocument | None:
         row = await self._pool.fetchrow(_GET, job_id, tenant_id)
@@ -124,6 +128,7 @@ def document(row: Any) -> JobDocument:
         updated_at=_iso(row["updated_at"]),
         started_at=_iso(row["started_at"]),
         finished_at=_iso(row["finished_at"]),
+        reason=row["last_error"] if row["status"] == Status.CANCELLED else None,
     )
 
 

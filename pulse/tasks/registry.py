@@ -33,6 +33,10 @@ class Retry(Exception):
         super().__init__(reason or "retry requested")
         self.after_s = after.total_seconds() if isinstance(after, timedelta) else after
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled whole: a cpu-bound task raises it in another process."""
+        return (Retry, (self.after_s, str(self)))
+
 
 @dataclass(frozen=True, slots=True)
 class TaskOptions:
@@ -45,8 +49,10 @@ class TaskOptions:
     retry_on: tuple[type[BaseException], ...] = ()
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 300.0
-    keep_result_s: float | None = None  # None: the deployment's PULSE_RESULT_RETENTION_S
+    keep_result_s: float | None = None  # None: PULSE_RESULT_RETENTION_S; 0: results off
     concurrency: int | None = None  # runs at once per worker process; None: PULSE_TASK_CONCURRENCY
+    fleet_concurrency: int | None = None  # runs at once across every worker (Redis slots)
+    cpu_bound: bool = False  # run in a worker process (a plain def at a module's top level)
 
     def __post_init__(self) -> None:
         if not re.fullmatch(NAME_PATTERN, self.name):
@@ -55,8 +61,9 @@ class TaskOptions:
             raise ValueError(f"priority must be {MIN_PRIORITY}..{MAX_PRIORITY}")
         if not 1 <= self.max_attempts <= 100:
             raise ValueError("max_attempts must be 1..100")
-        if self.concurrency is not None and self.concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+        for limit in (self.concurrency, self.fleet_concurrency):
+            if limit is not None and limit < 1:
+                raise ValueError("concurrency and fleet_concurrency must be at least 1")
         if self.timeout_s <= 0 or not 0 < self.backoff_base_s <= self.backoff_cap_s:
             raise ValueError("timeout_s > 0 and 0 < backoff_base_s <= backoff_cap_s")
 
@@ -76,6 +83,8 @@ class Task:
         self.is_async = inspect.iscoroutinefunction(fn)
         self.takes_context, self.args_type = _signature(fn)
         self._decoder = self.args_type
+        if options.cpu_bound:
+            _check_cpu_bound(fn, self.is_async, self.takes_context)
 
     @property
     def name(self) -> str:
@@ -119,7 +128,7 @@ class Tasks:
     ) -> Task | Callable[[Callable[..., Any]], Task]:
         """``@tasks.task`` or ``@tasks.task(name=..., priority=..., max_attempts=...,
         timeout_s=..., retry_on=(...), backoff_base_s=..., backoff_cap_s=...,
-        keep_result_s=..., concurrency=...)``."""
+        keep_result_s=..., concurrency=..., fleet_concurrency=..., cpu_bound=...)``."""
 
         def register(function: Callable[..., Any]) -> Task:
             task_name = name or f"{function.__module__}.{function.__qualname__}"
@@ -148,6 +157,17 @@ class Tasks:
 
     def __len__(self) -> int:
         return len(self._tasks)
+
+
+def _check_cpu_bound(fn: Callable[..., Any], is_async: bool, takes_context: bool) -> None:
+    """A cpu-bound task runs in another process, which imports it by name and cannot reach
+    this process's context (progress, resources)."""
+    if is_async:
+        raise TypeError(f"{fn.__qualname__}: a cpu_bound task is a plain def, not async")
+    if takes_context:
+        raise TypeError(f"{fn.__qualname__}: a cpu_bound task takes no context")
+    if "<locals>" in fn.__qualname__:
+        raise TypeError(f"{fn.__qualname__}: a cpu_bound task is defined at a module's top level")
 
 
 def _signature(fn: Callable[..., Any]) -> tuple[bool, type[msgspec.Struct]]:

@@ -163,6 +163,7 @@ function render(snapshot) {
   renderThroughput(snapshot);
   renderLatency(snapshot.latency);
   renderQueue(snapshot.queue);
+  renderTaskQueue(snapshot.task_queue || []);
   renderWorkers(snapshot.workers);
   renderBreakers(snapshot.breakers);
   renderFailures(snapshot.failures);
@@ -293,6 +294,15 @@ function renderQueue(queue) {
   });
   svg.replaceChildren(...parts);
   fill($("#queue tbody"), queue.map((q) => el("tr", { "data-priority": q.priority },
+    el("td", {}, `${q.priority} ${PRIORITIES[q.priority] || ""}`), el("td", {}, number(q.depth)),
+    el("td", {}, number(q.lag)), el("td", {}, number(q.pending)),
+    el("td", {}, number(q.retry_waiting)), el("td", {}, seconds(q.oldest_age_s)),
+    el("td", {}, seconds(q.oldest_pending_age_s)))));
+}
+
+// The user tasks' streams: the same columns, in their own table.
+function renderTaskQueue(queue) {
+  fill($("#task-queue tbody"), queue.map((q) => el("tr", { "data-priority": q.priority },
     el("td", {}, `${q.priority} ${PRIORITIES[q.priority] || ""}`), el("td", {}, number(q.depth)),
     el("td", {}, number(q.lag)), el("td", {}, number(q.pending)),
     el("td", {}, number(q.retry_waiting)), el("td", {}, seconds(q.oldest_age_s)),

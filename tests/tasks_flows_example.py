@@ -1,0 +1,32 @@
+"""Tasks for the chain and group tests: a group's callback, and a step that writes its order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pulse
+
+tasks = pulse.Tasks()
+
+
+@tasks.task(name="flows.total")
+async def total(results: list[dict[str, Any]], label: str = "sum") -> dict[str, Any]:
+    """A group's callback: ``results`` are its members' results, in the group's order."""
+    return {label: sum(result["sum"] for result in results), "parts": len(results)}
+
+
+@tasks.task(name="flows.step")
+def step(path: str, name: str) -> str:
+    """Appends ``name`` to the file at ``path``: the order in which a chain ran."""
+    with Path(path).open("a") as out:
+        out.write(f"{name}\n")
+    return name
+
+
+@tasks.task(name="flows.quiet", keep_result_s=0)
+async def quiet(fail: bool = False) -> int:
+    """Results off: nothing but the job's own row records its runs."""
+    if fail:
+        raise ValueError("quietly failed")
+    return 1
