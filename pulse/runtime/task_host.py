@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +38,10 @@ class TaskModuleError(PulseError):
 
 
 def load_registries(modules: str) -> list[Tasks]:
-    """The ``Tasks`` registries of the comma-separated ``modules``."""
+    """The ``Tasks`` registries of the comma-separated ``modules``, importable from the working
+    directory as with ``celery -A`` and ``arq`` (``pulse worker --tasks myapp.tasks``)."""
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     registries: list[Tasks] = []
     for name in filter(None, (part.strip() for part in modules.split(","))):
         try:
