@@ -253,3 +253,21 @@ async def test_the_client_waits_out_a_429_with_the_same_idempotency_key(
     # Then the second waited (Retry-After) and was accepted, once
     listing = await (await client.get("/api/notifications/", headers=auth)).json()
     assert {item["id"] for item in listing["items"]} == {first.id, second.id}
+
+
+async def test_raising_a_limit_lifts_its_lock_out_at_once(
+    client: Client, operator: dict[str, str], tenant: NewTenant, auth: dict[str, str]
+) -> None:
+    # Given a tenant locked out by a slow limit (5 at once, then one per 100 s)
+    await set_limits(client, operator, tenant.tenant_id, rate_per_s=0.01, burst=5)
+    assert [(await send(client, auth)).status for _ in range(6)] == [202] * 5 + [429]
+    # When the operator raises its limit
+    await set_limits(client, operator, tenant.tenant_id, rate_per_s=1000, burst=1000)
+    # Then it sends again at once
+    assert (await send(client, auth)).status == 202
+    # And turning a limit off and on again is in force at once as well
+    await set_limits(client, operator, tenant.tenant_id, rate_per_s=0.01, burst=1)
+    assert [(await send(client, auth)).status for _ in range(2)] == [202, 429]
+    await set_limits(client, operator, tenant.tenant_id, rate_per_s=0)
+    await set_limits(client, operator, tenant.tenant_id, rate_per_s=500, burst=500)
+    assert (await send(client, auth)).status == 202
