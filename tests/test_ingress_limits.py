@@ -271,3 +271,22 @@ async def test_raising_a_limit_lifts_its_lock_out_at_once(
     await set_limits(client, operator, tenant.tenant_id, rate_per_s=0)
     await set_limits(client, operator, tenant.tenant_id, rate_per_s=500, burst=500)
     assert (await send(client, auth)).status == 202
+
+
+async def test_a_rate_below_one_a_day_is_refused_naming_the_field(
+    client: Client, operator: dict[str, str], tenant: NewTenant, auth: dict[str, str]
+) -> None:
+    url = f"/api/tenants/{tenant.tenant_id}/limits"
+    # When an operator sets a rate that is neither off (0) nor at least one a day
+    for field, value in [("key_rate_per_s", 1e-300), ("rate_per_s", 1e-9), ("rate_per_s", -1)]:
+        refused = await client.put(url, json={field: value}, headers=operator)
+        # Then it is a 422 naming the field, and nothing changes
+        assert refused.status == 422, (field, value)
+        assert (await refused.json())["errors"][0]["pointer"] == f"/{field}"
+    document = await (await client.get(url, headers=operator)).json()
+    assert document["effective"] == {"tenant": None, "key": None}
+    # And the tenant's sends are still accepted (never a 500)
+    assert (await send(client, auth)).status == 202
+    # And the slowest rate allowed, one a day, is in force as set
+    await set_limits(client, operator, tenant.tenant_id, key_rate_per_s=1 / 86_400, key_burst=1)
+    assert [(await send(client, auth)).status for _ in range(2)] == [202, 429]

@@ -29,8 +29,8 @@ import msgspec
 from aiohttp import web
 
 from pulse.config import Settings
-from pulse.core.errors import InvalidInput, NotFound, RateLimited
-from pulse.core.limits import LimitOverrides, Rate, TenantLimits, effective
+from pulse.core.errors import ConfigError, InvalidInput, NotFound, RateLimited
+from pulse.core.limits import LimitOverrides, Rate, TenantLimits, effective, rate_problem
 from pulse.http.auth import require_operator
 from pulse.http.body import read_json
 from pulse.http.responses import json_response
@@ -176,6 +176,13 @@ async def admit(request: web.Request, cost: int, pointer: str = "$") -> dict[str
 
 
 def defaults(settings: Settings) -> LimitOverrides:
+    """The deployment's default limits; a rate out of bounds stops start-up naming it."""
+    for variable, per_s in (
+        ("PULSE_RATE_LIMIT_PER_S", settings.rate_limit_per_s),
+        ("PULSE_KEY_RATE_LIMIT_PER_S", settings.key_rate_limit_per_s),
+    ):
+        if problem := rate_problem(per_s):
+            raise ConfigError(f"{variable}={per_s!r}: {problem}")
     return LimitOverrides(
         rate_per_s=settings.rate_limit_per_s,
         burst=settings.rate_limit_burst or None,
@@ -246,6 +253,10 @@ async def get_limits(request: web.Request) -> web.Response:
 async def put_limits(request: web.Request) -> web.Response:
     tenant_id = _tenant_id(request)
     body = await read_json(request, LimitsRequest)
+    for field in ("rate_per_s", "key_rate_per_s"):
+        per_s = getattr(body, field)
+        if per_s is not None and (problem := rate_problem(per_s)):
+            raise InvalidInput(f"{field}={per_s!r}: {problem}", f"$.{field}")
     overrides = LimitOverrides(body.rate_per_s, body.burst, body.key_rate_per_s, body.key_burst)
     if await LimitStore(request.app[POOL]).put(tenant_id, overrides) is None:
         raise NotFound(f"no tenant {tenant_id}")
