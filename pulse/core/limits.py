@@ -131,3 +131,10 @@ class RecipientCap:
 
     def describe(self, channel: str) -> str:
         return f"the recipient cap of {self.max_count} per {self.window_s} s on {channel}"
+
+
+def cap_identity(channel: str, recipient: str) -> str:
+    """Who a recipient cap counts for: one mailbox is one recipient however its address is
+    written (the whole address case-folded, as most providers treat it); phone numbers are
+    E.164 and webhook URLs as validated already, so those count as sent."""
+    return recipient.casefold() if channel == "email" else recipient
