@@ -290,3 +290,32 @@ async def test_a_rate_below_one_a_day_is_refused_naming_the_field(
     # And the slowest rate allowed, one a day, is in force as set
     await set_limits(client, operator, tenant.tenant_id, key_rate_per_s=1 / 86_400, key_burst=1)
     assert [(await send(client, auth)).status for _ in range(2)] == [202, 429]
+
+
+async def test_a_replay_of_an_answered_idempotency_key_is_never_refused_by_the_limit(
+    client: Client, operator: dict[str, str], tenant: NewTenant, auth: dict[str, str]
+) -> None:
+    # Given a tenant with a burst of 1, used by a request with an Idempotency-Key
+    await set_limits(client, operator, tenant.tenant_id, rate_per_s=0.01, burst=1)
+    keyed = auth | {"Idempotency-Key": "order-1"}
+    first = await client.post("/api/notifications/", json=LOG, headers=keyed)
+    assert first.status == 202
+    # When the client sends the same request with the same key again (its answer was lost)
+    again = await client.post("/api/notifications/", json=LOG, headers=keyed)
+    # Then it gets the first answer again, not a 429
+    assert again.status == 202
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert await again.json() == await first.json()
+    # And a batch replays alike, while a new request is still refused
+    await set_limits(client, operator, tenant.tenant_id, rate_per_s=0.01, burst=2)
+    batch = {"template": {"channel": "log", "payload": {"message": "x"}}, "recipients": ["a"] * 2}
+    batch_keyed = auth | {"Idempotency-Key": "batch-1"}
+    sent = await client.post("/api/notifications/batch", json=batch, headers=batch_keyed)
+    assert sent.status == 202
+    replayed = await client.post("/api/notifications/batch", json=batch, headers=batch_keyed)
+    assert replayed.status == 202
+    assert await replayed.json() == await sent.json()
+    fresh = auth | {"Idempotency-Key": "order-2"}
+    assert (await client.post("/api/notifications/", json=LOG, headers=fresh)).status == 429
+    listing = await (await client.get("/api/notifications/", headers=auth)).json()
+    assert [item["id"] for item in listing["items"]] == [(await first.json())["id"]]
