@@ -113,7 +113,7 @@ class Ingress:
     def _refused(self, admission: Admission, headers: dict[str, str], cost: int) -> RateLimited:
         binding = min(admission.states, key=lambda state: state.remaining)
         self._metrics.rate_limited.labels(binding.limit.name).inc()
-        what = "notification" if cost == 1 else f"batch of {cost} notifications"
+        what = "request" if cost == 1 else f"request of {cost} items"
         return RateLimited(
             f"over the {binding.limit.name}'s rate limit ({_describe(binding.limit.rate)}):"
             f" this {what} was not accepted; retry after Retry-After",
@@ -145,7 +145,7 @@ def _checked(
     for limit in limits:
         if cost > limit.rate.burst:
             raise InvalidInput(
-                f"{cost} notifications at once exceed the {limit.name}'s burst of"
+                f"{cost} items at once exceed the {limit.name}'s burst of"
                 f" {limit.rate.burst}: send smaller batches",
                 pointer,
             )
