@@ -48,7 +48,12 @@ routes = web.RouteTableDef()
 CHANGES_CHANNEL = "limit-changes"
 QUIET_S = 10.0  # one warning per this long while Redis cannot be asked
 
-PerSecond = Annotated[float, msgspec.Meta(ge=0, le=1_000_000)]
+PerSecond = Annotated[
+    float,
+    msgspec.Meta(
+        ge=0, le=1_000_000, description="0 (off) or from 1/86400 (one a day) to 1000000 a second"
+    ),
+]
 Burst = Annotated[int, msgspec.Meta(ge=1, le=10_000_000)]
 
 
