@@ -253,3 +253,69 @@ async def test_the_client_waits_out_a_429_with_the_same_idempotency_key(
     # Then the second waited (Retry-After) and was accepted, once
     listing = await (await client.get("/api/notifications/", headers=auth)).json()
     assert {item["id"] for item in listing["items"]} == {first.id, second.id}
+
+
+async def test_raising_a_limit_lifts_its_lock_out_at_once(
+    client: Client, operator: dict[str, str], tenant: NewTenant, auth: dict[str, str]
+) -> None:
+    # Given a tenant locked out by a slow limit (5 at once, then one per 100 s)
+    await set_limits(client, operator, tenant.tenant_id, rate_per_s=0.01, burst=5)
+    assert [(await send(client, auth)).status for _ in range(6)] == [202] * 5 + [429]
+    # When the operator raises its limit
+    await set_limits(client, operator, tenant.tenant_id, rate_per_s=1000, burst=1000)
+    # Then it sends again at once
+    assert (await send(client, auth)).status == 202
+    # And turning a limit off and on again is in force at once as well
+    await set_limits(client, operator, tenant.tenant_id, rate_per_s=0.01, burst=1)
+    assert [(await send(client, auth)).status for _ in range(2)] == [202, 429]
+    await set_limits(client, operator, tenant.tenant_id, rate_per_s=0)
+    await set_limits(client, operator, tenant.tenant_id, rate_per_s=500, burst=500)
+    assert (await send(client, auth)).status == 202
+
+
+async def test_a_rate_below_one_a_day_is_refused_naming_the_field(
+    client: Client, operator: dict[str, str], tenant: NewTenant, auth: dict[str, str]
+) -> None:
+    url = f"/api/tenants/{tenant.tenant_id}/limits"
+    # When an operator sets a rate that is neither off (0) nor at least one a day
+    for field, value in [("key_rate_per_s", 1e-300), ("rate_per_s", 1e-9), ("rate_per_s", -1)]:
+        refused = await client.put(url, json={field: value}, headers=operator)
+        # Then it is a 422 naming the field, and nothing changes
+        assert refused.status == 422, (field, value)
+        assert (await refused.json())["errors"][0]["pointer"] == f"/{field}"
+    document = await (await client.get(url, headers=operator)).json()
+    assert document["effective"] == {"tenant": None, "key": None}
+    # And the tenant's sends are still accepted (never a 500)
+    assert (await send(client, auth)).status == 202
+    # And the slowest rate allowed, one a day, is in force as set
+    await set_limits(client, operator, tenant.tenant_id, key_rate_per_s=1 / 86_400, key_burst=1)
+    assert [(await send(client, auth)).status for _ in range(2)] == [202, 429]
+
+
+async def test_a_replay_of_an_answered_idempotency_key_is_never_refused_by_the_limit(
+    client: Client, operator: dict[str, str], tenant: NewTenant, auth: dict[str, str]
+) -> None:
+    # Given a tenant with a burst of 1, used by a request with an Idempotency-Key
+    await set_limits(client, operator, tenant.tenant_id, rate_per_s=0.01, burst=1)
+    keyed = auth | {"Idempotency-Key": "order-1"}
+    first = await client.post("/api/notifications/", json=LOG, headers=keyed)
+    assert first.status == 202
+    # When the client sends the same request with the same key again (its answer was lost)
+    again = await client.post("/api/notifications/", json=LOG, headers=keyed)
+    # Then it gets the first answer again, not a 429
+    assert again.status == 202
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert await again.json() == await first.json()
+    # And a batch replays alike, while a new request is still refused
+    await set_limits(client, operator, tenant.tenant_id, rate_per_s=0.01, burst=2)
+    batch = {"template": {"channel": "log", "payload": {"message": "x"}}, "recipients": ["a"] * 2}
+    batch_keyed = auth | {"Idempotency-Key": "batch-1"}
+    sent = await client.post("/api/notifications/batch", json=batch, headers=batch_keyed)
+    assert sent.status == 202
+    replayed = await client.post("/api/notifications/batch", json=batch, headers=batch_keyed)
+    assert replayed.status == 202
+    assert await replayed.json() == await sent.json()
+    fresh = auth | {"Idempotency-Key": "order-2"}
+    assert (await client.post("/api/notifications/", json=LOG, headers=fresh)).status == 429
+    listing = await (await client.get("/api/notifications/", headers=auth)).json()
+    assert [item["id"] for item in listing["items"]] == [(await first.json())["id"]]

@@ -76,3 +76,19 @@ def test_an_attempt_put_off_by_a_providers_rate_is_not_made() -> None:
     assert not put_off.made
     failed = Done.without_call(delivery, Retry(error="timeout", after_s=None))
     assert failed.made
+
+
+def test_a_default_rate_below_one_a_day_stops_start_up_naming_its_variable() -> None:
+    from pulse.http.limits import defaults
+
+    tiny = load_settings({"PULSE_KEY_RATE_LIMIT_PER_S": "1e-300"}, dotenv_path=None)
+    with pytest.raises(ConfigError, match="PULSE_KEY_RATE_LIMIT_PER_S"):
+        defaults(tiny)
+    assert defaults(load_settings({}, dotenv_path=None)) == LimitOverrides(0.0, None, 0.0, None)
+
+
+def test_a_stored_rate_below_one_a_day_counts_as_one_a_day() -> None:
+    # a tenant's rate stored before rates were bounded is served, never an overflow
+    assert effective(LimitOverrides(rate_per_s=1e-300, burst=2), LimitOverrides()).tenant == Rate(
+        1 / 86_400, 2
+    )

@@ -100,5 +100,40 @@ async def test_state_expires_once_whole_again(redis: Redis, keys: QueueKeys) -> 
     limit = tenant_limit(1, 2)
     await limiter(redis, keys).admit([limit], 1, T0)
     # Then its key lives no longer than the time to refill (one unit: 1 s): no leftover state
-    ttl = await redis.pttl(keys.rate_limit("tenant", limit.ident))
+    ttl = await redis.pttl(limiter(redis, keys).key(limit))
     assert 900 < ttl <= 1000
+
+
+async def test_a_changed_limit_is_in_force_at_once_not_after_the_old_ones_lock_out(
+    redis: Redis, keys: QueueKeys
+) -> None:
+    # Given a tenant that used up a slow limit (5 at once, then one per 100 s)
+    gcra = limiter(redis, keys)
+    slow = tenant_limit(0.01, 5)
+    assert [(await gcra.admit([slow], 1, T0)).admitted for _ in range(6)] == [True] * 5 + [False]
+    # When the operator raises it to 1000 a second with a burst of 1000
+    fast = Limit("tenant", slow.ident, Rate(1000, 1000))
+    answer = await gcra.admit([fast], 1, T0 + 1)
+    # Then the next request is admitted under the new limit, which reports its own state
+    assert answer.admitted
+    assert answer.states[0].remaining == 999
+    # And a state stored under any limit never holds a request back longer than that limit's
+    # own whole burst takes to refill
+    await redis.set(gcra.key(slow), str(T0 + 10**12))
+    assert (await gcra.admit([slow], 1, T0)).retry_after_ms <= 500_000 + 100_000
+
+
+async def test_the_slowest_allowed_rate_with_the_largest_burst_is_served(
+    redis: Redis, keys: QueueKeys
+) -> None:
+    # Given the slowest rate a limit may have (one a day) and the largest burst
+    gcra = limiter(redis, keys)
+    limit = tenant_limit(1 / 86_400, 10_000_000)
+    # When it is used up at once (its state then lasts 10 million days)
+    admitted = await gcra.admit([limit], 10_000_000, T0)
+    # Then it is answered (no Redis error), and the next unit waits one day
+    assert admitted.admitted
+    assert admitted.states[0].remaining == 0
+    refused = await gcra.admit([limit], 1, T0)
+    assert not refused.admitted
+    assert refused.retry_after_ms == 86_400_000

@@ -149,3 +149,23 @@ async def test_over_the_cap_waits_for_the_window_without_using_attempts(
     delivered = sorted(datetime.fromisoformat(d["delivered_at"]) for d in documents)
     first_claim = min(row["at"] for row in started)
     assert delivered[2] - first_claim >= timedelta(seconds=2)
+
+
+async def test_an_email_address_counts_as_one_recipient_whatever_its_letter_case(
+    redis: Redis, keys: QueueKeys
+) -> None:
+    # Given a cap of 1 per minute on the email channel
+    windows, tenant = RecipientWindows(redis, keys), secrets.token_hex(4)
+
+    async def take(channel: str, recipient: str, notification: str) -> int:
+        return await windows.take(tenant, channel, recipient, notification, (1, 60_000.0), T0)
+
+    # When one address is sent to, then the same address in other letter cases
+    assert await take("email", "bob@example.com", "a") == 0
+    # Then those are over the cap: one mailbox, one window
+    assert await take("email", "Bob@EXAMPLE.com", "b") == 60_000
+    assert await take("email", "BOB@example.COM", "c") == 60_000
+    # And another address, or a recipient of a channel where case matters, is its own
+    assert await take("email", "alice@example.com", "d") == 0
+    assert await take("log", "Ops", "e") == 0
+    assert await take("log", "ops", "f") == 0

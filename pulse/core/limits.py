@@ -19,6 +19,19 @@ _PROVIDER_RATE = re.compile(
 )
 
 
+MIN_RATE_PER_S = 1 / 86_400  # one a day: slower is a lock-out, not a rate
+MAX_RATE_PER_S = 1_000_000.0
+
+
+def rate_problem(per_s: float) -> str | None:
+    """Why ``per_s`` cannot be a limit's rate (None: it can). A rate is 0 (off) or from one a
+    day to a million a second: a tinier one would lock a client out for years after one request
+    and make the limiter's arithmetic overflow."""
+    if per_s == 0 or MIN_RATE_PER_S <= per_s <= MAX_RATE_PER_S:
+        return None
+    return f"a rate is 0 (off) or from 1/86400 (one a day) to {MAX_RATE_PER_S:.0f} a second"
+
+
 @dataclass(frozen=True, slots=True)
 class Rate:
     per_s: float
@@ -71,7 +84,8 @@ def effective(overrides: LimitOverrides | None, defaults: LimitOverrides) -> Ten
     own = overrides or LimitOverrides()
 
     def pick(mine: float | None, default: float | None) -> float:
-        return float(mine if mine is not None else default or 0)
+        per_s = float(mine if mine is not None else default or 0)
+        return per_s and max(per_s, MIN_RATE_PER_S)  # one stored before rates were bounded
 
     def pick_burst(mine: int | None, default: int | None) -> int | None:
         return mine if mine is not None else default
@@ -117,3 +131,10 @@ class RecipientCap:
 
     def describe(self, channel: str) -> str:
         return f"the recipient cap of {self.max_count} per {self.window_s} s on {channel}"
+
+
+def cap_identity(channel: str, recipient: str) -> str:
+    """Who a recipient cap counts for: one mailbox is one recipient however its address is
+    written (the whole address case-folded, as most providers treat it); phone numbers are
+    E.164 and webhook URLs as validated already, so those count as sent."""
+    return recipient.casefold() if channel == "email" else recipient

@@ -19,10 +19,10 @@ from pulse.core.models import DEFAULT_PRIORITY, Job, JobKind, MaxAttempts, Prior
 from pulse.core.ports import ChannelSpec
 from pulse.core.schedule import Delay, DeliveryWindow, RequestedTime
 from pulse.core.timeutil import utcnow
+from pulse.http.admission import admit_or_replay
 from pulse.http.auth import require
 from pulse.http.body import read_json
 from pulse.http.idempotency import idempotency_key, render
-from pulse.http.limits import admit
 from pulse.http.problems import json_pointer, problem
 from pulse.http.state import ACCEPT, SETTINGS, SPECS, TENANT_ID
 from pulse.http.validation import CheckedNotification, Metadata, check_item, depth
@@ -72,7 +72,9 @@ async def create_batch(request: web.Request) -> web.Response:
         return problem(status, detail, instance=request.path, errors=errors)
     key = idempotency_key(request, batch)
     where = "$.items" if batch.items is not None else "$.recipients"
-    limited = await admit(request, len(valid), where)
+    limited = await admit_or_replay(request, len(valid), key, where)
+    if isinstance(limited, web.Response):
+        return limited
     accept = request.app[ACCEPT]
     answer = render(await accept.batch(valid, results, str(uuid7()), request[TENANT_ID], key))
     answer.headers.update(limited)

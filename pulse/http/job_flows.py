@@ -1,6 +1,8 @@
 """``POST /api/jobs/batch`` (many jobs, each answered on its own) and ``POST /api/jobs/group``
 (jobs side by side and a callback receiving their results). Both commit once and stream the
-jobs queued now in one pipelined round trip; Idempotency-Key aware."""
+jobs queued now in one pipelined round trip; Idempotency-Key aware. Both are admitted by the
+ingress limits as one request of as many units as it holds jobs (a group's callback included).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from aiohttp import web
 
 from pulse.core.errors import InvalidInput
 from pulse.core.jobs import JobBatchRequest, JobGroupRequest, JobRequest
+from pulse.http.admission import admit_or_replay
 from pulse.http.auth import require
 from pulse.http.body import read_json
 from pulse.http.decoding import explain
@@ -50,12 +53,18 @@ async def enqueue_batch(request: web.Request) -> web.Response:
         except msgspec.ValidationError as exc:
             items.append(explain(exc))
     key = idempotency_key(request, batch)
+    cost = sum(isinstance(item, JobRequest) for item in items)  # what decoded: what may run
+    limited = await admit_or_replay(request, cost, key, "$.items") if cost else {}
+    if isinstance(limited, web.Response):
+        return limited
     flows = request.app[TASKS].flows
     try:
         answer = await flows.batch(request[TENANT_ID], items, key)
     except NoValidItem as exc:
         return problem(422, exc.detail, instance=request.path, errors=exc.errors)
-    return render(answer)
+    response = render(answer)
+    response.headers.update(limited)
+    return response
 
 
 @routes.post("/api/jobs/group")
@@ -68,4 +77,10 @@ async def enqueue_group(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     group = await read_json(request, JobGroupRequest, settings.max_batch_body_bytes, "$.jobs")
     key = idempotency_key(request, group)
-    return render(await request.app[TASKS].flows.group(request[TENANT_ID], group, key))
+    cost = len(group.jobs) + (group.then is not None)
+    limited = await admit_or_replay(request, cost, key, "$.jobs")
+    if isinstance(limited, web.Response):
+        return limited
+    response = render(await request.app[TASKS].flows.group(request[TENANT_ID], group, key))
+    response.headers.update(limited)
+    return response

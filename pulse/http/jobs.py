@@ -14,6 +14,7 @@ from aiohttp import web
 from pulse.core.errors import InvalidInput, NotFound
 from pulse.core.jobs import ROW_STATUS, JobDocument, JobList, JobRequest
 from pulse.http import job_flows
+from pulse.http.admission import admit_or_replay
 from pulse.http.auth import require
 from pulse.http.body import read_body
 from pulse.http.decoding import decode_json, decode_query
@@ -86,7 +87,12 @@ async def enqueue_job(request: web.Request) -> web.StreamResponse:
     require(request, "send")
     job = decode_json(await read_body(request), JobRequest, deep_at="$.args")
     key = idempotency_key(request, job)
-    return render(await request.app[TASKS].enqueue(request[TENANT_ID], job, key))
+    limited = await admit_or_replay(request, 1, key)
+    if isinstance(limited, web.Response):
+        return limited
+    answer = render(await request.app[TASKS].enqueue(request[TENANT_ID], job, key))
+    answer.headers.update(limited)
+    return answer
 
 
 @routes.get("/api/jobs/{id}")

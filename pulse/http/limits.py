@@ -29,8 +29,8 @@ import msgspec
 from aiohttp import web
 
 from pulse.config import Settings
-from pulse.core.errors import InvalidInput, NotFound, RateLimited
-from pulse.core.limits import LimitOverrides, Rate, TenantLimits, effective
+from pulse.core.errors import ConfigError, InvalidInput, NotFound, RateLimited
+from pulse.core.limits import LimitOverrides, Rate, TenantLimits, effective, rate_problem
 from pulse.http.auth import require_operator
 from pulse.http.body import read_json
 from pulse.http.responses import json_response
@@ -48,7 +48,12 @@ routes = web.RouteTableDef()
 CHANGES_CHANNEL = "limit-changes"
 QUIET_S = 10.0  # one warning per this long while Redis cannot be asked
 
-PerSecond = Annotated[float, msgspec.Meta(ge=0, le=1_000_000)]
+PerSecond = Annotated[
+    float,
+    msgspec.Meta(
+        ge=0, le=1_000_000, description="0 (off) or from 1/86400 (one a day) to 1000000 a second"
+    ),
+]
 Burst = Annotated[int, msgspec.Meta(ge=1, le=10_000_000)]
 
 
@@ -113,7 +118,7 @@ class Ingress:
     def _refused(self, admission: Admission, headers: dict[str, str], cost: int) -> RateLimited:
         binding = min(admission.states, key=lambda state: state.remaining)
         self._metrics.rate_limited.labels(binding.limit.name).inc()
-        what = "notification" if cost == 1 else f"batch of {cost} notifications"
+        what = "request" if cost == 1 else f"request of {cost} items"
         return RateLimited(
             f"over the {binding.limit.name}'s rate limit ({_describe(binding.limit.rate)}):"
             f" this {what} was not accepted; retry after Retry-After",
@@ -145,7 +150,7 @@ def _checked(
     for limit in limits:
         if cost > limit.rate.burst:
             raise InvalidInput(
-                f"{cost} notifications at once exceed the {limit.name}'s burst of"
+                f"{cost} items at once exceed the {limit.name}'s burst of"
                 f" {limit.rate.burst}: send smaller batches",
                 pointer,
             )
@@ -176,6 +181,13 @@ async def admit(request: web.Request, cost: int, pointer: str = "$") -> dict[str
 
 
 def defaults(settings: Settings) -> LimitOverrides:
+    """The deployment's default limits; a rate out of bounds stops start-up naming it."""
+    for variable, per_s in (
+        ("PULSE_RATE_LIMIT_PER_S", settings.rate_limit_per_s),
+        ("PULSE_KEY_RATE_LIMIT_PER_S", settings.key_rate_limit_per_s),
+    ):
+        if problem := rate_problem(per_s):
+            raise ConfigError(f"{variable}={per_s!r}: {problem}")
     return LimitOverrides(
         rate_per_s=settings.rate_limit_per_s,
         burst=settings.rate_limit_burst or None,
@@ -246,6 +258,10 @@ async def get_limits(request: web.Request) -> web.Response:
 async def put_limits(request: web.Request) -> web.Response:
     tenant_id = _tenant_id(request)
     body = await read_json(request, LimitsRequest)
+    for field in ("rate_per_s", "key_rate_per_s"):
+        per_s = getattr(body, field)
+        if per_s is not None and (problem := rate_problem(per_s)):
+            raise InvalidInput(f"{field}={per_s!r}: {problem}", f"$.{field}")
     overrides = LimitOverrides(body.rate_per_s, body.burst, body.key_rate_per_s, body.key_burst)
     if await LimitStore(request.app[POOL]).put(tenant_id, overrides) is None:
         raise NotFound(f"no tenant {tenant_id}")

@@ -12,10 +12,10 @@ from pulse.core.errors import NotFound
 from pulse.core.ids import uuid7
 from pulse.core.models import Job, JobKind
 from pulse.core.timeutil import utcnow
+from pulse.http.admission import admit_or_replay
 from pulse.http.auth import require
 from pulse.http.body import read_body
 from pulse.http.idempotency import idempotency_key, render
-from pulse.http.limits import admit
 from pulse.http.state import ACCEPT, NOTIFICATIONS, SETTINGS, SPECS, TENANT_ID
 from pulse.http.validation import CheckedNotification, decode_request
 
@@ -35,7 +35,9 @@ async def create_notification(request: web.Request) -> web.StreamResponse:
     due = checked.due(utcnow(), settings.max_schedule_ahead_s)  # None: at once
     key = idempotency_key(request, checked.request)
     metadata = checked.request.metadata
-    limited = await admit(request, 1)
+    limited = await admit_or_replay(request, 1, key)
+    if isinstance(limited, web.Response):
+        return limited
     when = (checked.request.send_at, due)
     job = _job(request, checked)
     answer = render(await request.app[ACCEPT].notification(job, metadata, key, when))

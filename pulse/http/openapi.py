@@ -200,17 +200,17 @@ OPERATIONS = (
     *schedules_operations(),
     Operation("post", "/api/jobs/", "Enqueue a task (202 after commit; args checked against "
               "the signature its workers published)", ("202", JobAccepted), body=JobRequest,
-              problems=("400", "401", "403", "409", "413", "415", "422", "503"),
+              problems=("400", "401", "403", "409", "413", "415", "422", "429", "503"),
               headers=("Idempotency-Key",)),
     Operation("post", "/api/jobs/batch", "Enqueue many tasks in one commit (each item answered "
               "on its own: its job or its errors; 422 if none is valid)",
               ("202", JobBatchAccepted), body=JobBatchRequest,
-              problems=("400", "401", "403", "409", "413", "415", "422", "503"),
+              problems=("400", "401", "403", "409", "413", "415", "422", "429", "503"),
               headers=("Idempotency-Key",)),
     Operation("post", "/api/jobs/group", "Enqueue a group: its jobs side by side, and 'then' "
               "once all succeeded, given their results", ("202", JobGroupAccepted),
               body=JobGroupRequest,
-              problems=("400", "401", "403", "409", "413", "415", "422", "503"),
+              problems=("400", "401", "403", "409", "413", "415", "422", "429", "503"),
               headers=("Idempotency-Key",)),
     Operation("get", "/api/jobs/", "List task jobs, newest first", ("200", JobList),
               query=jobs.ListQuery, problems=("401", "403", "422", "503")),

@@ -50,9 +50,16 @@ class RateLimiter:
         self._keys = keys
         self._calls = TickBatcher(redis, load_script(redis, "gcra"))  # a tick's in one trip
 
+    def key(self, limit: Limit) -> str:
+        """The limit's state: named by its rate and burst too, so that a changed limit (an
+        operator raising it, or turning it off and on) is in force at once from a fresh state
+        instead of inheriting the old one's lock-out; the old state expires by itself."""
+        rate = limit.rate
+        return self._keys.rate_limit(limit.name, f"{limit.ident}:{rate.per_s!r}/{rate.burst}")
+
     async def admit(self, limits: Sequence[Limit], cost: int, now_ms: float) -> Admission:
         """Take ``cost`` units from every limit, or from none if any lacks them."""
-        keys = [self._keys.rate_limit(limit.name, limit.ident) for limit in limits]
+        keys = [self.key(limit) for limit in limits]
         args: list[float | int] = [now_ms, cost]
         for limit in limits:
             args += [limit.rate.interval_ms, limit.rate.burst]
