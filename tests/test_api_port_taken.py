@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -79,3 +80,18 @@ async def test_a_second_supervisor_or_api_on_a_supervised_port_fails(
     assert_refused(lone, port)
     # While the first deployment still answers
     await wait_http_ok(f"http://127.0.0.1:{port}/healthz")
+
+
+async def test_a_supervisor_refuses_a_port_another_program_shares(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # Given some other program listening on the port with SO_REUSEPORT (which a supervisor's
+    # children would otherwise join)
+    port = free_port("127.0.0.1")
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", port))
+        other.listen()
+        # When `pulse api --processes 2` starts on it, then it stops at start-up, naming it
+        refused = await asyncio.to_thread(pulse_api_exit, api_env(settings, port, 2), tmp_path)
+    assert_refused(refused, str(port))
