@@ -17,6 +17,7 @@ import errno
 import socket
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 
 class PortInUse(Exception):
@@ -50,15 +51,38 @@ def hold_port(host: str, port: int) -> Iterator[None]:
         for family, kind, proto, _, address in socket.getaddrinfo(
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         ):
-            sock = held.enter_context(socket.socket(family, kind, proto))
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:  # as asyncio's servers do: IPv4 binds separately
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                sock.bind(address)
-            except OSError as exc:
-                if is_port_in_use(exc):
-                    raise PortInUse(host, port) from None
-                raise
+            # First plainly, then kept with SO_REUSEPORT: a port some other process bound with
+            # SO_REUSEPORT (which the second bind alone would join) is refused too.
+            for reuse_port in (False, True):
+                sock = _bind(host, port, family, kind, proto, address, reuse_port=reuse_port)
+                if reuse_port:
+                    held.enter_context(sock)
+                else:
+                    sock.close()
         yield
+
+
+def _bind(
+    host: str,
+    port: int,
+    family: socket.AddressFamily,
+    kind: socket.SocketKind,
+    proto: int,
+    address: tuple[Any, ...],
+    *,
+    reuse_port: bool,
+) -> socket.socket:
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:  # as asyncio's servers do: IPv4 binds separately
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if is_port_in_use(exc):
+            raise PortInUse(host, port) from None
+        raise
+    return sock
