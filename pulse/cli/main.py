@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from pulse.channels.registry import check_channel_settings
+from pulse.cli.ports import PortInUse
 from pulse.config import Settings, load_settings
 from pulse.core.errors import ConfigError
 from pulse.logs import configure as configure_logging
@@ -34,6 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"pulse: configuration error: {exc}", file=sys.stderr)
         return 2
+    except PortInUse as exc:
+        print(f"pulse: {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:
         if not isinstance(exc, unreachable()):
             raise
@@ -70,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     api.add_argument(
         "--processes", type=int, metavar="N", help="API processes on the port (PULSE_API_PROCESSES)"
     )
+    # a supervisor's child: binds with SO_REUSEPORT on the port its supervisor holds
+    api.add_argument("--shared-port", action="store_true", help=argparse.SUPPRESS)
     worker = sub.add_parser("worker", help="run a worker process")
     worker.add_argument(
         "--tasks", default=None, metavar="MODULES",
@@ -118,10 +124,10 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
     if processes > 1:
         from pulse.cli.prefork import supervise
 
-        return supervise(processes)
+        return supervise(processes, settings.http_host, settings.http_port)
     from pulse.cli.serve import run, serve_api
 
-    run(lambda: serve_api(settings))
+    run(lambda: serve_api(settings, reuse_port=args.shared_port))
     return 0
 
 

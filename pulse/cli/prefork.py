@@ -1,8 +1,9 @@
 """``pulse api --processes N``: N API processes serving one port, kept running.
 
 Each child is an ordinary one-process ``pulse api`` (its own event loop, pools and caches). They
-all bind the same port with SO_REUSEPORT, so the kernel spreads new connections among them and
-no socket is passed around. The supervisor only starts, replaces and stops them:
+all bind the same port with SO_REUSEPORT (``SHARED_PORT_FLAG``; the supervisor holds the port
+for them, see ``pulse.cli.ports``), so the kernel spreads new connections among them and no
+socket is passed around. The supervisor only starts, replaces and stops them:
 
 - a child that exits unasked is replaced (after ``RESTART_DELAY_S`` when it lived less than
   that, so a child that cannot start does not spin);
@@ -26,7 +27,10 @@ import sys
 import time
 from collections.abc import Sequence
 
+from pulse.cli.ports import hold_port
+
 logger = logging.getLogger("pulse.cli.prefork")
+SHARED_PORT_FLAG = "--shared-port"  # a supervisor's child: SO_REUSEPORT
 RESTART_DELAY_S = 1.0
 PR_SET_PDEATHSIG = 1  # prctl(2)
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
@@ -114,8 +118,10 @@ def _child_setup(supervisor: int) -> None:
         os._exit(1)
 
 
-def supervise(processes: int) -> int:
-    """Run ``processes`` one-process ``pulse api`` children of this interpreter."""
-    command = [sys.executable, "-m", "pulse", "api", "--processes", "1"]
-    logger.info("starting %d API processes (pid %d supervises)", processes, os.getpid())
-    return Supervisor(processes, command).run()
+def supervise(processes: int, host: str, port: int) -> int:
+    """Run ``processes`` one-process ``pulse api`` children of this interpreter, on a port this
+    supervisor holds for them (``hold_port``: raises ``PortInUse``)."""
+    command = [sys.executable, "-m", "pulse", "api", "--processes", "1", SHARED_PORT_FLAG]
+    with hold_port(host, port):
+        logger.info("starting %d API processes (pid %d supervises)", processes, os.getpid())
+        return Supervisor(processes, command).run()

@@ -22,6 +22,7 @@ from prometheus_client import start_http_server
 from redis.asyncio import Redis
 
 from pulse.channels.registry import build_channels, channel_specs
+from pulse.cli.ports import PortInUse, is_port_in_use
 from pulse.config import Settings
 from pulse.http.app import create_app
 from pulse.http.protocol import ProtocolLogger
@@ -64,13 +65,24 @@ def install_stop_signals(stop: asyncio.Event) -> None:
 
 
 @asynccontextmanager
-async def api_site(settings: Settings, metrics: Metrics) -> AsyncIterator[web.AppRunner]:
+async def api_site(
+    settings: Settings, metrics: Metrics, *, reuse_port: bool = False
+) -> AsyncIterator[web.AppRunner]:
+    """The API on its port. ``reuse_port`` (SO_REUSEPORT) only for the children of one ``pulse
+    api --processes N`` supervisor, which holds the port for them (``pulse.cli.ports``); any
+    other process fails with ``PortInUse`` on a taken port instead of sharing it."""
     app = create_app(settings, channel_specs(settings), metrics)
     # A client's malformed request is logged as one line, not a traceback (ProtocolLogger).
     runner = web.AppRunner(app, access_log=None, handle_signals=False, logger=ProtocolLogger())
     await runner.setup()
-    site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_port=True)
-    await site.start()
+    site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_port=reuse_port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        if is_port_in_use(exc):
+            raise PortInUse(settings.http_host, settings.http_port) from None
+        raise
     logger.info("API listening on http://%s:%d", settings.http_host, settings.http_port)
     try:
         yield runner
@@ -98,10 +110,10 @@ async def backends(settings: Settings) -> AsyncIterator[tuple[Redis, asyncpg.Poo
             await pool.close()
 
 
-async def serve_api(settings: Settings) -> None:
+async def serve_api(settings: Settings, *, reuse_port: bool = False) -> None:
     stop = asyncio.Event()
     install_stop_signals(stop)
-    async with api_site(settings, Metrics()):
+    async with api_site(settings, Metrics(), reuse_port=reuse_port):
         settle_heap()
         await stop.wait()
 

@@ -17,9 +17,18 @@ from pulse.http.auth import require
 from pulse.http.decoding import check_query, decode_query
 from pulse.http.notifications import parse_id
 from pulse.http.responses import json_response
-from pulse.http.state import DUE_INDEX, KEY_ID, METRICS, NOTIFICATIONS, SETTINGS, TENANT_ID
+from pulse.http.state import (
+    DUE_INDEX,
+    KEY_ID,
+    METRICS,
+    NOTIFICATIONS,
+    POOL,
+    SETTINGS,
+    TENANT_ID,
+)
 from pulse.queue.due import DueIndex
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
+from pulse.store.batch_items import unexpanded_item
 from pulse.store.notifications import NotificationFilter
 
 logger = logging.getLogger("pulse.http.notification_queries")
@@ -79,8 +88,12 @@ async def list_attempts(request: web.Request) -> web.Response:
     notification_id = parse_id(request.match_info["id"])
     store = request.app[NOTIFICATIONS]
     view = await store.get(request[TENANT_ID], notification_id)
-    if view is None:
-        raise NotFound(f"no notification {notification_id}")
+    if view is None:  # an item of a batch not yet fanned out: no attempts yet
+        item = await unexpanded_item(request.app[POOL], request[TENANT_ID], notification_id)
+        if item is None:
+            raise NotFound(f"no notification {notification_id}")
+        document = AttemptsDocument(id=notification_id, attempts=[], history=item.history)
+        return json_response(document)
     attempts = await store.attempts(notification_id)
     history = await store.history(request[TENANT_ID], notification_id)
     return json_response(AttemptsDocument(id=notification_id, attempts=attempts, history=history))

@@ -16,8 +16,9 @@ from pulse.http.admission import admit_or_replay
 from pulse.http.auth import require
 from pulse.http.body import read_body
 from pulse.http.idempotency import idempotency_key, render
-from pulse.http.state import ACCEPT, NOTIFICATIONS, SETTINGS, SPECS, TENANT_ID
+from pulse.http.state import ACCEPT, NOTIFICATIONS, POOL, SETTINGS, SPECS, TENANT_ID
 from pulse.http.validation import CheckedNotification, decode_request
+from pulse.store.batch_items import unexpanded_item
 
 JSON_TYPES = frozenset({"application/json"})
 routes = web.RouteTableDef()
@@ -52,9 +53,13 @@ async def get_notification(request: web.Request) -> web.Response:
     tenant_id = request[TENANT_ID]
     store = request.app[NOTIFICATIONS]
     view = await store.get(tenant_id, notification_id)
-    if view is None:
-        raise NotFound(f"no notification {notification_id}")
-    history = await store.history(tenant_id, notification_id)
+    if view is None:  # an item of a batch not yet fanned out answers from the batch
+        item = await unexpanded_item(request.app[POOL], tenant_id, notification_id)
+        if item is None:
+            raise NotFound(f"no notification {notification_id}")
+        view, history = item.view, item.history
+    else:
+        history = await store.history(tenant_id, notification_id)
     document = NotificationDocument(**msgspec.structs.asdict(view), history=history)
     return web.Response(body=msgspec.json.encode(document), content_type="application/json")
 
