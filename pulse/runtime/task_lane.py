@@ -20,7 +20,6 @@ import itertools
 import logging
 import random
 import time
-import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +34,7 @@ from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.queue.task_slots import TaskSlots
 from pulse.runtime.acker import Acker
 from pulse.runtime.deliverer import delivery_context
+from pulse.runtime.task_errors import import_root, tenant_traceback
 from pulse.runtime.task_processes import ProcessDied, ProcessPool
 from pulse.runtime.work import NOT_STARTED, Delivery, Done, Try
 from pulse.store.errors import TRANSIENT_DB_ERRORS
@@ -74,6 +74,7 @@ class TaskLane:
         self._arrivals = itertools.count()
         self._running: dict[str, asyncio.Task[Any]] = {}
         self._cancelled: set[str] = set()
+        self._root = import_root(task.fn.__module__)
 
     @property
     def name(self) -> str:
@@ -244,8 +245,10 @@ class TaskLane:
         return Retry(error=error or kind, after_s=after_s, error_class=kind)
 
     def _ending(self, exc: BaseException, message: str | None = None) -> Ending:
-        trace = "".join(traceback.format_exception(exc))
-        text = message or str(exc) or type(exc).__name__
+        """The run's error as its tenant reads it: secrets scrubbed, Pulse's frames trimmed."""
+        redact = self._acker.redact.text
+        trace = tenant_traceback(exc, self._root, redact)
+        text = redact(message or str(exc) or type(exc).__name__)
         return Ending(None, type(exc).__name__, text, trace, self._keep_s())
 
     def _keep_s(self) -> float:

@@ -1,0 +1,39 @@
+"""Tasks that reproduce the reviewer's findings on user tasks (tests.test_task_fixes)."""
+
+from __future__ import annotations
+
+import threading
+
+import pulse
+
+tasks = pulse.Tasks()
+release = threading.Event()  # set by the test: lets the hung threads end
+hung = threading.Semaphore(0)  # one release per hung thread started
+
+
+@tasks.task(name="fixes.leak", max_attempts=1)
+def leak(secret: str) -> str:
+    raise RuntimeError("signing key is " + secret)
+
+
+@tasks.task(name="fixes.hang", timeout_s=0.2, max_attempts=1, concurrency=4)
+def hang() -> str:
+    """A plain def that never returns in time: its thread is stuck until ``release``."""
+    hung.release()
+    release.wait(60)
+    return "late"
+
+
+@tasks.task(name="fixes.quick", max_attempts=1)
+def quick() -> str:
+    return "quick"
+
+
+@tasks.task(name="fixes.big", max_attempts=3)
+def big(size: int) -> str:
+    return "x" * size
+
+
+@tasks.task(name="fixes.nan", max_attempts=1)
+async def nan() -> float:
+    return float("nan")
