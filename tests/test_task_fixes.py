@@ -75,3 +75,47 @@ async def test_a_configured_secret_raised_by_a_task_is_redacted_and_pulse_frames
     assert "pulse/runtime" not in error["traceback"]
     assert "site-packages" not in error["traceback"]
     assert "/work/" not in error["traceback"]
+
+
+async def test_an_integer_over_64_bits_in_args_is_named_at_its_own_pointer(
+    client: Client, auth: dict[str, str], worker: RunningWorker
+) -> None:
+    response = await client.post(
+        "/api/jobs/", json={"task": "fixes.big", "args": {"size": 2**70}}, headers=auth
+    )
+    problem = await response.json()
+    assert response.status == 422, problem
+    assert "/args/size" in str(problem)
+    assert "/payload" not in str(problem)
+
+
+async def test_a_bad_job_id_is_answered_as_no_job(
+    client: Client, auth: dict[str, str], worker: RunningWorker
+) -> None:
+    for path in ("/api/jobs/abc", "/api/jobs/abc/cancel"):
+        call = client.get if path.endswith("abc") else client.post
+        response = await call(path, headers=auth)
+        assert response.status == 404
+        text = await response.text()
+        assert "no job abc" in text
+        assert "notification" not in text
+
+
+async def test_a_nan_result_fails_the_run_as_not_json(
+    client: Client, auth: dict[str, str], worker: RunningWorker
+) -> None:
+    accepted = await enqueue(client, auth, "fixes.nan")
+    job = await finished(client, auth, accepted["id"])
+    assert job["status"] == "failed"
+    assert job["result"] is None
+    assert "JSON" in job["error"]["message"]
+
+
+async def test_a_task_job_is_not_readable_as_a_notification(
+    client: Client, auth: dict[str, str], worker: RunningWorker
+) -> None:
+    accepted = await enqueue(client, auth, "fixes.quick", key="secret-idempotency-key-1")
+    await finished(client, auth, accepted["id"])
+    response = await client.get(f"/api/notifications/{accepted['id']}", headers=auth)
+    assert response.status == 404
+    assert "secret-idempotency-key-1" not in await response.text()

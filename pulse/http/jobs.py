@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Annotated, Literal
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated, Any, Literal
 
 import msgspec
 from aiohttp import web
@@ -18,7 +19,7 @@ from pulse.http.auth import require
 from pulse.http.body import read_body
 from pulse.http.decoding import decode_json, decode_query
 from pulse.http.idempotency import idempotency_key, render
-from pulse.http.notifications import JSON_TYPES, parse_id
+from pulse.http.notifications import JSON_TYPES
 from pulse.http.protocol import with_expect
 from pulse.http.responses import json_response
 from pulse.http.state import (
@@ -33,6 +34,7 @@ from pulse.http.state import (
 )
 from pulse.queue.job_cancels import JobCancels
 from pulse.queue.keys import QueueKeys
+from pulse.services.accept import MSGPACK_INT
 from pulse.services.tasks import TaskService
 from pulse.store.job_events import JobEvents
 from pulse.store.jobs import JobStore
@@ -85,6 +87,7 @@ async def enqueue_job(request: web.Request) -> web.StreamResponse:
         raise web.HTTPUnsupportedMediaType(text="send the body as 'Content-Type: application/json'")
     require(request, "send")
     job = decode_json(await read_body(request), JobRequest, deep_at="$.args")
+    _check_integers(job.args)
     key = idempotency_key(request, job)
     return render(await request.app[TASKS].enqueue(request[TENANT_ID], job, key))
 
@@ -93,7 +96,7 @@ async def enqueue_job(request: web.Request) -> web.StreamResponse:
 async def get_job(request: web.Request) -> web.Response:
     """The job; with ``?wait=N`` (seconds, at most 60), answered once it ends or N passed."""
     require(request, "read")
-    job_id = parse_id(request.match_info["id"])
+    job_id = parse_job_id(request.match_info["id"])
     query = decode_query(request.query, GetQuery)
     tasks, tenant_id = request.app[TASKS], request[TENANT_ID]
     document = await tasks.get(tenant_id, job_id)
@@ -133,7 +136,7 @@ async def cancel_job(request: web.Request) -> web.Response:
     """Any unfinished job: queued ones never start, a running one sees CancelledError at its
     next await. A finished one is answered as it is (409)."""
     require(request, "send")
-    job_id = parse_id(request.match_info["id"])
+    job_id = parse_job_id(request.match_info["id"])
     tasks, tenant_id = request.app[TASKS], request[TENANT_ID]
     before = await tasks.get(tenant_id, job_id)
     if before.finished and before.status != "cancelled":
@@ -144,6 +147,31 @@ async def cancel_job(request: web.Request) -> web.Response:
 
 def _cursor(raw: str) -> str:
     try:
-        return parse_id(raw)
+        return parse_job_id(raw)
     except NotFound:
         raise InvalidInput("cursor is not one this API gave out", "$.cursor") from None
+
+
+def parse_job_id(raw: str) -> str:
+    """A job id; anything that is not a UUID cannot exist, so it is a 404."""
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise NotFound(f"no job {raw}") from None
+
+
+def _check_integers(args: dict[str, Any]) -> None:
+    """An integer the work stream cannot carry (beyond 64 bits) is named at its own pointer."""
+    todo: list[tuple[str, Any]] = [("$.args", args)]
+    while todo:
+        where, item = todo.pop()
+        if isinstance(item, int) and not MSGPACK_INT[0] <= item <= MSGPACK_INT[1]:
+            raise InvalidInput(f"{where[2:]}: integers must lie within -2^63 .. 2^64-1", where)
+        todo.extend(_children(where, item))
+
+
+def _children(where: str, item: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(item, dict):
+        yield from ((f"{where}.{key}", child) for key, child in item.items())
+    elif isinstance(item, list):
+        yield from ((f"{where}[{i}]", child) for i, child in enumerate(item))

@@ -10,7 +10,7 @@ from aiohttp import web
 from pulse.core.documents import NotificationDocument
 from pulse.core.errors import NotFound
 from pulse.core.ids import uuid7
-from pulse.core.models import Job, JobKind
+from pulse.core.models import TASK_PREFIX, Job, JobKind
 from pulse.core.timeutil import utcnow
 from pulse.http.auth import require
 from pulse.http.body import read_body
@@ -50,7 +50,7 @@ async def get_notification(request: web.Request) -> web.Response:
     tenant_id = request[TENANT_ID]
     store = request.app[NOTIFICATIONS]
     view = await store.get(tenant_id, notification_id)
-    if view is None:
+    if view is None or view.channel.startswith(TASK_PREFIX):  # a task: /api/jobs/{id}
         raise NotFound(f"no notification {notification_id}")
     history = await store.history(tenant_id, notification_id)
     document = NotificationDocument(**msgspec.structs.asdict(view), history=history)

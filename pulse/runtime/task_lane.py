@@ -18,6 +18,7 @@ import asyncio
 import dataclasses
 import itertools
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -237,6 +238,9 @@ class TaskLane:
         except (TypeError, msgspec.EncodeError) as exc:
             error = f"the result cannot be stored as JSON: {exc}"
             return Failed(error, "ResultNotSerializable"), self._ending(exc, error)
+        if b"null" in encoded and _non_finite(value):  # msgspec writes NaN and inf as null
+            error = "the result cannot be stored as JSON: it holds NaN or infinity"
+            return Failed(error, "ResultNotSerializable"), self._ending(ValueError(error), error)
         return Delivered(), Ending(encoded, None, None, None, self._keep_s())
 
     def _retry(self, delivery: Delivery, error: str, kind: str, after_s: float | None) -> Retry:
@@ -262,3 +266,19 @@ class TaskLane:
             await self._results.finish(job_id, ending)
         except TRANSIENT_DB_ERRORS as exc:
             logger.warning("could not record the cancellation of %s: %s", job_id, exc)
+
+
+def _non_finite(value: Any) -> bool:
+    """Whether a float NaN or infinity lies anywhere inside ``value`` (iterative)."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return True
+        if isinstance(item, dict):
+            todo.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            todo.extend(item)
+        elif isinstance(item, msgspec.Struct):
+            todo.extend(msgspec.structs.astuple(item))
+    return False
