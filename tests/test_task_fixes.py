@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -15,6 +16,7 @@ from redis.asyncio import Redis
 from pulse.config import Settings
 from pulse.metrics import Metrics
 from pulse.runtime.worker import build_worker
+from pulse.store.task_results import Ending, TaskResults
 from tests import tasks_fixes_example
 from tests.conftest import Client, RunningWorker
 from tests.test_tasks import enqueue, finished
@@ -119,3 +121,44 @@ async def test_a_task_job_is_not_readable_as_a_notification(
     response = await client.get(f"/api/notifications/{accepted['id']}", headers=auth)
     assert response.status == 404
     assert "secret-idempotency-key-1" not in await response.text()
+
+
+async def _a_run_that_ended(
+    client: Client, auth: dict[str, str], worker: RunningWorker, pool: asyncpg.Pool
+) -> tuple[str, TaskResults]:
+    """A job whose run ended (its result written) while its row still says running: the
+    moment between a worker's result and its acknowledgement (the worker is stopped, so the
+    moment lasts)."""
+    await worker.shutdown()
+    accepted = await enqueue(client, auth, "fixes.quick")
+    job_id, results = accepted["id"], TaskResults(pool)
+    tenant_id = await pool.fetchval(
+        "SELECT tenant_id::text FROM notifications WHERE id = $1", job_id
+    )
+    await pool.execute("UPDATE notifications SET status = 'delivering' WHERE id = $1", job_id)
+    await results.start(job_id, tenant_id, 1, datetime.now(UTC))
+    return job_id, results
+
+
+async def test_cancelling_a_job_whose_run_has_ended_is_a_conflict(
+    client: Client, auth: dict[str, str], worker: RunningWorker, pool: asyncpg.Pool
+) -> None:
+    job_id, results = await _a_run_that_ended(client, auth, worker, pool)
+    await results.finish(job_id, Ending(b'"quick"', None, None, None, 60))
+    response = await client.post(f"/api/jobs/{job_id}/cancel", headers=auth)
+    assert response.status == 409
+    job = await (await client.get(f"/api/jobs/{job_id}", headers=auth)).json()
+    assert job["status"] != "cancelled"
+    assert job["result"] == "quick"
+
+
+async def test_a_result_written_after_a_cancel_does_not_show_under_cancelled(
+    client: Client, auth: dict[str, str], worker: RunningWorker, pool: asyncpg.Pool
+) -> None:
+    job_id, results = await _a_run_that_ended(client, auth, worker, pool)
+    response = await client.post(f"/api/jobs/{job_id}/cancel", headers=auth)
+    assert response.status == 200
+    await results.finish(job_id, Ending(b'"quick"', None, None, None, 60))  # the run's late end
+    job = await (await client.get(f"/api/jobs/{job_id}", headers=auth)).json()
+    assert job["status"] == "cancelled"
+    assert job["result"] is None

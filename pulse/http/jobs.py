@@ -142,7 +142,10 @@ async def cancel_job(request: web.Request) -> web.Response:
     if before.finished and before.status != "cancelled":
         raise web.HTTPConflict(text=f"a job that {before.status} cannot be cancelled")
     by = f"key {request[KEY_ID]}"
-    return json_response(await tasks.cancel(tenant_id, job_id, by))
+    after = await tasks.cancel(tenant_id, job_id, by)
+    if after.status != "cancelled":  # its run ended before the cancel: the end stands
+        raise web.HTTPConflict(text=f"the job's run has ended ({after.status}): not cancelled")
+    return json_response(after)
 
 
 def _cursor(raw: str) -> str:
