@@ -37,3 +37,9 @@ def big(size: int) -> str:
 @tasks.task(name="fixes.nan", max_attempts=1)
 async def nan() -> float:
     return float("nan")
+
+
+@tasks.task(name="fixes.noisy", max_attempts=1)
+async def noisy(ctx: pulse.Context, size: int) -> str:
+    await ctx.progress(0.5, "n" * size)
+    return "noted"

@@ -162,3 +162,33 @@ async def test_a_result_written_after_a_cancel_does_not_show_under_cancelled(
     job = await (await client.get(f"/api/jobs/{job_id}", headers=auth)).json()
     assert job["status"] == "cancelled"
     assert job["result"] is None
+
+
+async def test_a_result_over_the_cap_fails_the_run_unretried_and_the_list_omits_results(
+    client: Client, auth: dict[str, str], start_worker: Start
+) -> None:
+    start_worker(max_result_bytes=1000)
+    over = await enqueue(client, auth, "fixes.big", args={"size": 2000})
+    failed = await finished(client, auth, over["id"])
+    assert failed["status"] == "failed"
+    assert failed["attempts"] == 1  # max_attempts 3: too big is not retried
+    assert failed["error"]["type"] == "ResultTooLarge"
+    assert "PULSE_MAX_RESULT_BYTES" in failed["error"]["message"]
+    under = await enqueue(client, auth, "fixes.big", args={"size": 500})
+    kept = await finished(client, auth, under["id"])
+    assert kept["result"] == "x" * 500
+    listed = await (await client.get("/api/jobs/?limit=10", headers=auth)).json()
+    item = next(i for i in listed["items"] if i["id"] == under["id"])
+    assert item["status"] == "succeeded"
+    assert item["result"] is None  # read it with GET /api/jobs/{id}
+
+
+async def test_a_progress_note_over_the_cap_fails_the_run(
+    client: Client, auth: dict[str, str], start_worker: Start
+) -> None:
+    start_worker(max_result_bytes=1000)
+    accepted = await enqueue(client, auth, "fixes.noisy", args={"size": 2000})
+    job = await finished(client, auth, accepted["id"])
+    assert job["status"] == "failed"
+    assert "PULSE_MAX_RESULT_BYTES" in job["error"]["message"]
+    assert job["note"] is None

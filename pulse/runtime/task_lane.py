@@ -47,6 +47,14 @@ logger = logging.getLogger("pulse.runtime.task_lane")
 _encoder = msgspec.json.Encoder()
 
 
+class ResultTooLarge(Exception):
+    """A result over PULSE_MAX_RESULT_BYTES (the job's error type)."""
+
+
+class ResultNotSerializable(Exception):
+    """A result that is not JSON (NaN or infinity inside)."""
+
+
 @dataclass(frozen=True, slots=True)
 class LaneSettings:
     concurrency: int
@@ -54,6 +62,7 @@ class LaneSettings:
     retention_s: float  # PULSE_RESULT_RETENTION_S, unless the task keeps its own
     processes: ProcessPool | None = None  # for cpu_bound tasks
     slots: TaskSlots | None = None  # for tasks with a fleet_concurrency
+    max_result_bytes: int = 1024 * 1024  # PULSE_MAX_RESULT_BYTES: results, progress notes
 
 
 class TaskLane:
@@ -229,8 +238,14 @@ class TaskLane:
             tenant_id=job.tenant_id,
             idempotency_key=job.payload.get("key"),
             resources=self._resources,
-            _progress=self._results.progress,
+            _progress=self._progress,
         )
+
+    async def _progress(self, job_id: str, fraction: float, note: str | None) -> None:
+        cap = self._settings.max_result_bytes
+        if note is not None and len(note.encode()) > cap:
+            raise ValueError(f"the progress note is over PULSE_MAX_RESULT_BYTES ({cap} bytes)")
+        await self._results.progress(job_id, fraction, note)
 
     def _succeeded(self, value: Any) -> tuple[Outcome, Ending]:
         try:
@@ -238,9 +253,17 @@ class TaskLane:
         except (TypeError, msgspec.EncodeError) as exc:
             error = f"the result cannot be stored as JSON: {exc}"
             return Failed(error, "ResultNotSerializable"), self._ending(exc, error)
+        cap = self._settings.max_result_bytes
+        if len(encoded) > cap:  # not retried: the same run would give the same size again
+            error = (
+                f"the result is {len(encoded)} bytes of JSON, over PULSE_MAX_RESULT_BYTES ({cap})"
+            )
+            return Failed(error, "ResultTooLarge"), self._ending(ResultTooLarge(error), error)
         if b"null" in encoded and _non_finite(value):  # msgspec writes NaN and inf as null
             error = "the result cannot be stored as JSON: it holds NaN or infinity"
-            return Failed(error, "ResultNotSerializable"), self._ending(ValueError(error), error)
+            return Failed(error, "ResultNotSerializable"), self._ending(
+                ResultNotSerializable(error)
+            )
         return Delivered(), Ending(encoded, None, None, None, self._keep_s())
 
     def _retry(self, delivery: Delivery, error: str, kind: str, after_s: float | None) -> Retry:
@@ -251,8 +274,9 @@ class TaskLane:
     def _ending(self, exc: BaseException, message: str | None = None) -> Ending:
         """The run's error as its tenant reads it: secrets scrubbed, Pulse's frames trimmed."""
         redact = self._acker.redact.text
-        trace = tenant_traceback(exc, self._root, redact)
-        text = redact(message or str(exc) or type(exc).__name__)
+        cap = self._settings.max_result_bytes  # an error is a result too: kept at most this
+        trace = tenant_traceback(exc, self._root, redact)[-cap:]
+        text = redact(message or str(exc) or type(exc).__name__)[:cap]
         return Ending(None, type(exc).__name__, text, trace, self._keep_s())
 
     def _keep_s(self) -> float:

@@ -28,8 +28,9 @@ SELECT {_COLUMNS}
  WHERE n.id = $1 AND n.tenant_id = $2 AND n.channel LIKE 'task:%'
 """
 
+# A list omits results (GET one job shows it): ten big results must not make one big answer.
 _LIST = f"""
-SELECT {_COLUMNS}
+SELECT {_COLUMNS.replace("r.result::text AS result", "NULL::text AS result")}
   FROM notifications n LEFT JOIN job_results r ON r.job_id = n.id
  WHERE n.tenant_id = $1 AND n.channel LIKE 'task:%'
    AND ($2::text IS NULL OR n.status = $2)
