@@ -9,6 +9,7 @@ import pulse
 tasks = pulse.Tasks()
 release = threading.Event()  # set by the test: lets the hung threads end
 hung = threading.Semaphore(0)  # one release per hung thread started
+unhung: list[bool] = []  # one item per hung thread that ended
 
 
 @tasks.task(name="fixes.leak", max_attempts=1)
@@ -16,11 +17,12 @@ def leak(secret: str) -> str:
     raise RuntimeError("signing key is " + secret)
 
 
-@tasks.task(name="fixes.hang", timeout_s=0.2, max_attempts=1, concurrency=4)
+@tasks.task(name="fixes.hang", timeout_s=0.2, max_attempts=1, concurrency=32)
 def hang() -> str:
     """A plain def that never returns in time: its thread is stuck until ``release``."""
     hung.release()
-    release.wait(60)
+    release.wait(30)
+    unhung.append(True)
     return "late"
 
 

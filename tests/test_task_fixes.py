@@ -4,6 +4,8 @@ result sizes, cancel races, odd answers), on real Redis and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -42,6 +44,7 @@ async def start_worker(
         started.append(running)
         return running
 
+    tasks_fixes_example.release.clear()
     yield start
     tasks_fixes_example.release.set()
     for running in started:
@@ -192,3 +195,27 @@ async def test_a_progress_note_over_the_cap_fails_the_run(
     assert job["status"] == "failed"
     assert "PULSE_MAX_RESULT_BYTES" in job["error"]["message"]
     assert job["note"] is None
+
+
+async def test_hung_plain_functions_of_one_task_leave_other_tasks_threads(
+    client: Client, auth: dict[str, str], worker: RunningWorker
+) -> None:
+    # Given a plain-def task hung in more threads than asyncio's default executor holds
+    tasks_fixes_example.release.clear()
+    tasks_fixes_example.hung = hung = threading.Semaphore(0)
+    default_threads = min(32, (os.cpu_count() or 1) + 4)
+    for _ in range(32):
+        await enqueue(client, auth, "fixes.hang")
+    tasks_fixes_example.unhung.clear()
+    started = 0
+    while started < default_threads:  # no thread of ours: the default executor may be full
+        if hung.acquire(blocking=False):
+            started += 1
+        else:
+            await asyncio.sleep(0.01)
+    # When another task's plain def runs, Then it gets a thread of its own and finishes
+    accepted = await enqueue(client, auth, "fixes.quick")
+    job = await finished(client, auth, accepted["id"])
+    assert job["status"] == "succeeded"
+    assert job["result"] == "quick"
+    assert tasks_fixes_example.unhung == []  # while the hung threads still hang

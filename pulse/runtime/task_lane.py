@@ -5,8 +5,9 @@ each run becomes a ``Done`` for the acker, so retries, backoff, dead letters, le
 the leaser however long a run takes), audit and metrics are the notifications' own. A run
 over ``timeout_s`` is cancelled and counts as a retryable timeout; a run cancelled on request
 (``cancel``) ends with its entry acknowledged (its row is already ``cancelled``). A plain
-``def`` runs in a thread with the same timeout (the thread itself cannot be interrupted: it is
-abandoned and its answer dropped); a ``cpu_bound`` one in a worker process, killed on timeout
+``def`` runs in a thread of the task's own (``task_threads``) with the same timeout (the
+thread itself cannot be interrupted: it is abandoned, its answer dropped, and keeps its place
+until it ends); a ``cpu_bound`` one in a worker process, killed on timeout
 or cancellation (``task_processes``). A task with ``fleet_concurrency`` takes one of its slots
 in Redis before it starts (``TaskSlots``); a slot Redis cannot give now is a retry that uses
 no attempt.
@@ -37,6 +38,7 @@ from pulse.runtime.acker import Acker
 from pulse.runtime.deliverer import delivery_context
 from pulse.runtime.task_errors import import_root, tenant_traceback
 from pulse.runtime.task_processes import ProcessDied, ProcessPool
+from pulse.runtime.task_threads import TaskThreads, Turn
 from pulse.runtime.work import NOT_STARTED, Delivery, Done, Try
 from pulse.store.errors import TRANSIENT_DB_ERRORS
 from pulse.store.task_results import Ending, TaskResults
@@ -85,6 +87,8 @@ class TaskLane:
         self._running: dict[str, asyncio.Task[Any]] = {}
         self._cancelled: set[str] = set()
         self._root = import_root(task.fn.__module__)
+        self._threads = TaskThreads(task.name, settings.concurrency)  # a plain def's own
+        self._turns: dict[str, Turn] = {}
 
     @property
     def name(self) -> str:
@@ -99,9 +103,12 @@ class TaskLane:
         await self._room.wait()
 
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as lanes:
-            for _ in range(self._settings.concurrency):
-                lanes.create_task(self._lane())
+        try:
+            async with asyncio.TaskGroup() as lanes:
+                for _ in range(self._settings.concurrency):
+                    lanes.create_task(self._lane())
+        finally:
+            self._threads.close()  # hung threads are left to end on their own
 
     async def drain(self) -> None:
         await self._mailbox.join()
@@ -155,6 +162,13 @@ class TaskLane:
     async def _run_in_turn(self, delivery: Delivery) -> Done | None:
         """A cpu-bound run waits for a free process before it starts (and its timeout)."""
         processes = self._settings.processes
+        if not self._task.is_async and not (self._task.options.cpu_bound and processes):
+            async with self._threads.turn() as turn:
+                self._turns[delivery.job.id] = turn
+                try:
+                    return await self._run_started(delivery)
+                finally:
+                    del self._turns[delivery.job.id]
         if not self._task.options.cpu_bound or processes is None:
             return await self._run_started(delivery)
         async with processes.turn():
@@ -226,7 +240,7 @@ class TaskLane:
         if task.options.cpu_bound and self._settings.processes is not None:
             fn = task.fn
             return await self._settings.processes.run(fn.__module__, fn.__qualname__, kwargs)
-        return await asyncio.to_thread(task.fn, *args, **kwargs)
+        return await self._threads.run(self._turns[job.id], task.fn, *args, **kwargs)
 
     def _context(self, delivery: Delivery) -> Context:
         job = delivery.job
