@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pulse
@@ -45,3 +46,13 @@ async def nan() -> float:
 async def noisy(ctx: pulse.Context, size: int) -> str:
     await ctx.progress(0.5, "n" * size)
     return "noted"
+
+
+starts: list[str] = []  # the tenant of each run of fixes.turn, in the order they started
+
+
+@tasks.task(name="fixes.turn", concurrency=1)
+async def turn(ctx: pulse.Context) -> str:
+    starts.append(ctx.tenant_id)
+    await asyncio.sleep(0.05)
+    return ctx.tenant_id

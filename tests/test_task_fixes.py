@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import threading
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from pulse.config import Settings
 from pulse.metrics import Metrics
 from pulse.runtime.worker import build_worker
 from pulse.store.task_results import Ending, TaskResults
+from pulse.store.tenants import TenantStore
 from tests import tasks_fixes_example
 from tests.conftest import Client, RunningWorker
 from tests.test_tasks import enqueue, finished
@@ -219,3 +221,25 @@ async def test_hung_plain_functions_of_one_task_leave_other_tasks_threads(
     assert job["status"] == "succeeded"
     assert job["result"] == "quick"
     assert tasks_fixes_example.unhung == []  # while the hung threads still hang
+
+
+async def test_one_tenants_backlog_does_not_hold_back_another_tenants_job(
+    client: Client, auth: dict[str, str], worker: RunningWorker, pool: asyncpg.Pool
+) -> None:
+    # Given tenant B's backlog of 40 jobs on a task that runs one at a time
+    other = await TenantStore(pool).create(f"fairness-{secrets.token_hex(4)}")
+    b_auth = {"Authorization": f"Bearer {other.api_key}"}
+    starts = tasks_fixes_example.starts
+    starts.clear()
+    for _ in range(40):
+        await enqueue(client, b_auth, "fixes.turn")
+    # When tenant A enqueues one job at the same priority
+    before = len(starts)
+    accepted = await enqueue(client, auth, "fixes.turn")
+    job = await finished(client, auth, accepted["id"])
+    assert job["status"] == "succeeded"
+    # Then it starts among the first few runs after it, before B's backlog drains
+    a_tenant = job["result"]
+    position = starts.index(a_tenant) - before
+    assert position <= 5, f"A's job started {position} runs after it was enqueued"
+    assert starts.count(other.tenant_id) < 40

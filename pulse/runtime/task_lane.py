@@ -1,4 +1,5 @@
-"""One lane per task: a bounded priority mailbox drained by a fixed number of runners.
+"""One lane per task: a bounded mailbox (by priority, then tenants in turn: ``fair_mailbox``)
+drained by a fixed number of runners.
 
 The task's counterpart of a channel's deliverer: the dispatcher hands it claimed deliveries,
 each run becomes a ``Done`` for the acker, so retries, backoff, dead letters, leases (renewed by
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import itertools
 import logging
 import math
 import random
@@ -36,6 +36,7 @@ from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.queue.task_slots import TaskSlots
 from pulse.runtime.acker import Acker
 from pulse.runtime.deliverer import delivery_context
+from pulse.runtime.fair_mailbox import FairMailbox
 from pulse.runtime.task_errors import import_root, tenant_traceback
 from pulse.runtime.task_processes import ProcessDied, ProcessPool
 from pulse.runtime.task_threads import TaskThreads, Turn
@@ -80,10 +81,9 @@ class TaskLane:
         self._settings = settings
         self._policy = RetryPolicy(task.options.backoff_base_s, task.options.backoff_cap_s)
         self._rng = random.Random()
-        self._mailbox: asyncio.PriorityQueue[tuple[int, int, Delivery]] = asyncio.PriorityQueue()
+        self._mailbox: FairMailbox[Delivery] = FairMailbox()
         self._room = asyncio.Event()
         self._room.set()
-        self._arrivals = itertools.count()
         self._running: dict[str, asyncio.Task[Any]] = {}
         self._cancelled: set[str] = set()
         self._root = import_root(task.fn.__module__)
@@ -95,7 +95,8 @@ class TaskLane:
         return task_channel(self._task.name)
 
     def put(self, delivery: Delivery) -> None:
-        self._mailbox.put_nowait((delivery.job.priority, next(self._arrivals), delivery))
+        job = delivery.job
+        self._mailbox.put_nowait(job.priority, job.tenant_id, delivery)
         if self._mailbox.qsize() >= self._settings.mailbox:
             self._room.clear()
 
@@ -125,7 +126,7 @@ class TaskLane:
 
     async def _lane(self) -> None:
         while True:
-            _, _, delivery = await self._mailbox.get()
+            delivery = await self._mailbox.get()
             if self._mailbox.qsize() < self._settings.mailbox:
                 self._room.set()
             try:
