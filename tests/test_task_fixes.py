@@ -4,6 +4,7 @@ result sizes, cancel races, odd answers), on real Redis and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import secrets
 import threading
@@ -243,3 +244,20 @@ async def test_one_tenants_backlog_does_not_hold_back_another_tenants_job(
     position = starts.index(a_tenant) - before
     assert position <= 5, f"A's job started {position} runs after it was enqueued"
     assert starts.count(other.tenant_id) < 40
+
+
+async def test_args_in_a_batch_are_capped_like_results_and_named_at_their_pointer(
+    client: Client, auth: dict[str, str], worker: RunningWorker
+) -> None:
+    # a batch body may hold 4 MiB: one item's args still stay within PULSE_MAX_RESULT_BYTES
+    huge = {"task": "fixes.leak", "args": {"secret": "s" * (1536 * 1024)}}
+    wide = {"task": "fixes.big", "args": {"size": 2**70}}
+    body = io.BytesIO(msgspec.json.encode({"items": [huge, wide]}))
+    headers = auth | {"Content-Type": "application/json"}
+    response = await client.post("/api/jobs/batch", data=body, headers=headers)
+    problem = await response.json()
+    assert response.status == 422, problem
+    text = str(problem)
+    assert "PULSE_MAX_RESULT_BYTES" in text
+    assert "/args/size" in text
+    assert "/payload" not in text

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from typing import Annotated, Any, Literal
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
 
 import msgspec
 from aiohttp import web
@@ -19,6 +19,7 @@ from pulse.http.auth import require
 from pulse.http.body import read_body
 from pulse.http.decoding import decode_json, decode_query
 from pulse.http.idempotency import idempotency_key, render
+from pulse.http.job_args import check_args
 from pulse.http.notifications import JSON_TYPES
 from pulse.http.protocol import with_expect
 from pulse.http.responses import json_response
@@ -34,7 +35,6 @@ from pulse.http.state import (
 )
 from pulse.queue.job_cancels import JobCancels
 from pulse.queue.keys import QueueKeys
-from pulse.services.accept import MSGPACK_INT
 from pulse.services.tasks import TaskService
 from pulse.store.job_events import JobEvents
 from pulse.store.jobs import JobStore
@@ -87,7 +87,7 @@ async def enqueue_job(request: web.Request) -> web.StreamResponse:
         raise web.HTTPUnsupportedMediaType(text="send the body as 'Content-Type: application/json'")
     require(request, "send")
     job = decode_json(await read_body(request), JobRequest, deep_at="$.args")
-    _check_integers(job.args)
+    check_args(job.args, request.app[SETTINGS].max_result_bytes)
     key = idempotency_key(request, job)
     return render(await request.app[TASKS].enqueue(request[TENANT_ID], job, key))
 
@@ -161,20 +161,3 @@ def parse_job_id(raw: str) -> str:
         return str(uuid.UUID(raw))
     except ValueError:
         raise NotFound(f"no job {raw}") from None
-
-
-def _check_integers(args: dict[str, Any]) -> None:
-    """An integer the work stream cannot carry (beyond 64 bits) is named at its own pointer."""
-    todo: list[tuple[str, Any]] = [("$.args", args)]
-    while todo:
-        where, item = todo.pop()
-        if isinstance(item, int) and not MSGPACK_INT[0] <= item <= MSGPACK_INT[1]:
-            raise InvalidInput(f"{where[2:]}: integers must lie within -2^63 .. 2^64-1", where)
-        todo.extend(_children(where, item))
-
-
-def _children(where: str, item: Any) -> Iterator[tuple[str, Any]]:
-    if isinstance(item, dict):
-        yield from ((f"{where}.{key}", child) for key, child in item.items())
-    elif isinstance(item, list):
-        yield from ((f"{where}[{i}]", child) for i, child in enumerate(item))
