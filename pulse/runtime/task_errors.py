@@ -54,6 +54,8 @@ def _tenant_frames(stack: traceback.StackSummary, root: str) -> traceback.StackS
     kept = []
     prefix = os.path.realpath(root) + os.sep
     for frame in stack:
+        if frame.filename.startswith("<"):  # <frozen ...>, <string>: no file of the tenant's
+            continue
         path = os.path.realpath(frame.filename)
         if path.startswith(_HIDDEN) or not path.startswith(prefix):
             continue
