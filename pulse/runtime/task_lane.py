@@ -161,19 +161,20 @@ class TaskLane:
             return await self._run_in_turn(delivery)
 
     async def _run_in_turn(self, delivery: Delivery) -> Done | None:
-        """A cpu-bound run waits for a free process before it starts (and its timeout)."""
+        """A cpu-bound run waits for a free process, a plain def for a free thread of its task,
+        before it starts (and its timeout)."""
         processes = self._settings.processes
-        if not self._task.is_async and not (self._task.options.cpu_bound and processes):
-            async with self._threads.turn() as turn:
-                self._turns[delivery.job.id] = turn
-                try:
-                    return await self._run_started(delivery)
-                finally:
-                    del self._turns[delivery.job.id]
-        if not self._task.options.cpu_bound or processes is None:
+        if self._task.options.cpu_bound and processes is not None:
+            async with processes.turn():
+                return await self._run_started(delivery)
+        if self._task.is_async:
             return await self._run_started(delivery)
-        async with processes.turn():
-            return await self._run_started(delivery)
+        async with self._threads.turn() as turn:
+            self._turns[delivery.job.id] = turn
+            try:
+                return await self._run_started(delivery)
+            finally:
+                del self._turns[delivery.job.id]
 
     async def _run_started(self, delivery: Delivery) -> Done | None:
         """Run, its start and end recorded in ``job_results`` unless results are off
