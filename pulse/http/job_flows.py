@@ -16,6 +16,7 @@ from pulse.http.auth import require
 from pulse.http.body import read_json
 from pulse.http.decoding import explain
 from pulse.http.idempotency import idempotency_key, render
+from pulse.http.job_args import check_args
 from pulse.http.notifications import JSON_TYPES
 from pulse.http.problems import problem
 from pulse.http.state import SETTINGS, TENANT_ID
@@ -49,9 +50,13 @@ async def enqueue_batch(request: web.Request) -> web.Response:
     items: list[JobRequest | InvalidInput] = []
     for raw in batch.items:
         try:
-            items.append(msgspec.convert(raw, JobRequest))
+            item = msgspec.convert(raw, JobRequest)
+            check_args(item.args, settings.max_result_bytes)
+            items.append(item)
         except msgspec.ValidationError as exc:
             items.append(explain(exc))
+        except InvalidInput as exc:
+            items.append(exc)
     key = idempotency_key(request, batch)
     cost = sum(isinstance(item, JobRequest) for item in items)  # what decoded: what may run
     limited = await admit_or_replay(request, cost, key, "$.items") if cost else {}
@@ -76,6 +81,10 @@ async def enqueue_group(request: web.Request) -> web.Response:
     require(request, "send")
     settings = request.app[SETTINGS]
     group = await read_json(request, JobGroupRequest, settings.max_batch_body_bytes, "$.jobs")
+    for i, job in enumerate(group.jobs):
+        check_args(job.args, settings.max_result_bytes, f"$.jobs[{i}].args")
+    if group.then is not None:
+        check_args(group.then.args, settings.max_result_bytes, "$.then.args")
     key = idempotency_key(request, group)
     cost = len(group.jobs) + (group.then is not None)
     limited = await admit_or_replay(request, cost, key, "$.jobs")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
@@ -19,7 +20,8 @@ from pulse.http.auth import require
 from pulse.http.body import read_body
 from pulse.http.decoding import decode_json, decode_query
 from pulse.http.idempotency import idempotency_key, render
-from pulse.http.notifications import JSON_TYPES, parse_id
+from pulse.http.job_args import check_args
+from pulse.http.notifications import JSON_TYPES
 from pulse.http.protocol import with_expect
 from pulse.http.responses import json_response
 from pulse.http.state import (
@@ -86,6 +88,7 @@ async def enqueue_job(request: web.Request) -> web.StreamResponse:
         raise web.HTTPUnsupportedMediaType(text="send the body as 'Content-Type: application/json'")
     require(request, "send")
     job = decode_json(await read_body(request), JobRequest, deep_at="$.args")
+    check_args(job.args, request.app[SETTINGS].max_result_bytes)
     key = idempotency_key(request, job)
     limited = await admit_or_replay(request, 1, key)
     if isinstance(limited, web.Response):
@@ -99,7 +102,7 @@ async def enqueue_job(request: web.Request) -> web.StreamResponse:
 async def get_job(request: web.Request) -> web.Response:
     """The job; with ``?wait=N`` (seconds, at most 60), answered once it ends or N passed."""
     require(request, "read")
-    job_id = parse_id(request.match_info["id"])
+    job_id = parse_job_id(request.match_info["id"])
     query = decode_query(request.query, GetQuery)
     tasks, tenant_id = request.app[TASKS], request[TENANT_ID]
     document = await tasks.get(tenant_id, job_id)
@@ -139,17 +142,28 @@ async def cancel_job(request: web.Request) -> web.Response:
     """Any unfinished job: queued ones never start, a running one sees CancelledError at its
     next await. A finished one is answered as it is (409)."""
     require(request, "send")
-    job_id = parse_id(request.match_info["id"])
+    job_id = parse_job_id(request.match_info["id"])
     tasks, tenant_id = request.app[TASKS], request[TENANT_ID]
     before = await tasks.get(tenant_id, job_id)
     if before.finished and before.status != "cancelled":
         raise web.HTTPConflict(text=f"a job that {before.status} cannot be cancelled")
     by = f"key {request[KEY_ID]}"
-    return json_response(await tasks.cancel(tenant_id, job_id, by))
+    after = await tasks.cancel(tenant_id, job_id, by)
+    if after.status != "cancelled":  # its run ended before the cancel: the end stands
+        raise web.HTTPConflict(text=f"the job's run has ended ({after.status}): not cancelled")
+    return json_response(after)
 
 
 def _cursor(raw: str) -> str:
     try:
-        return parse_id(raw)
+        return parse_job_id(raw)
     except NotFound:
         raise InvalidInput("cursor is not one this API gave out", "$.cursor") from None
+
+
+def parse_job_id(raw: str) -> str:
+    """A job id; anything that is not a UUID cannot exist, so it is a 404."""
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise NotFound(f"no job {raw}") from None

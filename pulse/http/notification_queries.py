@@ -11,7 +11,7 @@ from aiohttp import web
 
 from pulse.core.documents import AttemptsDocument, NotificationList
 from pulse.core.errors import InvalidInput, NotFound
-from pulse.core.models import PriorityLevel, Status
+from pulse.core.models import TASK_PREFIX, PriorityLevel, Status
 from pulse.core.views import NotificationView
 from pulse.http.auth import require
 from pulse.http.decoding import check_query, decode_query
@@ -94,6 +94,8 @@ async def list_attempts(request: web.Request) -> web.Response:
             raise NotFound(f"no notification {notification_id}")
         document = AttemptsDocument(id=notification_id, attempts=[], history=item.history)
         return json_response(document)
+    if view.channel.startswith(TASK_PREFIX):  # a task: /api/jobs/{id}
+        raise NotFound(f"no notification {notification_id}")
     attempts = await store.attempts(notification_id)
     history = await store.history(request[TENANT_ID], notification_id)
     return json_response(AttemptsDocument(id=notification_id, attempts=attempts, history=history))

@@ -10,7 +10,7 @@ from aiohttp import web
 from pulse.core.documents import NotificationDocument
 from pulse.core.errors import NotFound
 from pulse.core.ids import uuid7
-from pulse.core.models import Job, JobKind
+from pulse.core.models import TASK_PREFIX, Job, JobKind
 from pulse.core.timeutil import utcnow
 from pulse.http.admission import admit_or_replay
 from pulse.http.auth import require
@@ -58,6 +58,8 @@ async def get_notification(request: web.Request) -> web.Response:
         if item is None:
             raise NotFound(f"no notification {notification_id}")
         view, history = item.view, item.history
+    elif view.channel.startswith(TASK_PREFIX):  # a task: /api/jobs/{id}
+        raise NotFound(f"no notification {notification_id}")
     else:
         history = await store.history(tenant_id, notification_id)
     document = NotificationDocument(**msgspec.structs.asdict(view), history=history)

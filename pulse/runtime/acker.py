@@ -86,6 +86,11 @@ class Acker:
         self._room.set()
         self._failures = 0
 
+    @property
+    def redact(self) -> Redactor:
+        """The scrubber of configured secrets (task lanes use it on what a run shows)."""
+        return self._redact
+
     def take(self, delivery: Delivery) -> None:
         """A delivery was handed out: it is ours (and its lease held) until settled."""
         self._leaser.hold(delivery)

@@ -74,6 +74,7 @@ class TaskHost:
     lanes: dict[str, TaskLane] = field(default_factory=dict)
     processes: ProcessPool | None = None  # cpu_bound tasks' processes
     slots: TaskSlots | None = None  # fleet_concurrency's slots
+    max_result_bytes: int = 1024 * 1024  # PULSE_MAX_RESULT_BYTES
 
     def tasks(self) -> Iterator[Task]:
         for registry in self.registries:
@@ -84,7 +85,9 @@ class TaskHost:
     ) -> dict[str, TaskLane]:
         for task in self.tasks():
             lanes = task.options.concurrency or concurrency
-            settings = LaneSettings(lanes, mailbox, self.retention_s, self.processes, self.slots)
+            settings = LaneSettings(
+                lanes, mailbox, self.retention_s, self.processes, self.slots, self.max_result_bytes
+            )
             lane = TaskLane(task, self.results, acker, metrics, self.resources, settings)
             if lane.name in self.lanes:
                 raise TaskModuleError(f"task {task.name!r} is defined twice")

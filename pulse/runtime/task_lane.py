@@ -1,12 +1,14 @@
-"""One lane per task: a bounded priority mailbox drained by a fixed number of runners.
+"""One lane per task: a bounded mailbox (by priority, then tenants in turn: ``fair_mailbox``)
+drained by a fixed number of runners.
 
 The task's counterpart of a channel's deliverer: the dispatcher hands it claimed deliveries,
 each run becomes a ``Done`` for the acker, so retries, backoff, dead letters, leases (renewed by
 the leaser however long a run takes), audit and metrics are the notifications' own. A run
 over ``timeout_s`` is cancelled and counts as a retryable timeout; a run cancelled on request
 (``cancel``) ends with its entry acknowledged (its row is already ``cancelled``). A plain
-``def`` runs in a thread with the same timeout (the thread itself cannot be interrupted: it is
-abandoned and its answer dropped); a ``cpu_bound`` one in a worker process, killed on timeout
+``def`` runs in a thread of the task's own (``task_threads``) with the same timeout (the
+thread itself cannot be interrupted: it is abandoned, its answer dropped, and keeps its place
+until it ends); a ``cpu_bound`` one in a worker process, killed on timeout
 or cancellation (``task_processes``). A task with ``fleet_concurrency`` takes one of its slots
 in Redis before it starts (``TaskSlots``); a slot Redis cannot give now is a retry that uses
 no attempt.
@@ -16,11 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import itertools
 import logging
+import math
 import random
 import time
-import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,10 @@ from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.queue.task_slots import TaskSlots
 from pulse.runtime.acker import Acker
 from pulse.runtime.deliverer import delivery_context
+from pulse.runtime.fair_mailbox import FairMailbox
+from pulse.runtime.task_errors import import_root, tenant_traceback
 from pulse.runtime.task_processes import ProcessDied, ProcessPool
+from pulse.runtime.task_threads import TaskThreads, Turn
 from pulse.runtime.work import NOT_STARTED, Delivery, Done, Try
 from pulse.store.errors import TRANSIENT_DB_ERRORS
 from pulse.store.task_results import Ending, TaskResults
@@ -46,6 +50,14 @@ logger = logging.getLogger("pulse.runtime.task_lane")
 _encoder = msgspec.json.Encoder()
 
 
+class ResultTooLarge(Exception):
+    """A result over PULSE_MAX_RESULT_BYTES (the job's error type)."""
+
+
+class ResultNotSerializable(Exception):
+    """A result that is not JSON (NaN or infinity inside)."""
+
+
 @dataclass(frozen=True, slots=True)
 class LaneSettings:
     concurrency: int
@@ -53,6 +65,7 @@ class LaneSettings:
     retention_s: float  # PULSE_RESULT_RETENTION_S, unless the task keeps its own
     processes: ProcessPool | None = None  # for cpu_bound tasks
     slots: TaskSlots | None = None  # for tasks with a fleet_concurrency
+    max_result_bytes: int = 1024 * 1024  # PULSE_MAX_RESULT_BYTES: results, progress notes
 
 
 class TaskLane:
@@ -68,19 +81,22 @@ class TaskLane:
         self._settings = settings
         self._policy = RetryPolicy(task.options.backoff_base_s, task.options.backoff_cap_s)
         self._rng = random.Random()
-        self._mailbox: asyncio.PriorityQueue[tuple[int, int, Delivery]] = asyncio.PriorityQueue()
+        self._mailbox: FairMailbox[Delivery] = FairMailbox()
         self._room = asyncio.Event()
         self._room.set()
-        self._arrivals = itertools.count()
         self._running: dict[str, asyncio.Task[Any]] = {}
         self._cancelled: set[str] = set()
+        self._root = import_root(task.fn.__module__)
+        self._threads = TaskThreads(task.name, settings.concurrency)  # a plain def's own
+        self._turns: dict[str, Turn] = {}
 
     @property
     def name(self) -> str:
         return task_channel(self._task.name)
 
     def put(self, delivery: Delivery) -> None:
-        self._mailbox.put_nowait((delivery.job.priority, next(self._arrivals), delivery))
+        job = delivery.job
+        self._mailbox.put_nowait(job.priority, job.tenant_id, delivery)
         if self._mailbox.qsize() >= self._settings.mailbox:
             self._room.clear()
 
@@ -88,9 +104,12 @@ class TaskLane:
         await self._room.wait()
 
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as lanes:
-            for _ in range(self._settings.concurrency):
-                lanes.create_task(self._lane())
+        try:
+            async with asyncio.TaskGroup() as lanes:
+                for _ in range(self._settings.concurrency):
+                    lanes.create_task(self._lane())
+        finally:
+            self._threads.close()  # hung threads are left to end on their own
 
     async def drain(self) -> None:
         await self._mailbox.join()
@@ -107,7 +126,7 @@ class TaskLane:
 
     async def _lane(self) -> None:
         while True:
-            _, _, delivery = await self._mailbox.get()
+            delivery = await self._mailbox.get()
             if self._mailbox.qsize() < self._settings.mailbox:
                 self._room.set()
             try:
@@ -142,12 +161,20 @@ class TaskLane:
             return await self._run_in_turn(delivery)
 
     async def _run_in_turn(self, delivery: Delivery) -> Done | None:
-        """A cpu-bound run waits for a free process before it starts (and its timeout)."""
+        """A cpu-bound run waits for a free process, a plain def for a free thread of its task,
+        before it starts (and its timeout)."""
         processes = self._settings.processes
-        if not self._task.options.cpu_bound or processes is None:
+        if self._task.options.cpu_bound and processes is not None:
+            async with processes.turn():
+                return await self._run_started(delivery)
+        if self._task.is_async:
             return await self._run_started(delivery)
-        async with processes.turn():
-            return await self._run_started(delivery)
+        async with self._threads.turn() as turn:
+            self._turns[delivery.job.id] = turn
+            try:
+                return await self._run_started(delivery)
+            finally:
+                del self._turns[delivery.job.id]
 
     async def _run_started(self, delivery: Delivery) -> Done | None:
         """Run, its start and end recorded in ``job_results`` unless results are off
@@ -215,7 +242,7 @@ class TaskLane:
         if task.options.cpu_bound and self._settings.processes is not None:
             fn = task.fn
             return await self._settings.processes.run(fn.__module__, fn.__qualname__, kwargs)
-        return await asyncio.to_thread(task.fn, *args, **kwargs)
+        return await self._threads.run(self._turns[job.id], task.fn, *args, **kwargs)
 
     def _context(self, delivery: Delivery) -> Context:
         job = delivery.job
@@ -227,8 +254,14 @@ class TaskLane:
             tenant_id=job.tenant_id,
             idempotency_key=job.payload.get("key"),
             resources=self._resources,
-            _progress=self._results.progress,
+            _progress=self._progress,
         )
+
+    async def _progress(self, job_id: str, fraction: float, note: str | None) -> None:
+        cap = self._settings.max_result_bytes
+        if note is not None and len(note.encode()) > cap:
+            raise ValueError(f"the progress note is over PULSE_MAX_RESULT_BYTES ({cap} bytes)")
+        await self._results.progress(job_id, fraction, note)
 
     def _succeeded(self, value: Any) -> tuple[Outcome, Ending]:
         try:
@@ -236,6 +269,17 @@ class TaskLane:
         except (TypeError, msgspec.EncodeError) as exc:
             error = f"the result cannot be stored as JSON: {exc}"
             return Failed(error, "ResultNotSerializable"), self._ending(exc, error)
+        cap = self._settings.max_result_bytes
+        if len(encoded) > cap:  # not retried: the same run would give the same size again
+            error = (
+                f"the result is {len(encoded)} bytes of JSON, over PULSE_MAX_RESULT_BYTES ({cap})"
+            )
+            return Failed(error, "ResultTooLarge"), self._ending(ResultTooLarge(error), error)
+        if b"null" in encoded and _non_finite(value):  # msgspec writes NaN and inf as null
+            error = "the result cannot be stored as JSON: it holds NaN or infinity"
+            return Failed(error, "ResultNotSerializable"), self._ending(
+                ResultNotSerializable(error)
+            )
         return Delivered(), Ending(encoded, None, None, None, self._keep_s())
 
     def _retry(self, delivery: Delivery, error: str, kind: str, after_s: float | None) -> Retry:
@@ -244,8 +288,11 @@ class TaskLane:
         return Retry(error=error or kind, after_s=after_s, error_class=kind)
 
     def _ending(self, exc: BaseException, message: str | None = None) -> Ending:
-        trace = "".join(traceback.format_exception(exc))
-        text = message or str(exc) or type(exc).__name__
+        """The run's error as its tenant reads it: secrets scrubbed, Pulse's frames trimmed."""
+        redact = self._acker.redact.text
+        cap = self._settings.max_result_bytes  # an error is a result too: kept at most this
+        trace = tenant_traceback(exc, self._root, redact)[-cap:]
+        text = redact(message or str(exc) or type(exc).__name__)[:cap]
         return Ending(None, type(exc).__name__, text, trace, self._keep_s())
 
     def _keep_s(self) -> float:
@@ -259,3 +306,19 @@ class TaskLane:
             await self._results.finish(job_id, ending)
         except TRANSIENT_DB_ERRORS as exc:
             logger.warning("could not record the cancellation of %s: %s", job_id, exc)
+
+
+def _non_finite(value: Any) -> bool:
+    """Whether a float NaN or infinity lies anywhere inside ``value`` (iterative)."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return True
+        if isinstance(item, dict):
+            todo.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            todo.extend(item)
+        elif isinstance(item, msgspec.Struct):
+            todo.extend(msgspec.structs.astuple(item))
+    return False

@@ -253,6 +253,7 @@ def build_worker(
             settings.result_retention_s, settings.result_sweep_interval_s,
             processes=ProcessPool(settings.task_processes),
             slots=TaskSlots(redis, keys, settings.worker_lease_ms),
+            max_result_bytes=settings.max_result_bytes,
         )  # fmt: skip
         deliverers |= host.build_lanes(
             acker, metrics, settings.task_concurrency, settings.worker_mailbox_size

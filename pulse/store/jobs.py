@@ -28,8 +28,9 @@ SELECT {_COLUMNS}
  WHERE n.id = $1 AND n.tenant_id = $2 AND n.channel LIKE 'task:%'
 """
 
+# A list omits results (GET one job shows it): ten big results must not make one big answer.
 _LIST = f"""
-SELECT {_COLUMNS}
+SELECT {_COLUMNS.replace("r.result::text AS result", "NULL::text AS result")}
   FROM notifications n LEFT JOIN job_results r ON r.job_id = n.id
  WHERE n.tenant_id = $1 AND n.channel LIKE 'task:%'
    AND ($2::text IS NULL OR n.status = $2)
@@ -40,15 +41,22 @@ SELECT {_COLUMNS}
 """
 
 # Any unfinished task may be cancelled: a queued one is then acknowledged unrun when a worker
-# reads it (the claim finds it cancelled); a running one is told over Redis to stop.
+# reads it (the claim finds it cancelled); a running one is told over Redis to stop. A running
+# one whose run has ended (its final result written, the acknowledgement not yet) is not: the
+# result row is locked first, so a result being written is waited for and then seen. A result
+# written after the cancel is hidden on read (``document``): the cancelled status wins.
 _CANCEL = """
-WITH before AS (
+WITH ended AS (
+    SELECT finished_at FROM job_results WHERE job_id = $1 AND tenant_id = $2 FOR UPDATE
+), before AS (
     SELECT status FROM notifications
      WHERE id = $1 AND tenant_id = $2 AND channel LIKE 'task:%'
 ), c AS (
     UPDATE notifications SET status = 'cancelled', updated_at = now(), last_error = $3
      WHERE id = $1 AND tenant_id = $2 AND channel LIKE 'task:%'
        AND status IN ('scheduled', 'waiting', 'queued', 'delivering', 'retrying')
+       AND NOT (status = 'delivering'
+                AND EXISTS (SELECT 1 FROM ended WHERE finished_at IS NOT NULL))
     RETURNING id
 ), a AS (
     INSERT INTO audit (notification_id, status, detail) SELECT id, 'cancelled', $3 FROM c
@@ -105,6 +113,7 @@ class JobStore:
 
 def document(row: Any) -> JobDocument:
     payload = msgspec.json.decode(row["payload"])
+    cancelled = row["status"] == Status.CANCELLED  # a run's late result does not show
     error = None
     if row["error_type"] is not None or row["status"] == Status.FAILED:
         error = JobError(
@@ -122,7 +131,7 @@ def document(row: Any) -> JobDocument:
         args=payload.get("args", {}),
         progress=row["progress"],
         note=row["note"],
-        result=None if row["result"] is None else msgspec.json.decode(row["result"]),
+        result=None if row["result"] is None or cancelled else msgspec.json.decode(row["result"]),
         error=error,
         created_at=_iso(row["created_at"]),
         updated_at=_iso(row["updated_at"]),
