@@ -27,6 +27,16 @@ class QueueKeys:
             raise ValueError(f"priority {priority} outside {MIN_PRIORITY}..{MAX_PRIORITY}")
         return f"{self.tag}:stream:{priority}"
 
+    def tenant_stream(self, priority: int, tenant_id: str) -> str:
+        """One tenant's sub-stream of a priority: its notifications wait apart from other
+        tenants', so the fetcher can serve tenants by weighted fair share."""
+        return f"{self.stream(priority)}:t:{tenant_id}"
+
+    def tenants(self, priority: int) -> str:
+        """The set of tenant ids whose sub-stream of ``priority`` exists (has entries waiting
+        or in flight); kept with the appends (enqueue_tenant.lua, retire_tenant.lua)."""
+        return f"{self.stream(priority)}:tenants"
+
     def streams(self) -> list[str]:
         """All priority streams, most urgent first."""
         return [self.stream(p) for p in range(MIN_PRIORITY, MAX_PRIORITY + 1)]
