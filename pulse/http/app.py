@@ -34,6 +34,7 @@ from pulse.http import (
     recipient_caps,
     schedules,
     scheduling,
+    tenant_weights,
     webhook_secrets,
 )
 from pulse.http.auth import auth_middleware, key_cache
@@ -97,6 +98,7 @@ ROUTE_TABLES = (
     schedules.routes,
     limits.routes,
     recipient_caps.routes,
+    tenant_weights.routes,
 )
 IDEMPOTENCY_PURGE_INTERVAL_S = 60.0
 
