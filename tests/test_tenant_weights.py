@@ -6,13 +6,12 @@ import secrets
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient
 
 from pulse.store.tenant_weights import TenantWeights
 from pulse.store.tenants import NewTenant, TenantStore
+from tests.conftest import Client
 
 pytestmark = pytest.mark.integration
-Client = TestClient  # type: ignore[type-arg]
 
 
 @pytest.fixture
