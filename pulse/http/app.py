@@ -149,7 +149,7 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
     app[NOTIFICATIONS] = NotificationStore(pool)
     app[TENANTS] = TenantStore(pool)
     keys = QueueKeys(settings.key_prefix)
-    app[PUBLISHER] = Publisher(redis, keys)
+    app[PUBLISHER] = Publisher(redis, keys, fair=settings.tenant_fairness)
     app[DEAD_LETTERS] = DeadLetters(
         DeadLetterStore(pool), DeadLetterStream(redis, keys), app[PUBLISHER], app[METRICS]
     )

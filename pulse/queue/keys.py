@@ -37,6 +37,11 @@ class QueueKeys:
         or in flight); kept with the appends (enqueue_tenant.lua, retire_tenant.lua)."""
         return f"{self.stream(priority)}:tenants"
 
+    def wake(self) -> str:
+        """A stream whose entries only wake a blocked fetcher: a tenant's first append to a
+        priority (a sub-stream no fetcher is blocked on yet) adds one."""
+        return f"{self.tag}:stream:wake"
+
     def streams(self) -> list[str]:
         """All priority streams, most urgent first."""
         return [self.stream(p) for p in range(MIN_PRIORITY, MAX_PRIORITY + 1)]

@@ -10,15 +10,17 @@ schedule, dead letters, the index) works per sub-stream unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from pulse.core.models import MAX_PRIORITY, MIN_PRIORITY, Job
 from pulse.queue.codec import MESSAGE_FIELD, encode_job
-from pulse.queue.consumer import as_str
+from pulse.queue.consumer import Entry, as_str, entries_of
 from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
-from pulse.queue.scripts import Call, load_script, run_calls
+from pulse.queue.scripts import Call, is_nogroup, load_script, run_calls
 
 
 class TenantStreams:
@@ -28,14 +30,20 @@ class TenantStreams:
         self._enqueue = load_script(redis, "enqueue_tenant")
         self._retire = load_script(redis, "retire_tenant")
 
-    def append_call(self, job: Job) -> Call:
+    async def load(self) -> None:
+        """Load the scripts again (Redis restarted or flushed them)."""
+        await self._redis.script_load(self._enqueue.script)
+        await self._redis.script_load(self._retire.script)
+
+    def append_call(self, job: Job, message: bytes | None = None) -> Call:
         """The script call that appends ``job`` to its tenant's sub-stream of its priority."""
         keys = self._keys
-        message = encode_job(job)[MESSAGE_FIELD]
+        if message is None:
+            message = encode_job(job)[MESSAGE_FIELD]
         return Call(
             self._enqueue,
             [keys.tenant_stream(job.priority, job.tenant_id), keys.index(),
-             keys.tenants(job.priority)],
+             keys.tenants(job.priority), keys.wake()],
             [job.id, message, job.tenant_id, CONSUMER_GROUP],
         )  # fmt: skip
 
@@ -73,3 +81,44 @@ class TenantStreams:
     def streams_of(self, active: dict[int, list[str]]) -> list[str]:
         """Every sub-stream named by ``active``, most urgent priority first."""
         return [self._keys.tenant_stream(p, t) for p in sorted(active) for t in active[p]]
+
+    async def read(self, consumer: str, counts: Mapping[str, int]) -> tuple[list[Entry], bool]:
+        """New entries, up to ``counts[stream]`` from each stream, in one round trip, and
+        whether a stream had no group (a sub-stream retired meanwhile reads as empty; a
+        priority stream without one means Redis restarted: the caller makes the groups)."""
+        wanted = [(stream, count) for stream, count in counts.items() if count > 0]
+        if not wanted:
+            return [], False
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for stream, count in wanted:
+                pipe.xreadgroup(CONSUMER_GROUP, consumer, {stream: ">"}, count=count)
+            replies = await pipe.execute(raise_on_error=False)
+        entries: list[Entry] = []
+        lost = False
+        for reply in replies:
+            if isinstance(reply, ResponseError) and is_nogroup(reply):
+                lost = True
+            elif isinstance(reply, BaseException):
+                raise reply
+            else:
+                entries.extend(entries_of(reply))
+        return entries, lost
+
+    async def wait(
+        self, consumer: str, streams: Sequence[str], count: int, block_ms: int
+    ) -> list[Entry]:
+        """Block until any of ``streams`` (the wake stream among them) has new entries; the
+        wake entries are acknowledged and dropped: they only ended the wait."""
+        wanted: dict[Any, Any] = {stream: ">" for stream in streams}
+        reply = await self._redis.xreadgroup(
+            CONSUMER_GROUP, consumer, wanted, count=count, block=block_ms
+        )
+        entries = entries_of(reply)
+        wake = self._keys.wake()
+        woken = [entry.entry_id for entry in entries if entry.stream == wake]
+        if woken:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.xack(wake, CONSUMER_GROUP, *woken)
+                pipe.xdel(wake, *woken)
+                await pipe.execute()
+        return [entry for entry in entries if entry.stream != wake]

@@ -1,0 +1,70 @@
+"""Fairness between tenants inside a priority, on a live worker (PULSE_TENANT_FAIRNESS on):
+a small tenant's notifications are not queued behind another tenant's backlog."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import msgspec
+import pytest
+from redis.asyncio import Redis
+
+from bench.fairness import delivered, enqueue_for
+from pulse.config import Settings
+from tests.conftest import WorkerFactory
+
+pytestmark = pytest.mark.system
+
+BACKLOG = 4_000
+SMALL = 20
+
+
+async def wait_delivered(pool: asyncpg.Pool, ids: list[str], count: int) -> None:
+    for _ in range(6000):
+        if await delivered(pool, ids) >= count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("not delivered")
+
+
+async def test_a_small_tenant_is_served_among_the_next_rounds_not_after_the_backlog(
+    settings: Settings, start_worker: WorkerFactory, pool: asyncpg.Pool, redis: Redis
+) -> None:
+    fair = msgspec.structs.replace(settings, tenant_fairness=True, log_level="WARNING")
+    prefix = settings.key_prefix
+    # Given tenant A's backlog at priority 2, being drained by a fair worker
+    backlog = await enqueue_for(pool, redis, prefix, f"a-{prefix}", BACKLOG)
+    start_worker(fair)
+    await wait_delivered(pool, backlog, 300)
+
+    # When tenant B sends a few at the same priority
+    streamed_at = await pool.fetchval("SELECT clock_timestamp()")
+    small = await enqueue_for(pool, redis, prefix, f"b-{prefix}", SMALL)
+    await wait_delivered(pool, small, SMALL)
+
+    # Then all of B's were claimed within two fetch rounds of A's (the round in progress, and
+    # A's share of the next), while most of A's backlog was still waiting
+    last_b_claim = await pool.fetchval(
+        "SELECT max(at) FROM audit WHERE notification_id = ANY($1::uuid[])"
+        " AND status = 'delivering'",
+        small,
+    )
+    a_claimed_meanwhile = await pool.fetchval(
+        "SELECT count(*) FROM audit WHERE notification_id = ANY($1::uuid[])"
+        " AND status = 'delivering' AND at > $2 AND at < $3",
+        backlog,
+        streamed_at,
+        last_b_claim,
+    )
+    a_claimed_before = await pool.fetchval(
+        "SELECT count(DISTINCT notification_id) FROM audit WHERE"
+        " notification_id = ANY($1::uuid[]) AND status = 'delivering' AND at <= $2",
+        backlog,
+        last_b_claim,
+    )
+    a_waiting = BACKLOG - a_claimed_before
+    print(f"\nB's {SMALL} claimed after {a_claimed_meanwhile} of A's; {a_waiting} of A's waiting")
+    assert a_claimed_meanwhile <= 2 * fair.worker_batch_size
+    assert a_waiting > BACKLOG // 2  # B did not wait for A's backlog
+    await wait_delivered(pool, backlog, BACKLOG)  # and A's backlog is delivered in full
