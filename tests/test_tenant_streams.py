@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from pulse.core.models import Job
 from pulse.queue.consumer import Consumer
 from pulse.queue.keys import QueueKeys
+from pulse.queue.stats import QueueStats
 from pulse.queue.tenant_streams import TenantStreams
 from pulse.queue.transitions import EntryRef, SettledBatch, Transitions
 from tests.conftest import log_job
@@ -64,3 +65,15 @@ async def test_an_append_after_retirement_is_delivered(redis: Redis, keys: Queue
     again = job_of("a")
     await streams.append([again])
     assert [e.job_id for e in await consumer.read({stream: 5})] == [again.id]
+
+
+async def test_queue_stats_count_the_tenants_sub_streams_in_their_priority(
+    redis: Redis, keys: QueueKeys
+) -> None:
+    streams = TenantStreams(redis, keys)
+    await streams.append([job_of("a"), job_of("a"), job_of("b"), job_of("b", priority=4)])
+    snapshot = await QueueStats(redis, keys, max_age_s=0).snapshot()
+    depths = {state.priority: state.depth for state in snapshot.streams}
+    assert depths == {0: 0, 1: 0, 2: 3, 3: 0, 4: 1}
+    assert snapshot.streams[2].lag == 3
+    assert snapshot.streams[2].oldest_age_s is not None
