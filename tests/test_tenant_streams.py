@@ -3,6 +3,8 @@ retirement exactly, and entries are read, acknowledged and retried per sub-strea
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 import pytest
 from redis.asyncio import Redis
@@ -10,6 +12,7 @@ from redis.asyncio import Redis
 from pulse.core.models import Job
 from pulse.queue.consumer import Consumer
 from pulse.queue.keys import QueueKeys
+from pulse.queue.pending import PendingEntries
 from pulse.queue.stats import QueueStats
 from pulse.queue.tenant_streams import TenantStreams
 from pulse.queue.transitions import EntryRef, SettledBatch, Transitions
@@ -77,3 +80,39 @@ async def test_queue_stats_count_the_tenants_sub_streams_in_their_priority(
     assert depths == {0: 0, 1: 0, 2: 3, 3: 0, 4: 1}
     assert snapshot.streams[2].lag == 3
     assert snapshot.streams[2].oldest_age_s is not None
+
+
+async def test_a_wait_on_a_sub_stream_retired_meanwhile_ends_empty(
+    redis: Redis, keys: QueueKeys, redis_url: str
+) -> None:
+    streams = TenantStreams(redis, keys)
+    job = job_of("a")
+    await streams.append([job])
+    stream = keys.tenant_stream(2, "a")
+    consumer = Consumer(redis, keys, "c1", [stream])
+    [entry] = await consumer.read({stream: 1})
+    await ack(redis, keys, EntryRef(stream, entry.entry_id, job.id))
+    other = Redis.from_url(redis_url)
+    try:
+        waiting = asyncio.ensure_future(streams.wait("c1", [stream], 10, 5_000))
+        await asyncio.sleep(0.2)  # blocked on the sub-stream
+        assert await TenantStreams(other, keys).retire(2, ["a"]) == ["a"]
+        assert await waiting == []
+    finally:
+        await other.aclose()
+
+
+async def test_a_retry_is_reclaimed_from_its_sub_stream_and_the_reclaimer_lists_it(
+    redis: Redis, keys: QueueKeys
+) -> None:
+    streams = TenantStreams(redis, keys)
+    job = job_of("a")
+    await streams.append([job])
+    stream = keys.tenant_stream(2, "a")
+    [entry] = await Consumer(redis, keys, "c1", [stream]).read({stream: 1})
+    retry = SettledBatch(retries=[(EntryRef(stream, entry.entry_id, job.id), 1_000, True)])
+    (await Transitions(redis, keys, "c1").apply(retry, 0)).raise_error()
+    assert await streams.retire(2, ["a"]) == []  # a retry is still work of the sub-stream
+    assert streams.streams_of(await streams.active()) == [stream]
+    [again] = await PendingEntries(redis, keys, "c2").reclaim(stream, 2_000, 30_000, 10)
+    assert (again.job_id, again.attempt) == (job.id, 2)

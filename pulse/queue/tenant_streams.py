@@ -110,9 +110,14 @@ class TenantStreams:
         """Block until any of ``streams`` (the wake stream among them) has new entries; the
         wake entries are acknowledged and dropped: they only ended the wait."""
         wanted: dict[Any, Any] = {stream: ">" for stream in streams}
-        reply = await self._redis.xreadgroup(
-            CONSUMER_GROUP, consumer, wanted, count=count, block=block_ms
-        )
+        try:
+            reply = await self._redis.xreadgroup(
+                CONSUMER_GROUP, consumer, wanted, count=count, block=block_ms
+            )
+        except ResponseError as exc:
+            if "UNBLOCKED" not in str(exc):
+                raise
+            return []  # a sub-stream waited on was retired meanwhile: look at the sets again
         entries = entries_of(reply)
         wake = self._keys.wake()
         woken = [entry.entry_id for entry in entries if entry.stream == wake]
