@@ -12,6 +12,9 @@ from redis.asyncio import Redis
 
 from bench.fairness import delivered, enqueue_for
 from pulse.config import Settings
+from pulse.queue.consumer import Consumer
+from pulse.queue.keys import QueueKeys
+from pulse.queue.tenant_streams import TenantStreams
 from tests.conftest import WorkerFactory
 
 pytestmark = pytest.mark.system
@@ -68,3 +71,25 @@ async def test_a_small_tenant_is_served_among_the_next_rounds_not_after_the_back
     assert a_claimed_meanwhile <= 2 * fair.worker_batch_size
     assert a_waiting > BACKLOG // 2  # B did not wait for A's backlog
     await wait_delivered(pool, backlog, BACKLOG)  # and A's backlog is delivered in full
+
+
+async def test_an_entry_a_dead_worker_left_in_a_sub_stream_comes_back_after_the_lease(
+    settings: Settings, start_worker: WorkerFactory, pool: asyncpg.Pool, redis: Redis
+) -> None:
+    fair = msgspec.structs.replace(
+        settings, tenant_fairness=True, worker_lease_ms=500, log_level="WARNING"
+    )
+    keys = QueueKeys(settings.key_prefix)
+    # Given a tenant's notification read from its sub-stream by a worker that then died
+    [lost] = await enqueue_for(pool, redis, settings.key_prefix, f"a-{keys.prefix}", 1)
+    streams = TenantStreams(redis, keys)
+    active = await streams.active()
+    Consumer(redis, keys, "crashed-worker", [])  # reads replies as the workers do
+    entries, _ = await streams.read("crashed-worker", dict.fromkeys(streams.streams_of(active), 5))
+    assert [entry.job_id for entry in entries] == [lost]
+
+    # When a fair worker with a 500 ms lease runs
+    start_worker(fair)
+
+    # Then it takes the entry back from the sub-stream and delivers it
+    await wait_delivered(pool, [lost], 1)
