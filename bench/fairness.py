@@ -6,7 +6,7 @@ priority 2 and a worker process (PULSE_TENANT_FAIRNESS=1) draining them; then te
 delivery, how many of A's were delivered meanwhile (A keeps its share), and how many of A's
 were still queued (B did not wait for A's backlog).
 
-    .venv/bin/python -m bench.fairness [--full] [--flood N]
+    .venv/bin/python -m bench.fairness [--full] [--flood N] [--unfair]
 """
 
 from __future__ import annotations
@@ -34,12 +34,18 @@ POLL_S = 0.01
 
 
 async def enqueue_for(
-    pool: asyncpg.Pool, redis: Redis, prefix: str, tenant: str, count: int, priority: int = 2
+    pool: asyncpg.Pool,
+    redis: Redis,
+    prefix: str,
+    tenant: str,
+    count: int,
+    priority: int = 2,
+    fair: bool = True,
 ) -> list[str]:
     """Commit ``count`` queued log notifications of tenant ``tenant`` (made if new) and append
     them to their tenant's sub-stream, as the API does with PULSE_TENANT_FAIRNESS on."""
     tenant_id = await TenantStore(pool).ensure(tenant, generate_key())
-    publisher = Publisher(redis, QueueKeys(prefix), fair=True)
+    publisher = Publisher(redis, QueueKeys(prefix), fair=fair)
     ids: list[str] = []
     for start in range(0, count, CHUNK):
         batch = [
@@ -79,26 +85,44 @@ async def until_delivered(pool: asyncpg.Pool, ids: list[str], count: int) -> Non
     raise RuntimeError("not delivered within ten minutes")
 
 
-async def measure(redis_url: str, admin_url: str, flood: int) -> None:
+async def measure(redis_url: str, admin_url: str, flood: int, fair: bool) -> None:
     async with fresh_scope(redis_url, admin_url) as scope:
         pool = await create_pool(scope.database_url, 1, 4)
         redis: Redis = Redis.from_url(redis_url)
         try:
-            a = await enqueue_for(pool, redis, scope.prefix, f"a-{scope.prefix}", flood)
-            with pulse_worker(scope, {"PULSE_TENANT_FAIRNESS": "1"}) as go:
+            a = await enqueue_for(pool, redis, scope.prefix, f"a-{scope.prefix}", flood, fair=fair)
+            with pulse_worker(scope, {"PULSE_TENANT_FAIRNESS": "1" if fair else "0"}) as go:
                 started = go()
                 await until_delivered(pool, a[:1000], 1000)
                 a_rate = 1000 / (time.perf_counter() - started)
-                a_before = await delivered(pool, a)
-                sent = time.perf_counter()
-                b = await enqueue_for(pool, redis, scope.prefix, f"b-{scope.prefix}", SMALL)
+                sent_at = await pool.fetchval("SELECT clock_timestamp()")
+                b = await enqueue_for(
+                    pool, redis, scope.prefix, f"b-{scope.prefix}", SMALL, fair=fair
+                )
                 await until_delivered(pool, b, SMALL)
-                took = time.perf_counter() - sent
-                a_during = await delivered(pool, a) - a_before
-            print(f"tenant A flood: {flood} queued; worker alone drained ~{a_rate:.0f}/s")
-            print(f"tenant B: {SMALL} delivered {took:.2f} s after their append")
-            print(f"meanwhile A: {a_during} delivered; {flood - a_before - a_during} still queued")
-            print(f"draining A's backlog alone would take ~{(flood - a_before) / a_rate:.0f} s")
+                last_b = await pool.fetchval(
+                    "SELECT max(at) FROM audit WHERE notification_id = ANY($1::uuid[])"
+                    " AND status = 'delivered'",
+                    b,
+                )
+                a_during = await pool.fetchval(
+                    "SELECT count(*) FROM audit WHERE notification_id = ANY($1::uuid[])"
+                    " AND status = 'delivered' AND at > $2 AND at <= $3",
+                    a,
+                    sent_at,
+                    last_b,
+                )
+                a_left = flood - await pool.fetchval(
+                    "SELECT count(*) FROM audit WHERE notification_id = ANY($1::uuid[])"
+                    " AND status = 'delivered' AND at <= $2",
+                    a,
+                    last_b,
+                )
+            took = (last_b - sent_at).total_seconds()
+            print(f"fairness {'on' if fair else 'off'}; tenant A: {flood} queued at priority 2")
+            print(f"worker alone drained A at ~{a_rate:.0f}/s")
+            print(f"tenant B: all {SMALL} delivered {took:.2f} s after B's append began")
+            print(f"meanwhile A: {a_during} delivered; {a_left} of A's still queued then")
         finally:
             await redis.aclose()
             await pool.close()
@@ -108,13 +132,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="tenant A floods 200,000")
     parser.add_argument("--flood", type=int, default=20_000)
+    parser.add_argument("--unfair", action="store_true", help="fairness off (the baseline)")
     args = parser.parse_args()
     flood = 200_000 if args.full else args.flood
     redis_url = os.environ.get("PULSE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
     admin_url = os.environ.get(
         "PULSE_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
     )
-    asyncio.run(measure(redis_url, admin_url, flood))
+    asyncio.run(measure(redis_url, admin_url, flood, not args.unfair))
 
 
 if __name__ == "__main__":
