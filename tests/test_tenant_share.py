@@ -51,13 +51,15 @@ def test_a_share_below_one_entry_per_round_accumulates() -> None:
     assert max(served.values()) <= 40
 
 
-def test_a_dry_tenant_loses_its_credit() -> None:
+def test_a_dry_tenant_is_only_probed_until_it_has_work_again() -> None:
     share = TenantShare()
     asked = share.plan(["a", "b"], 10)
     dry = share.served(asked, {"a": asked["a"], "b": 0})
     assert dry == ["b"]
     again = share.plan(["a", "b"], 10)
-    assert again["b"] == 5
+    assert again == {"a": 10, "b": 1}  # the busy tenant is not held back by the dry one
+    share.served(again, {"a": 10, "b": 1})  # b has work again
+    assert share.plan(["a", "b"], 10) == {"a": 5, "b": 5}
 
 
 def test_an_alone_tenant_gets_the_whole_budget() -> None:
