@@ -42,8 +42,8 @@ async def test_a_small_tenant_is_served_among_the_next_rounds_not_after_the_back
     await wait_delivered(pool, backlog, 300)
 
     # When tenant B sends a few at the same priority
-    streamed_at = await pool.fetchval("SELECT clock_timestamp()")
     small = await enqueue_for(pool, redis, prefix, f"b-{prefix}", SMALL)
+    streamed_at = await pool.fetchval("SELECT clock_timestamp()")  # all of B's are in Redis
     await wait_delivered(pool, small, SMALL)
 
     # Then all of B's were claimed within two fetch rounds of A's (the round in progress, and
