@@ -245,6 +245,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     worker_lease_ms: Annotated[int, msgspec.Meta(ge=100)] = 30_000
     worker_reclaim_interval_ms: PositiveInt = 500
     priority_weights: Annotated[str, msgspec.Meta(pattern=r"^\d+(,\d+){4}$")] = "16,8,4,2,1"
+    # Fair share between tenants inside a priority: one sub-stream per tenant, served by
+    # weighted DRR (weights: PUT /api/tenants/{id}/weight). API and workers must agree.
+    tenant_fairness: bool = False
     default_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
     retry_base_s: PositiveFloat = 1.0
     retry_cap_s: PositiveFloat = 300.0

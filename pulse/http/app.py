@@ -34,6 +34,7 @@ from pulse.http import (
     recipient_caps,
     schedules,
     scheduling,
+    tenant_weights,
     webhook_secrets,
 )
 from pulse.http.auth import auth_middleware, key_cache
@@ -97,6 +98,7 @@ ROUTE_TABLES = (
     schedules.routes,
     limits.routes,
     recipient_caps.routes,
+    tenant_weights.routes,
 )
 IDEMPOTENCY_PURGE_INTERVAL_S = 60.0
 
@@ -147,7 +149,7 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
     app[NOTIFICATIONS] = NotificationStore(pool)
     app[TENANTS] = TenantStore(pool)
     keys = QueueKeys(settings.key_prefix)
-    app[PUBLISHER] = Publisher(redis, keys)
+    app[PUBLISHER] = Publisher(redis, keys, fair=settings.tenant_fairness)
     app[DEAD_LETTERS] = DeadLetters(
         DeadLetterStore(pool), DeadLetterStream(redis, keys), app[PUBLISHER], app[METRICS]
     )

@@ -36,6 +36,7 @@ from pulse.http import (
     schedule_rules,
     schedules,
     scheduling,
+    tenant_weights,
     webhook_secrets,
 )
 from pulse.http.validation import NotificationRequest
@@ -153,6 +154,13 @@ OPERATIONS = (
     Operation("put", "/api/tenants/{id}/limits",
               "Set a tenant's rate limits (null: the deployment's default; 0: off)",
               ("200", limits.LimitsDocument), body=limits.LimitsRequest,
+              problems=("400", "401", "403", "404", "422", "503"), path_params=UUID_ID),
+    Operation("get", "/api/tenants/{id}/weight",
+              "A tenant's weight in the fair share within a priority (operator admin)",
+              ("200", tenant_weights.WeightDocument), problems=("401", "403", "404", "503"),
+              path_params=UUID_ID),
+    Operation("put", "/api/tenants/{id}/weight", "Set a tenant's weight (1..1000, default 1)",
+              ("200", tenant_weights.WeightDocument), body=tenant_weights.WeightRequest,
               problems=("400", "401", "403", "404", "422", "503"), path_params=UUID_ID),
     Operation("get", "/api/keys", "The tenant's API keys", ("200", documents.KeyList)),
     Operation("post", "/api/keys", "Create an API key", ("201", documents.NewKey),

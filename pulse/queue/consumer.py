@@ -58,6 +58,10 @@ class Consumer:
     def keys(self) -> QueueKeys:
         return self._keys
 
+    @property
+    def redis(self) -> Redis:
+        return self._redis
+
     async def ensure_group(self) -> None:
         """Create the consumer group on every stream this consumer reads (idempotent)."""
         for stream in self.streams:
@@ -109,6 +113,11 @@ def as_str(value: bytes | str) -> str:
 def _as_sent(response: Any, **kwargs: Any) -> Any:
     del kwargs
     return response
+
+
+def entries_of(reply: Any) -> list[Entry]:
+    """The entries of an XREADGROUP reply as this module's reads answer them."""
+    return _entries(reply)
 
 
 def _entries(reply: Any) -> list[Entry]:

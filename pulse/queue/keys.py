@@ -27,6 +27,21 @@ class QueueKeys:
             raise ValueError(f"priority {priority} outside {MIN_PRIORITY}..{MAX_PRIORITY}")
         return f"{self.tag}:stream:{priority}"
 
+    def tenant_stream(self, priority: int, tenant_id: str) -> str:
+        """One tenant's sub-stream of a priority: its notifications wait apart from other
+        tenants', so the fetcher can serve tenants by weighted fair share."""
+        return f"{self.stream(priority)}:t:{tenant_id}"
+
+    def tenants(self, priority: int) -> str:
+        """The set of tenant ids whose sub-stream of ``priority`` exists (has entries waiting
+        or in flight); kept with the appends (enqueue_tenant.lua, retire_tenant.lua)."""
+        return f"{self.stream(priority)}:tenants"
+
+    def wake(self) -> str:
+        """A stream whose entries only wake a blocked fetcher: a tenant's first append to a
+        priority (a sub-stream no fetcher is blocked on yet) adds one."""
+        return f"{self.tag}:stream:wake"
+
     def streams(self) -> list[str]:
         """All priority streams, most urgent first."""
         return [self.stream(p) for p in range(MIN_PRIORITY, MAX_PRIORITY + 1)]

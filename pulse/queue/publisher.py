@@ -17,20 +17,24 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
-from pulse.core.models import Job
+from pulse.core.models import Job, JobKind
 from pulse.queue.codec import MESSAGE_FIELD, encode_job
 from pulse.queue.keys import QueueKeys
-from pulse.queue.scripts import load_script
+from pulse.queue.scripts import Call, load_script
+from pulse.queue.tenant_streams import TenantStreams
 
 CHUNK = 500  # jobs per round trip: large enough to amortise it, small enough not to stall Redis
 Waiting = tuple[Job, bytes, "asyncio.Future[bytes]"]
 
 
 class Publisher:
-    def __init__(self, redis: Redis, keys: QueueKeys) -> None:
+    def __init__(self, redis: Redis, keys: QueueKeys, *, fair: bool = False) -> None:
+        """``fair``: notifications go to their tenant's sub-stream of their priority
+        (``tenant_streams.py``, PULSE_TENANT_FAIRNESS); tasks keep their own streams."""
         self._redis = redis
         self._keys = keys
         self._enqueue = load_script(redis, "enqueue")
+        self._tenant_streams = TenantStreams(redis, keys) if fair else None
         self._waiting: list[Waiting] = []
         self._flushes: set[asyncio.Task[None]] = set()
 
@@ -58,9 +62,14 @@ class Publisher:
         """Queue the enqueue of ``jobs`` on a pipeline another transition executes."""
         index = self._keys.index()
         for job in jobs:
-            message = encode_job(job)[MESSAGE_FIELD]
-            stream = self._keys.stream_of(job)
-            await self._enqueue(keys=[stream, index], args=[job.id, message], client=pipe)
+            call = self._call(job, encode_job(job)[MESSAGE_FIELD], index)
+            await call.script(keys=call.keys, args=call.args, client=pipe)
+
+    def _call(self, job: Job, message: bytes, index: str) -> Call:
+        """The script call that appends ``job``: to its tenant's sub-stream when fair."""
+        if self._tenant_streams is not None and job.kind is not JobKind.TASK:
+            return self._tenant_streams.append_call(job, message)
+        return Call(self._enqueue, [self._keys.stream_of(job), index], [job.id, message])
 
     def _flush_waiting(self) -> None:
         batch, self._waiting = self._waiting, []
@@ -86,6 +95,8 @@ class Publisher:
         refused = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
         if refused:  # Redis restarted or its scripts were flushed: nothing ran for these
             await self._redis.script_load(self._enqueue.script)
+            if self._tenant_streams is not None:
+                await self._tenant_streams.load()
             again = await self._evalsha([chunk[i] for i in refused])
             for i, result in zip(refused, again, strict=True):
                 results[i] = result
@@ -95,8 +106,8 @@ class Publisher:
         index = self._keys.index()
         async with self._redis.pipeline(transaction=False) as pipe:
             for job, message, _ in chunk:
-                stream = self._keys.stream_of(job)
-                pipe.evalsha(self._enqueue.sha, 2, stream, index, job.id, message)
+                call = self._call(job, message, index)
+                pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
             results: list[Any] = await pipe.execute(raise_on_error=False)
         return results
 

@@ -30,6 +30,7 @@ from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
 
 DEFAULT_MAX_AGE_S = 1.0
 REPLIES_PER_STREAM = 6
+MAX_TENANT_STREAMS = 1000  # sub-streams summed into one snapshot at most
 
 
 class StreamState(msgspec.Struct, frozen=True, kw_only=True):
@@ -112,8 +113,11 @@ class QueueStats:
                 pipe.zrange(self._keys.retry_schedule(stream), 0, 0, withscores=True)
             pipe.xlen(self._keys.dead_letters())
             pipe.hgetall(self._keys.workers())
+            for priority in range(MIN_PRIORITY, MAX_PRIORITY + 1):
+                pipe.smembers(self._keys.tenants(priority))
             replies = await pipe.execute(raise_on_error=False)
         _raise_unless_missing(replies)
+        tenant_sets, replies = replies[-5:], replies[:-5]
         seconds, micros = replies[0]
         now = int(seconds) * 1000 + int(micros) // 1000
         per_stream = replies[1:-2]
@@ -123,14 +127,70 @@ class QueueStats:
             for i, priority in enumerate([*priorities, *priorities])
         ]
         beats = _beats(replies[-1], now)
+        by_priority = await self._with_tenants(states[: len(priorities)], tenant_sets, now)
         return QueueSnapshot(
             taken_at_ms=now,
-            streams=states[: len(priorities)],
+            streams=by_priority,
             task_streams=states[len(priorities) :],
             dead_letters=int(replies[-2]),
             workers=[b for b in beats if now - b.seen_at_ms <= self._live_after_ms],
             silent_workers=[b for b in beats if now - b.seen_at_ms > self._live_after_ms],
         )
+
+    async def _with_tenants(
+        self, states: list[StreamState], tenant_sets: Sequence[Any], now: int
+    ) -> list[StreamState]:
+        """Each priority's state with its tenants' sub-streams summed in (PULSE_TENANT_FAIRNESS):
+        series stay per priority, whatever the number of tenants; at most ``MAX_TENANT_STREAMS``
+        sub-streams are read per snapshot (the most tenants one snapshot adds up)."""
+        wanted = [
+            (priority, self._keys.tenant_stream(priority, as_str(tenant)))
+            for priority, members in zip(
+                range(MIN_PRIORITY, MAX_PRIORITY + 1), tenant_sets, strict=True
+            )
+            if isinstance(members, set)
+            for tenant in sorted(members)
+        ][:MAX_TENANT_STREAMS]
+        if not wanted:
+            return states
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for _, stream in wanted:
+                pipe.xlen(stream)
+                pipe.xinfo_groups(stream)
+                pipe.xpending(stream, CONSUMER_GROUP)
+                pipe.xrange(stream, count=1)
+                pipe.zcard(self._keys.retry_schedule(stream))
+                pipe.zrange(self._keys.retry_schedule(stream), 0, 0, withscores=True)
+            replies = await pipe.execute(raise_on_error=False)
+        _raise_unless_missing(replies)
+        merged = list(states)
+        for i, (priority, _) in enumerate(wanted):
+            part = _stream_state(
+                priority, replies[i * REPLIES_PER_STREAM :][:REPLIES_PER_STREAM], now
+            )
+            merged[priority - MIN_PRIORITY] = _sum(merged[priority - MIN_PRIORITY], part)
+        return merged
+
+
+def _sum(a: StreamState, b: StreamState) -> StreamState:
+    """Two streams of one priority as one: counts add up, the oldest and the soonest win."""
+    return StreamState(
+        priority=a.priority,
+        depth=a.depth + b.depth,
+        lag=a.lag + b.lag,
+        pending=a.pending + b.pending,
+        oldest_age_s=_most(max, a.oldest_age_s, b.oldest_age_s),
+        oldest_pending_age_s=_most(max, a.oldest_pending_age_s, b.oldest_pending_age_s),
+        retry_waiting=a.retry_waiting + b.retry_waiting,
+        next_retry_in_s=_most(min, a.next_retry_in_s, b.next_retry_in_s),
+        consumers=max(a.consumers, b.consumers),
+    )
+
+
+def _most(pick: Callable[[float, float], float], a: float | None, b: float | None) -> float | None:
+    if a is None or b is None:
+        return b if a is None else a
+    return pick(a, b)
 
 
 def _raise_unless_missing(replies: Sequence[Any]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from pulse.core.timeutil import now_ms
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
@@ -32,7 +33,9 @@ class Reclaimer:
         lease_ms: int,
         interval_s: float,
         batch_size: int,
+        more: Callable[[], Awaitable[list[str]]] | None = None,
     ) -> None:
+        """``more``: streams that come and go (tenants' sub-streams), asked on every pass."""
         if lease_ms <= 0 or interval_s <= 0 or batch_size <= 0:
             raise ValueError("reclaimer settings must be positive")
         self._pending = pending
@@ -41,6 +44,7 @@ class Reclaimer:
         self._lease_ms = lease_ms
         self._interval_s = interval_s
         self._batch_size = batch_size
+        self._more = more
 
     async def run(self) -> None:
         while True:
@@ -51,7 +55,13 @@ class Reclaimer:
     async def reclaim_once(self) -> int:
         """One pass over every stream, most urgent first; return how many entries it took."""
         taken = 0
-        for stream in self._streams:
+        streams = self._streams
+        if self._more is not None:
+            try:
+                streams = streams + await self._more()
+            except TRANSIENT_REDIS_ERRORS as exc:
+                logger.warning("could not list the tenant streams: %s", exc)
+        for stream in streams:
             try:
                 entries = await self._pending.reclaim(
                     stream, now_ms(), self._lease_ms, self._batch_size

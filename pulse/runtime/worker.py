@@ -13,7 +13,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -49,6 +49,7 @@ from pulse.runtime.deliverer import Deliverer
 from pulse.runtime.delivery_config import DeliveryConfig
 from pulse.runtime.dispatcher import Dispatcher
 from pulse.runtime.failover import Breakers, Failover
+from pulse.runtime.fair_fetcher import FairFetcher, fair_fetcher, tenant_streams_of
 from pulse.runtime.fanout import FanOut
 from pulse.runtime.fetcher import Fetcher
 from pulse.runtime.heartbeat import Heartbeat
@@ -98,7 +99,7 @@ class Worker:
     leaser: Leaser
     acker: Acker
     deliverers: dict[str, Lane]
-    fetcher: Fetcher
+    fetcher: Fetcher | FairFetcher
     reclaimer: Reclaimer
     reconciler: Reconciler
     heartbeat: Heartbeat
@@ -225,7 +226,7 @@ def build_worker(
     served = with_tenant_secrets(
         channels, settings, delivery_config.webhook_secrets, delivery_config.receipt_secrets
     )
-    publisher = Publisher(redis, keys)
+    publisher = Publisher(redis, keys, fair=settings.tenant_fairness)
     pending = PendingEntries(redis, keys, name)
     leaser = Leaser(pending, ledger, settings.worker_lease_ms)
     transitions = Transitions(redis, keys, name)
@@ -264,7 +265,8 @@ def build_worker(
     fan_out = FanOut(batches, publisher, due_index)
     lease_s = settings.worker_lease_ms / 1000
     dispatcher = Dispatcher(ledger, deliverers, acker, name, lease_s, fan_out)
-    consumer = Consumer(redis, keys, name)
+    wake = [keys.wake()] if settings.tenant_fairness else []  # read by the fair fetcher
+    consumer = Consumer(redis, keys, name, keys.streams() + wake)
     streams = (keys.streams() if serve_channels else []) + (keys.task_streams() if tasks else [])
     task_fetcher = None
     if host is not None:
@@ -281,8 +283,18 @@ def build_worker(
         leaser=leaser,
         acker=acker,
         deliverers=deliverers,
-        fetcher=_fetcher(settings, consumer, dispatcher),
-        reclaimer=_reclaimer(settings, pending, dispatcher, streams),
+        fetcher=(
+            fair_fetcher(settings, consumer, dispatcher, pool)
+            if settings.tenant_fairness
+            else _fetcher(settings, consumer, dispatcher)
+        ),
+        reclaimer=_reclaimer(
+            settings,
+            pending,
+            dispatcher,
+            streams,
+            tenant_streams_of(settings, redis, keys) if serve_channels else None,
+        ),
         reconciler=_reconciler(settings, redis, ledger, batches, keys, publisher, name, reindexer),
         heartbeat=Heartbeat(
             Heartbeats(redis, keys), name, list(deliverers), lambda: (leaser.held, acker.backlog)
@@ -378,7 +390,11 @@ def _fetcher(settings: Settings, consumer: Consumer, dispatcher: Dispatcher) -> 
 
 
 def _reclaimer(
-    settings: Settings, pending: PendingEntries, dispatcher: Dispatcher, streams: list[str]
+    settings: Settings,
+    pending: PendingEntries,
+    dispatcher: Dispatcher,
+    streams: list[str],
+    more: Callable[[], Awaitable[list[str]]] | None = None,
 ) -> Reclaimer:
     return Reclaimer(
         pending,
@@ -387,6 +403,7 @@ def _reclaimer(
         lease_ms=settings.worker_lease_ms,
         interval_s=settings.worker_reclaim_interval_ms / 1000,
         batch_size=settings.worker_batch_size,
+        more=more,
     )
 
 

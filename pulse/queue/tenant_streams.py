@@ -1,0 +1,129 @@
+"""Tenants' sub-streams of each priority: appends that keep the set of active tenants exact,
+the set as the fetcher reads it, and the retirement of sub-streams left empty.
+
+A tenant's notifications of priority p wait in ``{prefix}:stream:<p>:t:<tenant>``; the set
+``{prefix}:stream:<p>:tenants`` names every sub-stream that exists. Both change only inside
+``enqueue_tenant.lua`` and ``retire_tenant.lua``, so a sub-stream is in the set exactly when it
+exists with its consumer group. Everything keyed by an entry's stream name (ack, renew, retry
+schedule, dead letters, the index) works per sub-stream unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from pulse.core.models import MAX_PRIORITY, MIN_PRIORITY, Job
+from pulse.queue.codec import MESSAGE_FIELD, encode_job
+from pulse.queue.consumer import Entry, as_str, entries_of
+from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
+from pulse.queue.scripts import Call, is_nogroup, load_script, run_calls
+
+
+class TenantStreams:
+    def __init__(self, redis: Redis, keys: QueueKeys) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._enqueue = load_script(redis, "enqueue_tenant")
+        self._retire = load_script(redis, "retire_tenant")
+
+    async def load(self) -> None:
+        """Load the scripts again (Redis restarted or flushed them)."""
+        await self._redis.script_load(self._enqueue.script)
+        await self._redis.script_load(self._retire.script)
+
+    def append_call(self, job: Job, message: bytes | None = None) -> Call:
+        """The script call that appends ``job`` to its tenant's sub-stream of its priority."""
+        keys = self._keys
+        if message is None:
+            message = encode_job(job)[MESSAGE_FIELD]
+        return Call(
+            self._enqueue,
+            [keys.tenant_stream(job.priority, job.tenant_id), keys.index(),
+             keys.tenants(job.priority), keys.wake()],
+            [job.id, message, job.tenant_id, CONSUMER_GROUP],
+        )  # fmt: skip
+
+    async def append(self, jobs: Sequence[Job]) -> list[bytes]:
+        """Append ``jobs`` in one round trip; their entry ids (the first error is raised)."""
+        replies = await run_calls(self._redis, [self.append_call(job) for job in jobs])
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+        return [reply if isinstance(reply, bytes) else str(reply).encode() for reply in replies]
+
+    async def active(self) -> dict[int, list[str]]:
+        """Priority -> the tenants with a sub-stream there, in one round trip."""
+        priorities = range(MIN_PRIORITY, MAX_PRIORITY + 1)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for priority in priorities:
+                pipe.smembers(self._keys.tenants(priority))
+            replies = await pipe.execute()
+        return {
+            p: sorted(as_str(t) for t in reply)
+            for p, reply in zip(priorities, replies, strict=True)
+        }
+
+    async def retire(self, priority: int, tenants: Sequence[str]) -> list[str]:
+        """Drop the sub-streams of ``tenants`` at ``priority`` that hold nothing any more;
+        answer the tenants retired (those still holding work are left alone)."""
+        if not tenants:
+            return []
+        streams = [self._keys.tenant_stream(priority, t) for t in tenants]
+        schedules = [self._keys.retry_schedule(s) for s in streams]
+        keys = [self._keys.tenants(priority), *streams, *schedules]
+        reply = await self._retire(keys=keys, args=list(tenants))
+        return [as_str(t) for t in reply]
+
+    def streams_of(self, active: dict[int, list[str]]) -> list[str]:
+        """Every sub-stream named by ``active``, most urgent priority first."""
+        return [self._keys.tenant_stream(p, t) for p in sorted(active) for t in active[p]]
+
+    async def read(self, consumer: str, counts: Mapping[str, int]) -> tuple[list[Entry], bool]:
+        """New entries, up to ``counts[stream]`` from each stream, in one round trip, and
+        whether a stream had no group (a sub-stream retired meanwhile reads as empty; a
+        priority stream without one means Redis restarted: the caller makes the groups)."""
+        wanted = [(stream, count) for stream, count in counts.items() if count > 0]
+        if not wanted:
+            return [], False
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for stream, count in wanted:
+                pipe.xreadgroup(CONSUMER_GROUP, consumer, {stream: ">"}, count=count)
+            replies = await pipe.execute(raise_on_error=False)
+        entries: list[Entry] = []
+        lost = False
+        for reply in replies:
+            if isinstance(reply, ResponseError) and is_nogroup(reply):
+                lost = True
+            elif isinstance(reply, BaseException):
+                raise reply
+            else:
+                entries.extend(entries_of(reply))
+        return entries, lost
+
+    async def wait(
+        self, consumer: str, streams: Sequence[str], count: int, block_ms: int
+    ) -> list[Entry]:
+        """Block until any of ``streams`` (the wake stream among them) has new entries; the
+        wake entries are acknowledged and dropped: they only ended the wait."""
+        wanted: dict[Any, Any] = {stream: ">" for stream in streams}
+        try:
+            reply = await self._redis.xreadgroup(
+                CONSUMER_GROUP, consumer, wanted, count=count, block=block_ms
+            )
+        except ResponseError as exc:
+            if "UNBLOCKED" not in str(exc):
+                raise
+            return []  # a sub-stream waited on was retired meanwhile: look at the sets again
+        entries = entries_of(reply)
+        wake = self._keys.wake()
+        woken = [entry.entry_id for entry in entries if entry.stream == wake]
+        if woken:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.xack(wake, CONSUMER_GROUP, *woken)
+                pipe.xdel(wake, *woken)
+                await pipe.execute()
+        return [entry for entry in entries if entry.stream != wake]

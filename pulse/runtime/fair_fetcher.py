@@ -1,0 +1,199 @@
+"""The fetcher with fairness between tenants (``PULSE_TENANT_FAIRNESS``): weighted DRR over the
+priorities (``pulse.core.priority``) and, inside each, weighted DRR over its lanes
+(``pulse.core.tenant_share``): one sub-stream per tenant with work, plus the priority's own
+stream (weight 1), which still receives what other paths append (scheduled sends when due,
+fallback steps, receipts, tasks).
+
+A round costs two round trips: the sets of active tenants, then every lane's share. When every
+lane is empty it blocks on the priority streams, the sub-streams it knows and the wake stream
+(a tenant's first append adds an entry there), so no timer lies between an append and its
+claim. A tenant whose lane reads empty has its sub-stream retired when nothing of it is left
+in flight (``retire_tenant.lua``): idle tenants cost Redis nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from pulse.config import Settings
+from pulse.core.models import MAX_PRIORITY, MIN_PRIORITY
+from pulse.core.priority import DeficitRoundRobin
+from pulse.core.tenant_share import TenantShare
+from pulse.queue.consumer import Consumer, Entry
+from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
+from pulse.queue.keys import QueueKeys
+from pulse.queue.scripts import is_nogroup
+from pulse.queue.tenant_streams import TenantStreams
+from pulse.runtime.backoff import delay_for
+from pulse.runtime.dispatcher import Dispatcher
+from pulse.store.errors import TRANSIENT_DB_ERRORS
+from pulse.store.tenant_weights import TenantWeights
+
+logger = logging.getLogger("pulse.runtime.fair_fetcher")
+SHARED = ""  # the lane of the priority's own stream
+PRIORITIES = range(MIN_PRIORITY, MAX_PRIORITY + 1)
+WEIGHTS_REFRESH_S = 10.0  # a weight set by an operator is in force within this long
+
+Weights = Callable[[], Awaitable[dict[str, int]]]
+
+
+class FairFetcher:
+    def __init__(
+        self,
+        consumer: Consumer,
+        dispatcher: Dispatcher,
+        scheduler: DeficitRoundRobin,
+        tenant_streams: TenantStreams,
+        *,
+        batch_size: int,
+        block_ms: int,
+        weights: Weights | None = None,
+    ) -> None:
+        self._consumer = consumer
+        self._dispatcher = dispatcher
+        self._scheduler = scheduler
+        self._tenants = tenant_streams
+        self._keys = consumer.keys
+        self._batch_size = batch_size
+        self._block_ms = block_ms
+        self._load_weights = weights
+        self._weights: dict[str, int] = {}
+        self._weights_at = -WEIGHTS_REFRESH_S
+        self._shares = [TenantShare(self._weights) for _ in PRIORITIES]
+        self._active: dict[int, list[str]] = {p: [] for p in PRIORITIES}
+        self._dry: dict[int, list[str]] = {}
+        self._stopping = asyncio.Event()
+
+    @property
+    def consumer(self) -> Consumer:
+        return self._consumer
+
+    def stop(self) -> None:
+        """Finish the read in progress, dispatch it, then return from ``run``."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            await self._dispatcher.wait_for_room()
+            try:
+                await self._refresh_weights()
+                entries = await self._read_round()
+                if not entries:
+                    entries = await self._wait()
+                failures = 0
+            except ResponseError as exc:
+                if not is_nogroup(exc):
+                    raise
+                await self._consumer.ensure_group()  # Redis restarted empty, or a lane retired
+                continue
+            except TRANSIENT_REDIS_ERRORS as exc:
+                delay = delay_for(failures)
+                failures += 1
+                logger.warning("could not read from Redis (%s); retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            if entries:
+                await self._dispatcher.dispatch(entries)
+            await self._retire_dry()
+
+    def _lane(self, priority: int, tenant: str) -> str:
+        if tenant == SHARED:
+            return self._keys.stream(priority)
+        return self._keys.tenant_stream(priority, tenant)
+
+    async def _read_round(self) -> list[Entry]:
+        self._active = await self._tenants.active()
+        asked_levels = self._scheduler.plan()
+        plans: list[dict[str, int]] = []
+        counts: dict[str, int] = {}
+        lanes: dict[str, tuple[int, str]] = {}
+        for level, priority in enumerate(PRIORITIES):
+            lanes_here = [SHARED, *self._active[priority]]
+            plan = self._shares[level].plan(lanes_here, asked_levels[level])
+            plans.append(plan)
+            for tenant, count in plan.items():
+                stream = self._lane(priority, tenant)
+                counts[stream] = count
+                lanes[stream] = (level, tenant)
+        entries, lost = await self._tenants.read(self._consumer.name, counts)
+        if lost:
+            await self._consumer.ensure_group()
+        got_lanes = Counter(lanes[entry.stream] for entry in entries)
+        got_levels: Counter[int] = Counter()
+        self._dry = {}
+        for level, plan in enumerate(plans):
+            got = {tenant: got_lanes[(level, tenant)] for tenant in plan}
+            got_levels[level] = sum(got.values())
+            self._shares[level].served(plan, got)
+            empty = [t for t, n in got.items() if n == 0 and t != SHARED]
+            if empty:
+                self._dry[PRIORITIES[level]] = empty
+        self._scheduler.served(asked_levels, got_levels)
+        return entries
+
+    async def _wait(self) -> list[Entry]:
+        streams = [*self._keys.streams(), self._keys.wake()]
+        streams += self._tenants.streams_of(self._active)
+        return await self._tenants.wait(
+            self._consumer.name, streams, self._batch_size, self._block_ms
+        )
+
+    async def _retire_dry(self) -> None:
+        """Drop the sub-streams that read empty and hold nothing in flight."""
+        dry, self._dry = self._dry, {}
+        for priority, tenants in dry.items():
+            try:
+                await self._tenants.retire(priority, tenants)
+            except TRANSIENT_REDIS_ERRORS as exc:
+                logger.warning("could not retire idle tenant streams: %s", exc)
+                return
+
+    async def _refresh_weights(self) -> None:
+        if self._load_weights is None or time.monotonic() - self._weights_at < WEIGHTS_REFRESH_S:
+            return
+        self._weights_at = time.monotonic()
+        try:
+            fresh = await self._load_weights()
+        except TRANSIENT_DB_ERRORS as exc:
+            logger.warning("tenant weights unreadable (%s); the last known stay in force", exc)
+            return
+        self._weights.clear()
+        self._weights.update(fresh)
+
+
+def fair_fetcher(
+    settings: Settings, consumer: Consumer, dispatcher: Dispatcher, pool: asyncpg.Pool
+) -> FairFetcher:
+    """The notification fetcher of a worker when ``PULSE_TENANT_FAIRNESS`` is on."""
+    return FairFetcher(
+        consumer,
+        dispatcher,
+        DeficitRoundRobin(settings.weights(), settings.worker_batch_size),
+        TenantStreams(consumer.redis, consumer.keys),
+        batch_size=settings.worker_batch_size,
+        block_ms=settings.worker_block_ms,
+        weights=TenantWeights(pool).differing,
+    )
+
+
+def tenant_streams_of(
+    settings: Settings, redis: Redis, keys: QueueKeys
+) -> Callable[[], Awaitable[list[str]]] | None:
+    """What the reclaimer asks on each pass for the tenants' sub-streams (None when off)."""
+    if not settings.tenant_fairness:
+        return None
+    tenant_streams = TenantStreams(redis, keys)
+
+    async def streams() -> list[str]:
+        return tenant_streams.streams_of(await tenant_streams.active())
+
+    return streams
