@@ -13,6 +13,7 @@ from aiohttp import web
 
 from pulse.core.errors import InvalidInput, NotFound
 from pulse.core.jobs import ROW_STATUS, JobDocument, JobList, JobRequest
+from pulse.core.timeutil import utcnow
 from pulse.http import job_flows
 from pulse.http.auth import require
 from pulse.http.body import read_body
@@ -86,7 +87,8 @@ async def enqueue_job(request: web.Request) -> web.StreamResponse:
     require(request, "send")
     job = decode_json(await read_body(request), JobRequest, deep_at="$.args")
     key = idempotency_key(request, job)
-    return render(await request.app[TASKS].enqueue(request[TENANT_ID], job, key))
+    due = job.due(utcnow(), request.app[SETTINGS].max_schedule_ahead_s)  # None: at once
+    return render(await request.app[TASKS].enqueue(request[TENANT_ID], job, key, due))
 
 
 @routes.get("/api/jobs/{id}")
