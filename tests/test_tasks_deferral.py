@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from pulse.client import AsyncPulseClient
+from pulse.client import AsyncPulseClient, Job, JobSpec
 from pulse.core.timeutil import now_ms
 from pulse.queue.due import DueIndex
 from pulse.queue.keys import QueueKeys
@@ -198,3 +198,47 @@ async def test_the_python_client_defers_a_job(
         # and one cancelled while scheduled ends cancelled
         later = await pulse_client.enqueue("example.add", a=1, _delay_s=60)
         assert (await later.cancel()).status == "cancelled"
+
+
+async def test_batch_items_are_deferred_on_their_own(
+    client: Client, auth: dict[str, str], task_worker: RunningWorker, pool: asyncpg.Pool
+) -> None:
+    # Given a batch with a job now, one deferred, and one with a bad due time
+    items = [
+        {"task": "example.add", "args": {"a": 1}},
+        {"task": "example.add", "args": {"a": 2}, "delay_s": 1},
+        {"task": "example.add", "args": {"a": 3}, "delay_s": -5},
+    ]
+    response = await client.post("/api/jobs/batch", json={"items": items}, headers=auth)
+    assert response.status == 202
+    answer = await response.json()
+    # Then each is answered on its own: queued, scheduled with its due time, refused
+    assert (answer["accepted"], answer["rejected"]) == (2, 1)
+    now, later, bad = answer["items"]
+    assert now["job"]["status"] == "queued"
+    assert later["job"]["status"] == "scheduled"
+    assert bad["errors"][0]["pointer"] == "/2/delay_s"
+    # and the deferred one runs once, not before its time, after the other
+    first = await finished(client, auth, now["job"]["id"])
+    second = await finished(client, auth, later["job"]["id"])
+    assert (first["status"], second["status"]) == ("succeeded", "succeeded")
+    assert second["result"] == {"sum": 2, "attempt": 1}
+    due = datetime.fromisoformat(later["job"]["send_at"])
+    assert await _started_at(pool, later["job"]["id"]) >= due
+    assert await _statuses(pool, later["job"]["id"]) == [
+        "scheduled", "queued", "delivering", "delivered",
+    ]  # fmt: skip
+
+
+async def test_enqueue_many_defers_a_spec(
+    client: Client, tenant: NewTenant, task_worker: RunningWorker
+) -> None:
+    base = str(client.make_url("")).rstrip("/")
+    async with AsyncPulseClient(base, tenant.api_key) as pulse_client:
+        specs = [JobSpec("example.add", {"a": 5}, delay_s=0.5), JobSpec("example.add", {"a": 6})]
+        deferred, now = await pulse_client.enqueue_many(specs)
+        assert isinstance(deferred, Job)
+        assert isinstance(now, Job)
+        assert deferred.accepted.status == "scheduled"
+        assert now.accepted.status == "queued"
+        assert await deferred.result(timeout_s=20) == {"sum": 5, "attempt": 1}
