@@ -242,3 +242,14 @@ async def test_enqueue_many_defers_a_spec(
         assert deferred.accepted.status == "scheduled"
         assert now.accepted.status == "queued"
         assert await deferred.result(timeout_s=20) == {"sum": 5, "attempt": 1}
+
+
+async def test_scheduled_jobs_are_listed_by_status(
+    client: Client, auth: dict[str, str], task_worker: RunningWorker
+) -> None:
+    accepted = await enqueue(client, auth, "example.add", args={"a": 1}, delay_s=60)
+    response = await client.get("/api/jobs/?status=scheduled", headers=auth)
+    assert response.status == 200
+    listed = (await response.json())["items"]
+    assert [item["id"] for item in listed] == [accepted["id"]]
+    assert listed[0]["status"] == "scheduled"

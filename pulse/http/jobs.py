@@ -50,7 +50,16 @@ class GetQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class ListQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     status: (
-        Literal["waiting", "queued", "running", "retrying", "succeeded", "failed", "cancelled"]
+        Literal[
+            "scheduled",
+            "waiting",
+            "queued",
+            "running",
+            "retrying",
+            "succeeded",
+            "failed",
+            "cancelled",
+        ]
         | None
     ) = None
     task: str | None = None
