@@ -109,10 +109,18 @@ class JobSpec:
     priority: int | None = None
     max_attempts: int | None = None
     after: Sequence[str | Job] = ()
+    send_at: datetime | None = None  # deferred to this (aware) time
+    delay_s: float | None = None  # deferred by this many seconds
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"task": self.task, "args": self.args}
-        optional = {"priority": self.priority, "max_attempts": self.max_attempts}
+        at = None if self.send_at is None else self.send_at.isoformat()
+        optional = {
+            "priority": self.priority,
+            "max_attempts": self.max_attempts,
+            "send_at": at,
+            "delay_s": self.delay_s,
+        }
         body |= {name: value for name, value in optional.items() if value is not None}
         if self.after:
             body["after"] = _ids(self.after)
@@ -221,13 +229,17 @@ class AsyncPulseClient:
         _max_attempts: int | None = None,
         _idempotency_key: str | None = None,
         _after: Sequence[str | Job] = (),
+        _send_at: datetime | None = None,
+        _delay_s: float | None = None,
         **args: Any,
     ) -> Job:
         """``job = await client.enqueue("reports.build", month="2026-11")``: run a task, then
         ``await job.result(timeout_s=60)``. Options take a leading underscore so they never
         clash with the task's own arguments; ``_after=[job, ...]``: start once they all
-        succeeded (one that fails or is cancelled cancels this one)."""
-        body = JobSpec(task, args, _priority, _max_attempts, _after).body()
+        succeeded (one that fails or is cancelled cancels this one); ``_send_at`` (aware) or
+        ``_delay_s``: not before then (status 'scheduled' until due)."""
+        spec = JobSpec(task, args, _priority, _max_attempts, _after, _send_at, _delay_s)
+        body = spec.body()
         headers = {"Idempotency-Key": _idempotency_key or str(uuid.uuid4())}
         answered: dict[str, str] = {}
         accepted = await self._call("POST", "/api/jobs/", JobAccepted, body, headers, answered)

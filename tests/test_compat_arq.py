@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -83,11 +84,40 @@ async def test_a_job_id_is_enqueued_once(arq_worker: RunningWorker, arq_pool: Ar
     assert await first.result(timeout=20) == 1
 
 
+async def test_defer_by_and_defer_until_run_the_job_not_before_then(
+    arq_worker: RunningWorker, arq_pool: ArqPool
+) -> None:
+    # Given jobs deferred arq's two ways (seconds, timedelta, an aware and a naive local time)
+    start = datetime.now(UTC)
+    by_seconds = await arq_pool.enqueue_job("add", 1, _defer_by=0.5)
+    by_delta = await arq_pool.enqueue_job("add", 2, _defer_by=timedelta(milliseconds=500))
+    until = await arq_pool.enqueue_job("add", 3, _defer_until=start + timedelta(seconds=0.5))
+    naive = (start + timedelta(seconds=0.5)).astimezone().replace(tzinfo=None)
+    until_local = await arq_pool.enqueue_job("add", 4, _defer_until=naive)
+    jobs = [by_seconds, by_delta, until, until_local]
+    # Then each waits 'scheduled', then runs once with its result, not before its time
+    for job, expected in zip(jobs, [1, 2, 3, 4], strict=True):
+        assert job is not None
+        assert (await job.info()).status in {"scheduled", "queued", "running", "succeeded"}
+        assert await job.result(timeout=20) == expected
+        started = (await job.info()).started_at
+        assert started is not None
+        assert datetime.fromisoformat(started) >= start + timedelta(seconds=0.5)
+
+
+async def test_a_deferred_job_can_be_aborted_before_it_runs(
+    arq_worker: RunningWorker, arq_pool: ArqPool
+) -> None:
+    job = await arq_pool.enqueue_job("add", 1, _defer_by=60)
+    assert job is not None
+    assert await job.status() == "scheduled"
+    assert await job.abort()
+    assert await job.status() == "cancelled"
+
+
 async def test_what_pulse_cannot_carry_over_is_refused_not_ignored(
     arq_worker: RunningWorker, arq_pool: ArqPool
 ) -> None:
-    with pytest.raises(NotImplementedError, match="_defer_by"):
-        await arq_pool.enqueue_job("add", 1, _defer_by=10)
     with pytest.raises(NotImplementedError, match="named queues"):
         await arq_pool.enqueue_job("add", 1, _queue_name="arq:queue")
 

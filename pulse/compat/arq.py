@@ -22,8 +22,8 @@ An arq user switches by changing an import and a command:
 Each arq function becomes a Pulse task taking ``args`` (positional) and ``kwargs``; its ``ctx``
 is a dict holding what ``on_startup`` put there plus ``job_id``, ``job_try`` and
 ``enqueue_time``. ``_job_id`` is the Idempotency-Key: a second enqueue with it returns None, as
-arq does. Not carried over (each refused loudly, never ignored): ``_defer_by``/``_defer_until``
-and ``cron_jobs`` (they need Pulse's scheduling), and ``_queue_name``.
+arq does. ``_defer_by``/``_defer_until`` defer the job (status 'scheduled' until due). Not
+carried over (refused loudly, never ignored): ``_queue_name``.
 """
 
 from __future__ import annotations
@@ -162,14 +162,19 @@ class ArqPool:
         _defer_until: datetime | None = None, _defer_by: float | timedelta | None = None,
         _queue_name: str | None = None, **kwargs: Any,
     ) -> ArqJob | None:  # fmt: skip
-        """Enqueue ``function(ctx, *args, **kwargs)``; None if ``_job_id`` was used before."""
-        if _defer_until is not None or _defer_by is not None:
-            raise NotImplementedError("_defer_by/_defer_until need Pulse's scheduled jobs")
+        """Enqueue ``function(ctx, *args, **kwargs)``; None if ``_job_id`` was used before.
+        ``_defer_until`` (a naive time is local, as arq reads it) wins over ``_defer_by``
+        (seconds or timedelta), as in arq; a time already past runs at once."""
+        when: dict[str, Any] = {}
+        if _defer_until is not None:
+            when["_send_at"] = _defer_until.astimezone(UTC)  # naive: local time, as arq's
+        elif _defer_by is not None:
+            when["_delay_s"] = max(_seconds(_defer_by) or 0.0, 0.0)
         if _queue_name is not None:
             raise NotImplementedError("Pulse has priorities, not named queues: use priority")
         try:
             job = await self._client.enqueue(
-                function, _idempotency_key=_job_id, args=list(args), kwargs=kwargs
+                function, _idempotency_key=_job_id, args=list(args), kwargs=kwargs, **when
             )
         except PulseAPIError as exc:
             if _job_id is not None and exc.status == 422 and _key_reused(exc):

@@ -6,11 +6,14 @@ A task's row shares the notifications' lifecycle; its statuses are named for wha
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
 
+from pulse.core.errors import InvalidInput
 from pulse.core.models import MaxAttempts, PriorityLevel, Status
+from pulse.core.schedule import Delay, RequestedTime, due_time
 
 JOB_STATUS = {
     Status.SCHEDULED: "scheduled",
@@ -34,6 +37,7 @@ class JobAccepted(msgspec.Struct, kw_only=True):
     status: str
     priority: int
     created_at: str
+    send_at: str | None = None  # deferred: when it is due (status 'scheduled')
 
 
 class JobRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -44,6 +48,16 @@ class JobRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     priority: PriorityLevel | None = None  # None: the task's default
     max_attempts: MaxAttempts | None = None
     after: Annotated[list[str], msgspec.Meta(max_length=MAX_PARENTS)] | None = None  # job ids
+    send_at: RequestedTime | None = None  # deferred to this time (RFC 3339 with an offset)
+    delay_s: Delay | None = None  # deferred by this many seconds
+
+    def due(self, now: datetime, max_ahead_s: float) -> datetime | None:
+        """When the job is due (None: at once); 422 naming the field out of bounds."""
+        if self.after is not None and (self.send_at is not None or self.delay_s is not None):
+            field = "send_at" if self.send_at is not None else "delay_s"
+            detail = f"{field}: a job that waits on 'after' cannot be deferred"
+            raise InvalidInput(detail, f"$.{field}")
+        return due_time(now, self.send_at, self.delay_s, None, max_ahead_s)
 
 
 class JobBatchRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

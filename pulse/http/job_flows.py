@@ -64,7 +64,7 @@ async def enqueue_batch(request: web.Request) -> web.Response:
         return limited
     flows = request.app[TASKS].flows
     try:
-        answer = await flows.batch(request[TENANT_ID], items, key)
+        answer = await flows.batch(request[TENANT_ID], items, key, settings.max_schedule_ahead_s)
     except NoValidItem as exc:
         return problem(422, exc.detail, instance=request.path, errors=exc.errors)
     response = render(answer)

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from pulse.core.errors import InvalidInput, NotFound
 from pulse.core.jobs import ROW_STATUS, JobDocument, JobList, JobRequest
+from pulse.core.timeutil import utcnow
 from pulse.http import job_flows
 from pulse.http.admission import admit_or_replay
 from pulse.http.auth import require
@@ -52,7 +53,16 @@ class GetQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class ListQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     status: (
-        Literal["waiting", "queued", "running", "retrying", "succeeded", "failed", "cancelled"]
+        Literal[
+            "scheduled",
+            "waiting",
+            "queued",
+            "running",
+            "retrying",
+            "succeeded",
+            "failed",
+            "cancelled",
+        ]
         | None
     ) = None
     task: str | None = None
@@ -90,10 +100,11 @@ async def enqueue_job(request: web.Request) -> web.StreamResponse:
     job = decode_json(await read_body(request), JobRequest, deep_at="$.args")
     check_args(job.args, request.app[SETTINGS].max_result_bytes)
     key = idempotency_key(request, job)
+    due = job.due(utcnow(), request.app[SETTINGS].max_schedule_ahead_s)  # None: at once
     limited = await admit_or_replay(request, 1, key)
     if isinstance(limited, web.Response):
         return limited
-    answer = render(await request.app[TASKS].enqueue(request[TENANT_ID], job, key))
+    answer = render(await request.app[TASKS].enqueue(request[TENANT_ID], job, key, due))
     answer.headers.update(limited)
     return answer
 

@@ -12,12 +12,13 @@ from datetime import UTC, datetime, timedelta
 
 from redis.asyncio import Redis
 
-from pulse.core.models import Job
+from pulse.core.models import MAX_PRIORITY, Job, JobKind
 from pulse.queue.codec import MESSAGE_FIELD, encode_job
 from pulse.queue.keys import QueueKeys
 from pulse.queue.scripts import load_script
 
 CHUNK = 500  # jobs per script call
+TASK_SLOT = MAX_PRIORITY + 1  # a task's sorted set comes after the notifications' (schedule.lua)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -52,39 +53,50 @@ class DueIndex:
         return await self._index("restore", jobs)
 
     async def _index(self, mode: str, jobs: Sequence[tuple[Job, datetime]]) -> list[str]:
-        keys = [self._keys.scheduled_jobs(), self._keys.index(), *self._keys.all_scheduled()]
+        keys = [self._keys.scheduled_jobs(), self._keys.index(), *self._sets()]
         added: list[str] = []
         for start in range(0, len(jobs), CHUNK):
             args: list[bytes | str | int] = [mode]
             for job, due in jobs[start : start + CHUNK]:
                 message = encode_job(job)[MESSAGE_FIELD]
-                args += [job.id, job.priority, due_ms(due), message]
+                slot = job.priority + (TASK_SLOT if job.kind is JobKind.TASK else 0)
+                args += [job.id, slot, due_ms(due), message]
             ids = await self._schedule(keys=keys, args=args)
             added += [_text(job_id) for job_id in ids]
         return added
 
     async def promote(self, now_ms: int, limit: int) -> Promoted:
         """Stream at most ``limit`` jobs due by ``now_ms`` (atomically: once each)."""
-        keys = [
-            self._keys.scheduled_jobs(),
-            self._keys.index(),
-            *self._keys.all_scheduled(),
-            *self._keys.streams(),
-        ]
+        sets, streams = [], []
+        for notifications, tasks, stream, task_stream in zip(
+            self._keys.all_scheduled(),
+            self._keys.all_task_scheduled(),
+            self._keys.streams(),
+            self._keys.task_streams(),
+            strict=True,
+        ):  # by priority, a notification's before a task's of the same level
+            sets += [notifications, tasks]
+            streams += [stream, task_stream]
+        keys = [self._keys.scheduled_jobs(), self._keys.index(), *sets, *streams]
         reply = await self._promote(keys=keys, args=[now_ms, limit])
         head, rest = int(reply[0]), reply[1:]
         moved = [(_text(rest[i]), int(float(rest[i + 1]))) for i in range(0, len(rest), 2)]
         return Promoted(moved, None if head < 0 else head)
 
-    async def remove(self, job_id: str, priority: int) -> bool:
+    async def remove(self, job_id: str, priority: int, *, task: bool = False) -> bool:
         """Forget a cancelled job (memory only: the claim never sends a cancelled one)."""
-        keys = [self._keys.scheduled_jobs(), self._keys.scheduled(priority)]
+        scheduled = self._keys.task_scheduled if task else self._keys.scheduled
+        keys = [self._keys.scheduled_jobs(), scheduled(priority)]
         return bool(await self._unschedule(keys=keys, args=[job_id]))
 
-    async def due_of(self, job_id: str, priority: int) -> int | None:
+    async def due_of(self, job_id: str, priority: int, *, task: bool = False) -> int | None:
         """The job's due time in the index (ms), or None when it is not there."""
-        score = await self._redis.zscore(self._keys.scheduled(priority), job_id)
+        scheduled = self._keys.task_scheduled if task else self._keys.scheduled
+        score = await self._redis.zscore(scheduled(priority), job_id)
         return None if score is None else int(score)
+
+    def _sets(self) -> list[str]:
+        return self._keys.all_scheduled() + self._keys.all_task_scheduled()
 
 
 def _text(value: bytes | str) -> str:

@@ -73,6 +73,20 @@ class QueueKeys:
     def all_scheduled(self) -> list[str]:
         return [self.scheduled(p) for p in range(MIN_PRIORITY, MAX_PRIORITY + 1)]
 
+    def task_scheduled(self, priority: int) -> str:
+        """Deferred task jobs of one priority, scored by due time (ms): promoted into the
+        task stream of that priority, never into a notification stream."""
+        return f"{self.task_stream(priority)}:scheduled"
+
+    def all_task_scheduled(self) -> list[str]:
+        return [self.task_scheduled(p) for p in range(MIN_PRIORITY, MAX_PRIORITY + 1)]
+
+    def scheduled_of(self, job: Job) -> str:
+        """The due-time set ``job`` waits in (a task's or a notification's)."""
+        if job.kind is JobKind.TASK:
+            return self.task_scheduled(job.priority)
+        return self.scheduled(job.priority)
+
     def scheduled_jobs(self) -> str:
         """Job id -> its encoded stream message, for every job in a scheduled set."""
         return f"{self.tag}:scheduled:jobs"
@@ -120,4 +134,5 @@ class QueueKeys:
         streams = self.streams() + self.task_streams()
         schedules = [self.retry_schedule(s) for s in streams]
         extra = [self.dead_letters(), self.index(), self.workers(), self.workers_seen()]
-        return [*streams, *schedules, *self.all_scheduled(), self.scheduled_jobs(), *extra]
+        scheduled = self.all_scheduled() + self.all_task_scheduled()
+        return [*streams, *schedules, *scheduled, self.scheduled_jobs(), *extra]

@@ -47,6 +47,7 @@ from pulse.tasks import Context, Task
 from pulse.tasks import Retry as RetryTask
 
 logger = logging.getLogger("pulse.runtime.task_lane")
+FINISH_PATIENCE_S = 10.0  # a PostgreSQL outage shorter than this re-runs no ended task
 _encoder = msgspec.json.Encoder()
 
 
@@ -197,11 +198,25 @@ class TaskLane:
         if isinstance(outcome, Retry) and delivery.attempt < job.max_attempts:
             ending = dataclasses.replace(ending, final=False)  # another attempt follows
         try:
-            await self._results.finish(job.id, ending)
+            await self._finish(job.id, ending)
         except TRANSIENT_DB_ERRORS as exc:
             outcome = Retry(error=f"could not record the result: {exc}")
         call = Try(None, outcome, started_at, time.perf_counter() - clock)
         return Done(delivery, (call,), outcome)
+
+    async def _finish(self, job_id: str, ending: Ending) -> None:
+        """Record the end, riding out a short PostgreSQL outage (the lease is renewed
+        meanwhile): a run that ended is not run again only because its end went unrecorded."""
+        pause, deadline = 0.1, time.monotonic() + FINISH_PATIENCE_S
+        while True:
+            try:
+                await self._results.finish(job_id, ending)
+                return
+            except TRANSIENT_DB_ERRORS:
+                if time.monotonic() + pause > deadline:
+                    raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
 
     async def _outcome(self, delivery: Delivery) -> tuple[Outcome | None, Ending]:
         job, options = delivery.job, self._task.options

@@ -332,6 +332,9 @@ class AcceptService:
             if commit.due is None:
                 # a commit of several jobs (a task batch) streams them all
                 await self._publisher.publish(getattr(commit, "jobs", [commit.job]))
+                if scheduled := getattr(commit, "scheduled", None):  # a batch's deferred jobs
+                    assert self._due_index is not None, "scheduled sends need a DueIndex"
+                    await self._due_index.schedule(scheduled)
             else:  # due later: into the due-time index, streamed by a worker's scheduler
                 assert self._due_index is not None, "scheduled sends need a DueIndex"
                 await self._due_index.schedule([(commit.job, commit.due)])

@@ -29,10 +29,11 @@ from pulse.core.jobs import (
     JobRequest,
 )
 from pulse.core.models import Job, Status
+from pulse.core.timeutil import utcnow
 from pulse.metrics import Metrics
 from pulse.services.accept import AcceptService, Answer, IdempotencyKey
 from pulse.store.idempotency import Remembered
-from pulse.store.task_jobs import NewTaskJob, TaskJobStore, decide
+from pulse.store.task_jobs import NewTaskJob, TaskJobStore, Written, decide
 from pulse.store.tenants import Connection
 
 if TYPE_CHECKING:
@@ -55,7 +56,9 @@ class _FlowCommit:
     after: dict[str, tuple[str, ...]]
     body: Callable[[datetime], bytes]
     location: str | None = None
+    due_at: dict[str, datetime] = field(default_factory=dict)  # a batch's deferred jobs
     jobs: list[Job] = field(default_factory=list)  # to stream: those queued by the commit
+    scheduled: list[tuple[Job, datetime]] = field(default_factory=list)  # to index by due time
 
     @property
     def job(self) -> Job:
@@ -63,7 +66,7 @@ class _FlowCommit:
 
     @property
     def due(self) -> None:
-        return None  # tasks run when released (deferral waits on scheduled tasks)
+        return None  # the commit streams ``jobs`` and indexes ``scheduled`` (deferred items)
 
     def render(self, created_at: datetime) -> bytes:
         return self.body(created_at)
@@ -78,28 +81,31 @@ class _FlowCommit:
                 priority=job.priority,
                 max_attempts=job.max_attempts,
                 after=self.after.get(job.id, ()),
+                send_at=self.due_at.get(job.id),
             )
             for job in self.all_jobs
         ]
 
     async def insert(self) -> datetime:
         written = await self.store.insert(self.tenant_id, self.rows())
-        self._queued(written.queued)
+        self._queued(written)
         return written.created_at
 
     async def insert_keyed(self, conn: Connection, answer: Remembered) -> bool:
         written = await self.store.insert_keyed(conn, self.tenant_id, self.rows(), answer)
         if written is None:
             return False
-        self._queued(written.queued)
+        self._queued(written)
         return True
 
     async def withdraw(self) -> None:
         await self.store.withdraw([job.id for job in self.all_jobs])
 
-    def _queued(self, ids: Sequence[str]) -> None:
-        queued = set(ids)
+    def _queued(self, written: Written) -> None:
+        queued, scheduled = set(written.queued), set(written.scheduled)
         self.jobs = [job for job in self.all_jobs if job.id in queued]
+        due = self.due_at
+        self.scheduled = [(job, due[job.id]) for job in self.all_jobs if job.id in scheduled]
 
 
 class TaskFlows:
@@ -126,18 +132,25 @@ class TaskFlows:
         return await self._commit(commit, key)
 
     async def batch(
-        self, tenant_id: str, items: Sequence[JobRequest | InvalidInput], key: IdempotencyKey | None
-    ) -> Answer:
+        self, tenant_id: str, items: Sequence[JobRequest | InvalidInput],
+        key: IdempotencyKey | None, max_ahead_s: float = 0.0,
+    ) -> Answer:  # fmt: skip
         """Each item checked on its own and answered on its own (its id, or its errors with
-        JSON Pointers into the item list); the valid ones committed together."""
+        JSON Pointers into the item list); the valid ones committed together. An item's
+        ``send_at``/``delay_s`` (at most ``max_ahead_s`` ahead) defers it."""
         errors: dict[int, list[dict[str, str]]] = {}
         jobs: list[tuple[int, Job]] = []
         after: dict[str, tuple[str, ...]] = {}
+        due: dict[str, datetime] = {}
+        now = utcnow()
         for index, item in enumerate(items):
             try:
                 if isinstance(item, InvalidInput):
                     raise item
+                when = item.due(now, max_ahead_s)
                 job = await self._tasks.job_of(tenant_id, item, _key(key))
+                if when is not None:
+                    due[job.id] = when
                 if item.after is not None:
                     after[job.id] = await self._parents(tenant_id, item.after, "$.after")
             except InvalidInput as exc:
@@ -147,18 +160,19 @@ class TaskFlows:
         if not jobs:
             raise NoValidItem([error for found in errors.values() for error in found])
         valid = [job for _, job in jobs]
-        status = await self._predict(tenant_id, valid, after)
+        status = await self._predict(tenant_id, valid, after, due)
 
         def body(created_at: datetime) -> bytes:
             answered = [
-                JobItemAccepted(index=index, job=_accepted(job, status, created_at))
+                JobItemAccepted(index=index, job=_accepted(job, status, created_at, due))
                 for index, job in jobs
             ] + [JobItemAccepted(index=index, errors=found) for index, found in errors.items()]
             answered.sort(key=lambda item: item.index)
             accepted = JobBatchAccepted(accepted=len(jobs), rejected=len(errors), items=answered)
             return msgspec.json.encode(accepted)
 
-        return await self._commit(_FlowCommit(self._store, tenant_id, valid, after, body), key)
+        commit = _FlowCommit(self._store, tenant_id, valid, after, body, due_at=due)
+        return await self._commit(commit, key)
 
     async def group(
         self, tenant_id: str, request: JobGroupRequest, key: IdempotencyKey | None
@@ -216,23 +230,33 @@ class TaskFlows:
         return tuple(dict.fromkeys(canonical))
 
     async def _predict(
-        self, tenant_id: str, jobs: list[Job], after: dict[str, tuple[str, ...]]
-    ) -> dict[str, Status]:
+        self, tenant_id: str, jobs: list[Job], after: dict[str, tuple[str, ...]],
+        due: dict[str, datetime] | None = None,
+    ) -> dict[str, Status]:  # fmt: skip
         """The status each job will have when committed, as far as can be told before (a
         parent may still end in between: the job's own document then tells)."""
         parents = await self._store.parents(tenant_id, [p for ids in after.values() for p in ids])
-        rows = [NewTaskJob(job.id, "", "", b"", 0, 1, after.get(job.id, ())) for job in jobs]
+        due = due or {}
+        rows = [
+            NewTaskJob(job.id, "", "", b"", 0, 1, after.get(job.id, ()), due.get(job.id))
+            for job in jobs
+        ]
         first, _ = decide(rows, parents)
         return {job_id: status for job_id, (status, _) in first.items()}
 
 
-def _accepted(job: Job, status: dict[str, Status], created_at: datetime) -> JobAccepted:
+def _accepted(
+    job: Job, status: dict[str, Status], created_at: datetime,
+    due: dict[str, datetime] | None = None,
+) -> JobAccepted:  # fmt: skip
+    when = None if due is None else due.get(job.id)
     return JobAccepted(
         id=job.id,
         task=job.recipient,
         status=JOB_STATUS[status[job.id]],
         priority=job.priority,
         created_at=created_at.isoformat(),
+        send_at=None if when is None else when.isoformat(),
     )
 
 

@@ -36,23 +36,21 @@ from pulse.store.tenants import Connection
 class _TaskCommit:
     store: NotificationStore
     job: Job
+    due: datetime | None = None  # deferred: indexed by due time, promoted into its task stream
 
     @property
     def location(self) -> str:
         return f"/api/jobs/{self.job.id}"
-
-    @property
-    def due(self) -> None:
-        return None  # tasks run at once (deferral waits on scheduled tasks)
 
     def render(self, created_at: datetime) -> bytes:
         job = self.job
         accepted = JobAccepted(
             id=job.id,
             task=job.recipient,
-            status=JOB_STATUS[Status.QUEUED],
+            status=JOB_STATUS[Status.QUEUED if self.due is None else Status.SCHEDULED],
             priority=job.priority,
             created_at=created_at.isoformat(),
+            send_at=None if self.due is None else self.due.isoformat(),
         )
         return msgspec.json.encode(accepted)
 
@@ -66,6 +64,8 @@ class _TaskCommit:
             payload_json=msgspec.json.encode(job.payload),
             priority=job.priority,
             max_attempts=job.max_attempts,
+            send_at=self.due,
+            scheduled=self.due is not None,
         )
 
     async def insert(self) -> datetime:
@@ -92,12 +92,17 @@ class TaskService:
         self.flows = TaskFlows(self, accept, TaskJobStore(jobs.pool), metrics)
 
     async def enqueue(
-        self, tenant_id: str, request: JobRequest, key: IdempotencyKey | None
+        self,
+        tenant_id: str,
+        request: JobRequest,
+        key: IdempotencyKey | None,
+        due: datetime | None = None,
     ) -> Answer:
+        """Accept one job; ``due`` (from ``request.due``): deferred until then."""
         if request.after is not None:
             return await self.flows.enqueue_after(tenant_id, request, key)
         job = await self.job_of(tenant_id, request, None if key is None else key.value)
-        answer = await self._accept.commit(_TaskCommit(self._notifications, job), key)
+        answer = await self._accept.commit(_TaskCommit(self._notifications, job, due), key)
         if not answer.replayed:
             self._metrics.count_accepted([(job.channel, job.priority)])
         return answer

@@ -28,15 +28,19 @@ _LOCK_PARENTS = _PARENTS + " FOR SHARE"
 _INSERT = """
 WITH n AS (
     INSERT INTO notifications
-        (id, tenant_id, channel, recipient, payload, priority, status, max_attempts, last_error)
+        (id, tenant_id, channel, recipient, payload, priority, status, max_attempts, last_error,
+         send_at)
     SELECT u.id, $2::uuid, u.channel, u.recipient, u.payload, u.priority, u.status,
-           u.max_attempts, u.reason
+           u.max_attempts, u.reason, u.send_at
       FROM unnest($1::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::smallint[], $7::text[],
-                  $8::smallint[], $9::text[])
-           AS u(id, channel, recipient, payload, priority, status, max_attempts, reason)
-    RETURNING id, status, last_error, created_at
+                  $8::smallint[], $9::text[], $12::timestamptz[])
+           AS u(id, channel, recipient, payload, priority, status, max_attempts, reason, send_at)
+    RETURNING id, status, last_error, created_at, send_at
 ), a AS (
-    INSERT INTO audit (notification_id, status, detail) SELECT id, status, last_error FROM n
+    INSERT INTO audit (notification_id, status, detail)
+    SELECT id, status,
+           CASE WHEN status = 'scheduled' THEN 'due ' || send_at::text ELSE last_error END
+      FROM n
 ), d AS (
     INSERT INTO job_dependencies (child_id, parent_id)
     SELECT * FROM unnest($10::uuid[], $11::uuid[])
@@ -48,7 +52,7 @@ _REMEMBER = f"WITH {remember_cte('$1::uuid', 2)} SELECT count(*) FROM k"
 
 _WITHDRAW = """
 DELETE FROM notifications
- WHERE id = ANY($1::uuid[]) AND status IN ('queued', 'waiting', 'cancelled')
+ WHERE id = ANY($1::uuid[]) AND status IN ('queued', 'scheduled', 'waiting', 'cancelled')
 """
 
 FAILED_PARENT = {Status.FAILED: "failed", Status.CANCELLED: "was cancelled"}
@@ -63,6 +67,7 @@ class NewTaskJob:
     priority: int
     max_attempts: int
     after: tuple[str, ...] = ()  # parents: existing jobs or others of the same commit
+    send_at: datetime | None = None  # deferred: 'scheduled' until then (never with ``after``)
 
 
 @dataclass(slots=True)
@@ -75,6 +80,10 @@ class Written:
     @property
     def queued(self) -> list[str]:
         return [job_id for job_id, status in self.status.items() if status == Status.QUEUED]
+
+    @property
+    def scheduled(self) -> list[str]:
+        return [job_id for job_id, status in self.status.items() if status == Status.SCHEDULED]
 
 
 def decide(
@@ -106,6 +115,8 @@ def decide(
 def _first(
     job: NewTaskJob, new: set[str], parents: dict[str, str]
 ) -> tuple[Status, str | None, list[str]]:
+    if job.send_at is not None:
+        return Status.SCHEDULED, None, []
     waits = []
     for parent in job.after:
         if parent in new:
@@ -161,6 +172,7 @@ class TaskJobStore:
             [first[job.id][1] for job in jobs],
             [child for child, _ in dependencies],
             [parent for _, parent in dependencies],
+            [job.send_at for job in jobs],
         )
         return Written(created_at, {job_id: status for job_id, (status, _) in first.items()})
 

@@ -1,11 +1,12 @@
 --[[
   promote: move the jobs that are due from the scheduled sorted sets into their priority
-  streams, most urgent priority first, in order of due time within one.
+  streams, most urgent priority first, in order of due time within one. Each sorted set has
+  its stream: a deferred task job goes into the task stream of its priority.
 
   KEYS[1]      the scheduled jobs hash (job id -> encoded message)
   KEYS[2]      the index hash (job id -> "<stream> <entry id>")
-  KEYS[3..7]   the scheduled sorted sets of priorities 0..4
-  KEYS[8..12]  the streams of priorities 0..4
+  KEYS[3..2+n]     n scheduled sorted sets, most urgent first
+  KEYS[3+n..2+2n]  the stream of each (same order)
   ARGV[1]      now (ms since the epoch; the caller passes the time in)
   ARGV[2]      at most this many jobs
 
@@ -20,8 +21,9 @@
 local now, limit = ARGV[1], tonumber(ARGV[2])
 local out = {-1}
 local moved = 0
-for p = 0, 4 do
-  local set, stream = KEYS[3 + p], KEYS[8 + p]
+local n = (#KEYS - 2) / 2
+for p = 0, n - 1 do
+  local set, stream = KEYS[3 + p], KEYS[3 + n + p]
   if moved < limit then
     local due = redis.call('ZRANGEBYSCORE', set, '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit - moved)
     for i = 1, #due, 2 do
