@@ -88,6 +88,8 @@ async def test_past_or_zero_delay_is_queued_at_once(
         ({"send_at": "2099-01-01T00:00:00Z"}, "/send_at"),
         ({"deliver_in_window": {"tz": "Mars/Base", "from": "08:00", "to": "21:00"}},
          "/deliver_in_window/tz"),
+        ({"deliver_in_window": {"tz": "America", "from": "08:00", "to": "21:00"}},
+         "/deliver_in_window/tz"),
         ({"deliver_in_window": {"tz": "UTC", "from": "8h", "to": "21:00"}},
          "/deliver_in_window/from"),
     ],

@@ -84,6 +84,9 @@ async def test_aliases_are_expanded(client: Client, auth: dict[str, str]) -> Non
         ({"cron": "@fortnightly"}, "/cron"),
         ({"timezone": "Mars/Olympus"}, "/timezone"),
         ({"timezone": "../../etc/passwd"}, "/timezone"),
+        ({"timezone": "America"}, "/timezone"),
+        ({"timezone": "Etc"}, "/timezone"),
+        ({"timezone": "US"}, "/timezone"),
         ({"notification": {**LOG, "channel": "pigeon"}}, "/notification/channel"),
         ({"notification": {**LOG, "payload": {}}}, "/notification/payload/message"),
         ({"notification": {**EXAMPLE, "recipient": "not-an-address"}}, "/notification/recipient"),
@@ -149,6 +152,9 @@ async def test_update_changes_what_it_names_and_checks_it(
     bad = await client.patch(path, json={"timezone": "Atlantis/Capital"}, headers=auth)
     assert bad.status == 422
     assert (await answer(bad))["errors"][0]["pointer"] == "/timezone"
+    folder = await client.patch(path, json={"timezone": "America"}, headers=auth)
+    assert folder.status == 422
+    assert (await answer(folder))["errors"][0]["pointer"] == "/timezone"
     bad_payload = await client.patch(
         path, json={"notification": {**LOG, "payload": {}}}, headers=auth
     )

@@ -53,7 +53,7 @@ def local_window(window: DeliveryWindow, where: str = "$") -> LocalWindow:
     at = f"{where}.{WINDOW}"
     try:
         zone = ZoneInfo(window.tz)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a tzdata folder ("America")
         detail = f"unknown time zone {window.tz!r} (use an IANA name)"
         raise InvalidInput(detail, f"{at}.tz") from None
     start, end = _clock(window.start), _clock(window.end)
