@@ -86,6 +86,8 @@ async def test_past_or_zero_delay_is_queued_at_once(
         ({"delay_s": 60, "send_at": "2030-01-01T10:00:00Z"}, "/delay_s"),
         ({"delay_s": 400 * 86_400}, "/delay_s"),
         ({"send_at": "2099-01-01T00:00:00Z"}, "/send_at"),
+        ({"send_at": "9999-12-31T23:59:59-01:00"}, "/send_at"),
+        ({"send_at": "0001-01-01T00:00:00+01:00"}, "/send_at"),
         ({"deliver_in_window": {"tz": "Mars/Base", "from": "08:00", "to": "21:00"}},
          "/deliver_in_window/tz"),
         ({"deliver_in_window": {"tz": "America", "from": "08:00", "to": "21:00"}},

@@ -101,6 +101,10 @@ async def test_aliases_are_expanded(client: Client, auth: dict[str, str]) -> Non
         ({"starts_at": "2030-01-01T00:00:00"}, "/starts_at"),
         ({"starts_at": "2030-01-02T00:00:00Z", "ends_at": "2030-01-01T00:00:00Z"}, "/ends_at"),
         ({"ends_at": "2020-01-01T00:00:00Z"}, "/ends_at"),
+        ({"starts_at": "9999-12-31T23:59:59Z"}, "/starts_at"),
+        ({"starts_at": "0001-01-01T00:00:00Z", "misfire": "catch_up"}, "/starts_at"),
+        ({"starts_at": "0001-01-01T00:00:00+01:00"}, "/starts_at"),
+        ({"ends_at": "9999-12-31T23:59:59-01:00"}, "/ends_at"),
         ({"extra": 1}, ""),
     ],
 )
