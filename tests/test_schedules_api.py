@@ -10,7 +10,12 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from pulse.channels.registry import channel_specs
+from pulse.config import Settings
+from pulse.http.app import create_app
+from pulse.metrics import Metrics
 from pulse.store.tenants import TenantStore
 from tests.conftest import EXAMPLE, Client
 from tests.test_keys_and_scopes import new_key
@@ -98,6 +103,7 @@ async def test_aliases_are_expanded(client: Client, auth: dict[str, str]) -> Non
         ({"misfire": "later"}, "/misfire"),
         ({"catch_up_limit": 5}, "/catch_up_limit"),
         ({"misfire": "catch_up", "catch_up_limit": 0}, "/catch_up_limit"),
+        ({"misfire": "catch_up", "catch_up_limit": 101}, "/catch_up_limit"),
         ({"starts_at": "2030-01-01T00:00:00"}, "/starts_at"),
         ({"starts_at": "2030-01-02T00:00:00Z", "ends_at": "2030-01-01T00:00:00Z"}, "/ends_at"),
         ({"ends_at": "2020-01-01T00:00:00Z"}, "/ends_at"),
@@ -237,3 +243,28 @@ async def test_the_openapi_document_lists_the_schedules_api(client: Client) -> N
     assert "post" in spec["paths"]["/api/schedules/{id}/resume"]
     request = spec["components"]["schemas"]["ScheduleRequest"]
     assert {"cron", "notification"} <= set(request["required"])
+
+
+async def test_a_tenant_holds_at_most_its_share_of_schedules(
+    settings: Settings, auth: dict[str, str], pool: asyncpg.Pool
+) -> None:
+    # Given a deployment that lets a tenant hold 3 schedules (PULSE_MAX_SCHEDULES_PER_TENANT)
+    bounded = msgspec.structs.replace(settings, max_schedules_per_tenant=3)
+    app = create_app(bounded, channel_specs(bounded), Metrics())
+    async with TestClient(TestServer(app)) as client:
+        made = [await create(client, auth, cron=f"{minute} 9 * * *") for minute in range(3)]
+        # When it creates a fourth: 409, and nothing stored
+        body = {"cron": "0 10 * * *", "notification": LOG}
+        over = await client.post("/api/schedules", json=body, headers=auth)
+        assert over.status == 409, await over.text()
+        assert over.content_type == "application/problem+json"
+        assert "PULSE_MAX_SCHEDULES_PER_TENANT" in (await answer(over))["detail"]
+        listed = await answer(await client.get("/api/schedules", headers=auth))
+        assert [s["id"] for s in listed["schedules"]] == [s["id"] for s in made]
+        # And another tenant still creates its own
+        other = await TenantStore(pool).create(f"other-{secrets.token_hex(4)}")
+        await create(client, {"Authorization": f"Bearer {other.api_key}"})
+        # And after a delete, the tenant creates one again
+        gone = await client.delete(f"/api/schedules/{made[0]['id']}", headers=auth)
+        assert gone.status == 204
+        await create(client, auth, cron="0 10 * * *")

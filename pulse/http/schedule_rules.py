@@ -25,7 +25,8 @@ from pulse.store.schedules import Schedule
 Aware = Annotated[datetime, msgspec.Meta(tz=True)]
 CronText = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 ZoneName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-CatchUpLimit = Annotated[int, msgspec.Meta(ge=1, le=1000)]
+MAX_CATCH_UP = 100  # a schedule's backlog fired at once, at most (its tenant's share of a tick)
+CatchUpLimit = Annotated[int, msgspec.Meta(ge=1, le=MAX_CATCH_UP)]
 MisfirePolicy = Literal["skip", "catch_up"]
 NEXT_FIRE_TIMES = 5
 DEFAULT_CATCH_UP = 10
