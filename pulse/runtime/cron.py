@@ -145,11 +145,14 @@ class CronScheduler:
     async def run(self) -> None:
         try:
             while True:
+                started = self._monotonic()
                 try:
                     await self.tick()
                 except (*TRANSIENT_REDIS_ERRORS, *TRANSIENT_DB_ERRORS) as exc:
                     logger.warning("cron tick skipped: %s", exc)
-                await asyncio.sleep(self._settings.interval_s)
+                # a tick that spent its whole budget left work due: the next starts at once
+                busy = self._monotonic() - started >= self._settings.budget_s
+                await asyncio.sleep(0 if busy else self._settings.interval_s)
         finally:
             await self.resign()
 
