@@ -258,6 +258,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     cron_lock_ttl_s: PositiveFloat = 10.0
     cron_tick_s: PositiveFloat = 1.0
     cron_misfire_grace_s: PositiveFloat = 60.0
+    # How many cron schedules one tenant may hold (a create beyond is a 409).
+    max_schedules_per_tenant: PositiveInt = 1000
     # Scheduled sends: how far ahead a send_at/delay_s may lie; how long the scheduler sleeps
     # at most between looks at the due-time index (a due time set meanwhile waits this long).
     max_schedule_ahead_s: PositiveFloat = 365 * 86_400.0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -24,7 +25,7 @@ from pulse.store.batches import BatchStore
 from pulse.store.cron_fence import CronFences, FencedNotifications
 from pulse.store.idempotency import IdempotencyStore
 from pulse.store.schedules import Schedule, ScheduleStore
-from pulse.store.tenants import NewTenant
+from pulse.store.tenants import NewTenant, TenantStore
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +57,9 @@ async def new_schedule(
         misfire=misfire, catch_up_limit=limit, paused=False, cursor_at=cursor,
         next_fire_at=cursor + timedelta(seconds=30),
     )  # fmt: skip
-    return await ScheduleStore(pool).create(schedule, settings.key_prefix)
+    created = await ScheduleStore(pool).create(schedule, settings.key_prefix)
+    assert created is not None
+    return created
 
 
 async def created(pool: asyncpg.Pool, schedule_id: str) -> dict[str, int]:
@@ -213,3 +216,81 @@ async def test_each_scheduler_fires_only_its_own_deployments_schedules(
     assert await other.tick() == 0
     assert await created(pool, schedule.id) == {}
     await other.resign()
+
+
+class Stopwatch:
+    """The scheduler's clocks in simulated time, moved only by work: each fire takes
+    ``per_fire_s`` (a busy database), so a long tick is long on both of its clocks."""
+
+    def __init__(self, per_fire_s: float) -> None:
+        self.per_fire_s = per_fire_s
+        self.elapsed_s = 0.0
+
+    def now(self) -> datetime:
+        return NOW + timedelta(seconds=self.elapsed_s)
+
+    def monotonic(self) -> float:
+        return self.elapsed_s
+
+
+class SlowAccept(AcceptService):
+    """The real accept service (real PostgreSQL and Redis); each call moves the stopwatch."""
+
+    stopwatch: Stopwatch
+
+    async def notification(self, *args: Any, **kwargs: Any) -> Any:
+        self.stopwatch.elapsed_s += self.stopwatch.per_fire_s
+        return await super().notification(*args, **kwargs)
+
+
+async def test_one_tenants_backlog_does_not_make_anothers_occurrence_late(
+    settings: Settings, redis: Redis, pool: asyncpg.Pool, tenant: NewTenant
+) -> None:
+    # Given tenant A's minutely schedule, due on time now (10:00 at 10:00:30)
+    on_time = await new_schedule(
+        pool, settings, tenant, misfire="skip", limit=1, cursor=NOW - timedelta(seconds=60)
+    )
+    # And tenant B's 20 minutely schedules started two days ago, each catching up 10
+    other = await TenantStore(pool).create(f"backlog-{secrets.token_hex(4)}")
+    backlog = [
+        await new_schedule(pool, settings, other, limit=10, cursor=NOW - timedelta(days=2))
+        for _ in range(20)
+    ]
+    # And a leader whose every fire takes half a second (B's backlog alone: ~110 s of fires)
+    stopwatch = Stopwatch(per_fire_s=0.5)
+    keys = QueueKeys(settings.key_prefix)
+    accept = SlowAccept(
+        FencedNotifications(pool), BatchStore(pool), IdempotencyStore(pool, 3600),
+        Publisher(redis, keys), Metrics(), group_commit=False,
+    )  # fmt: skip
+    accept.stopwatch = stopwatch
+    leader = CronScheduler(
+        LeaderLock(redis, keys.lock("cron"), "leader", 10_000), CronFences(pool),
+        ScheduleStore(pool), accept, settings.key_prefix,
+        CronSettings(lock_ttl_s=10, misfire_grace_s=60),
+        clock=stopwatch.now, monotonic=stopwatch.monotonic,
+    )  # fmt: skip
+    rival = scheduler(settings, redis, pool, "rival")
+    # When the leader ticks until nothing is due
+    ticks = 0
+    while await leader.tick():
+        ticks += 1
+        # Then it leads throughout (each tick within its budget, the lock renewed)
+        assert leader.fence is not None
+        assert await rival.tick() == 0
+        assert ticks < 1000
+    # And A's first occurrence fired on time in the first tick, and none of A's was skipped
+    row = await ScheduleStore(pool).get(tenant.tenant_id, on_time.id)
+    assert row is not None
+    assert row.skipped == 0
+    fired_for_a = await created(pool, on_time.id)
+    assert NOW.replace(second=0).isoformat() in fired_for_a
+    assert set(fired_for_a.values()) == {1}
+    assert row.fired == len(fired_for_a)
+    # And B's backlog drained: each schedule caught up its 10 missed occurrences, each once
+    for schedule in backlog:
+        counts = await created(pool, schedule.id)
+        assert set(counts.values()) == {1}
+        assert len(counts) >= 10 + 1
+    assert leader.fence is not None
+    await leader.resign()

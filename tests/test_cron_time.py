@@ -149,3 +149,10 @@ def test_a_scheduler_across_each_transition_fires_the_night_once() -> None:
             assert decided.skipped == 0
         # Then that night fired once
         assert len(fired) == 1, (expr, fired)
+
+
+@pytest.mark.parametrize("folder", ["America", "Etc", "US", "Europe/"])
+def test_a_time_zone_folder_is_an_unknown_zone(folder: str) -> None:
+    # A name of a tzdata folder, not a zone: refused as unknown, not an OS error
+    with pytest.raises(ValueError, match="time zone"):
+        zone(folder)

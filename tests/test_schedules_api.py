@@ -10,7 +10,12 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from pulse.channels.registry import channel_specs
+from pulse.config import Settings
+from pulse.http.app import create_app
+from pulse.metrics import Metrics
 from pulse.store.tenants import TenantStore
 from tests.conftest import EXAMPLE, Client
 from tests.test_keys_and_scopes import new_key
@@ -84,6 +89,9 @@ async def test_aliases_are_expanded(client: Client, auth: dict[str, str]) -> Non
         ({"cron": "@fortnightly"}, "/cron"),
         ({"timezone": "Mars/Olympus"}, "/timezone"),
         ({"timezone": "../../etc/passwd"}, "/timezone"),
+        ({"timezone": "America"}, "/timezone"),
+        ({"timezone": "Etc"}, "/timezone"),
+        ({"timezone": "US"}, "/timezone"),
         ({"notification": {**LOG, "channel": "pigeon"}}, "/notification/channel"),
         ({"notification": {**LOG, "payload": {}}}, "/notification/payload/message"),
         ({"notification": {**EXAMPLE, "recipient": "not-an-address"}}, "/notification/recipient"),
@@ -95,9 +103,14 @@ async def test_aliases_are_expanded(client: Client, auth: dict[str, str]) -> Non
         ({"misfire": "later"}, "/misfire"),
         ({"catch_up_limit": 5}, "/catch_up_limit"),
         ({"misfire": "catch_up", "catch_up_limit": 0}, "/catch_up_limit"),
+        ({"misfire": "catch_up", "catch_up_limit": 101}, "/catch_up_limit"),
         ({"starts_at": "2030-01-01T00:00:00"}, "/starts_at"),
         ({"starts_at": "2030-01-02T00:00:00Z", "ends_at": "2030-01-01T00:00:00Z"}, "/ends_at"),
         ({"ends_at": "2020-01-01T00:00:00Z"}, "/ends_at"),
+        ({"starts_at": "9999-12-31T23:59:59Z"}, "/starts_at"),
+        ({"starts_at": "0001-01-01T00:00:00Z", "misfire": "catch_up"}, "/starts_at"),
+        ({"starts_at": "0001-01-01T00:00:00+01:00"}, "/starts_at"),
+        ({"ends_at": "9999-12-31T23:59:59-01:00"}, "/ends_at"),
         ({"extra": 1}, ""),
     ],
 )
@@ -149,6 +162,9 @@ async def test_update_changes_what_it_names_and_checks_it(
     bad = await client.patch(path, json={"timezone": "Atlantis/Capital"}, headers=auth)
     assert bad.status == 422
     assert (await answer(bad))["errors"][0]["pointer"] == "/timezone"
+    folder = await client.patch(path, json={"timezone": "America"}, headers=auth)
+    assert folder.status == 422
+    assert (await answer(folder))["errors"][0]["pointer"] == "/timezone"
     bad_payload = await client.patch(
         path, json={"notification": {**LOG, "payload": {}}}, headers=auth
     )
@@ -227,3 +243,28 @@ async def test_the_openapi_document_lists_the_schedules_api(client: Client) -> N
     assert "post" in spec["paths"]["/api/schedules/{id}/resume"]
     request = spec["components"]["schemas"]["ScheduleRequest"]
     assert {"cron", "notification"} <= set(request["required"])
+
+
+async def test_a_tenant_holds_at_most_its_share_of_schedules(
+    settings: Settings, auth: dict[str, str], pool: asyncpg.Pool
+) -> None:
+    # Given a deployment that lets a tenant hold 3 schedules (PULSE_MAX_SCHEDULES_PER_TENANT)
+    bounded = msgspec.structs.replace(settings, max_schedules_per_tenant=3)
+    app = create_app(bounded, channel_specs(bounded), Metrics())
+    async with TestClient(TestServer(app)) as client:
+        made = [await create(client, auth, cron=f"{minute} 9 * * *") for minute in range(3)]
+        # When it creates a fourth: 409, and nothing stored
+        body = {"cron": "0 10 * * *", "notification": LOG}
+        over = await client.post("/api/schedules", json=body, headers=auth)
+        assert over.status == 409, await over.text()
+        assert over.content_type == "application/problem+json"
+        assert "PULSE_MAX_SCHEDULES_PER_TENANT" in (await answer(over))["detail"]
+        listed = await answer(await client.get("/api/schedules", headers=auth))
+        assert [s["id"] for s in listed["schedules"]] == [s["id"] for s in made]
+        # And another tenant still creates its own
+        other = await TenantStore(pool).create(f"other-{secrets.token_hex(4)}")
+        await create(client, {"Authorization": f"Bearer {other.api_key}"})
+        # And after a delete, the tenant creates one again
+        gone = await client.delete(f"/api/schedules/{made[0]['id']}", headers=auth)
+        assert gone.status == 204
+        await create(client, auth, cron="0 10 * * *")

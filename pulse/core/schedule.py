@@ -53,7 +53,7 @@ def local_window(window: DeliveryWindow, where: str = "$") -> LocalWindow:
     at = f"{where}.{WINDOW}"
     try:
         zone = ZoneInfo(window.tz)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a tzdata folder ("America")
         detail = f"unknown time zone {window.tz!r} (use an IANA name)"
         raise InvalidInput(detail, f"{at}.tz") from None
     start, end = _clock(window.start), _clock(window.end)
@@ -116,7 +116,10 @@ def due_time(
         raise InvalidInput("send either 'send_at' or 'delay_s', not both", f"{where}.delay_s")
     wanted, field = now, None
     if send_at is not None:
-        wanted, field = send_at.astimezone(UTC), "send_at"
+        try:
+            wanted, field = send_at.astimezone(UTC), "send_at"
+        except OverflowError:  # year 1 or 9999 with an offset that carries it past the range
+            raise InvalidInput("send_at: out of range", f"{where}.send_at") from None
     elif delay_s is not None:  # bounded first: a huge float overflows a timedelta
         wanted, field = now + timedelta(seconds=min(delay_s, max_ahead_s + 1)), "delay_s"
     if field is not None and (wanted - now).total_seconds() > max_ahead_s:

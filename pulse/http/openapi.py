@@ -82,7 +82,7 @@ def schedules_operations() -> tuple[Operation, ...]:
     return (
         Operation("post", "/api/schedules", "Create a cron schedule (with its next fire times)",
                   ("201", schedule_rules.ScheduleDocument), body=schedule_rules.ScheduleRequest,
-                  problems=("400", "401", "403", "413", "415", "422", "501", "503")),
+                  problems=("400", "401", "403", "409", "413", "415", "422", "501", "503")),
         Operation("get", "/api/schedules", "List the tenant's schedules, oldest first",
                   ("200", schedule_rules.ScheduleList), query=schedules.ListQuery,
                   problems=("401", "403", "422", "503")),

@@ -8,7 +8,7 @@ validation, the stream's limits), so every occurrence is accepted when it fires.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -25,11 +25,16 @@ from pulse.store.schedules import Schedule
 Aware = Annotated[datetime, msgspec.Meta(tz=True)]
 CronText = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 ZoneName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-CatchUpLimit = Annotated[int, msgspec.Meta(ge=1, le=1000)]
+MAX_CATCH_UP = 100  # a schedule's backlog fired at once, at most (its tenant's share of a tick)
+CatchUpLimit = Annotated[int, msgspec.Meta(ge=1, le=MAX_CATCH_UP)]
 MisfirePolicy = Literal["skip", "catch_up"]
 NEXT_FIRE_TIMES = 5
 DEFAULT_CATCH_UP = 10
 ONE_SECOND = timedelta(seconds=1)
+# starts_at/ends_at must lie here: far from datetime's own ends (years 1 and 9999), which a
+# second less or five years' search ahead would overflow
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)
 
 
 class ScheduleRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -172,7 +177,9 @@ def _timed(
     """Check start and end, place the cursor at a new start (never back before ``since``, what
     an existing schedule has handled already), and find the next occurrence; 422 when there is
     none left to fire (nothing accepted may stay undeliverable)."""
-    starts, ends = schedule.starts_at, schedule.ends_at
+    starts = _bounded(schedule.starts_at, "starts_at")
+    ends = _bounded(schedule.ends_at, "ends_at")
+    schedule = msgspec.structs.replace(schedule, starts_at=starts, ends_at=ends)
     if starts is not None and ends is not None and ends <= starts:
         raise InvalidInput("ends_at must be later than starts_at", "$.ends_at")
     cursor = schedule.cursor_at
@@ -185,6 +192,20 @@ def _timed(
     if not upcoming:
         raise InvalidInput("the schedule has no occurrence left before ends_at", "$.ends_at")
     return msgspec.structs.replace(schedule, cursor_at=cursor, next_fire_at=upcoming[0])
+
+
+def _bounded(at: datetime | None, field: str) -> datetime | None:
+    """``at`` as a UTC instant between ``EARLIEST`` and ``LATEST``; a 422 naming ``field``."""
+    if at is None:
+        return None
+    try:
+        instant = at.astimezone(UTC)
+    except OverflowError:
+        instant = None
+    if instant is None or not EARLIEST <= instant <= LATEST:
+        detail = f"{field} must lie between {EARLIEST.isoformat()} and {LATEST.isoformat()}"
+        raise InvalidInput(detail, f"$.{field}")
+    return instant
 
 
 def _cron(text: str) -> str:

@@ -87,7 +87,14 @@ async def create_schedule(request: web.Request) -> web.Response:
     assert isinstance(body, ScheduleRequest)
     now = utcnow()
     schedule = new_schedule(body, request[TENANT_ID], _limits(request), now)
-    created = await _store(request).create(schedule, request.app[SETTINGS].key_prefix)
+    settings = request.app[SETTINGS]
+    most = settings.max_schedules_per_tenant
+    created = await _store(request).create(schedule, settings.key_prefix, most)
+    if created is None:
+        raise web.HTTPConflict(
+            text=f"a tenant holds at most {most} schedules (PULSE_MAX_SCHEDULES_PER_TENANT);"
+            " delete one first"
+        )
     response = json_response(document(created, now), status=201)
     response.headers["Location"] = f"/api/schedules/{created.id}"
     return response

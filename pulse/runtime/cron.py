@@ -12,6 +12,13 @@ the cursor says the occurrence fired. A leader killed after that commit but befo
 leaves it to the reconciler; a successor that fires an occurrence again (its cursor not yet
 moved) gets the first answer back and moves the cursor: one notification per occurrence, none
 skipped. A schedule that fails in a way no retry mends is logged and the others still fire.
+
+One tick is bounded, so one tenant's backlog cannot make another's occurrences late: it first
+fires the schedules whose occurrence is on time (within the misfire grace), then the late ones
+(a catch-up backlog), each page taken in turns by tenant; a schedule fires at most
+``fires_per_visit`` occurrences a turn (the rest on the next tick), and the tick stops after
+``budget_s`` (well under the lock's ttl), renewing the lock between fires when an interval has
+passed, so a long tick never loses leadership.
 """
 
 from __future__ import annotations
@@ -76,10 +83,21 @@ class CronSettings:
     misfire_grace_s: float = 60.0
     default_max_attempts: int = 5
     page: int = 100
+    fires_per_visit: int = 10  # a schedule's occurrences fired per turn of a tick
+    tick_budget_s: float | None = None  # None: a quarter of the lock's ttl
 
     def __post_init__(self) -> None:
-        if min(self.lock_ttl_s, self.tick_s, self.misfire_grace_s) <= 0:
-            raise ValueError("cron lock ttl, tick and misfire grace must be positive")
+        if min(self.lock_ttl_s, self.tick_s, self.misfire_grace_s, self.fires_per_visit) <= 0:
+            raise ValueError(
+                "cron lock ttl, tick, misfire grace and fires per visit must be positive"
+            )
+        if self.tick_budget_s is not None and not 0 < self.tick_budget_s < self.lock_ttl_s / 2:
+            raise ValueError("the cron tick budget must be positive and under half the lock ttl")
+
+    @property
+    def budget_s(self) -> float:
+        """How long one tick fires at most: well under the ttl, so the lock outlives it."""
+        return self.tick_budget_s if self.tick_budget_s is not None else self.lock_ttl_s / 4
 
     @property
     def interval_s(self) -> float:
@@ -105,6 +123,7 @@ class CronScheduler:
         deployment: str,
         settings: CronSettings,
         clock: Callable[[], datetime] = utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._lock = lock
         self._fences = fences
@@ -113,8 +132,10 @@ class CronScheduler:
         self._deployment = deployment
         self._settings = settings
         self._clock = clock
+        self._monotonic = monotonic
         self._fence: Fence | None = None
         self._valid_until = 0.0  # monotonic time the lock is surely still ours until
+        self._renewed_at = 0.0
 
     @property
     def fence(self) -> Fence | None:
@@ -124,30 +145,39 @@ class CronScheduler:
     async def run(self) -> None:
         try:
             while True:
+                started = self._monotonic()
                 try:
                     await self.tick()
                 except (*TRANSIENT_REDIS_ERRORS, *TRANSIENT_DB_ERRORS) as exc:
                     logger.warning("cron tick skipped: %s", exc)
-                await asyncio.sleep(self._settings.interval_s)
+                # a tick that spent its whole budget left work due: the next starts at once
+                busy = self._monotonic() - started >= self._settings.budget_s
+                await asyncio.sleep(0 if busy else self._settings.interval_s)
         finally:
             await self.resign()
 
     async def tick(self) -> int:
-        """Lead (take or keep the lock), then fire what is due; how many occurrences fired."""
+        """Lead (take or keep the lock), then fire what is due, on-time occurrences first and
+        in turns by tenant, within the tick's budget; how many occurrences fired."""
         if not await self._lead():
             return 0
+        deadline = self._monotonic() + self._settings.budget_s
+        now = self._clock()
+        late_before = now - timedelta(seconds=self._settings.misfire_grace_s)
         fired = 0
-        for schedule in await self._schedules.due(
-            self._deployment, self._clock(), self._settings.page
-        ):
-            if not self._holding():
+        for after, until in ((late_before, now), (None, late_before)):
+            if not await self._keep(deadline):
                 break
-            try:
-                fired += await self.handle(schedule)
-            except (*TRANSIENT_REDIS_ERRORS, *TRANSIENT_DB_ERRORS):
-                raise
-            except Exception:  # one broken schedule must not keep the others from firing
-                logger.exception("schedule %s could not be handled", schedule.id)
+            due = await self._schedules.due(self._deployment, until, self._settings.page, after)
+            for schedule in due:
+                if not await self._keep(deadline):
+                    return fired
+                try:
+                    fired += await self.handle(schedule, deadline)
+                except (*TRANSIENT_REDIS_ERRORS, *TRANSIENT_DB_ERRORS):
+                    raise
+                except Exception:  # one broken schedule must not keep the others from firing
+                    logger.exception("schedule %s could not be handled", schedule.id)
         return fired
 
     async def resign(self) -> None:
@@ -159,20 +189,31 @@ class CronScheduler:
             await self._lock.release()
 
     def _holding(self) -> bool:
-        return self._fence is not None and time.monotonic() < self._valid_until
+        return self._fence is not None and self._monotonic() < self._valid_until
+
+    async def _keep(self, deadline: float) -> bool:
+        """Whether to fire more this tick: budget left, and the lock still ours (renewed when
+        an interval has passed since the last renewal)."""
+        if self._fence is None or self._monotonic() >= deadline:
+            return False
+        if self._monotonic() - self._renewed_at >= self._settings.interval_s:
+            return await self._lead()
+        return self._holding()
 
     async def _lead(self) -> bool:
-        started = time.monotonic()
+        started = self._monotonic()
         if self._fence is not None:
             if not await self._lock.renew():
                 logger.warning("cron leadership lost (token %d)", self._fence.token)
                 self._fence = None
                 return False
             self._valid_until = started + self._settings.lock_ttl_s
+            self._renewed_at = started
             return True
         if not await self._lock.acquire():
             return False
         self._valid_until = started + self._settings.lock_ttl_s
+        self._renewed_at = started
         try:
             self._fence = await self._fences.take_over(self._deployment, self._lock.holder)
         except BaseException:
@@ -182,9 +223,10 @@ class CronScheduler:
         logger.info("cron leader %s (token %d)", self._lock.holder, self._fence.token)
         return True
 
-    async def handle(self, schedule: Schedule) -> int:
+    async def handle(self, schedule: Schedule, deadline: float | None = None) -> int:
         """Handle one due schedule: skip what its misfire policy skips, fire the rest in
-        order, moving its cursor after each."""
+        order (at most ``fires_per_visit``, and while the tick's budget lasts), moving its
+        cursor after each."""
         try:
             tz = zone(schedule.timezone)
         except ValueError:
@@ -205,7 +247,9 @@ class CronScheduler:
         if not await self._skip(schedule, todo, now, advance):
             return 0
         fired = 0
-        for at in todo.fire:
+        for at in todo.fire[: self._settings.fires_per_visit]:
+            if fired and deadline is not None and not await self._keep(deadline):
+                break
             move = advance(at, fired=1)
             outcome = await self._fire(schedule, at, move)
             if outcome is Outcome.WAIT:

@@ -18,6 +18,7 @@ import asyncpg
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.queue.releases import Releases
 from pulse.store.errors import TRANSIENT_DB_ERRORS
+from pulse.store.pool import connect
 from pulse.store.rows import JOB_COLUMNS, job_from_row
 
 logger = logging.getLogger("pulse.runtime.releaser")
@@ -42,7 +43,7 @@ class Releaser:
             await asyncio.sleep(1.0)
 
     async def _listen(self) -> None:
-        conn = await asyncpg.connect(self._url)
+        conn = await connect(self._url)
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _: lost.set())
         try:

@@ -15,6 +15,8 @@ from typing import Any
 
 import asyncpg
 
+from pulse.store.pool import connect
+
 CHANNEL = "pulse_job_done"
 
 
@@ -49,7 +51,7 @@ class JobEvents:
         async with self._opening:
             if self._conn is not None and not self._conn.is_closed():
                 return
-            conn = await asyncpg.connect(self._url)
+            conn = await connect(self._url)
             await conn.add_listener(CHANNEL, self._notified)
             conn.add_termination_listener(self._lost)
             self._conn = conn

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
+
+from pulse.store.errors import DatabaseUnreachable
 
 # asyncpg's own default: each connection keeps its last 100 statements prepared, so a statement
 # is parsed and planned once per connection instead of once per call (a round trip saved each).
@@ -25,9 +29,22 @@ async def create_pool(
         statement_cache_size=statement_cache_size,
         command_timeout=30,
         reset=_nothing_more_to_reset,
+        connect=connect,
     )
     assert pool is not None
     return pool
+
+
+async def connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+    """asyncpg's connect, a socket error while connecting named for what it is: some are plain
+    OSErrors (network unreachable; "Multiple exceptions" when every address of a host refuses),
+    which ``TRANSIENT_DB_ERRORS`` no longer counts wholesale."""
+    try:
+        return await asyncpg.connect(*args, **kwargs)
+    except (ConnectionError, TimeoutError):
+        raise
+    except OSError as exc:
+        raise DatabaseUnreachable(str(exc)) from exc
 
 
 async def _nothing_more_to_reset(conn: asyncpg.Connection) -> None:

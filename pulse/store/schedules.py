@@ -85,19 +85,32 @@ class ScheduleStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def create(self, new: Schedule, deployment: str) -> Schedule:
-        row = await self._pool.fetchrow(
-            "INSERT INTO schedules (id, tenant_id, deployment, cron, timezone, notification,"
-            " starts_at, ends_at, misfire, catch_up_limit, paused, cursor_at, next_fire_at)"
-            " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13)"
-            f" RETURNING {_COLUMNS}",
-            new.id, new.tenant_id, deployment, new.cron, new.timezone, new.notification,
-            new.starts_at, new.ends_at, new.misfire, new.catch_up_limit, new.paused,
-            new.cursor_at, new.next_fire_at,
-        )  # fmt: skip
-        created = _schedule(row)
-        assert created is not None  # an INSERT ... RETURNING returns its row
-        return created
+    async def create(
+        self, new: Schedule, deployment: str, max_per_tenant: int | None = None
+    ) -> Schedule | None:
+        """Insert ``new``; None when its tenant has ``max_per_tenant`` schedules already (counted
+        under a lock per tenant, so twin creates cannot both pass the bound)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            if max_per_tenant is not None:
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended('pulse.schedules:' || $1, 0))",
+                    new.tenant_id,
+                )
+                held: int = await conn.fetchval(
+                    "SELECT count(*) FROM schedules WHERE tenant_id = $1", new.tenant_id
+                )
+                if held >= max_per_tenant:
+                    return None
+            row = await conn.fetchrow(
+                "INSERT INTO schedules (id, tenant_id, deployment, cron, timezone, notification,"
+                " starts_at, ends_at, misfire, catch_up_limit, paused, cursor_at, next_fire_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13)"
+                f" RETURNING {_COLUMNS}",
+                new.id, new.tenant_id, deployment, new.cron, new.timezone, new.notification,
+                new.starts_at, new.ends_at, new.misfire, new.catch_up_limit, new.paused,
+                new.cursor_at, new.next_fire_at,
+            )  # fmt: skip
+        return _schedule(row)
 
     async def get(self, tenant_id: str, schedule_id: str) -> Schedule | None:
         row = await self._pool.fetchrow(
@@ -138,14 +151,22 @@ class ScheduleStore:
         )
         return result.endswith(" 1")
 
-    async def due(self, deployment: str, now: datetime, limit: int) -> list[Schedule]:
-        """Active schedules of this deployment with an occurrence at or before ``now``."""
+    async def due(
+        self, deployment: str, now: datetime, limit: int, after: datetime | None = None
+    ) -> list[Schedule]:
+        """Active schedules of this deployment with an occurrence in ``(after, now]``, taken in
+        turns by tenant (each tenant's first, then each one's second, ...; oldest first within a
+        turn), so one tenant's many schedules cannot fill the page ahead of another's."""
         rows = await self._pool.fetch(
-            f"SELECT {_COLUMNS} FROM schedules WHERE deployment = $1 AND NOT paused"
-            " AND next_fire_at <= $2 ORDER BY next_fire_at LIMIT $3",
+            f"SELECT {_COLUMNS} FROM (SELECT *, row_number() OVER"
+            " (PARTITION BY tenant_id ORDER BY next_fire_at, id) AS turn FROM schedules"
+            " WHERE deployment = $1 AND NOT paused AND next_fire_at <= $2"
+            " AND ($4::timestamptz IS NULL OR next_fire_at > $4)) AS due"
+            " ORDER BY turn, next_fire_at, id LIMIT $3",
             deployment,
             now,
             limit,
+            after,
         )
         return [Schedule(**dict(row)) for row in rows]
 
