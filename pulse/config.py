@@ -23,6 +23,9 @@ from pulse.core.routes import PROVIDER_NAME
 ENV_PREFIX = "PULSE_"
 # Variables under these prefixes belong to tools around Pulse (the test suite), not to Pulse.
 FOREIGN_PREFIXES = ("PULSE_TEST_", "PULSE_BENCH_")
+# ... and these are a client's (the README's `export PULSE_KEY=...` that `make dev` prints, the
+# client examples' PULSE_URL): a shell holding them must still run `pulse` commands.
+FOREIGN_NAMES = frozenset({"PULSE_KEY", "PULSE_URL"})
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
@@ -408,7 +411,11 @@ def _pulse_fields(env: Mapping[str, str]) -> dict[str, Any]:
     known = set(Settings.__struct_fields__) - {"providers", "channel_settings"}
     fields: dict[str, Any] = {}
     for name, value in env.items():
-        if not name.startswith(ENV_PREFIX) or name.startswith(FOREIGN_PREFIXES):
+        if (
+            not name.startswith(ENV_PREFIX)
+            or name.startswith(FOREIGN_PREFIXES)
+            or name in FOREIGN_NAMES
+        ):
             continue
         if name.startswith((PROVIDER_PREFIX, CHANNEL_PREFIX)):  # groups: parsed on their own
             continue

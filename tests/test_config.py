@@ -44,6 +44,16 @@ def test_unknown_pulse_variable_is_refused() -> None:
         load_settings({"PULSE_HTTP_PROT": "8000"}, dotenv_path=None)
 
 
+def test_the_clients_variables_the_readme_exports_do_not_stop_pulse_commands() -> None:
+    """`make dev` prints `export PULSE_KEY=...` to paste; the shell must still run `pulse`."""
+    settings = load_settings(
+        {"PULSE_KEY": "pk_abc", "PULSE_URL": "http://127.0.0.1:8000", "PULSE_HTTP_PORT": "8123"},
+        dotenv_path=None,
+    )
+
+    assert settings.http_port == 8123
+
+
 def test_secrets_do_not_show_in_repr() -> None:
     settings = load_settings({"PULSE_SMTP_PASSWORD": "hunter2"}, dotenv_path=None)
 
