@@ -100,6 +100,20 @@ async def test_aliases_are_expanded(client: Client, auth: dict[str, str]) -> Non
             "/notification/payload/n",
         ),
         ({"notification": {**LOG, "priority": 9}}, "/notification/priority"),
+        ({"notification": {**LOG, "delay_s": 30}}, "/notification/delay_s"),
+        (
+            {"notification": {**LOG, "send_at": "2027-01-01T00:00:00+00:00"}},
+            "/notification/send_at",
+        ),
+        (
+            {
+                "notification": {
+                    **LOG,
+                    "deliver_in_window": {"tz": "UTC", "from": "03:00", "to": "04:00"},
+                }
+            },
+            "/notification/deliver_in_window",
+        ),
         ({"misfire": "later"}, "/misfire"),
         ({"catch_up_limit": 5}, "/catch_up_limit"),
         ({"misfire": "catch_up", "catch_up_limit": 0}, "/catch_up_limit"),

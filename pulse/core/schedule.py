@@ -124,7 +124,8 @@ def due_time(
         wanted, field = now + timedelta(seconds=min(delay_s, max_ahead_s + 1)), "delay_s"
     if field is not None and (wanted - now).total_seconds() > max_ahead_s:
         raise InvalidInput(
-            f"{field}: at most {max_ahead_s:g} s ahead (PULSE_MAX_SCHEDULE_AHEAD_S)",
+            f"{field}: at most {max_ahead_s:.0f} s ({max_ahead_s / 86400:g} days) ahead"
+            " (PULSE_MAX_SCHEDULE_AHEAD_S)",
             f"{where}.{field}",
         )
     if window is not None:

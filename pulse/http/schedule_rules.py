@@ -233,6 +233,13 @@ def _catch_up_limit(misfire: str, limit: int | None) -> int:
 def _notification(request: NotificationRequest, tenant_id: str, limits: Limits) -> str:
     """Checked as ``POST /api/notifications/`` checks it (422 under ``$.notification``, 501 for
     a channel the deployment cannot deliver); stored with recipients normalised."""
+    for field in ("send_at", "delay_s", "deliver_in_window"):  # an occurrence fires at its time
+        if getattr(request, field, None) is not None:
+            raise InvalidInput(
+                f"a schedule's notification has no {field}: it is sent at each occurrence"
+                " (set the time with cron and timezone)",
+                f"$.notification.{field}",
+            )
     try:
         checked = check_item(msgspec.to_builtins(request), limits.specs, limits.max_depth)
         req = checked.request
