@@ -127,6 +127,22 @@ async def test_a_task_job_is_not_readable_as_a_notification(
     response = await client.get(f"/api/notifications/{accepted['id']}", headers=auth)
     assert response.status == 404
     assert "secret-idempotency-key-1" not in await response.text()
+    listed = await client.get("/api/notifications/?channel=task:fixes.quick", headers=auth)
+    assert (await listed.json())["items"] == []
+
+
+async def test_a_task_job_is_neither_cancelled_nor_moved_as_a_notification(
+    client: Client, auth: dict[str, str], worker: RunningWorker
+) -> None:
+    await worker.shutdown()  # the job stays queued
+    accepted = await enqueue(client, auth, "fixes.quick")
+    path = f"/api/notifications/{accepted['id']}"
+    cancel = await client.post(f"{path}/cancel", headers=auth)
+    patch = await client.patch(path, json={"delay_s": 60}, headers=auth)
+    job = await (await client.get(f"/api/jobs/{accepted['id']}", headers=auth)).json()
+
+    assert (cancel.status, patch.status) == (404, 404)
+    assert job["status"] == "queued"
 
 
 async def _a_run_that_ended(

@@ -13,6 +13,7 @@ import msgspec
 from aiohttp import web
 
 from pulse.core.errors import InvalidInput, NotFound
+from pulse.core.models import TASK_PREFIX
 from pulse.core.schedule import Delay, DeliveryWindow, RequestedTime, due_time
 from pulse.core.timeutil import utcnow
 from pulse.http.auth import require
@@ -56,7 +57,7 @@ async def reschedule_notification(request: web.Request) -> web.Response:
     moved = await request.app[SCHEDULED].reschedule(tenant_id, notification_id, due or now, by)
     if moved is None:
         view = await request.app[NOTIFICATIONS].get(tenant_id, notification_id)
-        if view is None:
+        if view is None or view.channel.startswith(TASK_PREFIX):  # a task: /api/jobs/{id}
             raise NotFound(f"no notification {notification_id}")
         raise web.HTTPConflict(text=f"a notification that is {view.status} cannot be rescheduled")
     job, view = moved

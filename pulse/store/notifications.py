@@ -135,8 +135,8 @@ SELECT {VIEW_COLUMNS}
   FROM notifications
  WHERE tenant_id = $1
    AND ($2::text IS NULL OR status = $2)
-   AND (($3::text IS NULL AND receipt_for IS NULL AND channel NOT LIKE 'task:%')
-        OR channel = $3)
+   AND (($3::text IS NULL AND receipt_for IS NULL) OR channel = $3)
+   AND channel NOT LIKE 'task:%'
    AND ($4::text IS NULL OR recipient = $4)
    AND ($5::smallint IS NULL OR priority = $5)
    AND ($6::timestamptz IS NULL OR created_at >= $6)
@@ -153,11 +153,13 @@ _CANCEL = """
 WITH c AS (
     UPDATE notifications SET status = 'cancelled', updated_at = now()
      WHERE id = $1 AND tenant_id = $2 AND status IN ('queued', 'scheduled', 'retrying')
+       AND channel NOT LIKE 'task:%'  -- a task is cancelled on /api/jobs (its reason, its run)
     RETURNING id
 ), a AS (
     INSERT INTO audit (notification_id, status, detail) SELECT id, 'cancelled', $3 FROM c
 )
-SELECT (SELECT status FROM notifications WHERE id = $1 AND tenant_id = $2) AS before,
+SELECT (SELECT status FROM notifications
+         WHERE id = $1 AND tenant_id = $2 AND channel NOT LIKE 'task:%') AS before,
        EXISTS (SELECT 1 FROM c) AS cancelled
 """
 

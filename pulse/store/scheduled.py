@@ -33,6 +33,7 @@ _RESCHEDULE = f"""
 WITH r AS (
     UPDATE notifications SET send_at = $3, updated_at = now()
      WHERE id = $1 AND tenant_id = $2 AND status = 'scheduled'
+       AND channel NOT LIKE 'task:%'  -- a deferred job is moved on /api/jobs
     RETURNING *
 ), a AS (
     INSERT INTO audit (notification_id, status, detail)
