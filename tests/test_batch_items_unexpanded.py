@@ -74,3 +74,22 @@ async def test_items_of_a_batch_not_yet_fanned_out_answer_queued_or_scheduled(
 async def other_auth(pool: asyncpg.Pool) -> dict[str, str]:
     other: NewTenant = await TenantStore(pool).create(f"other-{secrets.token_hex(4)}")
     return {"Authorization": f"Bearer {other.api_key}"}
+
+
+async def test_an_item_not_yet_fanned_out_asks_to_retry_its_cancel_or_move(
+    client: Client, auth: dict[str, str]
+) -> None:
+    """Not a 404 (the id exists) nor a silent success (the worker would send it anyway): a 409
+    with Retry-After, as for a key still in flight."""
+    response = await client.post(
+        "/api/notifications/batch", json={"items": [LOG_ITEM]}, headers=auth
+    )
+    [item] = msgspec.json.decode(await response.read())["items"]
+    path = f"/api/notifications/{item['id']}"
+
+    cancel = await client.post(f"{path}/cancel", headers=auth)
+    patch = await client.patch(path, json={"delay_s": 60}, headers=auth)
+
+    assert (cancel.status, patch.status) == (409, 409)
+    assert cancel.headers["Retry-After"] == patch.headers["Retry-After"] == "1"
+    assert "fanned out" in (await cancel.json())["detail"]

@@ -111,6 +111,7 @@ async def cancel_notification(request: web.Request) -> web.Response:
     by = f"cancelled by key {request[KEY_ID]}"
     before, cancelled = await store.cancel(request[TENANT_ID], notification_id, by)
     if before is None:
+        await refuse_unexpanded(request, notification_id)
         raise NotFound(f"no notification {notification_id}")
     if not cancelled and before != Status.CANCELLED:
         raise web.HTTPConflict(text=f"a notification that is {before} cannot be cancelled")
@@ -120,6 +121,16 @@ async def cancel_notification(request: web.Request) -> web.Response:
         if before == Status.SCHEDULED:
             await forget_scheduled(request.app[DUE_INDEX], view)
     return json_response(view)
+
+
+async def refuse_unexpanded(request: web.Request, notification_id: str) -> None:
+    """An item of a batch no worker has fanned out yet exists but has no row to change: 409
+    with Retry-After (a moment later it has one), never a 404 or a change the fan-out undoes."""
+    if await unexpanded_item(request.app[POOL], request[TENANT_ID], notification_id):
+        raise web.HTTPConflict(
+            text="this batch item is not fanned out by a worker yet; retry shortly",
+            headers={"Retry-After": "1"},
+        )
 
 
 async def forget_scheduled(index: DueIndex, view: NotificationView) -> None:

@@ -19,6 +19,7 @@ from pulse.core.timeutil import utcnow
 from pulse.http.auth import require
 from pulse.http.body import read_body
 from pulse.http.decoding import decode_json
+from pulse.http.notification_queries import refuse_unexpanded
 from pulse.http.notifications import parse_id
 from pulse.http.responses import json_response
 from pulse.http.state import DUE_INDEX, KEY_ID, NOTIFICATIONS, SCHEDULED, SETTINGS, TENANT_ID
@@ -57,6 +58,8 @@ async def reschedule_notification(request: web.Request) -> web.Response:
     moved = await request.app[SCHEDULED].reschedule(tenant_id, notification_id, due or now, by)
     if moved is None:
         view = await request.app[NOTIFICATIONS].get(tenant_id, notification_id)
+        if view is None:
+            await refuse_unexpanded(request, notification_id)
         if view is None or view.channel.startswith(TASK_PREFIX):  # a task: /api/jobs/{id}
             raise NotFound(f"no notification {notification_id}")
         raise web.HTTPConflict(text=f"a notification that is {view.status} cannot be rescheduled")
