@@ -194,3 +194,34 @@ async def test_a_deposed_leader_enqueues_no_job(
     assert await successor.tick() == 1
     assert len(await jobs_of(pool, schedule.id)) == 1
     await successor.resign()
+
+
+async def test_a_workers_own_cron_leader_enqueues_a_job_schedules_missed_occurrences(
+    client: Client, auth: dict[str, str], pool: asyncpg.Pool, task_worker: RunningWorker
+) -> None:
+    # Given a job schedule created over HTTP that started ten minutes ago and catches up 2
+    since = (datetime.now(UTC) - timedelta(minutes=10)).isoformat()
+    body = {"cron": "* * * * *", "job": ADD, "starts_at": since, "misfire": "catch_up",
+            "catch_up_limit": 2}  # fmt: skip
+    response = await client.post("/api/schedules", json=body, headers=auth)
+    assert response.status == 201, await response.text()
+    schedule_id = (await response.json())["id"]
+    # When the worker's own cron leader (as build_worker wires it) ticks
+    document: dict[str, Any] = {}
+    for _ in range(400):
+        document = await (await client.get(f"/api/schedules/{schedule_id}", headers=auth)).json()
+        if document["fired"] >= 2:
+            break
+        await asyncio.sleep(0.05)
+    # Then it enqueued one job per occurrence fired (counted in one snapshot), and each ran
+    assert document["fired"] >= 2
+    counts = await pool.fetchrow(
+        "SELECT fired, (SELECT count(*) FROM notifications WHERE payload->>'key' LIKE"
+        " 'schedule:' || $1 || ':%') FROM schedules WHERE id = $1::uuid",
+        schedule_id,
+    )
+    assert counts is not None
+    assert counts[1] == counts[0]  # jobs enqueued == occurrences fired
+    jobs = await jobs_of(pool, schedule_id)
+    for job_id in jobs.values():
+        assert (await finished(client, auth, job_id))["status"] == "succeeded"
