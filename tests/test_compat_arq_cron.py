@@ -5,6 +5,8 @@ start with ``run_at_startup``; what 5-field cron cannot say is refused at start.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,8 +24,9 @@ from pulse.runtime.worker import build_worker
 from pulse.store.schedules import ScheduleStore
 from pulse.store.tenants import NewTenant
 from tests import arq_example
-from tests.conftest import Client, RunningWorker
+from tests.conftest import ROOT, Client, RunningWorker
 from tests.test_tasks import finished
+from tests.test_tasks_processes import worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -110,6 +113,19 @@ def test_cron_jobs_without_a_tenant_are_a_start_up_error(
     registries = load_registries("tests.arq_example")
     with pytest.raises(ValueError, match="PULSE_ARQ_TENANT"):
         build_worker(settings, redis, pool, {}, Metrics(), registries, serve_channels=False)
+
+
+def test_pulse_worker_with_cron_jobs_and_no_tenant_stops_naming_the_setting(
+    settings: Settings,
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pulse", "worker", "--no-channels", "--tasks", "tests.arq_example"],
+        env=worker_env(settings), cwd=ROOT, capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "PULSE_ARQ_TENANT" in done.stderr
+    assert "heartbeat" in done.stderr
 
 
 def test_arq_fields_become_five_field_cron() -> None:
