@@ -279,6 +279,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     result_retention_s: PositiveFloat = 604_800.0
     result_sweep_interval_s: PositiveFloat = 60.0
     max_result_bytes: PositiveInt = 1024 * 1024  # a task's result (JSON) or progress note, at most
+    # The tenant (name or id) whose job schedules a task module's cron entries (arq's cron_jobs)
+    # become; required when a served module has any.
+    arq_tenant: str | None = None
     # Ingress rate limits (notifications a second; a batch counts its items), the defaults of
     # every tenant without its own (PUT /api/tenants/{id}/limits). 0 = off; a burst of 0 is one
     # second's worth. Off by default: a deployment's capacity is its own to state.

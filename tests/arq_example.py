@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pulse.compat.arq import Retry, func
+from pulse.compat.arq import Retry, cron, func
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -35,6 +35,10 @@ async def patient(ctx: dict[str, Any], tries_needed: int) -> int:
     return int(ctx["job_try"])
 
 
+async def heartbeat(ctx: dict[str, Any]) -> str:
+    return f"beat {ctx['session']}"
+
+
 class WorkerSettings:
     functions = [add, describe, func(patient, name="patient", max_tries=4, timeout=30)]
     on_startup = startup
@@ -42,3 +46,4 @@ class WorkerSettings:
     job_timeout = 60
     max_tries = 2
     max_jobs = 3
+    cron_jobs = [cron(heartbeat, name="heartbeat", minute={0, 30}, run_at_startup=True)]

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import msgspec
 import pytest
 from redis.asyncio import Redis
 
@@ -24,12 +25,14 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def arq_worker(
-    settings: Settings, redis: Redis, pool: asyncpg.Pool
+    settings: Settings, redis: Redis, pool: asyncpg.Pool, tenant: NewTenant
 ) -> AsyncIterator[RunningWorker]:
-    # Given the arq module loaded as `pulse worker --tasks tests.arq_example` loads it
+    # Given the arq module loaded as `pulse worker --tasks tests.arq_example` loads it, its
+    # cron jobs registered under the tenant PULSE_ARQ_TENANT names
     registries = load_registries("tests.arq_example")
     stop = asyncio.Event()
-    instance = build_worker(settings, redis, pool, {}, Metrics(), registries, serve_channels=False)
+    chosen = msgspec.structs.replace(settings, arq_tenant=tenant.name)
+    instance = build_worker(chosen, redis, pool, {}, Metrics(), registries, serve_channels=False)
     running = RunningWorker(instance, asyncio.create_task(instance.run(stop)), stop)
     for _ in range(300):
         if await pool.fetchval("SELECT 1 FROM task_registry WHERE name = 'patient'"):
@@ -120,13 +123,6 @@ async def test_what_pulse_cannot_carry_over_is_refused_not_ignored(
 ) -> None:
     with pytest.raises(NotImplementedError, match="named queues"):
         await arq_pool.enqueue_job("add", 1, _queue_name="arq:queue")
-
-    class WithCron:
-        functions: list[object] = []
-        cron_jobs = [object()]
-
-    with pytest.raises(NotImplementedError, match="cron"):
-        tasks_from(WithCron)
 
 
 def test_settings_map_to_task_options() -> None:

@@ -144,6 +144,13 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     if args.no_channels and not registries:
         print("pulse worker: --no-channels needs --tasks", file=sys.stderr)
         return 2
+    from pulse.runtime.task_schedules import check_settings
+
+    try:
+        check_settings(settings, registries)  # cron jobs need a tenant: say so before starting
+    except ValueError as exc:
+        print(f"pulse worker: {exc}", file=sys.stderr)
+        return 2
     try:
         run(lambda: serve_worker(settings, tasks=registries, serve_channels=not args.no_channels))
     except asyncio.CancelledError:

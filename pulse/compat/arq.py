@@ -24,6 +24,13 @@ is a dict holding what ``on_startup`` put there plus ``job_id``, ``job_try`` and
 ``enqueue_time``. ``_job_id`` is the Idempotency-Key: a second enqueue with it returns None, as
 arq does. ``_defer_by``/``_defer_until`` defer the job (status 'scheduled' until due). Not
 carried over (refused loudly, never ignored): ``_queue_name``.
+
+``cron_jobs = [cron(coroutine, hour=9, minute=0)]`` become Pulse job schedules (5-field cron,
+UTC) of the tenant ``PULSE_ARQ_TENANT`` names, registered when the worker starts and keyed by
+the cron job's name (default ``cron:<qualname>``, as arq's): a changed time updates it. One
+job per occurrence, whatever the number of workers (arq's ``unique=True``, always).
+``run_at_startup=True`` also enqueues it once per worker start. A ``second`` other than 0 has
+no 5-field form: the worker refuses to start, naming the cron job.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from pulse.core.ids import uuid7_ms
 from pulse.core.jobs import JobDocument
 from pulse.tasks import Context, Tasks
 from pulse.tasks import Retry as PulseRetry
+from pulse.tasks.schedules import CronEntry
 
 ARQ_DEFAULTS = {"job_timeout": 300.0, "max_tries": 5, "keep_result": 3600.0}
 
@@ -70,10 +78,61 @@ def func(
     )  # fmt: skip
 
 
+Field = int | set[int] | None  # arq's cron fields: a value, a set of values, None for any
+WEEKDAYS = {"mon": 0, "tues": 1, "wed": 2, "thurs": 3, "fri": 4, "sat": 5, "sun": 6}
+
+
+@dataclass(frozen=True, slots=True)
+class CronJob:
+    """arq's ``cron(...)``: ``coroutine`` run at each matching time, as a job schedule."""
+
+    coroutine: Any
+    name: str
+    expression: str
+    run_at_startup: bool = False
+    max_tries: int | None = None
+    timeout_s: float | None = None
+    keep_result_s: float | None = None
+
+
+def cron(
+    coroutine: Any, *, name: str | None = None, month: Field = None, day: Field = None,
+    weekday: Field | str = None, hour: Field = None, minute: Field = None, second: Field = 0,
+    microsecond: int = 123_456, run_at_startup: bool = False, unique: bool = True,
+    job_id: str | None = None, timeout: float | timedelta | None = None,
+    keep_result: float | timedelta | None = None, keep_result_forever: bool | None = False,
+    max_tries: int | None = None,
+) -> CronJob:  # fmt: skip
+    """arq's ``cron``; ``microsecond``, ``unique`` and ``job_id`` are arq's run-time details
+    (one job per occurrence here); ``second`` must be 0 (ValueError naming the job)."""
+    del microsecond, unique, job_id, keep_result_forever
+    job_name = name or f"cron:{coroutine.__qualname__}"
+    if second != 0 and second != {0}:
+        raise ValueError(
+            f"cron job {job_name!r}: second={second!r} cannot be expressed in 5-field cron"
+            " (Pulse schedules fire on whole minutes): use second=0"
+        )
+    if isinstance(weekday, str):
+        weekday = WEEKDAYS[weekday.lower()]
+    days = None if weekday is None else {(w + 1) % 7 for w in _values(weekday)}  # cron: 0 = Sun
+    fields = (minute, hour, day, month, days)
+    expression = " ".join(_cron_field(f) for f in fields)
+    return CronJob(
+        coroutine, job_name, expression, run_at_startup, max_tries, _seconds(timeout),
+        _seconds(keep_result),
+    )  # fmt: skip
+
+
+def _values(field: int | set[int]) -> set[int]:
+    return {field} if isinstance(field, int) else set(field)
+
+
+def _cron_field(field: Field) -> str:
+    return "*" if field is None else ",".join(str(v) for v in sorted(_values(field)))
+
+
 def tasks_from(settings: type) -> Tasks:
-    """A ``pulse.Tasks`` registry running ``settings``' functions and hooks."""
-    if getattr(settings, "cron_jobs", None):
-        raise NotImplementedError("cron_jobs need Pulse's cron schedules; not in this version")
+    """A ``pulse.Tasks`` registry running ``settings``' functions, cron jobs and hooks."""
     defaults = {key: getattr(settings, key, value) for key, value in ARQ_DEFAULTS.items()}
     registry = Tasks()
     for item in getattr(settings, "functions", ()):
@@ -85,6 +144,16 @@ def tasks_from(settings: type) -> Tasks:
             keep_result_s=function.keep_result_s or _seconds(defaults["keep_result"]),
             concurrency=getattr(settings, "max_jobs", None),
         )(_adapter(function))
+    for job in getattr(settings, "cron_jobs", None) or ():
+        if not isinstance(job, CronJob):
+            raise TypeError(f"{job!r}: build cron jobs with pulse.compat.arq.cron")
+        registry.task(
+            name=job.name,
+            max_attempts=job.max_tries or int(defaults["max_tries"]),
+            timeout_s=job.timeout_s or _seconds(defaults["job_timeout"]) or 300.0,
+            keep_result_s=job.keep_result_s or _seconds(defaults["keep_result"]),
+        )(_adapter(Function(job.coroutine, job.name)))
+        registry.schedules.append(CronEntry(job.name, job.name, job.expression, job.run_at_startup))
     for attribute, hooks in (("on_startup", registry.startup), ("on_shutdown", registry.shutdown)):
         hook = getattr(settings, attribute, None)
         if hook is not None:

@@ -20,7 +20,7 @@ from pulse.core.models import Job, JobKind
 from pulse.core.ports import ChannelSpec
 from pulse.http.validation import FallbackStep, NotificationRequest, check_item
 from pulse.services.accept import check_streamable
-from pulse.store.schedules import Schedule
+from pulse.store.schedules import JobTemplate, Schedule
 
 Aware = Annotated[datetime, msgspec.Meta(tz=True)]
 CronText = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -43,11 +43,14 @@ class ScheduleRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ``timezone``, from ``starts_at`` (default: now) until ``ends_at``. ``misfire``: what to do
     with occurrences the scheduler could not fire on time (all workers down): ``skip`` them, or
     ``catch_up`` by firing the latest ``catch_up_limit`` of them (default 10). A ``starts_at``
-    in the past with ``catch_up`` fires the latest missed occurrences since then at once."""
+    in the past with ``catch_up`` fires the latest missed occurrences since then at once.
+    Instead of ``notification``, ``job`` (``{"task", "args", "priority", "max_attempts"}``, as
+    ``POST /api/jobs/`` checks it) enqueues a task job at each occurrence: exactly one of them."""
 
     cron: CronText
     timezone: ZoneName = "UTC"
-    notification: NotificationRequest
+    notification: NotificationRequest | None = None
+    job: JobTemplate | None = None
     starts_at: Aware | None = None
     ends_at: Aware | None = None
     misfire: MisfirePolicy = "skip"
@@ -61,6 +64,7 @@ class SchedulePatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     cron: CronText | msgspec.UnsetType = msgspec.UNSET
     timezone: ZoneName | msgspec.UnsetType = msgspec.UNSET
     notification: NotificationRequest | msgspec.UnsetType = msgspec.UNSET
+    job: JobTemplate | msgspec.UnsetType = msgspec.UNSET  # only on a schedule of a job
     starts_at: Aware | msgspec.UnsetType | None = msgspec.UNSET
     ends_at: Aware | msgspec.UnsetType | None = msgspec.UNSET
     misfire: MisfirePolicy | msgspec.UnsetType = msgspec.UNSET
@@ -73,7 +77,8 @@ class ScheduleDocument(msgspec.Struct, kw_only=True):
     id: str
     cron: str
     timezone: str
-    notification: dict[str, Any]
+    notification: dict[str, Any] | None
+    job: dict[str, Any] | None
     starts_at: datetime | None
     ends_at: datetime | None
     misfire: MisfirePolicy
@@ -108,7 +113,8 @@ def document(schedule: Schedule, now: datetime) -> ScheduleDocument:
         id=schedule.id,
         cron=schedule.cron,
         timezone=schedule.timezone,
-        notification=msgspec.json.decode(schedule.notification),
+        notification=_decoded(schedule.notification),
+        job=_decoded(schedule.job),
         starts_at=schedule.starts_at,
         ends_at=schedule.ends_at,
         misfire="catch_up" if schedule.misfire == "catch_up" else "skip",
@@ -123,14 +129,33 @@ def document(schedule: Schedule, now: datetime) -> ScheduleDocument:
     )
 
 
-def new_schedule(body: ScheduleRequest, tenant_id: str, limits: Limits, now: datetime) -> Schedule:
-    """The row to insert for ``body``, every field checked."""
+def _decoded(text: str | None) -> dict[str, Any] | None:
+    return None if text is None else msgspec.json.decode(text)
+
+
+def one_template(body: ScheduleRequest) -> None:
+    """A schedule creates a notification or enqueues a job at each occurrence: one of them."""
+    if body.notification is None and body.job is None:
+        raise InvalidInput("a schedule needs a notification or a job", "$.notification")
+    if body.notification is not None and body.job is not None:
+        raise InvalidInput("a schedule has a notification or a job, not both", "$.job")
+
+
+def new_schedule(
+    body: ScheduleRequest, tenant_id: str, limits: Limits, now: datetime, job: str | None = None
+) -> Schedule:
+    """The row to insert for ``body``, every field checked (``job``: its job template, checked
+    against the task's schema by the caller)."""
+    one_template(body)
+    notification = body.notification
+    stored = None if notification is None else _notification(notification, tenant_id, limits)
     schedule = Schedule(
         id=str(uuid7()),
         tenant_id=tenant_id,
         cron=_cron(body.cron),
         timezone=_zone(body.timezone),
-        notification=_notification(body.notification, tenant_id, limits),
+        notification=stored,
+        job=job,
         starts_at=body.starts_at,
         ends_at=body.ends_at,
         misfire=body.misfire,
@@ -142,10 +167,13 @@ def new_schedule(body: ScheduleRequest, tenant_id: str, limits: Limits, now: dat
     return _timed(schedule, now, start_moved=True, since=None)
 
 
-def edited(old: Schedule, patch: SchedulePatch, limits: Limits, now: datetime) -> Schedule:
-    """``old`` with ``patch`` applied, every field checked again. A new expression or zone
-    counts from now (nothing before is fired for it); a later start moves the cursor there."""
-    changes: dict[str, Any] = {}
+def edited(
+    old: Schedule, patch: SchedulePatch, limits: Limits, now: datetime, job: str | None = None
+) -> Schedule:
+    """``old`` with ``patch`` applied, every field checked again (``job``: ``patch.job`` as the
+    caller checked it). A new expression or zone counts from now (nothing before is fired for
+    it); a later start moves the cursor there."""
+    changes: dict[str, Any] = _template_changes(old, patch, job)
     if patch.cron is not msgspec.UNSET:
         changes["cron"] = _cron(patch.cron)
     if patch.timezone is not msgspec.UNSET:
@@ -163,6 +191,17 @@ def edited(old: Schedule, patch: SchedulePatch, limits: Limits, now: datetime) -
     if {"cron", "timezone"} & changes.keys():
         schedule = msgspec.structs.replace(schedule, cursor_at=max(old.cursor_at, now))
     return _timed(schedule, now, start_moved="starts_at" in changes, since=old.cursor_at)
+
+
+def _template_changes(old: Schedule, patch: SchedulePatch, job: str | None) -> dict[str, Any]:
+    """A schedule keeps its kind: a notification's gets a new notification, a job's a job."""
+    if patch.notification is not msgspec.UNSET and old.notification is None:
+        raise InvalidInput("this schedule enqueues a job: change its job", "$.notification")
+    if patch.job is msgspec.UNSET:
+        return {}
+    if old.job is None:
+        raise InvalidInput("this schedule sends a notification: change it", "$.job")
+    return {"job": job}
 
 
 def resumed(old: Schedule, now: datetime) -> Schedule:

@@ -16,11 +16,13 @@ from typing import Annotated
 import msgspec
 from aiohttp import web
 
-from pulse.core.errors import NotFound
+from pulse.core.errors import InvalidInput, NotFound
+from pulse.core.jobs import JobRequest
 from pulse.core.timeutil import utcnow
 from pulse.http.auth import require
 from pulse.http.body import read_body
 from pulse.http.decoding import decode_json, decode_query
+from pulse.http.jobs import TASKS
 from pulse.http.responses import json_response
 from pulse.http.schedule_rules import (
     Limits,
@@ -33,7 +35,7 @@ from pulse.http.schedule_rules import (
     resumed,
 )
 from pulse.http.state import POOL, SETTINGS, SPECS, TENANT_ID
-from pulse.store.schedules import Schedule, ScheduleStore
+from pulse.store.schedules import JobTemplate, Schedule, ScheduleStore
 
 JSON_TYPES = frozenset({"application/json"})
 EDIT_TRIES = 3
@@ -73,6 +75,22 @@ async def _json(request: web.Request, kind: type[msgspec.Struct]) -> msgspec.Str
     return decode_json(await read_body(request), kind, deep_at="$.notification.payload")
 
 
+async def _checked_job(request: web.Request, template: JobTemplate | None) -> str | None:
+    """The job template as ``POST /api/jobs/`` checks it (unknown task, arguments against the
+    task's published schema: 422 under ``$.job``), as stored."""
+    if template is None:
+        return None
+    job = JobRequest(
+        task=template.task, args=template.args, priority=template.priority,
+        max_attempts=template.max_attempts,
+    )  # fmt: skip
+    try:
+        await request.app[TASKS].job_of(request[TENANT_ID], job, None)
+    except InvalidInput as exc:
+        raise InvalidInput(exc.detail, "$.job" + (exc.pointer or "$")[1:]) from None
+    return msgspec.json.encode(template).decode()
+
+
 async def _found(request: web.Request, schedule_id: str) -> Schedule:
     schedule = await _store(request).get(request[TENANT_ID], schedule_id)
     if schedule is None:
@@ -85,8 +103,9 @@ async def create_schedule(request: web.Request) -> web.Response:
     require(request, "send")
     body = await _json(request, ScheduleRequest)
     assert isinstance(body, ScheduleRequest)
+    job = await _checked_job(request, body.job)
     now = utcnow()
-    schedule = new_schedule(body, request[TENANT_ID], _limits(request), now)
+    schedule = new_schedule(body, request[TENANT_ID], _limits(request), now, job)
     settings = request.app[SETTINGS]
     most = settings.max_schedules_per_tenant
     created = await _store(request).create(schedule, settings.key_prefix, most)
@@ -125,7 +144,8 @@ async def update_schedule(request: web.Request) -> web.Response:
     patch = await _json(request, SchedulePatch)
     assert isinstance(patch, SchedulePatch)
     limits = _limits(request)
-    return await _edit(request, lambda old, now: edited(old, patch, limits, now))
+    job = await _checked_job(request, None if patch.job is msgspec.UNSET else patch.job)
+    return await _edit(request, lambda old, now: edited(old, patch, limits, now, job))
 
 
 @routes.post("/api/schedules/{id}/pause")

@@ -40,14 +40,24 @@ from pulse.config import Settings
 from pulse.core.cron import Misfire, Plan, Policy, next_times, plan, zone
 from pulse.core.errors import InvalidInput, Unavailable
 from pulse.core.ids import uuid7
+from pulse.core.jobs import JobRequest
 from pulse.core.models import Job, JobKind
 from pulse.core.timeutil import utcnow
 from pulse.metrics import Metrics
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
+from pulse.queue.job_cancels import JobCancels
 from pulse.queue.keys import QueueKeys
 from pulse.queue.leader_lock import LeaderLock
 from pulse.queue.publisher import Publisher
-from pulse.services.accept import AcceptService, IdempotencyKey, KeyBusy, KeyReused, fingerprint
+from pulse.services.accept import (
+    AcceptService,
+    Answer,
+    IdempotencyKey,
+    KeyBusy,
+    KeyReused,
+    fingerprint,
+)
+from pulse.services.tasks import TaskService
 from pulse.store.batches import BatchStore
 from pulse.store.cron_fence import (
     CronFences,
@@ -60,7 +70,14 @@ from pulse.store.cron_fence import (
 )
 from pulse.store.errors import TRANSIENT_DB_ERRORS
 from pulse.store.idempotency import IdempotencyStore
-from pulse.store.schedules import Advance, NotificationTemplate, Schedule, ScheduleStore
+from pulse.store.jobs import JobStore
+from pulse.store.schedules import (
+    Advance,
+    JobTemplate,
+    NotificationTemplate,
+    Schedule,
+    ScheduleStore,
+)
 
 logger = logging.getLogger("pulse.runtime.cron")
 SCHEDULE_METADATA = "pulse.schedule_id"
@@ -124,7 +141,9 @@ class CronScheduler:
         settings: CronSettings,
         clock: Callable[[], datetime] = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
+        tasks: TaskService | None = None,
     ) -> None:
+        self._tasks = tasks  # enqueues a job schedule's task jobs under the fence
         self._lock = lock
         self._fences = fences
         self._schedules = schedules
@@ -289,12 +308,9 @@ class CronScheduler:
         fence = self.fence
         if fence is None:
             return Outcome.WAIT
-        job, metadata = self._job(schedule, at)
         token = current_firing.set(Firing(fence, move))
         try:
-            answer = await self._accept.notification(
-                job, metadata, idempotency_key(schedule.id, at)
-            )
+            answer = await self._create(schedule, at)
         except Deposed as exc:
             logger.warning("cron leadership lost while firing: %s", exc)
             self._fence = None
@@ -310,13 +326,29 @@ class CronScheduler:
         finally:
             current_firing.reset(token)
         logger.info(
-            "schedule %s fired %s: %s%s", schedule.id, at.isoformat(), job.id,
+            "schedule %s fired %s: %s%s", schedule.id, at.isoformat(), answer.location,
             " (created before)" if answer.replayed else "",
         )  # fmt: skip
         return Outcome.ANSWERED_BEFORE if answer.replayed else Outcome.COMMITTED
 
+    async def _create(self, schedule: Schedule, at: datetime) -> Answer:
+        """The occurrence's notification, or its task job (through the task accept path, which
+        checks its arguments against the task's schema as published now)."""
+        key = idempotency_key(schedule.id, at)
+        if schedule.job is None:
+            job, metadata = self._job(schedule, at)
+            return await self._accept.notification(job, metadata, key)
+        if self._tasks is None:
+            raise InvalidInput("this scheduler enqueues no task jobs")
+        template = msgspec.json.decode(schedule.job, type=JobTemplate)
+        request = JobRequest(
+            task=template.task, args=template.args, priority=template.priority,
+            max_attempts=template.max_attempts,
+        )  # fmt: skip
+        return await self._tasks.enqueue(schedule.tenant_id, request, key)
+
     def _job(self, schedule: Schedule, at: datetime) -> tuple[Job, dict[str, str]]:
-        template = msgspec.json.decode(schedule.notification, type=NotificationTemplate)
+        template = msgspec.json.decode(schedule.notification or "", type=NotificationTemplate)
         job = Job(
             id=str(uuid7()),
             tenant_id=schedule.tenant_id,
@@ -360,6 +392,11 @@ def build_cron(
         default_max_attempts=settings.default_max_attempts,
     )
     lock = LeaderLock(redis, keys.lock("cron"), holder, int(settings.cron_lock_ttl_s * 1000))
-    return CronScheduler(
-        lock, CronFences(pool), ScheduleStore(pool), accept, settings.key_prefix, cron_settings
+    # task jobs commit through the same fenced store: a job row is a notification row
+    tasks = TaskService(
+        accept, FencedNotifications(pool), JobStore(pool), JobCancels(redis, keys), metrics
     )
+    return CronScheduler(
+        lock, CronFences(pool), ScheduleStore(pool), accept, settings.key_prefix, cron_settings,
+        tasks=tasks,
+    )  # fmt: skip

@@ -62,6 +62,7 @@ from pulse.runtime.scheduler import Scheduler, SchedulerSettings
 from pulse.runtime.supervisor import Supervisor
 from pulse.runtime.task_host import TaskHost
 from pulse.runtime.task_processes import ProcessPool
+from pulse.runtime.task_schedules import registration
 from pulse.runtime.throttle import Throttle, known_rates
 from pulse.runtime.work import Lane
 from pulse.store.batches import BatchStore
@@ -109,6 +110,7 @@ class Worker:
     releaser: Releaser | None = None  # streams tasks their parents' end released
     task_fetcher: Fetcher | None = None
     serve_channels: bool = True
+    task_schedules: Callable[[], Awaitable[object]] | None = None  # cron entries' registration
     _supervisor: Supervisor = field(default_factory=Supervisor)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -130,6 +132,8 @@ class Worker:
         if self.tasks is not None and self.task_fetcher is not None:
             await self.task_fetcher.consumer.ensure_group()
             await self.tasks.start()
+            if self.task_schedules is not None:
+                await self.task_schedules()
         for adapter in self._adapters():
             await adapter.start()
         try:
@@ -311,6 +315,9 @@ def build_worker(
         releaser=None if host is None else _releaser(settings, pool, redis, keys),
         task_fetcher=task_fetcher,
         serve_channels=serve_channels,
+        task_schedules=registration(settings, redis, pool, publisher, metrics, tasks or [], name)
+        if host is not None
+        else None,
     )
 
 

@@ -14,11 +14,14 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from pulse.core.jobs import TaskName
+from pulse.core.models import MaxAttempts, PriorityLevel
 from pulse.store.tenants import Connection
 
 _COLUMNS = (
     "id::text AS id, tenant_id::text AS tenant_id, cron, timezone,"
-    " notification::text AS notification, starts_at, ends_at, misfire, catch_up_limit, paused,"
+    " notification::text AS notification, job::text AS job, starts_at, ends_at, misfire,"
+    " catch_up_limit, paused,"
     " cursor_at, next_fire_at, last_fired_at, fired, skipped, version, created_at, updated_at"
 )
 _FENCED = "EXISTS (SELECT 1 FROM cron_fences f WHERE f.deployment = $2 AND f.token = $3)"
@@ -42,14 +45,25 @@ class NotificationTemplate(msgspec.Struct, kw_only=True):
     fallback: list[dict[str, Any]] | None = None
 
 
+class JobTemplate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The task job a schedule enqueues at each occurrence (``POST /api/jobs/``'s body without
+    deferral or dependencies). ``priority``/``max_attempts`` None: the task's defaults."""
+
+    task: TaskName
+    args: dict[str, Any] = msgspec.field(default_factory=dict)
+    priority: PriorityLevel | None = None
+    max_attempts: MaxAttempts | None = None
+
+
 class Schedule(msgspec.Struct, kw_only=True):
-    """One row. ``notification`` is the checked request (JSON text), recipients normalised."""
+    """One row. ``notification`` is the checked request (JSON text), recipients normalised;
+    or, for a schedule that enqueues a task job, ``job`` (a checked ``JobTemplate``)."""
 
     id: str
     tenant_id: str
     cron: str
     timezone: str
-    notification: str
+    notification: str | None
     starts_at: datetime | None
     ends_at: datetime | None
     misfire: str
@@ -63,6 +77,7 @@ class Schedule(msgspec.Struct, kw_only=True):
     version: int = 1
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    job: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,12 +118,13 @@ class ScheduleStore:
                     return None
             row = await conn.fetchrow(
                 "INSERT INTO schedules (id, tenant_id, deployment, cron, timezone, notification,"
-                " starts_at, ends_at, misfire, catch_up_limit, paused, cursor_at, next_fire_at)"
-                " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13)"
-                f" RETURNING {_COLUMNS}",
+                " starts_at, ends_at, misfire, catch_up_limit, paused, cursor_at, next_fire_at,"
+                " job)"
+                " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13,"
+                f" $14::jsonb) RETURNING {_COLUMNS}",
                 new.id, new.tenant_id, deployment, new.cron, new.timezone, new.notification,
                 new.starts_at, new.ends_at, new.misfire, new.catch_up_limit, new.paused,
-                new.cursor_at, new.next_fire_at,
+                new.cursor_at, new.next_fire_at, new.job,
             )  # fmt: skip
         return _schedule(row)
 
@@ -137,11 +153,12 @@ class ScheduleStore:
         row = await self._pool.fetchrow(
             "UPDATE schedules SET cron = $3, timezone = $4, notification = $5::jsonb,"
             " starts_at = $6, ends_at = $7, misfire = $8, catch_up_limit = $9, paused = $10,"
-            " cursor_at = $11, next_fire_at = $12, version = version + 1, updated_at = now()"
+            " cursor_at = $11, next_fire_at = $12, version = version + 1, updated_at = now(),"
+            " job = $14::jsonb"
             f" WHERE id = $1 AND tenant_id = $2 AND version = $13 RETURNING {_COLUMNS}",
             edited.id, edited.tenant_id, edited.cron, edited.timezone, edited.notification,
             edited.starts_at, edited.ends_at, edited.misfire, edited.catch_up_limit,
-            edited.paused, edited.cursor_at, edited.next_fire_at, edited.version,
+            edited.paused, edited.cursor_at, edited.next_fire_at, edited.version, edited.job,
         )  # fmt: skip
         return _schedule(row)
 

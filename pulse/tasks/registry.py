@@ -20,6 +20,7 @@ import msgspec
 
 from pulse.core.models import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY
 from pulse.tasks.context import Context
+from pulse.tasks.schedules import CronEntry
 
 Hook = Callable[[dict[str, Any]], Awaitable[None]]
 NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_.:<>-]{0,199}"  # what JobRequest.task accepts
@@ -114,6 +115,7 @@ class Tasks:
         self._tasks: dict[str, Task] = {}
         self.startup: list[Hook] = []
         self.shutdown: list[Hook] = []
+        self.schedules: list[CronEntry] = []  # registered as job schedules at worker start
 
     @overload
     def task(self, fn: Callable[..., Any], /) -> Task: ...
