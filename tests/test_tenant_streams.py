@@ -102,6 +102,22 @@ async def test_a_wait_on_a_sub_stream_retired_meanwhile_ends_empty(
         await other.aclose()
 
 
+async def test_a_wait_on_a_sub_stream_retired_just_before_ends_empty(
+    redis: Redis, keys: QueueKeys
+) -> None:
+    """The fetcher read the sets, another worker retired a sub-stream, then the wait began:
+    Redis answers NOGROUP, which is an empty wait, not a crash of the fetcher."""
+    streams = TenantStreams(redis, keys)
+    job = job_of("a")
+    await streams.append([job])
+    stream = keys.tenant_stream(2, "a")
+    [entry] = await Consumer(redis, keys, "c1", [stream]).read({stream: 1})
+    await ack(redis, keys, EntryRef(stream, entry.entry_id, job.id))
+    assert await streams.retire(2, ["a"]) == ["a"]
+
+    assert await streams.wait("c1", [stream], 10, 100) == []
+
+
 async def test_a_retry_is_reclaimed_from_its_sub_stream_and_the_reclaimer_lists_it(
     redis: Redis, keys: QueueKeys
 ) -> None:

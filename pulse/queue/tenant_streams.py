@@ -115,9 +115,11 @@ class TenantStreams:
                 CONSUMER_GROUP, consumer, wanted, count=count, block=block_ms
             )
         except ResponseError as exc:
-            if "UNBLOCKED" not in str(exc):
+            if "UNBLOCKED" not in str(exc) and not is_nogroup(exc):
                 raise
-            return []  # a sub-stream waited on was retired meanwhile: look at the sets again
+            # A sub-stream waited on was retired meanwhile (UNBLOCKED), or between the look at
+            # the sets and the wait (NOGROUP): look at the sets again.
+            return []
         entries = entries_of(reply)
         wake = self._keys.wake()
         woken = [entry.entry_id for entry in entries if entry.stream == wake]
