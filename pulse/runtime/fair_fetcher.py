@@ -13,7 +13,6 @@ in flight (``retire_tenant.lua``): idle tenants cost Redis nothing.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import Counter
@@ -32,8 +31,8 @@ from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.queue.keys import QueueKeys
 from pulse.queue.scripts import is_nogroup
 from pulse.queue.tenant_streams import TenantStreams
-from pulse.runtime.backoff import delay_for
 from pulse.runtime.dispatcher import Dispatcher
+from pulse.runtime.fetcher import Fetcher
 from pulse.store.errors import TRANSIENT_DB_ERRORS
 from pulse.store.tenant_weights import TenantWeights
 
@@ -45,7 +44,9 @@ WEIGHTS_REFRESH_S = 10.0  # a weight set by an operator is in force within this 
 Weights = Callable[[], Awaitable[dict[str, int]]]
 
 
-class FairFetcher:
+class FairFetcher(Fetcher):
+    """The fetcher's loop (room, backoff, dispatch) with a round over tenants' lanes."""
+
     def __init__(
         self,
         consumer: Consumer,
@@ -57,53 +58,28 @@ class FairFetcher:
         block_ms: int,
         weights: Weights | None = None,
     ) -> None:
-        self._consumer = consumer
-        self._dispatcher = dispatcher
-        self._scheduler = scheduler
+        super().__init__(consumer, dispatcher, scheduler, batch_size=batch_size, block_ms=block_ms)
         self._tenants = tenant_streams
         self._keys = consumer.keys
-        self._batch_size = batch_size
-        self._block_ms = block_ms
         self._load_weights = weights
         self._weights: dict[str, int] = {}
         self._weights_at = -WEIGHTS_REFRESH_S
         self._shares = [TenantShare(self._weights) for _ in PRIORITIES]
         self._active: dict[int, list[str]] = {p: [] for p in PRIORITIES}
         self._dry: dict[int, list[str]] = {}
-        self._stopping = asyncio.Event()
 
-    @property
-    def consumer(self) -> Consumer:
-        return self._consumer
+    async def _fetch(self) -> list[Entry]:
+        await self._refresh_weights()
+        return await super()._fetch()
 
-    def stop(self) -> None:
-        """Finish the read in progress, dispatch it, then return from ``run``."""
-        self._stopping.set()
+    async def _recovered(self, exc: ResponseError) -> bool:
+        if not is_nogroup(exc):
+            return False
+        await self._consumer.ensure_group()  # Redis restarted empty, or a lane retired
+        return True
 
-    async def run(self) -> None:
-        failures = 0
-        while not self._stopping.is_set():
-            await self._dispatcher.wait_for_room()
-            try:
-                await self._refresh_weights()
-                entries = await self._read_round()
-                if not entries:
-                    entries = await self._wait()
-                failures = 0
-            except ResponseError as exc:
-                if not is_nogroup(exc):
-                    raise
-                await self._consumer.ensure_group()  # Redis restarted empty, or a lane retired
-                continue
-            except TRANSIENT_REDIS_ERRORS as exc:
-                delay = delay_for(failures)
-                failures += 1
-                logger.warning("could not read from Redis (%s); retrying in %.2fs", exc, delay)
-                await asyncio.sleep(delay)
-                continue
-            if entries:
-                await self._dispatcher.dispatch(entries)
-            await self._retire_dry()
+    async def _after_round(self) -> None:
+        await self._retire_dry()
 
     def _lane(self, priority: int, tenant: str) -> str:
         if tenant == SHARED:

@@ -15,6 +15,8 @@ import asyncio
 import logging
 from collections import Counter
 
+from redis.exceptions import ResponseError
+
 from pulse.core.priority import DeficitRoundRobin
 from pulse.queue.consumer import Consumer, Entry
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
@@ -56,10 +58,12 @@ class Fetcher:
         while not self._stopping.is_set():
             await self._dispatcher.wait_for_room()
             try:
-                entries = await self._read_round()
-                if not entries:
-                    entries = await self._consumer.wait(self._batch_size, self._block_ms)
+                entries = await self._fetch()
                 failures = 0
+            except ResponseError as exc:
+                if not await self._recovered(exc):
+                    raise
+                continue
             except TRANSIENT_REDIS_ERRORS as exc:
                 delay = delay_for(failures)
                 failures += 1
@@ -68,6 +72,25 @@ class Fetcher:
                 continue
             if entries:
                 await self._dispatcher.dispatch(entries)
+            await self._after_round()
+
+    async def _fetch(self) -> list[Entry]:
+        """One round; a blocking wait only when every stream is empty."""
+        entries = await self._read_round()
+        if not entries:
+            entries = await self._wait()
+        return entries
+
+    async def _wait(self) -> list[Entry]:
+        return await self._consumer.wait(self._batch_size, self._block_ms)
+
+    async def _recovered(self, exc: ResponseError) -> bool:
+        """Whether a refusal from Redis was handled (the round is then simply skipped)."""
+        del exc
+        return False
+
+    async def _after_round(self) -> None:
+        """What a subclass does once a round's entries are dispatched."""
 
     async def _read_round(self) -> list[Entry]:
         asked = self._scheduler.plan()

@@ -49,7 +49,7 @@ from pulse.runtime.deliverer import Deliverer
 from pulse.runtime.delivery_config import DeliveryConfig
 from pulse.runtime.dispatcher import Dispatcher
 from pulse.runtime.failover import Breakers, Failover
-from pulse.runtime.fair_fetcher import FairFetcher, fair_fetcher, tenant_streams_of
+from pulse.runtime.fair_fetcher import fair_fetcher, tenant_streams_of
 from pulse.runtime.fanout import FanOut
 from pulse.runtime.fetcher import Fetcher
 from pulse.runtime.heartbeat import Heartbeat
@@ -100,7 +100,7 @@ class Worker:
     leaser: Leaser
     acker: Acker
     deliverers: dict[str, Lane]
-    fetcher: Fetcher | FairFetcher
+    fetcher: Fetcher  # a FairFetcher with PULSE_TENANT_FAIRNESS
     reclaimer: Reclaimer
     reconciler: Reconciler
     heartbeat: Heartbeat
