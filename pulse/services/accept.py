@@ -127,7 +127,9 @@ class _Commit(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class _Notification:
+class NotificationCommit:
+    """A notification row's commit; a task job's is the same row, answered as a job."""
+
     store: NotificationStore
     job: Job
     metadata: dict[str, str] | None
@@ -238,7 +240,7 @@ class AcceptService:
         self._keys = keys
         self._publisher = publisher
         self._metrics = metrics
-        self._group: GroupCommit[_Notification] | None = (
+        self._group: GroupCommit[NotificationCommit] | None = (
             GroupCommit(notifications, keys, self._commit, self._stream_group)
             if group_commit
             else None
@@ -262,7 +264,7 @@ class AcceptService:
         with _accept_span(job.tenant_id, attributes) as span:
             job = msgspec.structs.replace(job, origin=_origin(span))
             send_at, due = when
-            commit = _Notification(self._notifications, job, metadata, due, send_at)
+            commit = NotificationCommit(self._notifications, job, metadata, due, send_at)
             if self._group is None or commit.row().send_at:  # alone: the group's rows are due now
                 answer = await self._accept(commit, key)
             else:
@@ -342,7 +344,7 @@ class AcceptService:
             raise await self._unstreamed(commit, withdraw, exc) from None
 
     async def _stream_group(
-        self, commits: list[tuple[_Notification, bool]]
+        self, commits: list[tuple[NotificationCommit, bool]]
     ) -> list[BaseException | None]:
         """Stream a group's committed jobs in one round trip; each one's error (None: done)."""
         results = await self._publisher.publish_each([commit.job for commit, _ in commits])

@@ -38,7 +38,7 @@ CHUNK = 500  # rows per statement: large enough to amortise it, small enough not
 
 
 class Row(Protocol):
-    """One accept as the group writes it (``pulse.services.accept._Notification``)."""
+    """One accept as the group writes it (``pulse.services.accept.NotificationCommit``)."""
 
     @property
     def job(self) -> Job: ...

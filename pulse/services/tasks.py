@@ -23,20 +23,22 @@ from pulse.core.models import Job, JobKind, Status, task_channel
 from pulse.metrics import Metrics
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.queue.job_cancels import JobCancels
-from pulse.services.accept import AcceptService, Answer, IdempotencyKey, check_streamable
+from pulse.services.accept import (
+    AcceptService,
+    Answer,
+    IdempotencyKey,
+    NotificationCommit,
+    check_streamable,
+)
 from pulse.services.task_flows import TaskFlows
-from pulse.store.idempotency import Remembered
 from pulse.store.jobs import JobStore, RegisteredTask
-from pulse.store.notifications import NewNotification, NotificationStore
+from pulse.store.notifications import NotificationStore
 from pulse.store.task_jobs import TaskJobStore
-from pulse.store.tenants import Connection
 
 
 @dataclass(frozen=True, slots=True)
-class _TaskCommit:
-    store: NotificationStore
-    job: Job
-    due: datetime | None = None  # deferred: indexed by due time, promoted into its task stream
+class _TaskCommit(NotificationCommit):
+    """A task job's row is a notification row (``task:<name>``); only its answer differs."""
 
     @property
     def location(self) -> str:
@@ -53,29 +55,6 @@ class _TaskCommit:
             send_at=None if self.due is None else self.due.isoformat(),
         )
         return msgspec.json.encode(accepted)
-
-    def row(self) -> NewNotification:
-        job = self.job
-        return NewNotification(
-            id=job.id,
-            tenant_id=job.tenant_id,
-            channel=job.channel,
-            recipient=job.recipient,
-            payload_json=msgspec.json.encode(job.payload),
-            priority=job.priority,
-            max_attempts=job.max_attempts,
-            send_at=self.due,
-            scheduled=self.due is not None,
-        )
-
-    async def insert(self) -> datetime:
-        return await self.store.insert(self.row())
-
-    async def insert_keyed(self, conn: Connection, answer: Remembered) -> bool:
-        return await self.store.insert_keyed(conn, self.row(), answer)
-
-    async def withdraw(self) -> None:
-        await self.store.withdraw(self.job.id)
 
 
 class TaskService:
@@ -102,7 +81,7 @@ class TaskService:
         if request.after is not None:
             return await self.flows.enqueue_after(tenant_id, request, key)
         job = await self.job_of(tenant_id, request, None if key is None else key.value)
-        answer = await self._accept.commit(_TaskCommit(self._notifications, job, due), key)
+        answer = await self._accept.commit(_TaskCommit(self._notifications, job, None, due), key)
         if not answer.replayed:
             self._metrics.count_accepted([(job.channel, job.priority)])
         return answer
