@@ -105,8 +105,8 @@ def _walk(path: str, value: Any) -> Iterator[tuple[str, Any]]:
 
 
 class _Commit(Protocol):
-    """One request's write: what it commits, streams, withdraws and answers (a commit of
-    several jobs also has ``jobs``: those to stream, known once inserted)."""
+    """One request's write: what it commits, streams (or indexes by due time), withdraws and
+    answers. A commit of several jobs knows which to stream and index once inserted."""
 
     @property
     def job(self) -> Job: ...
@@ -115,7 +115,10 @@ class _Commit(Protocol):
     def location(self) -> str | None: ...
 
     @property
-    def due(self) -> datetime | None: ...
+    def streamed(self) -> list[Job]: ...
+
+    @property
+    def indexed(self) -> list[tuple[Job, datetime]]: ...
 
     def render(self, created_at: datetime) -> bytes: ...
 
@@ -139,6 +142,14 @@ class NotificationCommit:
     @property
     def location(self) -> str:
         return f"/api/notifications/{self.job.id}"
+
+    @property
+    def streamed(self) -> list[Job]:
+        return [self.job] if self.due is None else []
+
+    @property
+    def indexed(self) -> list[tuple[Job, datetime]]:
+        return [] if self.due is None else [(self.job, self.due)]
 
     def render(self, created_at: datetime) -> bytes:
         job = self.job
@@ -191,8 +202,12 @@ class _Batch:
         return None  # a batch has no resource of its own to read back
 
     @property
-    def due(self) -> None:
-        return None  # its fan-out runs now; the items' own due times are kept on the batch
+    def streamed(self) -> list[Job]:
+        return [self.job]  # its fan-out runs now; the items' own due times are kept on the batch
+
+    @property
+    def indexed(self) -> list[tuple[Job, datetime]]:
+        return []
 
     @property
     def job(self) -> Job:
@@ -331,15 +346,11 @@ class AcceptService:
     async def _stream(self, commit: _Commit, *, withdraw: bool) -> None:
         """Stream the committed job (see ``_unstreamed`` when Redis is down)."""
         try:
-            if commit.due is None:
-                # a commit of several jobs (a task batch) streams them all
-                await self._publisher.publish(getattr(commit, "jobs", [commit.job]))
-                if scheduled := getattr(commit, "scheduled", None):  # a batch's deferred jobs
-                    assert self._due_index is not None, "scheduled sends need a DueIndex"
-                    await self._due_index.schedule(scheduled)
-            else:  # due later: into the due-time index, streamed by a worker's scheduler
+            if streamed := commit.streamed:
+                await self._publisher.publish(streamed)
+            if indexed := commit.indexed:  # due later: streamed by a worker's scheduler
                 assert self._due_index is not None, "scheduled sends need a DueIndex"
-                await self._due_index.schedule([(commit.job, commit.due)])
+                await self._due_index.schedule(indexed)
         except TRANSIENT_REDIS_ERRORS as exc:
             raise await self._unstreamed(commit, withdraw, exc) from None
 

@@ -65,8 +65,12 @@ class _FlowCommit:
         return self.all_jobs[0]
 
     @property
-    def due(self) -> None:
-        return None  # the commit streams ``jobs`` and indexes ``scheduled`` (deferred items)
+    def streamed(self) -> list[Job]:
+        return self.jobs
+
+    @property
+    def indexed(self) -> list[tuple[Job, datetime]]:
+        return self.scheduled
 
     def render(self, created_at: datetime) -> bytes:
         return self.body(created_at)
