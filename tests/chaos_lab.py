@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from pulse.devtools.embedded import EmbeddedPostgres, EmbeddedRedis
@@ -72,3 +75,16 @@ class Lab:
     def restart_redis_empty(self) -> None:
         self.redis.stop()
         self.redis.start()
+
+
+@contextlib.contextmanager
+def running_lab(prefix: str) -> Iterator[Lab]:
+    """A started lab in a temporary folder of its own, stopped and removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as workdir:
+        os.chmod(workdir, 0o755)
+        lab = Lab(Path(workdir))
+        lab.start()
+        try:
+            yield lab
+        finally:
+            lab.stop()

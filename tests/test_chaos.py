@@ -17,7 +17,6 @@ import asyncio
 import os
 import random
 import secrets
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,7 +30,7 @@ import pytest
 
 from pulse.store.migrations import migrate_database
 from pulse.store.tenants import TenantStore
-from tests.chaos_lab import Lab, PulseProcess
+from tests.chaos_lab import Lab, PulseProcess, running_lab
 from tests.conftest import wait_http_ok
 from tests.smtp_servers import ScriptedHandler, ScriptedSmtp
 
@@ -45,14 +44,8 @@ DEADLINE_S = 300
 
 @pytest.fixture
 async def lab() -> AsyncIterator[Lab]:
-    with tempfile.TemporaryDirectory(prefix="pulse-chaos-") as workdir:
-        os.chmod(workdir, 0o755)
-        lab = Lab(Path(workdir))
-        lab.start()
-        try:
-            yield lab
-        finally:
-            lab.stop()
+    with running_lab("pulse-chaos-") as lab:
+        yield lab
 
 
 def pulse_env(lab: Lab, smtp_port: int) -> dict[str, str]:

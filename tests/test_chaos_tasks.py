@@ -10,8 +10,6 @@ worker was running: at-least-once's one window (documented: tasks should be idem
 from __future__ import annotations
 
 import asyncio
-import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -26,7 +24,7 @@ import pytest
 
 from pulse.devtools.ports import free_port
 from pulse.store.migrations import migrate_database
-from tests.chaos_lab import Lab, PulseProcess
+from tests.chaos_lab import Lab, PulseProcess, running_lab
 from tests.chaos_tasks_example import FAIL_EVERY
 from tests.conftest import wait_http_ok
 from tests.test_chaos import _faults, _tenant, connect_when_up, pulse_env
@@ -42,14 +40,8 @@ DEADLINE_S = 300
 
 @pytest.fixture
 async def lab() -> AsyncIterator[Lab]:
-    with tempfile.TemporaryDirectory(prefix="pulse-chaos-tasks-") as workdir:
-        os.chmod(workdir, 0o755)
-        lab = Lab(Path(workdir))
-        lab.start()
-        try:
-            yield lab
-        finally:
-            lab.stop()
+    with running_lab("pulse-chaos-tasks-") as lab:
+        yield lab
 
 
 class TaskSubmitter:

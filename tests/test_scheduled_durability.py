@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -28,7 +27,7 @@ from pulse.devtools.smtp_sink import SmtpSink
 from pulse.store.migrations import migrate_database
 from pulse.store.pool import create_pool
 from pulse.store.tenants import TenantStore
-from tests.chaos_lab import Lab, PulseProcess
+from tests.chaos_lab import Lab, PulseProcess, running_lab
 from tests.conftest import wait_http_ok
 
 pytestmark = pytest.mark.system
@@ -39,14 +38,8 @@ DEADLINE_S = 90
 
 @pytest.fixture
 async def lab() -> AsyncIterator[Lab]:
-    with tempfile.TemporaryDirectory(prefix="pulse-sched-") as workdir:
-        os.chmod(workdir, 0o755)
-        lab = Lab(Path(workdir))
-        lab.start()
-        try:
-            yield lab
-        finally:
-            lab.stop()
+    with running_lab("pulse-sched-") as lab:
+        yield lab
 
 
 def pulse_env(lab: Lab, smtp_port: int) -> dict[str, str]:
