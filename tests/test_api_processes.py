@@ -38,6 +38,21 @@ def children_of(pid: int) -> set[int]:
     return found
 
 
+def listening(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds a socket listening on ``port`` (from /proc: a child that
+    exists may still be importing, its socket not yet listening)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
+    with contextlib.suppress(OSError):
+        return any(os.readlink(fd) in inodes for fd in Path(f"/proc/{pid}/fd").iterdir())
+    return False
+
+
 async def until(condition: str, check: object) -> None:
     """Wait for ``check()`` to hold (a process starting or stopping); give up after 30 s."""
     assert callable(check)
@@ -91,6 +106,8 @@ async def test_n_processes_answer_a_killed_one_is_replaced_and_sigterm_stops_all
     # Given `pulse api` with PULSE_API_PROCESSES=2
     await until("two API processes", lambda: len(children_of(supervisor.pid)) == PROCESSES)
     first = children_of(supervisor.pid)
+    port = int(base.rsplit(":", 1)[1])
+    await until("both listening", lambda: all(listening(pid, port) for pid in first))
     assert await accepted(base, tenant, 10) == [202] * 10
 
     # When one of them is killed
