@@ -56,6 +56,9 @@ async def test_chains_survive_a_sigkilled_worker_released_once_each(
     parents, children = [], []
     try:
         await _registered_by(pool, name)
+        # paused while the chains are enqueued: a parent that ran before its child was enqueued
+        # would have the child queued at accept, never released
+        process.send_signal(signal.SIGSTOP)
         for n in range(CHAINS):
             parent = await enqueue(client, auth, "flows.step", path=str(order), name=f"p{n}")
             child = await enqueue(
@@ -63,6 +66,7 @@ async def test_chains_survive_a_sigkilled_worker_released_once_each(
             )
             parents.append(parent["id"])
             children.append(child["id"])
+        process.send_signal(signal.SIGCONT)
         # When it is SIGKILLed once some parents have ended
         await _done(pool, parents, CHAINS // 4)
         process.send_signal(signal.SIGKILL)
