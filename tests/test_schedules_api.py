@@ -141,18 +141,18 @@ async def test_nothing_bad_is_stored(client: Client, auth: dict[str, str]) -> No
         client, auth, {"cron": "0 9 * * *", "timezone": "Nowhere", "notification": LOG}
     )
     listed = await answer(await client.get("/api/schedules", headers=auth))
-    assert listed["schedules"] == []
+    assert listed["items"] == []
 
 
 async def test_list_pages_oldest_first(client: Client, auth: dict[str, str]) -> None:
     made = [(await create(client, auth, cron=f"{minute} 9 * * *"))["id"] for minute in range(3)]
     first = await answer(await client.get("/api/schedules?limit=2", headers=auth))
-    assert [s["id"] for s in first["schedules"]] == made[:2]
+    assert [s["id"] for s in first["items"]] == made[:2]
     rest = await answer(
-        await client.get(f"/api/schedules?limit=2&after={first['next_after']}", headers=auth)
+        await client.get(f"/api/schedules?limit=2&cursor={first['next_cursor']}", headers=auth)
     )
-    assert [s["id"] for s in rest["schedules"]] == made[2:]
-    assert rest["next_after"] is None
+    assert [s["id"] for s in rest["items"]] == made[2:]
+    assert rest["next_cursor"] is None
     assert (await client.get("/api/schedules?limit=0", headers=auth)).status == 422
 
 
@@ -220,7 +220,7 @@ async def test_a_tenant_never_sees_nor_edits_another_tenants_schedules(
     assert (await client.post(f"{path}/pause", headers=auth)).status == 404
     assert (await client.post(f"{path}/resume", headers=auth)).status == 404
     assert (await client.delete(path, headers=auth)).status == 404
-    assert (await answer(await client.get("/api/schedules", headers=auth)))["schedules"] == []
+    assert (await answer(await client.get("/api/schedules", headers=auth)))["items"] == []
     assert (await client.get("/api/schedules/not-a-uuid", headers=auth)).status == 404
     # And the owner still has it as it was
     owner = {"Authorization": f"Bearer {other.api_key}"}
@@ -275,7 +275,7 @@ async def test_a_tenant_holds_at_most_its_share_of_schedules(
         assert over.content_type == "application/problem+json"
         assert "PULSE_MAX_SCHEDULES_PER_TENANT" in (await answer(over))["detail"]
         listed = await answer(await client.get("/api/schedules", headers=auth))
-        assert [s["id"] for s in listed["schedules"]] == [s["id"] for s in made]
+        assert [s["id"] for s in listed["items"]] == [s["id"] for s in made]
         # And another tenant still creates its own
         other = await TenantStore(pool).create(f"other-{secrets.token_hex(4)}")
         await create(client, {"Authorization": f"Bearer {other.api_key}"})

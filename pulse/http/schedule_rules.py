@@ -93,8 +93,8 @@ class ScheduleDocument(msgspec.Struct, kw_only=True):
 
 
 class ScheduleList(msgspec.Struct, kw_only=True):
-    schedules: list[ScheduleDocument]
-    next_after: str | None = None  # pass as ``after`` for the next page
+    items: list[ScheduleDocument]
+    next_cursor: str | None = None  # pass as ``cursor`` for the next page
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True):

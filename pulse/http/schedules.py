@@ -44,7 +44,7 @@ _Change = Callable[[Schedule, datetime], Schedule]  # an edit: the row read, now
 
 
 class ListQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    after: uuid.UUID | None = None
+    cursor: uuid.UUID | None = None  # the ``next_cursor`` of the previous page, as every list pages
     limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 100
 
 
@@ -123,12 +123,12 @@ async def create_schedule(request: web.Request) -> web.Response:
 async def list_schedules(request: web.Request) -> web.Response:
     require(request, "read")
     query = decode_query(request.query, ListQuery)
-    after = None if query.after is None else str(query.after)
+    after = None if query.cursor is None else str(query.cursor)
     page = await _store(request).page(request[TENANT_ID], after, query.limit)
     now = utcnow()
     following = page[-1].id if len(page) == query.limit else None
     return json_response(
-        ScheduleList(schedules=[document(s, now) for s in page], next_after=following)
+        ScheduleList(items=[document(s, now) for s in page], next_cursor=following)
     )
 
 
