@@ -140,3 +140,44 @@ def test_a_second_other_than_zero_is_refused_naming_the_job() -> None:
         cron(tick, name="every-ten-seconds", second={0, 10, 20, 30, 40, 50})
     with pytest.raises(ValueError, match="'cron:tick'"):
         cron(tick, second=None)
+
+
+async def test_a_cron_job_removed_from_its_module_is_deleted_at_the_next_start(
+    started: Settings, redis: Redis, pool: asyncpg.Pool, tenant: NewTenant, client: Client,
+    auth: dict[str, str],
+) -> None:  # fmt: skip
+    # Given the module's heartbeat registered, a schedule made through the API and one that
+    # another module declared
+    store = ScheduleStore(pool)
+    heartbeat = schedule_id(started.key_prefix, tenant.tenant_id, "heartbeat")
+    body = {"cron": "0 9 * * *", "job": {"task": "heartbeat"}}
+    response = await client.post("/api/schedules", json=body, headers=auth)
+    assert response.status == 201, await response.text()
+    by_hand = (await response.json())["id"]
+
+    class Other:
+        cron_jobs = [cron(arq_example.heartbeat, name="nightly", hour=3, minute=0)]
+
+    other = tasks_from(Other)
+    other.module = "tests.other_module"
+    instance = build_worker(started, redis, pool, {}, Metrics(), [other], serve_channels=False)
+    assert instance.task_schedules is not None
+    await instance.task_schedules()
+    nightly = schedule_id(started.key_prefix, tenant.tenant_id, "nightly")
+    assert await store.get(tenant.tenant_id, nightly) is not None
+
+    # When a worker starts with tests.arq_example whose cron_jobs no longer hold heartbeat
+    class Emptied:
+        cron_jobs: list[Any] = []
+
+    emptied = tasks_from(Emptied)
+    emptied.module = "tests.arq_example"
+    instance = build_worker(started, redis, pool, {}, Metrics(), [emptied], serve_channels=False)
+    assert instance.task_schedules is not None
+    await instance.task_schedules()
+
+    # Then heartbeat's schedule is gone; the API's and the other module's stay
+    assert await store.get(tenant.tenant_id, heartbeat) is None
+    assert (await client.get(f"/api/schedules/{heartbeat}", headers=auth)).status == 404
+    assert await store.get(tenant.tenant_id, by_hand) is not None
+    assert await store.get(tenant.tenant_id, nightly) is not None

@@ -58,6 +58,8 @@ def load_registries(modules: str) -> list[Tasks]:
             raise TaskModuleError(
                 f"task module {name!r} defines no pulse.Tasks registry (nor arq WorkerSettings)"
             )
+        for registry in found:
+            registry.module = name
         registries.extend(found)
     return registries
 

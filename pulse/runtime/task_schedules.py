@@ -5,6 +5,10 @@ Each entry's schedule id is a UUIDv5 of the deployment's key prefix, the tenant 
 name, so every worker registers the same row: created once, its expression updated when it
 changed (counting from now), left alone otherwise. ``run_at_startup`` enqueues the task once
 per worker start (keyed by the schedule and the worker, so a retried start adds none).
+
+Each schedule remembers the module that declared it (its origin): a module's schedule whose
+entry was removed from the code is deleted when a worker loading that module starts, as arq
+and Celery beat stop a removed cron job.
 """
 
 from __future__ import annotations
@@ -58,9 +62,9 @@ def registration(
     settings: Settings, redis: Redis, pool: asyncpg.Pool, publisher: Publisher,
     metrics: Metrics, registries: Sequence[Tasks], worker: str,
 ) -> Callable[[], Awaitable[list[Schedule]]] | None:  # fmt: skip
-    """What a worker runs once at start to register its modules' cron entries (None: none);
-    a start-up error now if they have no tenant."""
-    if not entries(registries):
+    """What a worker runs once at start to register its modules' cron entries and retire the
+    ones removed from them (None: nothing to do); a start-up error now if they have no tenant."""
+    if not entries(registries) and not (settings.arq_tenant and _modules(registries)):
         return None
     check_settings(settings, registries)
     accept = AcceptService(
@@ -97,25 +101,44 @@ async def register(
     settings: Settings, pool: asyncpg.Pool, tasks: TaskService, registries: Sequence[Tasks],
     worker: str,
 ) -> list[Schedule]:  # fmt: skip
-    """Create or update each entry's schedule; enqueue the ``run_at_startup`` ones."""
-    todo = entries(registries)
-    if not todo:
-        return []
+    """Create or update each entry's schedule; enqueue the ``run_at_startup`` ones; delete
+    the schedules the loaded modules declared before but no longer do."""
     check_settings(settings, registries)
-    assert settings.arq_tenant is not None
+    if settings.arq_tenant is None:
+        return []
     tenant_id = await tenant_of(pool, settings.arq_tenant)
     store = ScheduleStore(pool)
     registered = []
-    for entry in todo:
-        schedule = await _upsert(store, settings.key_prefix, tenant_id, entry)
-        registered.append(schedule)
-        if entry.run_at_startup:
-            key = f"schedule:{schedule.id}:startup:{worker}"
-            await tasks.enqueue(
-                tenant_id, JobRequest(task=entry.task), IdempotencyKey(key, fingerprint([key]))
-            )
-        logger.info("cron job %s: schedule %s (%s)", entry.name, schedule.id, entry.cron)
+    for registry in registries:
+        made = [await _register(store, settings, tasks, tenant_id, entry, worker)
+                for entry in registry.schedules]  # fmt: skip
+        registered.extend(made)
+        if registry.module is None:
+            continue
+        for schedule in made:
+            await store.adopt(schedule.id, registry.module)
+        keep = [schedule.id for schedule in made]
+        for gone in await store.retire(tenant_id, settings.key_prefix, registry.module, keep):
+            logger.info("schedule %s: its cron job left %s, deleted", gone, registry.module)
     return registered
+
+
+def _modules(registries: Sequence[Tasks]) -> list[str]:
+    return [registry.module for registry in registries if registry.module is not None]
+
+
+async def _register(
+    store: ScheduleStore, settings: Settings, tasks: TaskService, tenant_id: str,
+    entry: CronEntry, worker: str,
+) -> Schedule:  # fmt: skip
+    schedule = await _upsert(store, settings.key_prefix, tenant_id, entry)
+    if entry.run_at_startup:
+        key = f"schedule:{schedule.id}:startup:{worker}"
+        await tasks.enqueue(
+            tenant_id, JobRequest(task=entry.task), IdempotencyKey(key, fingerprint([key]))
+        )
+    logger.info("cron job %s: schedule %s (%s)", entry.name, schedule.id, entry.cron)
+    return schedule
 
 
 async def _upsert(

@@ -162,6 +162,25 @@ class ScheduleStore:
         )  # fmt: skip
         return _schedule(row)
 
+    async def adopt(self, schedule_id: str, origin: str) -> None:
+        """Mark a schedule as declared by the task module ``origin``."""
+        await self._pool.execute(
+            "UPDATE schedules SET origin = $2 WHERE id = $1 AND origin IS DISTINCT FROM $2",
+            schedule_id, origin,
+        )  # fmt: skip
+
+    async def retire(
+        self, tenant_id: str, deployment: str, origin: str, keep: list[str]
+    ) -> list[str]:
+        """Delete the schedules ``origin`` declared before but no longer does (not in ``keep``);
+        answer their ids."""
+        rows = await self._pool.fetch(
+            "DELETE FROM schedules WHERE tenant_id = $1 AND deployment = $2 AND origin = $3"
+            " AND NOT (id = ANY($4::uuid[])) RETURNING id::text",
+            tenant_id, deployment, origin, keep,
+        )  # fmt: skip
+        return [row[0] for row in rows]
+
     async def delete(self, tenant_id: str, schedule_id: str) -> bool:
         result: str = await self._pool.execute(
             "DELETE FROM schedules WHERE id = $1 AND tenant_id = $2", schedule_id, tenant_id

@@ -116,6 +116,7 @@ class Tasks:
         self.startup: list[Hook] = []
         self.shutdown: list[Hook] = []
         self.schedules: list[CronEntry] = []  # registered as job schedules at worker start
+        self.module: str | None = None  # the --tasks module it came from (its schedules' origin)
 
     @overload
     def task(self, fn: Callable[..., Any], /) -> Task: ...
