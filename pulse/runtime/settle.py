@@ -94,6 +94,7 @@ def _outcome_row(
         provider=done.tries[-1].provider if isinstance(outcome, Delivered) else None,
         next_step=None if following is None else following.step,
         made=done.made,
+        run=done.run,
     )
 
 
