@@ -60,6 +60,10 @@ class Ending(NamedTuple):
     traceback: str | None
 
 
+class _CancelledOnRequest(Exception):
+    """The run saw the CancelledError of a cancel on request (``cancel``)."""
+
+
 class ResultTooLarge(Exception):
     """A result over PULSE_MAX_RESULT_BYTES (the job's error type)."""
 
@@ -128,11 +132,12 @@ class TaskLane:
     def cancel(self, job_id: str) -> bool:
         """Cancel the run of ``job_id`` if this lane has it: the task sees CancelledError at
         its next await."""
-        runner = self._running.get(job_id)
-        if runner is None:
+        lane = self._running.get(job_id)
+        if lane is None:
             return False
-        self._cancelled.add(job_id)
-        runner.cancel()
+        if job_id not in self._cancelled:  # asked twice, cancelled once (taken back once)
+            self._cancelled.add(job_id)
+            lane.cancel()
         return True
 
     async def _lane(self) -> None:
@@ -212,17 +217,11 @@ class TaskLane:
         return Done(delivery, (call,), outcome, run)
 
     async def _outcome(self, delivery: Delivery) -> tuple[Outcome | None, Ending]:
-        job, options = delivery.job, self._task.options
-        runner = asyncio.ensure_future(self._call(delivery))
-        self._running[job.id] = runner
+        options = self._task.options
         try:
-            value = await asyncio.wait_for(runner, options.timeout_s)
-            return self._succeeded(value)
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if job.id in self._cancelled and (current is None or not current.cancelling()):
-                return None, self._ending(asyncio.CancelledError())
-            raise
+            return self._succeeded(await self._awaited(delivery))
+        except _CancelledOnRequest:
+            return None, self._ending(asyncio.CancelledError())
         except TimeoutError as exc:
             error = f"timed out after {options.timeout_s:g} s"
             return self._retry(delivery, error, "TaskTimeout", None), self._ending(exc, error)
@@ -236,9 +235,31 @@ class TaskLane:
             if isinstance(exc, (*options.retry_on, ProcessDied)):
                 return self._retry(delivery, str(exc), kind, None), self._ending(exc)
             return Failed(str(exc) or kind, kind), self._ending(exc)
+
+    async def _awaited(self, delivery: Delivery) -> Any:
+        """The run, awaited in the lane's own task (no task, future or wait_for of its own per
+        run): a timeout and a cancel on request both cancel the lane's task; a cancel on
+        request is taken back (``uncancel``) once the run has seen it."""
+        job_id, lane = delivery.job.id, asyncio.current_task()
+        assert lane is not None  # lanes are tasks
+        self._running[job_id] = lane
+        try:
+            async with asyncio.timeout(self._task.options.timeout_s):
+                return await self._call(delivery)
+        except asyncio.CancelledError:
+            if self._take_back(job_id, lane) and not lane.cancelling():  # not the worker stopping
+                raise _CancelledOnRequest from None
+            raise
         finally:
-            self._running.pop(job.id, None)
-            self._cancelled.discard(job.id)
+            del self._running[job_id]  # no cancel() reaches this lane for this run from now on
+            self._take_back(job_id, lane)  # a run that swallowed it
+
+    def _take_back(self, job_id: str, lane: asyncio.Task[Any]) -> bool:
+        if job_id not in self._cancelled:
+            return False
+        self._cancelled.discard(job_id)
+        lane.uncancel()
+        return True
 
     async def _call(self, delivery: Delivery) -> Any:
         job, task = delivery.job, self._task
