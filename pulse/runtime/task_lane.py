@@ -283,6 +283,7 @@ class TaskLane:
             idempotency_key=job.payload.get("key"),
             resources=self._resources,
             _progress=self._progress,
+            results_omitted=job.payload.get("results_omitted"),
         )
 
     async def _progress(self, job_id: str, fraction: float, note: str | None) -> None:

@@ -73,7 +73,8 @@ _O = "($2::jsonb -> n.id::text)"
 # One statement per acker batch: the status (only rows still 'delivering' move, so recording
 # twice changes nothing), an audit row, one attempt row per provider call, the dead letters, a
 # task run's ``job_results`` row (``run``: [attempt, started_at, result, error_type,
-# error_message, traceback, keep_s, final], or null when results are off), and a receipt for
+# error_message, traceback, keep_s, final, result_bytes], or null when results are off; the
+# result's JSON size is what a group's release sums, sql/017), and a receipt for
 # each notification that ended for good whose tenant has an endpoint: created with the final
 # status or not at all. A run's result is thus committed with its status, before its entry is
 # acknowledged, in the batch's one round trip; the triggers that release a chain's children
@@ -97,16 +98,19 @@ WITH u AS (
               ({_O} ->> 3)::bool AS dead, {_O} ->> 4 AS stream, {_O} ->> 5 AS entry_id,
               ({_O} ->> 9)::uuid AS receipt_id, {_O} -> 10 AS run
 ), j AS (
-    INSERT INTO job_results AS jr (job_id, tenant_id, attempt, started_at, result, error_type,
-                                  error_message, traceback, progress, finished_at, expires_at)
-    SELECT id, tenant_id, (run ->> 0)::int, (run ->> 1)::timestamptz, run -> 2, run ->> 3,
-           run ->> 4, run ->> 5, CASE WHEN run ->> 3 IS NULL THEN 1 END,
+    INSERT INTO job_results AS jr (job_id, tenant_id, attempt, started_at, result, result_bytes,
+                                   error_type, error_message, traceback, progress, finished_at,
+                                   expires_at)
+    SELECT id, tenant_id, (run ->> 0)::int, (run ->> 1)::timestamptz, run -> 2,
+           (run ->> 8)::int, run ->> 3, run ->> 4, run ->> 5,
+           CASE WHEN run ->> 3 IS NULL THEN 1 END,
            CASE WHEN (run ->> 7)::bool THEN now() END,
            CASE WHEN (run ->> 7)::bool THEN now() + make_interval(secs => (run ->> 6)::float8) END
       FROM u WHERE jsonb_typeof(run) = 'array'
     ON CONFLICT (job_id) DO UPDATE
        SET attempt = EXCLUDED.attempt, started_at = EXCLUDED.started_at,
-           result = EXCLUDED.result, error_type = EXCLUDED.error_type,
+           result = EXCLUDED.result, result_bytes = EXCLUDED.result_bytes,
+           error_type = EXCLUDED.error_type,
            error_message = EXCLUDED.error_message, traceback = EXCLUDED.traceback,
            progress = coalesce(EXCLUDED.progress,
                                CASE WHEN jr.attempt = EXCLUDED.attempt THEN jr.progress END),
@@ -244,10 +248,11 @@ class RunRow:
 
     def encoded(self) -> tuple[object, ...]:
         """The row as the record statement reads it (the result as JSON, not a string)."""
-        result = None if self.result_json is None else msgspec.Raw(self.result_json)
+        json = self.result_json
         return (
-            self.attempt, self.started_at, result, self.error_type, self.error_message,
-            self.traceback, self.keep_s, self.final,
+            self.attempt, self.started_at, None if json is None else msgspec.Raw(json),
+            self.error_type, self.error_message, self.traceback, self.keep_s, self.final,
+            None if json is None else len(json),
         )  # fmt: skip
 
 

@@ -35,6 +35,7 @@ INSERT INTO job_results AS r (job_id, tenant_id, attempt, started_at, error_type
 VALUES ($1, $2, $3, $4, $5, $6, $7, now(), now() + make_interval(secs => $8))
 ON CONFLICT (job_id) DO UPDATE
    SET attempt = EXCLUDED.attempt, started_at = EXCLUDED.started_at, result = NULL,
+       result_bytes = NULL,
        error_type = EXCLUDED.error_type, error_message = EXCLUDED.error_message,
        traceback = EXCLUDED.traceback, finished_at = EXCLUDED.finished_at,
        expires_at = EXCLUDED.expires_at
