@@ -12,6 +12,7 @@ SHORT = {
     "pulse": "Pulse", "arq": "arq", "dramatiq": "Dramatiq", "saq": "SAQ", "celery": "Celery",
     "bare_one": "bare XADD", "bare_pipelined": "bare XADD\npipelined",
     "pulse_results_off": "Pulse\nresults off",
+    "pulse_notifications": "Pulse\nnotifications",
 }  # fmt: skip
 PULSE, PEER = "#2a7ab0", "#b0b0b0"
 

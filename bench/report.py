@@ -24,6 +24,7 @@ NAMES = {
     "bare_one": "bare aiohttp + uvloop, one XADD per request",
     "bare_pipelined": "bare aiohttp + uvloop, XADDs in flight pipelined",
     "pulse_results_off": "Pulse, results off",
+    "pulse_notifications": "Pulse, notifications (log channel)",
 }  # fmt: skip
 WHAT = {
     "pulse": "log channel, all state in PostgreSQL",
@@ -32,6 +33,7 @@ WHAT = {
     "saq": "no-op; SAQ's job record",
     "celery": "no-op; results ignored",
     "pulse_results_off": "no-op task; status in PostgreSQL, no result row",
+    "pulse_notifications": "log channel, all state in PostgreSQL",
 }
 TASK_WHAT = "no-op task; status and result row in PostgreSQL"
 
@@ -100,6 +102,17 @@ def tasks_table(figures: dict[str, Any]) -> list[str]:
         ratio = "" if name == "pulse" else _ratio(kept, found["rate"])
         version = found.get("version", "this tree")
         lines.append(f"| {label} | {version} | {what} | {found['rate']:,.0f} | {ratio} |")
+    notifications = figures.get("pulse_notifications")
+    if notifications is not None:  # the target: the task path as fast as the notification path
+        off = figures["pulse_results_off"]
+        lines.append(
+            f"\nTasks / notifications, same run: results kept"
+            f" {_ratio(kept, notifications['rate'])}, results off"
+            f" {_ratio(off['rate'], notifications['rate'])} (jobs/s); worker CPU per job:"
+            f" {figures['pulse']['cpu_us_per_job']:.0f} µs kept,"
+            f" {off['cpu_us_per_job']:.0f} µs off,"
+            f" {notifications['cpu_us_per_job']:.0f} µs per notification."
+        )
     return lines
 
 

@@ -279,6 +279,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     result_retention_s: PositiveFloat = 604_800.0
     result_sweep_interval_s: PositiveFloat = 60.0
     max_result_bytes: PositiveInt = 1024 * 1024  # a task's result (JSON) or progress note, at most
+    # A group callback's `results`, at most: over it the callback gets the members' job ids
+    # (sql/017); a group that could exceed it is accepted only if its callback takes those ids.
+    max_group_results_bytes: PositiveInt = 16 * 1024 * 1024
     # The tenant (name or id) whose job schedules a task module's cron entries (arq's cron_jobs)
     # become; required when a served module has any.
     arq_tenant: str | None = None

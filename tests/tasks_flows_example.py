@@ -30,3 +30,10 @@ async def quiet(fail: bool = False) -> int:
     if fail:
         raise ValueError("quietly failed")
     return 1
+
+
+@tasks.task(name="flows.collect")
+async def collect(ctx: pulse.Context, results: list[Any]) -> dict[str, Any]:
+    """A group's callback that takes its members' job ids as well (``list[Any]``): what it
+    was given, and why ids if so."""
+    return {"results": results, "omitted": ctx.results_omitted}

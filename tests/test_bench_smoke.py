@@ -66,15 +66,19 @@ def test_quick_tasks_report_pulse_results_kept_and_off_beside_every_peer(
          "tasks,task_latency"],
         cwd=ROOT, env=_env(server_urls), capture_output=True, text=True, timeout=400,
     )  # fmt: skip
-    # Then the task drain has Pulse both ways and a ratio for each peer, and the latency table
+    # Then the task drain has Pulse both ways, its notification drain and a ratio for each
+    # peer, and the latency table
     # a p50 and a p99 for Pulse's tasks
     assert done.returncode == 0, done.stderr[-3000:]
     drain, latency = done.stdout.split("### Task latency")
     rows = {line.split("|")[1].strip(): line for line in drain.splitlines() if "|" in line}
     assert float(rows["Pulse, results kept"].split("|")[4].replace(",", "")) > 0
-    for name in ("Pulse, results off", "arq", "Dramatiq", "SAQ", "Celery"):
+    for name in ("Pulse, results off", "Pulse, notifications (log channel)", "arq", "Dramatiq",
+                 "SAQ", "Celery"):  # fmt: skip
         ratio = rows[name].split("|")[5].strip()
         assert ratio.endswith("x"), rows[name]
+    # and the task path against the notification path, measured in the same run
+    assert "Tasks / notifications, same run: results kept" in drain
     rows = {line.split("|")[1].strip(): line for line in latency.splitlines() if "|" in line}
     pulse_latency = rows["Pulse"].split("|")
     assert float(pulse_latency[2]) > 0

@@ -18,9 +18,10 @@ import pytest
 from redis.asyncio import Redis
 
 from pulse.config import Settings
+from pulse.core.models import Status
 from pulse.metrics import Metrics
 from pulse.runtime.worker import build_worker
-from pulse.store.task_results import Ending, TaskResults
+from pulse.store.ledger import DeliveryLedger, OutcomeRow, RunRow
 from pulse.store.tenants import TenantStore
 from tests import tasks_fixes_example
 from tests.conftest import Client, RunningWorker
@@ -145,45 +146,48 @@ async def test_a_task_job_is_neither_cancelled_nor_moved_as_a_notification(
     assert job["status"] == "queued"
 
 
-async def _a_run_that_ended(
+async def _a_running_job(
     client: Client, auth: dict[str, str], worker: RunningWorker, pool: asyncpg.Pool
-) -> tuple[str, TaskResults]:
-    """A job whose run ended (its result written) while its row still says running: the
-    moment between a worker's result and its acknowledgement (the worker is stopped, so the
-    moment lasts)."""
+) -> str:
+    """A job whose row says running, its worker stopped (so the moment lasts)."""
     await worker.shutdown()
     accepted = await enqueue(client, auth, "fixes.quick")
-    job_id, results = accepted["id"], TaskResults(pool)
-    tenant_id = await pool.fetchval(
-        "SELECT tenant_id::text FROM notifications WHERE id = $1", job_id
-    )
+    job_id: str = accepted["id"]
     await pool.execute("UPDATE notifications SET status = 'delivering' WHERE id = $1", job_id)
-    await results.start(job_id, tenant_id, 1, datetime.now(UTC))
-    return job_id, results
+    return job_id
+
+
+async def _record_its_end(pool: asyncpg.Pool, job_id: str) -> None:
+    """What the worker's acker writes when the run ends: status and result in one statement."""
+    run = RunRow(1, datetime.now(UTC), b'"quick"', None, None, None, 60)
+    outcome = OutcomeRow(job_id, Status.DELIVERED, None, None, False, "s", "1-0", run=run)
+    await DeliveryLedger(pool).record([outcome], [], "w", 1)
 
 
 async def test_cancelling_a_job_whose_run_has_ended_is_a_conflict(
     client: Client, auth: dict[str, str], worker: RunningWorker, pool: asyncpg.Pool
 ) -> None:
-    job_id, results = await _a_run_that_ended(client, auth, worker, pool)
-    await results.finish(job_id, Ending(b'"quick"', None, None, None, 60))
+    job_id = await _a_running_job(client, auth, worker, pool)
+    await _record_its_end(pool, job_id)
     response = await client.post(f"/api/jobs/{job_id}/cancel", headers=auth)
     assert response.status == 409
     job = await (await client.get(f"/api/jobs/{job_id}", headers=auth)).json()
-    assert job["status"] != "cancelled"
+    assert job["status"] == "succeeded"
     assert job["result"] == "quick"
 
 
-async def test_a_result_written_after_a_cancel_does_not_show_under_cancelled(
+async def test_a_result_recorded_after_a_cancel_is_not_written_and_does_not_show(
     client: Client, auth: dict[str, str], worker: RunningWorker, pool: asyncpg.Pool
 ) -> None:
-    job_id, results = await _a_run_that_ended(client, auth, worker, pool)
+    job_id = await _a_running_job(client, auth, worker, pool)
     response = await client.post(f"/api/jobs/{job_id}/cancel", headers=auth)
     assert response.status == 200
-    await results.finish(job_id, Ending(b'"quick"', None, None, None, 60))  # the run's late end
+    await _record_its_end(pool, job_id)  # the run's late end
     job = await (await client.get(f"/api/jobs/{job_id}", headers=auth)).json()
     assert job["status"] == "cancelled"
     assert job["result"] is None
+    kept = await pool.fetchval("SELECT count(*) FROM job_results WHERE job_id = $1", job_id)
+    assert kept == 0
 
 
 async def test_a_result_over_the_cap_fails_the_run_unretried_and_the_list_omits_results(

@@ -75,11 +75,11 @@ async def test_a_release_heard_by_two_workers_runs_the_child_once(
     client: Client, auth: dict[str, str], settings: Settings, redis: Redis, pool: asyncpg.Pool,
     workers: list[RunningWorker], tmp_path: Path,
 ) -> None:  # fmt: skip
-    # Given two workers, both listening for releases
-    for _ in range(2):
-        start(workers, settings, redis, pool, reconcile_interval_s=3600.0)
+    # Given chains enqueued while no worker runs (a parent that ended before its child was
+    # enqueued would have the child queued at accept, never released)
+    publisher = start(workers, settings, redis, pool, reconcile_interval_s=3600.0)
     await registered(pool)
-    # When chains run through them
+    await publisher.shutdown()
     order = tmp_path / "order"
     children = []
     for n in range(5):
@@ -88,6 +88,9 @@ async def test_a_release_heard_by_two_workers_runs_the_child_once(
             client, auth, "flows.step", after=[parent["id"]], path=str(order), name=f"child{n}"
         )
         children.append(child["id"])
+    # When they run through two workers, both listening for releases
+    for _ in range(2):
+        start(workers, settings, redis, pool, reconcile_interval_s=3600.0)
     # Then every child ran once, after its parent
     for child_id in children:
         assert (await finished(client, auth, child_id))["status"] == "succeeded"

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from pulse.client import AsyncPulseClient, JobFailed, PulseClient
 from pulse.config import Settings
+from pulse.core.models import task_channel
 from pulse.metrics import Metrics
 from pulse.runtime.worker import build_worker
 from pulse.store.tenants import NewTenant, TenantStore
@@ -254,6 +255,30 @@ async def test_a_running_job_cancelled_sees_cancelled_error_and_ends_cancelled(
     assert job["error"]["type"] == "CancelledError"
     # and the worker holds nothing any more (its entry acknowledged, lease let go)
     await until(client, auth, accepted["id"], lambda d: task_worker.worker.leaser.held == 0)
+
+
+async def test_a_cancel_heard_twice_ends_the_run_once_and_the_worker_serves_on(
+    client: Client, auth: dict[str, str], task_worker: RunningWorker, pool: asyncpg.Pool
+) -> None:
+    accepted = await enqueue(client, auth, "example.sleeper", args={"seconds": 60})
+    await until(client, auth, accepted["id"], lambda d: d["status"] == "running")
+    host = task_worker.worker.tasks
+    assert host is not None
+    # When its cancel is committed (as the API commits it, announcing nothing) and its worker
+    # hears of it twice before the run sees it (two announcements)
+    await pool.execute(
+        "UPDATE notifications SET status = 'cancelled', last_error = 'cancelled by a test'"
+        " WHERE id = $1",
+        accepted["id"],
+    )
+    lane = host.lanes[task_channel("example.sleeper")]
+    assert [lane.cancel(accepted["id"]), lane.cancel(accepted["id"])] == [True, True]
+    # Then the run ends cancelled, recorded, its entry settled, and the task runs on
+    job = await until(client, auth, accepted["id"], lambda d: d["finished_at"] is not None)
+    assert (job["status"], job["error"]["type"]) == ("cancelled", "CancelledError")
+    await until(client, auth, accepted["id"], lambda d: task_worker.worker.leaser.held == 0)
+    again = await enqueue(client, auth, "example.sleeper", args={"seconds": 0})
+    assert (await finished(client, auth, again["id"]))["status"] == "succeeded"
 
 
 async def test_a_finished_job_cannot_be_cancelled(

@@ -68,7 +68,8 @@ class JobBatchRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class JobGroupRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """``POST /api/jobs/group``: jobs that run side by side and, once all succeeded, ``then``
-    (its task receives their results, in order, as its ``results`` argument)."""
+    (its task receives their results, in order, as its ``results`` argument; their job ids
+    instead when the results total more than PULSE_MAX_GROUP_RESULTS_BYTES, sql/017)."""
 
     jobs: Annotated[list[JobRequest], msgspec.Meta(min_length=1, max_length=MAX_PARENTS)]
     then: JobRequest | None = None

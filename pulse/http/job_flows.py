@@ -20,7 +20,7 @@ from pulse.http.job_args import check_args
 from pulse.http.notifications import JSON_TYPES
 from pulse.http.problems import problem
 from pulse.http.state import SETTINGS, TENANT_ID
-from pulse.services.task_flows import NoValidItem
+from pulse.services.task_flows import GroupBound, NoValidItem
 
 routes = web.RouteTableDef()
 
@@ -90,6 +90,7 @@ async def enqueue_group(request: web.Request) -> web.Response:
     limited = await admit_or_replay(request, cost, key, "$.jobs")
     if isinstance(limited, web.Response):
         return limited
-    response = render(await request.app[TASKS].flows.group(request[TENANT_ID], group, key))
+    bound = GroupBound(settings.max_result_bytes, settings.max_group_results_bytes)
+    response = render(await request.app[TASKS].flows.group(request[TENANT_ID], group, key, bound))
     response.headers.update(limited)
     return response

@@ -216,7 +216,8 @@ OPERATIONS = (
               problems=("400", "401", "403", "409", "413", "415", "422", "429", "503"),
               headers=("Idempotency-Key",)),
     Operation("post", "/api/jobs/group", "Enqueue a group: its jobs side by side, and 'then' "
-              "once all succeeded, given their results", ("202", JobGroupAccepted),
+              "once all succeeded, given their results (their job ids instead, past "
+              "PULSE_MAX_GROUP_RESULTS_BYTES)", ("202", JobGroupAccepted),
               body=JobGroupRequest,
               problems=("400", "401", "403", "409", "413", "415", "422", "429", "503"),
               headers=("Idempotency-Key",)),

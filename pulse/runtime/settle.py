@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from pulse.core.models import Job, Status
+from pulse.core.models import Job, JobKind, Status
 from pulse.core.ports import Delivered
 from pulse.core.redaction import Redactor as Redactor  # its home moved to core (logs use it)
 from pulse.core.retry import Ack, DeadLetter, Decision, RetryIn, RetryPolicy, decide
@@ -94,11 +94,18 @@ def _outcome_row(
         provider=done.tries[-1].provider if isinstance(outcome, Delivered) else None,
         next_step=None if following is None else following.step,
         made=done.made,
+        run=done.run,
     )
 
 
 def _attempt_rows(done: Done, redact: Redact) -> list[AttemptRow]:
+    """One row per provider call. A task calls no provider: its runs are recorded by its
+    row (status, attempts, last error), its audit rows and, results kept, its ``job_results``
+    row (start, end, result or error); no reader of ``attempts`` shows tasks, so none is
+    written for them (a write per run saved)."""
     job = done.delivery.job
+    if job.kind is JobKind.TASK:
+        return []
     return [
         AttemptRow(
             notification_id=job.id,

@@ -17,13 +17,13 @@ no attempt.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import math
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -42,13 +42,26 @@ from pulse.runtime.task_processes import ProcessDied, ProcessPool
 from pulse.runtime.task_threads import TaskThreads, Turn
 from pulse.runtime.work import NOT_STARTED, Delivery, Done, Try
 from pulse.store.errors import TRANSIENT_DB_ERRORS
-from pulse.store.task_results import Ending, TaskResults
+from pulse.store.ledger import RunRow
+from pulse.store.task_results import TaskResults
 from pulse.tasks import Context, Task
 from pulse.tasks import Retry as RetryTask
 
 logger = logging.getLogger("pulse.runtime.task_lane")
-FINISH_PATIENCE_S = 10.0  # a PostgreSQL outage shorter than this re-runs no ended task
 _encoder = msgspec.json.Encoder()
+
+
+class Ending(NamedTuple):
+    """How a run ended: a JSON result, or an error (a ``RunRow``'s own fields)."""
+
+    result_json: bytes | None
+    error_type: str | None
+    error_message: str | None
+    traceback: str | None
+
+
+class _CancelledOnRequest(Exception):
+    """The run saw the CancelledError of a cancel on request (``cancel``)."""
 
 
 class ResultTooLarge(Exception):
@@ -90,6 +103,7 @@ class TaskLane:
         self._root = import_root(task.fn.__module__)
         self._threads = TaskThreads(task.name, settings.concurrency)  # a plain def's own
         self._turns: dict[str, Turn] = {}
+        self._runs: dict[str, tuple[Delivery, datetime]] = {}  # running, results kept
 
     @property
     def name(self) -> str:
@@ -118,11 +132,12 @@ class TaskLane:
     def cancel(self, job_id: str) -> bool:
         """Cancel the run of ``job_id`` if this lane has it: the task sees CancelledError at
         its next await."""
-        runner = self._running.get(job_id)
-        if runner is None:
+        lane = self._running.get(job_id)
+        if lane is None:
             return False
-        self._cancelled.add(job_id)
-        runner.cancel()
+        if job_id not in self._cancelled:  # asked twice, cancelled once (taken back once)
+            self._cancelled.add(job_id)
+            lane.cancel()
         return True
 
     async def _lane(self) -> None:
@@ -178,59 +193,35 @@ class TaskLane:
                 del self._turns[delivery.job.id]
 
     async def _run_started(self, delivery: Delivery) -> Done | None:
-        """Run, its start and end recorded in ``job_results`` unless results are off
-        (``keep_result_s=0``: the row's status, attempts and last error are all there is)."""
+        """Run; unless results are off (``keep_result_s=0``: the row's status, attempts and
+        last error are all there is), the run's ``job_results`` row goes with the ``Done``, so
+        the acker commits it with the status in its batch's one statement. Nothing is written
+        when a run starts: its start time is written with its end (or its first progress)."""
         job, started_at, clock = delivery.job, utcnow(), time.perf_counter()
-        if self._keep_s() <= 0:
-            outcome, _ = await self._outcome(delivery)
-            if outcome is None:
-                return None
-            call = Try(None, outcome, started_at, time.perf_counter() - clock)
-            return Done(delivery, (call,), outcome)
+        keep_s = self._keep_s()
+        if keep_s > 0:
+            self._runs[job.id] = (delivery, started_at)
         try:
-            await self._results.start(job.id, job.tenant_id, delivery.attempt, started_at)
-        except TRANSIENT_DB_ERRORS as exc:  # not started: try again later, attempt unused
-            error = f"could not start: {exc}"
-            return Done.without_call(delivery, Retry(error=error, error_class=NOT_STARTED))
-        outcome, ending = await self._outcome(delivery)
+            outcome, ending = await self._outcome(delivery)
+        finally:
+            self._runs.pop(job.id, None)
         if outcome is None:
+            if keep_s > 0:
+                await self._record_cancelled(delivery, started_at, ending)
             return None
-        if isinstance(outcome, Retry) and delivery.attempt < job.max_attempts:
-            ending = dataclasses.replace(ending, final=False)  # another attempt follows
-        try:
-            await self._finish(job.id, ending)
-        except TRANSIENT_DB_ERRORS as exc:
-            outcome = Retry(error=f"could not record the result: {exc}")
         call = Try(None, outcome, started_at, time.perf_counter() - clock)
-        return Done(delivery, (call,), outcome)
-
-    async def _finish(self, job_id: str, ending: Ending) -> None:
-        """Record the end, riding out a short PostgreSQL outage (the lease is renewed
-        meanwhile): a run that ended is not run again only because its end went unrecorded."""
-        pause, deadline = 0.1, time.monotonic() + FINISH_PATIENCE_S
-        while True:
-            try:
-                await self._results.finish(job_id, ending)
-                return
-            except TRANSIENT_DB_ERRORS:
-                if time.monotonic() + pause > deadline:
-                    raise
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 1.0)
+        if keep_s <= 0:
+            return Done(delivery, (call,), outcome)
+        final = not (isinstance(outcome, Retry) and delivery.attempt < job.max_attempts)
+        run = RunRow(delivery.attempt, started_at, *ending, keep_s, final)
+        return Done(delivery, (call,), outcome, run)
 
     async def _outcome(self, delivery: Delivery) -> tuple[Outcome | None, Ending]:
-        job, options = delivery.job, self._task.options
-        runner = asyncio.ensure_future(self._call(delivery))
-        self._running[job.id] = runner
+        options = self._task.options
         try:
-            value = await asyncio.wait_for(runner, options.timeout_s)
-            return self._succeeded(value)
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if job.id in self._cancelled and (current is None or not current.cancelling()):
-                await self._record_cancelled(job.id, self._ending(asyncio.CancelledError()))
-                return None, self._ending(asyncio.CancelledError())
-            raise
+            return self._succeeded(await self._awaited(delivery))
+        except _CancelledOnRequest:
+            return None, self._ending(asyncio.CancelledError())
         except TimeoutError as exc:
             error = f"timed out after {options.timeout_s:g} s"
             return self._retry(delivery, error, "TaskTimeout", None), self._ending(exc, error)
@@ -244,9 +235,31 @@ class TaskLane:
             if isinstance(exc, (*options.retry_on, ProcessDied)):
                 return self._retry(delivery, str(exc), kind, None), self._ending(exc)
             return Failed(str(exc) or kind, kind), self._ending(exc)
+
+    async def _awaited(self, delivery: Delivery) -> Any:
+        """The run, awaited in the lane's own task (no task, future or wait_for of its own per
+        run): a timeout and a cancel on request both cancel the lane's task; a cancel on
+        request is taken back (``uncancel``) once the run has seen it."""
+        job_id, lane = delivery.job.id, asyncio.current_task()
+        assert lane is not None  # lanes are tasks
+        self._running[job_id] = lane
+        try:
+            async with asyncio.timeout(self._task.options.timeout_s):
+                return await self._call(delivery)
+        except asyncio.CancelledError:
+            if self._take_back(job_id, lane) and not lane.cancelling():  # not the worker stopping
+                raise _CancelledOnRequest from None
+            raise
         finally:
-            self._running.pop(job.id, None)
-            self._cancelled.discard(job.id)
+            del self._running[job_id]  # no cancel() reaches this lane for this run from now on
+            self._take_back(job_id, lane)  # a run that swallowed it
+
+    def _take_back(self, job_id: str, lane: asyncio.Task[Any]) -> bool:
+        if job_id not in self._cancelled:
+            return False
+        self._cancelled.discard(job_id)
+        lane.uncancel()
+        return True
 
     async def _call(self, delivery: Delivery) -> Any:
         job, task = delivery.job, self._task
@@ -270,13 +283,22 @@ class TaskLane:
             idempotency_key=job.payload.get("key"),
             resources=self._resources,
             _progress=self._progress,
+            results_omitted=job.payload.get("results_omitted"),
         )
 
     async def _progress(self, job_id: str, fraction: float, note: str | None) -> None:
+        """Written at once (results kept; with results off there is no row to show it)."""
         cap = self._settings.max_result_bytes
         if note is not None and len(note.encode()) > cap:
             raise ValueError(f"the progress note is over PULSE_MAX_RESULT_BYTES ({cap} bytes)")
-        await self._results.progress(job_id, fraction, note)
+        running = self._runs.get(job_id)
+        if running is None:
+            return
+        delivery, started_at = running
+        job = delivery.job
+        await self._results.progress(
+            job_id, job.tenant_id, delivery.attempt, started_at, fraction, note
+        )
 
     def _succeeded(self, value: Any) -> tuple[Outcome, Ending]:
         try:
@@ -295,7 +317,7 @@ class TaskLane:
             return Failed(error, "ResultNotSerializable"), self._ending(
                 ResultNotSerializable(error)
             )
-        return Delivered(), Ending(encoded, None, None, None, self._keep_s())
+        return Delivered(), Ending(encoded, None, None, None)
 
     def _retry(self, delivery: Delivery, error: str, kind: str, after_s: float | None) -> Retry:
         if after_s is None:
@@ -308,19 +330,21 @@ class TaskLane:
         cap = self._settings.max_result_bytes  # an error is a result too: kept at most this
         trace = tenant_traceback(exc, self._root, redact)[-cap:]
         text = redact(message or str(exc) or type(exc).__name__)[:cap]
-        return Ending(None, type(exc).__name__, text, trace, self._keep_s())
+        return Ending(None, type(exc).__name__, text, trace)
 
     def _keep_s(self) -> float:
         keep = self._task.options.keep_result_s
         return self._settings.retention_s if keep is None else keep
 
-    async def _record_cancelled(self, job_id: str, ending: Ending) -> None:
-        if self._keep_s() <= 0:
-            return
+    async def _record_cancelled(
+        self, delivery: Delivery, started_at: datetime, ending: Ending
+    ) -> None:
+        """A run cancelled on request ends here: the acker only acknowledges its entry."""
+        run = RunRow(delivery.attempt, started_at, *ending, self._keep_s())
         try:
-            await self._results.finish(job_id, ending)
+            await self._results.cancelled(delivery.job.id, delivery.job.tenant_id, run)
         except TRANSIENT_DB_ERRORS as exc:
-            logger.warning("could not record the cancellation of %s: %s", job_id, exc)
+            logger.warning("could not record the cancellation of %s: %s", delivery.job.id, exc)
 
 
 def _non_finite(value: Any) -> bool:

@@ -3,7 +3,8 @@
 A ``Delivery`` is a job taken from a stream, with where it came from and which attempt this is;
 the Redis adapter's entries are turned into deliveries (or ``Unreadable`` entries) as they come
 in, so nothing past the dispatcher depends on how the queue reads them. A ``Done`` is a finished
-attempt: every provider call it made (``Try``) and what they amount to.
+attempt: every provider call it made (``Try``) and what they amount to (and, for a task that
+keeps its results, the run's ``job_results`` row).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pulse.core.timeutil import utcnow
 from pulse.queue.codec import MESSAGE_FIELD
 from pulse.queue.consumer import Entry
 from pulse.queue.transitions import EntryRef
+from pulse.store.ledger import RunRow
 
 OUTCOME_NAMES = {Delivered: "delivered", Retry: "retry", Failed: "failed"}
 
@@ -112,6 +114,7 @@ class Done:
     delivery: Delivery
     tries: tuple[Try, ...]
     outcome: Outcome  # what the attempt amounts to (``final_outcome``)
+    run: RunRow | None = None  # a task's run whose result is kept: recorded with the status
 
     @property
     def made(self) -> bool:

@@ -40,6 +40,19 @@ if TYPE_CHECKING:
     from pulse.services.tasks import TaskService
 
 
+@dataclass(frozen=True, slots=True)
+class GroupBound:
+    """What a group's callback may be given as ``results`` (sql/017): each member's result is
+    at most ``result_bytes`` (PULSE_MAX_RESULT_BYTES), all of them at most ``results_bytes``
+    (PULSE_MAX_GROUP_RESULTS_BYTES), over which the callback gets the members' job ids."""
+
+    result_bytes: int = 1024 * 1024
+    results_bytes: int = 16 * 1024 * 1024
+
+    def may_exceed(self, members: int) -> bool:
+        return members * self.result_bytes > self.results_bytes
+
+
 class NoValidItem(InvalidInput):
     """No item of a batch is valid: 422 with every item's errors."""
 
@@ -179,9 +192,11 @@ class TaskFlows:
         return await self._commit(commit, key)
 
     async def group(
-        self, tenant_id: str, request: JobGroupRequest, key: IdempotencyKey | None
-    ) -> Answer:
-        """Members run side by side; ``then`` waits for all and gets their results in order."""
+        self, tenant_id: str, request: JobGroupRequest, key: IdempotencyKey | None,
+        bound: GroupBound = GroupBound(),
+    ) -> Answer:  # fmt: skip
+        """Members run side by side; ``then`` waits for all and gets their results in order
+        (or, past ``bound``, their job ids: accepted only if its ``results`` takes them)."""
         members: list[Job] = []
         for index, member in enumerate(request.jobs):
             if member.after is not None:
@@ -193,12 +208,21 @@ class TaskFlows:
         jobs, after, then = list(members), {}, None
         if request.then is not None:
             try:
-                then = await self._tasks.job_of(tenant_id, request.then, _key(key), results=True)
+                ids_instead = len(members) if bound.may_exceed(len(members)) else 0
+                then = await self._tasks.job_of(
+                    tenant_id,
+                    request.then,
+                    _key(key),
+                    results=True,
+                    ids_instead=ids_instead,
+                    bound=bound.results_bytes,
+                )
                 parents = await self._parents(tenant_id, request.then.after or [], "$.after")
             except InvalidInput as exc:
                 raise InvalidInput(exc.detail, _under("$.then", exc)) from None
             ids = [member.id for member in members]
-            then = msgspec.structs.replace(then, payload=then.payload | {"group": ids})
+            payload = then.payload | {"group": ids, "group_bytes": bound.results_bytes}
+            then = msgspec.structs.replace(then, payload=payload)
             after[then.id] = (*ids, *parents)
             jobs.append(then)
         status = await self._predict(tenant_id, jobs, after)

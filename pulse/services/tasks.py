@@ -87,10 +87,13 @@ class TaskService:
         return answer
 
     async def job_of(
-        self, tenant_id: str, request: JobRequest, key: str | None, *, results: bool = False
-    ) -> Job:
+        self, tenant_id: str, request: JobRequest, key: str | None, *, results: bool = False,
+        ids_instead: int = 0, bound: int = 0,
+    ) -> Job:  # fmt: skip
         """The job of a checked request (``results``: a group's callback, whose task receives
-        the members' results as its ``results`` argument); 422 naming what is wrong."""
+        the members' results as its ``results`` argument, or, when ``ids_instead`` members'
+        results could total more than ``bound`` bytes, their job ids); 422 naming what is
+        wrong."""
         registered = await self._jobs.registered(request.task)
         if registered is None:
             raise InvalidInput(f"task: no worker serves a task {request.task!r}", "$.task")
@@ -98,6 +101,8 @@ class TaskService:
             raise InvalidInput("args.results: a group gives its callback the results", "$.args")
         checked = request.args | {"results": []} if results else request.args
         self._check_args(request.task, registered, checked)
+        if ids_instead:
+            self._check_ids_instead(request, registered, ids_instead, bound)
         payload: dict[str, Any] = {"args": request.args}
         if key is not None:
             payload["key"] = key
@@ -130,6 +135,21 @@ class TaskService:
             with contextlib.suppress(*TRANSIENT_REDIS_ERRORS):
                 await self._cancels.announce(job_id)
         return await self.get(tenant_id, job_id)
+
+    def _check_ids_instead(
+        self, request: JobRequest, registered: RegisteredTask, members: int, bound: int
+    ) -> None:
+        """A callback whose members' results may exceed the bound must take their ids."""
+        ids = request.args | {"results": [str(uuid7()) for _ in range(min(members, 2))]}
+        if self._validator(request.task, registered.schema).is_valid(ids):
+            return
+        raise InvalidInput(
+            f"args.results: the results of {members} member(s) may total more than"
+            f" PULSE_MAX_GROUP_RESULTS_BYTES ({bound}), and then the callback gets their job ids"
+            f" (strings) as results, which {request.task!r} does not take: declare results as"
+            " list[Any] (or list[T | str]), or make the group smaller",
+            "$.args.results",
+        )
 
     def _check_args(self, task: str, registered: RegisteredTask, args: dict[str, Any]) -> None:
         validator = self._validator(task, registered.schema)

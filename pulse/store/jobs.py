@@ -41,10 +41,12 @@ SELECT {_COLUMNS.replace("r.result::text AS result", "NULL::text AS result")}
 """
 
 # Any unfinished task may be cancelled: a queued one is then acknowledged unrun when a worker
-# reads it (the claim finds it cancelled); a running one is told over Redis to stop. A running
-# one whose run has ended (its final result written, the acknowledgement not yet) is not: the
-# result row is locked first, so a result being written is waited for and then seen. A result
-# written after the cancel is hidden on read (``document``): the cancelled status wins.
+# reads it (the claim finds it cancelled); a running one is told over Redis to stop. A run's end
+# is recorded with its status in one statement, only on a row still 'delivering'
+# (``DeliveryLedger.record``): a cancel committed first keeps the end from being written, and
+# one after it finds the job ended. Workers of earlier versions wrote the final result before
+# the status: for them the result row is locked first, and a running one whose final result is
+# written is not cancelled; a result written after the cancel is hidden on read (``document``).
 _CANCEL = """
 WITH ended AS (
     SELECT finished_at FROM job_results WHERE job_id = $1 AND tenant_id = $2 FOR UPDATE

@@ -64,16 +64,22 @@ UPDATE notifications SET updated_at = now()
 """
 
 # The batch's outcomes come as one jsonb object (id -> [status, error, error_class, dead,
-# stream, entry_id, provider, next_step, made, receipt_id]) that each row, found by its key,
+# stream, entry_id, provider, next_step, made, receipt_id, run]) that each row, found by its key,
 # looks itself up in: no join of the batch with the table, which the planner made a nested loop
 # rescanning the batch for every row (without statistics on a fresh table, and in the generic
 # plan the statement cache turns to after five runs: 15 s for a batch of 5,000).
 _O = "($2::jsonb -> n.id::text)"
 
 # One statement per acker batch: the status (only rows still 'delivering' move, so recording
-# twice changes nothing), an audit row, one attempt row per provider call, the dead letters, and
-# a receipt for each notification that ended for good whose tenant has an endpoint: created
-# with the final status or not at all.
+# twice changes nothing), an audit row, one attempt row per provider call, the dead letters, a
+# task run's ``job_results`` row (``run``: [attempt, started_at, result, error_type,
+# error_message, traceback, keep_s, final, result_bytes], or null when results are off; the
+# result's JSON size is what a group's release sums, sql/017), and a receipt for
+# each notification that ended for good whose tenant has an endpoint: created with the final
+# status or not at all. A run's result is thus committed with its status, before its entry is
+# acknowledged, in the batch's one round trip; the triggers that release a chain's children
+# (sql/014) fire at the statement's end and read the results it wrote. The run's progress is
+# kept when it failed (1 when it succeeded); a previous attempt's progress and note are not.
 _RECORD = f"""
 WITH u AS (
     UPDATE notifications n
@@ -90,7 +96,26 @@ WITH u AS (
               n.attempts, n.metadata, n.priority, n.created_at, n.delivered_at, n.failed_at,
               n.receipt_for, n.status, {_O} ->> 1 AS error, {_O} ->> 2 AS error_class,
               ({_O} ->> 3)::bool AS dead, {_O} ->> 4 AS stream, {_O} ->> 5 AS entry_id,
-              ({_O} ->> 9)::uuid AS receipt_id
+              ({_O} ->> 9)::uuid AS receipt_id, {_O} -> 10 AS run
+), j AS (
+    INSERT INTO job_results AS jr (job_id, tenant_id, attempt, started_at, result, result_bytes,
+                                   error_type, error_message, traceback, progress, finished_at,
+                                   expires_at)
+    SELECT id, tenant_id, (run ->> 0)::int, (run ->> 1)::timestamptz, run -> 2,
+           (run ->> 8)::int, run ->> 3, run ->> 4, run ->> 5,
+           CASE WHEN run ->> 3 IS NULL THEN 1 END,
+           CASE WHEN (run ->> 7)::bool THEN now() END,
+           CASE WHEN (run ->> 7)::bool THEN now() + make_interval(secs => (run ->> 6)::float8) END
+      FROM u WHERE jsonb_typeof(run) = 'array'
+    ON CONFLICT (job_id) DO UPDATE
+       SET attempt = EXCLUDED.attempt, started_at = EXCLUDED.started_at,
+           result = EXCLUDED.result, result_bytes = EXCLUDED.result_bytes,
+           error_type = EXCLUDED.error_type,
+           error_message = EXCLUDED.error_message, traceback = EXCLUDED.traceback,
+           progress = coalesce(EXCLUDED.progress,
+                               CASE WHEN jr.attempt = EXCLUDED.attempt THEN jr.progress END),
+           note = CASE WHEN jr.attempt = EXCLUDED.attempt THEN jr.note END,
+           finished_at = EXCLUDED.finished_at, expires_at = EXCLUDED.expires_at
 ), a AS (
     INSERT INTO audit (notification_id, status, worker, detail)
     SELECT id, status, $14, error FROM u
@@ -203,6 +228,32 @@ class OutcomeRow:
     provider: str | None = None  # the provider that delivered it
     next_step: int | None = None
     made: bool = True  # False: no provider was called, the claim's attempt is given back
+    run: RunRow | None = None  # a task's run whose result is kept
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    """How a task's run ended, for its ``job_results`` row (results kept): a JSON result or
+    an error; once ``final`` (no retry follows) the job has finished and the row is kept for
+    ``keep_s`` seconds."""
+
+    attempt: int
+    started_at: datetime
+    result_json: bytes | None
+    error_type: str | None
+    error_message: str | None
+    traceback: str | None
+    keep_s: float
+    final: bool = True
+
+    def encoded(self) -> tuple[object, ...]:
+        """The row as the record statement reads it (the result as JSON, not a string)."""
+        json = self.result_json
+        return (
+            self.attempt, self.started_at, None if json is None else msgspec.Raw(json),
+            self.error_type, self.error_message, self.traceback, self.keep_s, self.final,
+            None if json is None else len(json),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +341,7 @@ class DeliveryLedger:
             o.notification_id: [
                 *(getattr(o, name) for name in _OUTCOME_FIELDS),
                 str(uuid7()) if o.status in FINAL else None,
+                None if o.run is None else o.run.encoded(),
             ]
             for o in outcomes
         }

@@ -34,6 +34,9 @@ class Context:
     idempotency_key: str | None
     resources: dict[str, Any]
     _progress: ProgressSink = field(repr=False)
+    # A group callback's: why ``results`` holds the members' job ids instead of their results
+    # (over PULSE_MAX_GROUP_RESULTS_BYTES); None when it holds the results.
+    results_omitted: str | None = None
     log: logging.LoggerAdapter[logging.Logger] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
