@@ -247,7 +247,9 @@ async def test_a_running_job_cancelled_sees_cancelled_error_and_ends_cancelled(
     client: Client, auth: dict[str, str], task_worker: RunningWorker
 ) -> None:
     accepted = await enqueue(client, auth, "example.sleeper", args={"seconds": 60})
-    await until(client, auth, accepted["id"], lambda d: d["status"] == "running")
+    running = await until(client, auth, accepted["id"], lambda d: d["status"] == "running")
+    assert running["started_at"] is not None  # when it was claimed, before any progress
+    assert running["started_at"] >= accepted["created_at"]
     response = await client.post(f"/api/jobs/{accepted['id']}/cancel", headers=auth)
     assert response.status == 200
     job = await until(client, auth, accepted["id"], lambda d: d["finished_at"] is not None)

@@ -19,8 +19,12 @@ _COLUMNS = """
 n.id::text AS id, n.channel, n.status, n.priority, n.attempts, n.max_attempts,
 n.payload::text AS payload, n.last_error, n.created_at, n.updated_at,
 r.progress, r.note, r.result::text AS result, r.error_type, r.error_message, r.traceback,
-r.started_at, r.finished_at
+coalesce(r.started_at, CASE WHEN n.status = 'delivering' THEN (
+    SELECT max(a.at) FROM audit a WHERE a.notification_id = n.id AND a.status = 'delivering'
+) END) AS started_at, r.finished_at
 """
+# A running job's start is its claim's audit row until the run writes its own (with its first
+# progress report or its end): the run writes nothing when it starts (store/task_results.py).
 
 _GET = f"""
 SELECT {_COLUMNS}
