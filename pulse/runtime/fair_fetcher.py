@@ -1,8 +1,9 @@
-"""The fetcher with fairness between tenants (``PULSE_TENANT_FAIRNESS``): weighted DRR over the
-priorities (``pulse.core.priority``) and, inside each, weighted DRR over its lanes
+"""The notification fetcher of every worker: weighted DRR over the priorities
+(``pulse.core.priority``) and, inside each, weighted DRR over its lanes
 (``pulse.core.tenant_share``): one sub-stream per tenant with work, plus the priority's own
-stream (weight 1), which still receives what other paths append (scheduled sends when due,
-fallback steps, receipts, tasks).
+stream (weight 1), which receives what producers append with ``PULSE_TENANT_FAIRNESS`` off
+(and what an older API appended). It reads both whatever the setting says, so the setting can
+change on the API and the workers in any order.
 
 A round costs two round trips: the sets of active tenants, then every lane's share. When every
 lane is empty it blocks on the priority streams, the sub-streams it knows and the wake stream
@@ -149,7 +150,7 @@ class FairFetcher(Fetcher):
 def fair_fetcher(
     settings: Settings, consumer: Consumer, dispatcher: Dispatcher, pool: asyncpg.Pool
 ) -> FairFetcher:
-    """The notification fetcher of a worker when ``PULSE_TENANT_FAIRNESS`` is on."""
+    """The notification fetcher of a worker (whatever ``PULSE_TENANT_FAIRNESS`` says)."""
     return FairFetcher(
         consumer,
         dispatcher,
@@ -161,12 +162,8 @@ def fair_fetcher(
     )
 
 
-def tenant_streams_of(
-    settings: Settings, redis: Redis, keys: QueueKeys
-) -> Callable[[], Awaitable[list[str]]] | None:
-    """What the reclaimer asks on each pass for the tenants' sub-streams (None when off)."""
-    if not settings.tenant_fairness:
-        return None
+def tenant_streams_of(redis: Redis, keys: QueueKeys) -> Callable[[], Awaitable[list[str]]]:
+    """What the reclaimer asks on each pass for the tenants' sub-streams."""
     tenant_streams = TenantStreams(redis, keys)
 
     async def streams() -> list[str]:
