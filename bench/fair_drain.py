@@ -27,11 +27,11 @@ from redis.asyncio import Redis
 
 from bench.fairness import enqueue_for
 from bench.processes import ROOT, pulse_worker
+from bench.pulse_drain import wait_acknowledged
 from bench.scope import fresh_scope
 from pulse.queue.keys import QueueKeys
 from pulse.store.pool import create_pool
 
-POLL_S = 0.005
 MODES = ("before", "fair")
 
 
@@ -52,7 +52,7 @@ async def drain(
             with pulse_worker(scope, {"PULSE_TENANT_FAIRNESS": str(fair).lower()}, root) as go:
                 cpu = go.cpu_s()
                 started = go()
-                await _until_acknowledged(redis, QueueKeys(scope.prefix).index())
+                await wait_acknowledged(redis, QueueKeys(scope.prefix))
                 seconds = time.perf_counter() - started
                 cpu_s = go.cpu_s() - cpu
             await _check_delivered(pool, jobs)
@@ -60,15 +60,6 @@ async def drain(
         finally:
             await redis.aclose()
             await pool.close()
-
-
-async def _until_acknowledged(redis: Redis, index: str) -> None:
-    """The index names every entry not yet acknowledged (ack.lua removes it), whichever lane."""
-    for _ in range(int(600 / POLL_S)):
-        if await redis.hlen(index) == 0:
-            return
-        await asyncio.sleep(POLL_S)
-    raise RuntimeError("not drained within ten minutes")
 
 
 async def _check_delivered(pool: asyncpg.Pool, jobs: int) -> None:
