@@ -24,14 +24,20 @@ async def lanes(redis: Redis, keys: QueueKeys) -> list[tuple[int, str]]:
 async def waiting(redis: Redis, keys: QueueKeys) -> dict[str, int]:
     """Job id -> priority of every notification entry in Redis, waiting or in flight (an entry
     that does not decode is named by its error)."""
-    found: dict[str, int] = {}
+    return {job_id: priority for job_id, (priority, _) in (await placed(redis, keys)).items()}
+
+
+async def placed(redis: Redis, keys: QueueKeys) -> dict[str, tuple[int, str]]:
+    """Job id -> (priority, the lane's stream) of every notification entry, read without
+    taking it (XRANGE): what a producer appended, and where."""
+    found: dict[str, tuple[int, str]] = {}
     for priority, stream in await lanes(redis, keys):
         entries: Any = await redis.xrange(stream)
         for _, fields in entries:
             try:
-                found[decode_job(fields).id] = priority
+                found[decode_job(fields).id] = (priority, stream)
             except UndecodableMessage as exc:
-                found[f"undecodable entry: {exc}"] = priority
+                found[f"undecodable entry: {exc}"] = (priority, stream)
     return found
 
 
