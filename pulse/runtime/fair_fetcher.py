@@ -5,11 +5,12 @@ stream (weight 1), which receives what producers append with ``PULSE_TENANT_FAIR
 (and what an older API appended). It reads both whatever the setting says, so the setting can
 change on the API and the workers in any order.
 
-A round costs two round trips: the sets of active tenants, then every lane's share. When every
-lane is empty it blocks on the priority streams, the sub-streams it knows and the wake stream
-(a tenant's first append adds an entry there), so no timer lies between an append and its
-claim. A tenant whose lane reads empty has its sub-stream retired when nothing of it is left
-in flight (``retire_tenant.lua``): idle tenants cost Redis nothing.
+A round costs one round trip: every lane's share, planned from the sets of active tenants the
+previous round read, and the sets again. When every lane is empty it blocks on the priority
+streams, the sub-streams it knows and the wake stream (a tenant's first append adds an entry
+there), so no timer lies between an append and its claim. A tenant whose lane reads empty has
+its sub-stream retired when nothing of it is left in flight (``retire_tenant.lua``): idle
+tenants cost Redis nothing.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ class FairFetcher(Fetcher):
         self._weights: dict[str, int] = {}
         self._weights_at = -WEIGHTS_REFRESH_S
         self._shares = [TenantShare(self._weights) for _ in PRIORITIES]
-        self._active: dict[int, list[str]] = {p: [] for p in PRIORITIES}
+        self._active: dict[int, list[str]] = {p: [] for p in PRIORITIES}  # as last read
+        self._shared = frozenset(self._keys.streams())
         self._dry: dict[int, list[str]] = {}
 
     async def _fetch(self) -> list[Entry]:
@@ -88,7 +90,6 @@ class FairFetcher(Fetcher):
         return self._keys.tenant_stream(priority, tenant)
 
     async def _read_round(self) -> list[Entry]:
-        self._active = await self._tenants.active()
         asked_levels = self._scheduler.plan()
         plans: list[dict[str, int]] = []
         counts: dict[str, int] = {}
@@ -101,9 +102,11 @@ class FairFetcher(Fetcher):
                 stream = self._lane(priority, tenant)
                 counts[stream] = count
                 lanes[stream] = (level, tenant)
-        entries, lost = await self._tenants.read(self._consumer.name, counts)
-        if lost:
-            await self._consumer.ensure_group()
+        read = await self._tenants.read_round(self._consumer.name, counts)
+        self._active, entries = read.active, read.entries  # the next round's lanes
+        if any(stream in self._shared for stream in read.missing):
+            await self._consumer.ensure_group()  # Redis restarted empty (a sub-stream without
+            # its group was retired meanwhile: it just read as empty)
         got_lanes = Counter(lanes[entry.stream] for entry in entries)
         got_levels: Counter[int] = Counter()
         self._dry = {}
