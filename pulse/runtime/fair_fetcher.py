@@ -6,11 +6,12 @@ stream (weight 1), which receives what producers append with ``PULSE_TENANT_FAIR
 change on the API and the workers in any order.
 
 A round costs one round trip: every lane's share, planned from the sets of active tenants the
-previous round read, and the sets again. When every lane is empty it blocks on the priority
-streams, the sub-streams it knows and the wake stream (a tenant's first append adds an entry
-there), so no timer lies between an append and its claim. A tenant whose lane reads empty has
-its sub-stream retired when nothing of it is left in flight (``retire_tenant.lua``): idle
-tenants cost Redis nothing.
+previous round read, and the sets again; a lane the sets show new is read at once, in a second
+trip, so a new tenant is read in the round that first sees it. When every lane is empty it
+blocks on the priority streams, the sub-streams it knows and the wake stream (a tenant's first
+append adds an entry there), so no timer lies between an append and its claim. A tenant whose
+lane reads empty has its sub-stream retired when nothing of it is left in flight
+(``retire_tenant.lua``): idle tenants cost Redis nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from redis.exceptions import ResponseError
 from pulse.config import Settings
 from pulse.core.models import MAX_PRIORITY, MIN_PRIORITY
 from pulse.core.priority import DeficitRoundRobin
-from pulse.core.tenant_share import TenantShare
+from pulse.core.tenant_share import PROBE, TenantShare
 from pulse.queue.consumer import Consumer, Entry
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.queue.keys import QueueKeys
@@ -103,21 +104,47 @@ class FairFetcher(Fetcher):
                 counts[stream] = count
                 lanes[stream] = (level, tenant)
         read = await self._tenants.read_round(self._consumer.name, counts)
-        self._active, entries = read.active, read.entries  # the next round's lanes
+        planned, self._active = self._active, read.active  # the next round's lanes
         if any(stream in self._shared for stream in read.missing):
             await self._consumer.ensure_group()  # Redis restarted empty (a sub-stream without
             # its group was retired meanwhile: it just read as empty)
+        entries = read.entries + await self._read_new(planned, asked_levels, lanes)
         got_lanes = Counter(lanes[entry.stream] for entry in entries)
         got_levels: Counter[int] = Counter()
+        for (level, _), count in got_lanes.items():
+            got_levels[level] += count
         self._dry = {}
         for level, plan in enumerate(plans):
             got = {tenant: got_lanes[(level, tenant)] for tenant in plan}
-            got_levels[level] = sum(got.values())
             self._shares[level].served(plan, got)
             empty = [t for t, n in got.items() if n == 0 and t != SHARED]
             if empty:
                 self._dry[PRIORITIES[level]] = empty
         self._scheduler.served(asked_levels, got_levels)
+        return entries
+
+    async def _read_new(
+        self,
+        planned: dict[int, list[str]],
+        asked_levels: list[int],
+        lanes: dict[str, tuple[int, str]],
+    ) -> list[Entry]:
+        """Read at once the lanes that appeared since the sets this round was planned from,
+        each for an even part of its priority's share (one round trip more, only in a round
+        whose sets grew): a new tenant, or a tenant's first notification of another priority
+        (a critical one), waits no round longer than if the sets were read before the lanes."""
+        counts: dict[str, int] = {}
+        for level, priority in enumerate(PRIORITIES):
+            known = set(planned[priority])
+            new = [tenant for tenant in self._active[priority] if tenant not in known]
+            each = max(PROBE, asked_levels[level] // (len(self._active[priority]) + 1))
+            for tenant in new:
+                stream = self._lane(priority, tenant)
+                counts[stream] = each
+                lanes[stream] = (level, tenant)
+        if not counts:
+            return []
+        entries, _ = await self._tenants.read(self._consumer.name, counts)
         return entries
 
     async def _wait(self) -> list[Entry]:
