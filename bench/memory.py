@@ -8,7 +8,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bench.processes import pulse_worker
-from bench.pulse_drain import enqueue_bulk, wait_drained
+from bench.pulse_drain import enqueue_bulk, wait_acknowledged
 from bench.scope import fresh_scope
 from pulse.queue.keys import QueueKeys
 from pulse.store.pool import create_pool
@@ -29,7 +29,7 @@ async def pulse_memory(redis_url: str, admin_url: str, pending: int) -> dict[str
             loaded = await used_memory(redis)
             with pulse_worker(scope) as go:
                 go()
-                await wait_drained(redis, QueueKeys(scope.prefix).stream(2))
+                await wait_acknowledged(redis, QueueKeys(scope.prefix))
             after = await used_memory(redis)
         finally:
             await redis.aclose()

@@ -30,9 +30,9 @@ def log_file(name: str) -> IO[str]:
     return (LOGS / f"{name}.log").open("w")
 
 
-def clean_env(extra: dict[str, str]) -> dict[str, str]:
+def clean_env(extra: dict[str, str], root: Path = ROOT) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PULSE_")}
-    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = str(root)
     return env | extra
 
 
@@ -67,13 +67,16 @@ class Go:
 
 
 @contextlib.contextmanager
-def pulse_worker(scope: Scope, extra_env: dict[str, str] | None = None) -> Iterator[Go]:
-    """A connected worker process waiting for ``go()``, which starts it and returns the time."""
+def pulse_worker(
+    scope: Scope, extra_env: dict[str, str] | None = None, root: Path = ROOT
+) -> Iterator[Go]:
+    """A connected worker process waiting for ``go()``, which starts it and returns the time;
+    ``root``: the source tree it runs (another revision's, to compare with)."""
     with log_file("worker") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "bench.pulse_worker"],
-            env=clean_env(scope.env() | (extra_env or {})),
-            cwd=ROOT,
+            env=clean_env(scope.env() | (extra_env or {}), root),
+            cwd=root,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,

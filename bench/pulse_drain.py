@@ -58,7 +58,7 @@ async def drain(redis_url: str, admin_url: str, jobs: int) -> DrainResult:
             with pulse_worker(scope) as go:
                 cpu_before = go.cpu_s()
                 started = go()
-                await wait_drained(redis, QueueKeys(scope.prefix).stream(2))
+                await wait_acknowledged(redis, QueueKeys(scope.prefix))
                 seconds = time.perf_counter() - started
                 cpu_s = go.cpu_s() - cpu_before
             await _verify_audit(pool, jobs)
@@ -71,11 +71,12 @@ async def drain(redis_url: str, admin_url: str, jobs: int) -> DrainResult:
 async def enqueue_bulk(
     pool: asyncpg.Pool, redis: Redis, prefix: str, count: int, priority: int = 2
 ) -> list[str]:
-    """Commit ``count`` log-channel notifications and stream them, as the API would; return
-    their ids. They belong to the tenant ``bench-<prefix>``."""
+    """Commit ``count`` log-channel notifications and stream them, as the API would (to their
+    tenant's sub-stream, PULSE_TENANT_FAIRNESS's default); return their ids. They belong to
+    the tenant ``bench-<prefix>``."""
     tenant_id = await TenantStore(pool).ensure(f"bench-{prefix}", generate_key())
     ids: list[str] = []
-    publisher = Publisher(redis, QueueKeys(prefix))
+    publisher = Publisher(redis, QueueKeys(prefix), fair=True)
     payload = {"message": "benchmark"}
     for start in range(0, count, CHUNK):
         batch = [
@@ -133,5 +134,15 @@ async def wait_drained(redis: Redis, stream: str) -> None:
             pending = await redis.xpending(stream, CONSUMER_GROUP)
             if int(pending["pending"]) == 0:
                 return
+        await asyncio.sleep(POLL_S)
+    raise RuntimeError("the worker did not drain the queue within the bench's time bound")
+
+
+async def wait_acknowledged(redis: Redis, keys: QueueKeys) -> None:
+    """Until every notification is acknowledged, whichever lane held it (a priority stream or
+    a tenant's sub-stream): ack.lua removes a job from the index as it deletes its entry."""
+    for _ in range(POLL_LIMIT):
+        if await redis.hlen(keys.index()) == 0:
+            return
         await asyncio.sleep(POLL_S)
     raise RuntimeError("the worker did not drain the queue within the bench's time bound")

@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from bench import cpu
 from bench.accept import PATH, WARMUP_S, ensure_wrk
 from bench.processes import ROOT, clean_env, wait_http
-from bench.pulse_drain import enqueue_bulk, wait_drained
+from bench.pulse_drain import enqueue_bulk, wait_acknowledged
 from bench.scope import Scope, fresh_scope
 from pulse.queue.keys import QueueKeys
 from pulse.store.pool import create_pool
@@ -106,7 +106,7 @@ async def drain(hosts: Hosts, redis_url: str, admin_url: str, jobs: int) -> dict
                 for worker in workers:
                     worker.stdin.write("go\n")
                     worker.stdin.flush()
-                await wait_drained(redis, QueueKeys(scope.prefix).stream(2))
+                await wait_acknowledged(redis, QueueKeys(scope.prefix))
                 after = cpu.sample(groups, LOAD)
             delivered = await pool.fetchval(
                 "SELECT count(*) FROM notifications WHERE status = 'delivered'"

@@ -248,9 +248,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     worker_lease_ms: Annotated[int, msgspec.Meta(ge=100)] = 30_000
     worker_reclaim_interval_ms: PositiveInt = 500
     priority_weights: Annotated[str, msgspec.Meta(pattern=r"^\d+(,\d+){4}$")] = "16,8,4,2,1"
-    # Fair share between tenants inside a priority: one sub-stream per tenant, served by
-    # weighted DRR (weights: PUT /api/tenants/{id}/weight). API and workers must agree.
-    tenant_fairness: bool = False
+    # Fair share between tenants inside a priority: producers append a tenant's notifications
+    # to its own sub-stream, served by weighted DRR (weights: PUT /api/tenants/{id}/weight).
+    # Workers read the sub-streams and the shared lane whatever this says: safe to flip any time.
+    tenant_fairness: bool = True
     default_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
     retry_base_s: PositiveFloat = 1.0
     retry_cap_s: PositiveFloat = 300.0

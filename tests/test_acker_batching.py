@@ -25,6 +25,7 @@ from pulse.runtime.acker import Acker
 from pulse.runtime.leaser import Leaser
 from pulse.runtime.work import Delivery, Done, Try, received
 from pulse.store.ledger import DeliveryLedger
+from tests.queue_view import lanes
 
 pytestmark = pytest.mark.integration
 
@@ -39,9 +40,10 @@ async def _claimed(
     them for a deliverer."""
     keys = QueueKeys(settings.key_prefix)
     await enqueue_bulk(pool, redis, settings.key_prefix, count)
-    consumer = Consumer(redis, keys, "acker-test")
+    streams = [stream for _, stream in await lanes(redis, keys)]
+    consumer = Consumer(redis, keys, "acker-test", streams)
     await consumer.ensure_group()
-    entries = await consumer.read({keys.stream(2): count})
+    entries = await consumer.read(dict.fromkeys(streams, count))
     deliveries, _ = received(entries)
     await DeliveryLedger(pool).claim([d.job for d in deliveries], "acker-test", 30.0)
     return deliveries

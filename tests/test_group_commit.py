@@ -26,12 +26,12 @@ from pulse.core.ids import uuid7
 from pulse.core.models import Job, JobKind
 from pulse.http.app import create_app
 from pulse.http.state import ACCEPT
-from pulse.queue.codec import decode_job
 from pulse.queue.keys import QueueKeys
 from pulse.services.accept import AcceptService, Answer, IdempotencyKey, KeyBusy, KeyReused
 from pulse.services.accept import fingerprint as fingerprint_of
 from pulse.store.errors import TRANSIENT_DB_ERRORS, UNSTORABLE_VALUE_ERRORS
 from pulse.store.tenants import NewTenant
+from tests.queue_view import waiting
 from tests.test_accept_service import count_for, through_relay
 
 pytestmark = pytest.mark.integration
@@ -65,8 +65,7 @@ async def all_at_once(
 
 
 async def stream_ids(redis: Redis, keys: QueueKeys) -> set[str]:
-    entries: Any = await redis.xrange(keys.stream(2))
-    return {decode_job(fields).id for _, fields in entries}
+    return set(await waiting(redis, keys))
 
 
 async def test_a_group_commits_every_row_with_its_own_answer_and_only_the_faulty_one_fails(

@@ -56,12 +56,12 @@ from pulse.http.app import create_app
 from pulse.http.dashboard import open_streams
 from pulse.http.openapi import build_spec
 from pulse.metrics import Metrics
-from pulse.queue.codec import UndecodableMessage, decode_job
 from pulse.queue.keys import QueueKeys
 from pulse.store.pool import create_pool
 from pulse.store.tenants import TenantStore
 from tests.hostile import KINDS, Context, Endpoint, corpus, requests_for
 from tests.hostile_wire import WireRequest, WireResponse, exchange
+from tests.queue_view import waiting
 
 pytestmark = pytest.mark.integration
 
@@ -202,14 +202,7 @@ class Site:
     async def unstreamed(self) -> set[str]:
         """Committed work of this tenant that no stream holds: queued notifications, and
         batches not yet fanned out, each looked for in the stream of its priority."""
-        streamed: set[tuple[str, int]] = set()
-        for priority, stream in enumerate(self.keys.streams()):
-            entries: Any = await self.redis.xrange(stream)
-            for _, fields in entries:
-                try:
-                    streamed.add((decode_job(fields).id, priority))
-                except UndecodableMessage as exc:
-                    streamed.add((f"undecodable entry: {exc}", priority))
+        streamed = set((await waiting(self.redis, self.keys)).items())
         notifications = await self.pool.fetch(
             "SELECT 'notification' AS kind, id::text, priority FROM notifications"
             " WHERE tenant_id = $1 AND status = 'queued'"

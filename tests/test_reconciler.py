@@ -23,6 +23,7 @@ from pulse.store.ledger import DeliveryLedger
 from pulse.store.notifications import NewNotification, NotificationStore
 from pulse.store.tenants import NewTenant
 from tests.conftest import Client, ServerUrls, WorkerFactory, fresh_database, wait_for_status
+from tests.queue_view import lose_everything
 from tests.smtp_servers import ScriptedHandler, ScriptedSmtp
 from tests.test_reliability import column, post
 
@@ -58,7 +59,7 @@ async def test_reconciler_enqueues_committed_notifications_redis_lost(
     # Given an accepted notification whose stream entry Redis lost
     location = await post(client, auth)
     keys = QueueKeys(fast.key_prefix)
-    await redis.delete(keys.stream(1), keys.index())
+    await lose_everything(redis, keys)
 
     # When a worker's reconciler runs
     start_worker(msgspec.structs.replace(fast, reconcile_interval_s=0.2, reconcile_after_s=0.1))

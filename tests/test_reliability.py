@@ -20,7 +20,9 @@ from pulse.queue.consumer import Consumer
 from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
 from pulse.queue.pending import PendingEntries
 from pulse.queue.publisher import Publisher
+from pulse.queue.stats import QueueStats
 from tests.conftest import EXAMPLE, Client, WorkerFactory, wait_for_status
+from tests.queue_view import lanes
 from tests.smtp_servers import ScriptedHandler, ScriptedSmtp
 
 pytestmark = pytest.mark.integration
@@ -142,9 +144,9 @@ async def assert_dead_lettered(
     assert len(reasons) == 1
     dead: Any = await redis.xrange(keys.dead_letters())
     assert [fields[b"job"].decode() for _, fields in dead] == [notification_id]
-    stream = keys.stream(EXAMPLE["priority"])  # type: ignore[arg-type]
-    assert (await redis.xpending(stream, CONSUMER_GROUP))["pending"] == 0
-    assert await redis.xlen(stream) == 0
+    priority = int(EXAMPLE["priority"])  # type: ignore[call-overload]
+    queue = (await QueueStats(redis, keys).snapshot()).streams[priority]
+    assert (queue.depth, queue.pending) == (0, 0)
 
 
 async def test_slow_delivery_keeps_its_lease_against_a_second_worker(
@@ -185,7 +187,9 @@ async def test_abandoned_entries_come_back_after_the_lease(
     # Given an entry read by a consumer that then died (never acknowledged, never renewed)
     location = await post(client, auth)
     keys = QueueKeys(fast.key_prefix)
-    dead_consumer = Consumer(redis, keys, "crashed-worker")
+    dead_consumer = Consumer(
+        redis, keys, "crashed-worker", [s for _, s in await lanes(redis, keys)]
+    )
     await dead_consumer.ensure_group()
     assert len(await dead_consumer.wait(10, 100)) == 1
 

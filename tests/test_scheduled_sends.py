@@ -17,6 +17,7 @@ from pulse.channels.registry import channel_specs
 from pulse.config import Settings
 from pulse.http.app import create_app
 from pulse.queue.keys import QueueKeys
+from pulse.queue.stats import QueueStats
 from tests.conftest import Client, WorkerFactory, wait_for_status
 
 pytestmark = pytest.mark.integration
@@ -58,7 +59,7 @@ async def test_future_send_at_is_accepted_as_scheduled_and_committed(
     assert await history(pool, body["id"]) == ["scheduled"]
     # and Redis holds it in the due-time index of its priority, not in a stream
     assert await redis.zscore(keys.scheduled(1), body["id"]) == due.timestamp() * 1000
-    assert await redis.xlen(keys.stream(1)) == 0
+    assert (await QueueStats(redis, keys).snapshot()).streams[1].depth == 0
     # and its view shows send_at
     view = msgspec.json.decode(await (await client.get(f"/api/notifications/{body['id']}",
                                                         headers=auth)).read())  # fmt: skip
@@ -74,7 +75,7 @@ async def test_past_or_zero_delay_is_queued_at_once(
         status, body = await send(client, auth, **changes)
         assert status == 202, body
         assert body["status"] == "queued"
-    assert await redis.xlen(keys.stream(2)) == 2
+    assert (await QueueStats(redis, keys).snapshot()).streams[2].depth == 2
 
 
 @pytest.mark.parametrize(

@@ -62,9 +62,8 @@ def _where(args: argparse.Namespace) -> DeadLetterFilter:
 async def _service(settings: Settings) -> AsyncIterator[DeadLetters]:
     async with backends(settings) as (redis, pool):
         keys = QueueKeys(settings.key_prefix)
-        yield DeadLetters(
-            DeadLetterStore(pool), DeadLetterStream(redis, keys), Publisher(redis, keys)
-        )
+        publisher = Publisher(redis, keys, fair=settings.tenant_fairness)  # as the API appends
+        yield DeadLetters(DeadLetterStore(pool), DeadLetterStream(redis, keys), publisher)
 
 
 async def _list(settings: Settings, args: argparse.Namespace) -> int:

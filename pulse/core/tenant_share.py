@@ -7,8 +7,9 @@ exactly over rounds even when the per-round share is below one entry. A tenant w
 sub-stream came up short has run dry: it loses its credit (classic DRR, no hoarding) and is
 only probed for one entry until it delivers what it is asked again, so a dry lane does not
 take a share from a busy one. With tenant A's 200,000 queued and tenant B's 100 arriving, B
-is served from the next round on at half the priority's rate (equal weights), A at the other
-half; alone, A gets all of it.
+is served from the next round on (at once for a sub-stream that round finds new, then by this
+plan) at half the priority's rate (equal weights), A at the other half; alone, A gets all of
+it.
 """
 
 from __future__ import annotations

@@ -158,7 +158,7 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
     app[ROUTES] = RouteStore(pool)
     app[RECEIPTS] = ReceiptStore(pool)
     app[IDEMPOTENCY] = IdempotencyStore(pool, settings.idempotency_retention_s)
-    app[DUE_INDEX] = DueIndex(redis, keys)
+    app[DUE_INDEX] = DueIndex(redis, keys, fair=settings.tenant_fairness)
     app[SCHEDULED] = ScheduledStore(pool)
     app[ACCEPT] = AcceptService(
         app[NOTIFICATIONS], app[BATCHES], app[IDEMPOTENCY], app[PUBLISHER], app[METRICS],

@@ -63,13 +63,16 @@ class Consumer:
         return self._redis
 
     async def ensure_group(self) -> None:
-        """Create the consumer group on every stream this consumer reads (idempotent)."""
+        """Create the consumer group on every stream this consumer reads, and this consumer in
+        it (idempotent): a worker shows as a consumer of every priority at once, even one whose
+        work all comes through tenants' sub-streams."""
         for stream in self.streams:
             try:
                 await self._redis.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
             except ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
+            await self._redis.xgroup_createconsumer(stream, CONSUMER_GROUP, self._consumer)
 
     async def read(self, counts: Mapping[str, int]) -> list[Entry]:
         """New entries, up to ``counts[stream]`` from each stream, in one round trip."""

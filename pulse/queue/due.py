@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 
 from redis.asyncio import Redis
 
-from pulse.core.models import MAX_PRIORITY, Job, JobKind
-from pulse.queue.codec import MESSAGE_FIELD, encode_job
-from pulse.queue.keys import QueueKeys
+from pulse.core.models import MAX_PRIORITY, MIN_PRIORITY, Job, JobKind
+from pulse.queue.codec import MESSAGE_FIELD, UndecodableMessage, decode_job, encode_job
+from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
 from pulse.queue.scripts import load_script
 
 CHUNK = 500  # jobs per script call
@@ -37,9 +37,12 @@ def due_ms(due: datetime) -> int:
 
 
 class DueIndex:
-    def __init__(self, redis: Redis, keys: QueueKeys) -> None:
+    def __init__(self, redis: Redis, keys: QueueKeys, *, fair: bool = False) -> None:
+        """``fair``: a notification due is streamed to its tenant's sub-stream of its priority
+        (as the publisher appends one accepted now, PULSE_TENANT_FAIRNESS)."""
         self._redis = redis
         self._keys = keys
+        self._fair = fair
         self._schedule = load_script(redis, "schedule")
         self._promote = load_script(redis, "promote")
         self._unschedule = load_script(redis, "unschedule")
@@ -67,8 +70,9 @@ class DueIndex:
 
     async def promote(self, now_ms: int, limit: int) -> Promoted:
         """Stream at most ``limit`` jobs due by ``now_ms`` (atomically: once each)."""
-        sets, streams = [], []
-        for notifications, tasks, stream, task_stream in zip(
+        sets, streams, tenant_sets = [], [], []
+        for priority, notifications, tasks, stream, task_stream in zip(
+            range(MIN_PRIORITY, MAX_PRIORITY + 1),
             self._keys.all_scheduled(),
             self._keys.all_task_scheduled(),
             self._keys.streams(),
@@ -77,11 +81,49 @@ class DueIndex:
         ):  # by priority, a notification's before a task's of the same level
             sets += [notifications, tasks]
             streams += [stream, task_stream]
-        keys = [self._keys.scheduled_jobs(), self._keys.index(), *sets, *streams]
-        reply = await self._promote(keys=keys, args=[now_ms, limit])
+            tenant_sets += [self._keys.tenants(priority)] * 2
+        routes, lanes = await self._routes(now_ms, limit) if self._fair else ([], [])
+        keys = [
+            self._keys.scheduled_jobs(), self._keys.index(), self._keys.wake(),
+            *sets, *streams, *tenant_sets, *lanes,
+        ]  # fmt: skip
+        args = [now_ms, limit, len(sets), CONSUMER_GROUP, *routes]
+        reply = await self._promote(keys=keys, args=args)
         head, rest = int(reply[0]), reply[1:]
         moved = [(_text(rest[i]), int(float(rest[i + 1]))) for i in range(0, len(rest), 2)]
         return Promoted(moved, None if head < 0 else head)
+
+    async def _routes(self, now_ms: int, limit: int) -> tuple[list[str | int], list[str]]:
+        """The notifications due by ``now_ms`` routed to their tenants' sub-streams: the
+        script's triples (job id, tenant, lane number) and the lanes. Read before the script
+        because Redis Cluster wants every key a script touches named up front; a job due but
+        not seen here (scheduled meanwhile) goes to its priority stream, still served."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for scheduled in self._keys.all_scheduled():
+                pipe.zrangebyscore(scheduled, "-inf", now_ms, start=0, num=limit)
+            replies = await pipe.execute()
+        due = [
+            (priority, _text(member))
+            for priority, members in zip(
+                range(MIN_PRIORITY, MAX_PRIORITY + 1), replies, strict=True
+            )
+            for member in members
+        ][:limit]
+        if not due:
+            return [], []
+        messages = await self._redis.hmget(self._keys.scheduled_jobs(), [i for _, i in due])
+        routes: list[str | int] = []
+        lanes: dict[str, int] = {}
+        for (priority, job_id), message in zip(due, messages, strict=True):
+            if not isinstance(message, bytes):
+                continue  # gone meanwhile: the script drops it
+            try:
+                tenant = decode_job({MESSAGE_FIELD: message}).tenant_id
+            except UndecodableMessage:
+                continue  # streamed to its priority stream: the worker dead-letters it there
+            lane = self._keys.tenant_stream(priority, tenant)
+            routes += [job_id, tenant, lanes.setdefault(lane, len(lanes) + 1)]
+        return routes, list(lanes)
 
     async def remove(self, job_id: str, priority: int, *, task: bool = False) -> bool:
         """Forget a cancelled job (memory only: the claim never sends a cancelled one)."""

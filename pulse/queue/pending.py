@@ -15,7 +15,7 @@ from redis.exceptions import ResponseError
 
 from pulse.queue.consumer import Entry, as_str, make_entry
 from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
-from pulse.queue.scripts import by_stream, is_nogroup, load_script, per_stream, run_calls
+from pulse.queue.scripts import Call, by_stream, is_nogroup, load_script, per_stream, run_calls
 
 
 class PendingEntries:
@@ -47,15 +47,30 @@ class PendingEntries:
 
     async def reclaim(self, stream: str, now_ms: int, lease_ms: int, limit: int) -> list[Entry]:
         """Claim entries of ``stream`` due for retry or abandoned longer than the lease."""
-        keys = [stream, self._keys.retry_schedule(stream)]
+        [entries] = await self.reclaim_each([stream], now_ms, lease_ms, limit)
+        return entries
+
+    async def reclaim_each(
+        self, streams: Sequence[str], now_ms: int, lease_ms: int, limit: int
+    ) -> list[list[Entry]]:
+        """``reclaim`` on each of ``streams`` (up to ``limit`` entries each) in one round
+        trip: the tenants' sub-streams may be many. A stream without its group (Redis restarted
+        empty, or a sub-stream retired meanwhile) has nothing to reclaim."""
         args: list[str | int] = [CONSUMER_GROUP, self._consumer, now_ms, lease_ms, limit]
-        try:
-            flat = await self._reclaim(keys=keys, args=args)
-        except ResponseError as exc:
-            if is_nogroup(exc):
-                return []  # Redis restarted empty; the fetcher makes the group again
-            raise
-        return [
-            make_entry(stream, as_str(flat[i]), int(flat[i + 1]), flat[i + 2] or None)
-            for i in range(0, len(flat), 3)
+        calls = [
+            Call(self._reclaim, [stream, self._keys.retry_schedule(stream)], args)
+            for stream in streams
         ]
+        found: list[list[Entry]] = []
+        for stream, flat in zip(streams, await run_calls(self._redis, calls), strict=True):
+            if isinstance(flat, ResponseError) and is_nogroup(flat):
+                flat = []
+            elif isinstance(flat, Exception):
+                raise flat
+            found.append(
+                [
+                    make_entry(stream, as_str(flat[i]), int(flat[i + 1]), flat[i + 2] or None)
+                    for i in range(0, len(flat), 3)
+                ]
+            )
+        return found

@@ -11,6 +11,7 @@ schedule, dead letters, the index) works per sub-stream unchanged.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -21,6 +22,16 @@ from pulse.queue.codec import MESSAGE_FIELD, encode_job
 from pulse.queue.consumer import Entry, as_str, entries_of
 from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
 from pulse.queue.scripts import Call, is_nogroup, load_script, run_calls
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    """What one fetch round read: the entries, the streams read that had no consumer group,
+    and the tenants with a sub-stream at each priority."""
+
+    entries: list[Entry]
+    missing: list[str]
+    active: dict[int, list[str]]
 
 
 class TenantStreams:
@@ -86,23 +97,38 @@ class TenantStreams:
         """New entries, up to ``counts[stream]`` from each stream, in one round trip, and
         whether a stream had no group (a sub-stream retired meanwhile reads as empty; a
         priority stream without one means Redis restarted: the caller makes the groups)."""
+        read = await self.read_round(consumer, counts)
+        return read.entries, bool(read.missing)
+
+    async def read_round(self, consumer: str, counts: Mapping[str, int]) -> Round:
+        """``read`` and ``active`` in one round trip: the fetcher plans each round from the
+        sets the previous one read, so a tenant that became active is read one round later,
+        and a round costs one round trip, as with the shared streams alone."""
+        priorities = range(MIN_PRIORITY, MAX_PRIORITY + 1)
         wanted = [(stream, count) for stream, count in counts.items() if count > 0]
-        if not wanted:
-            return [], False
         async with self._redis.pipeline(transaction=False) as pipe:
+            for priority in priorities:
+                pipe.smembers(self._keys.tenants(priority))
             for stream, count in wanted:
                 pipe.xreadgroup(CONSUMER_GROUP, consumer, {stream: ">"}, count=count)
             replies = await pipe.execute(raise_on_error=False)
+        sets, reads = replies[: len(priorities)], replies[len(priorities) :]
+        for reply in sets:
+            if isinstance(reply, BaseException):
+                raise reply
         entries: list[Entry] = []
-        lost = False
-        for reply in replies:
+        missing: list[str] = []
+        for (stream, _), reply in zip(wanted, reads, strict=True):
             if isinstance(reply, ResponseError) and is_nogroup(reply):
-                lost = True
+                missing.append(stream)
             elif isinstance(reply, BaseException):
                 raise reply
             else:
                 entries.extend(entries_of(reply))
-        return entries, lost
+        active = {
+            p: sorted(as_str(t) for t in reply) for p, reply in zip(priorities, sets, strict=True)
+        }
+        return Round(entries, missing, active)
 
     async def wait(
         self, consumer: str, streams: Sequence[str], count: int, block_ms: int

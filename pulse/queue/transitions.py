@@ -1,11 +1,11 @@
 """The Redis half of settling a batch: every entry's transition, in one round trip.
 
 Each transition is its own atomic script (``ack.lua``, ``retry_later.lua``, ``dead_letter.lua``,
-``fallback.lua``, ``enqueue.lua`` for the receipts the batch created); a batch sends them all in
-one round trip (by EVALSHA alone: ``scripts.run_calls``). Every script tolerates a second run,
-so a batch applied again after a failure changes nothing twice, except the receipts' XADDs:
-``Applied.streamed`` says how many of them went through, and only the rest are to be streamed
-again.
+``fallback.lua``, ``enqueue.lua`` or ``enqueue_tenant.lua`` for the receipts the batch created);
+a batch sends them all in one round trip (by EVALSHA alone: ``scripts.run_calls``). Every
+script tolerates a second run, so a batch applied again after a failure changes nothing twice,
+except the receipts' XADDs: ``Applied.streamed`` says how many of them went through, and only
+the rest are to be streamed again.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pulse.core.models import Job
 from pulse.queue.codec import MESSAGE_FIELD, encode_job
 from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
 from pulse.queue.scripts import Call, by_stream, load_script, per_stream, run_calls
+from pulse.queue.tenant_streams import TenantStreams
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +59,13 @@ class Applied:
 
 
 class Transitions:
-    def __init__(self, redis: Redis, keys: QueueKeys, consumer: str) -> None:
+    def __init__(self, redis: Redis, keys: QueueKeys, consumer: str, *, fair: bool = False) -> None:
+        """``fair``: a fallback step and a receipt go to their tenant's sub-stream of their
+        priority, as the publisher appends an accepted notification (PULSE_TENANT_FAIRNESS)."""
         self._redis = redis
         self._keys = keys
         self._consumer = consumer
+        self._tenant_streams = TenantStreams(redis, keys) if fair else None
         self._ack = load_script(redis, "ack")
         self._retry_later = load_script(redis, "retry_later")
         self._dead_letter = load_script(redis, "dead_letter")
@@ -126,27 +130,36 @@ class Transitions:
 
     def _fallbacks(self, moves: Sequence[tuple[EntryRef, Job]]) -> list[Call]:
         """``fallback.lua`` per entry: replace it by a fresh entry of its next step."""
+        fair = self._tenant_streams is not None
         return [
             Call(
                 self._fallback,
                 [
                     entry.stream,
-                    self._keys.stream(following.priority),
+                    self._keys.tenant_stream(following.priority, following.tenant_id)
+                    if fair
+                    else self._keys.stream(following.priority),
                     self._keys.index(),
                     self._keys.retry_schedule(entry.stream),
+                    self._keys.tenants(following.priority),
+                    self._keys.wake(),
                 ],
                 [
                     CONSUMER_GROUP,
                     entry.entry_id,
                     following.id,
                     encode_job(following)[MESSAGE_FIELD],
+                    following.tenant_id if fair else "",
                 ],
             )
             for entry, following in moves
         ]
 
     def _receipts(self, jobs: Sequence[Job]) -> list[Call]:
-        """``enqueue.lua`` per receipt, as the publisher appends an accepted job."""
+        """``enqueue.lua`` per receipt (``enqueue_tenant.lua`` when fair), as the publisher
+        appends an accepted job."""
+        if self._tenant_streams is not None:
+            return [self._tenant_streams.append_call(job) for job in jobs]
         index = self._keys.index()
         return [
             Call(

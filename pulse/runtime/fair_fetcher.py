@@ -1,14 +1,17 @@
-"""The fetcher with fairness between tenants (``PULSE_TENANT_FAIRNESS``): weighted DRR over the
-priorities (``pulse.core.priority``) and, inside each, weighted DRR over its lanes
+"""The notification fetcher of every worker: weighted DRR over the priorities
+(``pulse.core.priority``) and, inside each, weighted DRR over its lanes
 (``pulse.core.tenant_share``): one sub-stream per tenant with work, plus the priority's own
-stream (weight 1), which still receives what other paths append (scheduled sends when due,
-fallback steps, receipts, tasks).
+stream (weight 1), which receives what producers append with ``PULSE_TENANT_FAIRNESS`` off
+(and what an older API appended). It reads both whatever the setting says, so the setting can
+change on the API and the workers in any order.
 
-A round costs two round trips: the sets of active tenants, then every lane's share. When every
-lane is empty it blocks on the priority streams, the sub-streams it knows and the wake stream
-(a tenant's first append adds an entry there), so no timer lies between an append and its
-claim. A tenant whose lane reads empty has its sub-stream retired when nothing of it is left
-in flight (``retire_tenant.lua``): idle tenants cost Redis nothing.
+A round costs one round trip: every lane's share, planned from the sets of active tenants the
+previous round read, and the sets again; a lane the sets show new is read at once, in a second
+trip, so a new tenant is read in the round that first sees it. When every lane is empty it
+blocks on the priority streams, the sub-streams it knows and the wake stream (a tenant's first
+append adds an entry there), so no timer lies between an append and its claim. A tenant whose
+lane reads empty has its sub-stream retired when nothing of it is left in flight
+(``retire_tenant.lua``): idle tenants cost Redis nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from redis.exceptions import ResponseError
 from pulse.config import Settings
 from pulse.core.models import MAX_PRIORITY, MIN_PRIORITY
 from pulse.core.priority import DeficitRoundRobin
-from pulse.core.tenant_share import TenantShare
+from pulse.core.tenant_share import PROBE, TenantShare
 from pulse.queue.consumer import Consumer, Entry
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.queue.keys import QueueKeys
@@ -65,7 +68,8 @@ class FairFetcher(Fetcher):
         self._weights: dict[str, int] = {}
         self._weights_at = -WEIGHTS_REFRESH_S
         self._shares = [TenantShare(self._weights) for _ in PRIORITIES]
-        self._active: dict[int, list[str]] = {p: [] for p in PRIORITIES}
+        self._active: dict[int, list[str]] = {p: [] for p in PRIORITIES}  # as last read
+        self._shared = frozenset(self._keys.streams())
         self._dry: dict[int, list[str]] = {}
 
     async def _fetch(self) -> list[Entry]:
@@ -87,7 +91,6 @@ class FairFetcher(Fetcher):
         return self._keys.tenant_stream(priority, tenant)
 
     async def _read_round(self) -> list[Entry]:
-        self._active = await self._tenants.active()
         asked_levels = self._scheduler.plan()
         plans: list[dict[str, int]] = []
         counts: dict[str, int] = {}
@@ -100,20 +103,48 @@ class FairFetcher(Fetcher):
                 stream = self._lane(priority, tenant)
                 counts[stream] = count
                 lanes[stream] = (level, tenant)
-        entries, lost = await self._tenants.read(self._consumer.name, counts)
-        if lost:
-            await self._consumer.ensure_group()
+        read = await self._tenants.read_round(self._consumer.name, counts)
+        planned, self._active = self._active, read.active  # the next round's lanes
+        if any(stream in self._shared for stream in read.missing):
+            await self._consumer.ensure_group()  # Redis restarted empty (a sub-stream without
+            # its group was retired meanwhile: it just read as empty)
+        entries = read.entries + await self._read_new(planned, asked_levels, lanes)
         got_lanes = Counter(lanes[entry.stream] for entry in entries)
         got_levels: Counter[int] = Counter()
+        for (level, _), count in got_lanes.items():
+            got_levels[level] += count
         self._dry = {}
         for level, plan in enumerate(plans):
             got = {tenant: got_lanes[(level, tenant)] for tenant in plan}
-            got_levels[level] = sum(got.values())
             self._shares[level].served(plan, got)
             empty = [t for t, n in got.items() if n == 0 and t != SHARED]
             if empty:
                 self._dry[PRIORITIES[level]] = empty
         self._scheduler.served(asked_levels, got_levels)
+        return entries
+
+    async def _read_new(
+        self,
+        planned: dict[int, list[str]],
+        asked_levels: list[int],
+        lanes: dict[str, tuple[int, str]],
+    ) -> list[Entry]:
+        """Read at once the lanes that appeared since the sets this round was planned from,
+        each for an even part of its priority's share (one round trip more, only in a round
+        whose sets grew): a new tenant, or a tenant's first notification of another priority
+        (a critical one), waits no round longer than if the sets were read before the lanes."""
+        counts: dict[str, int] = {}
+        for level, priority in enumerate(PRIORITIES):
+            known = set(planned[priority])
+            new = [tenant for tenant in self._active[priority] if tenant not in known]
+            each = max(PROBE, asked_levels[level] // (len(self._active[priority]) + 1))
+            for tenant in new:
+                stream = self._lane(priority, tenant)
+                counts[stream] = each
+                lanes[stream] = (level, tenant)
+        if not counts:
+            return []
+        entries, _ = await self._tenants.read(self._consumer.name, counts)
         return entries
 
     async def _wait(self) -> list[Entry]:
@@ -149,7 +180,7 @@ class FairFetcher(Fetcher):
 def fair_fetcher(
     settings: Settings, consumer: Consumer, dispatcher: Dispatcher, pool: asyncpg.Pool
 ) -> FairFetcher:
-    """The notification fetcher of a worker when ``PULSE_TENANT_FAIRNESS`` is on."""
+    """The notification fetcher of a worker (whatever ``PULSE_TENANT_FAIRNESS`` says)."""
     return FairFetcher(
         consumer,
         dispatcher,
@@ -161,12 +192,8 @@ def fair_fetcher(
     )
 
 
-def tenant_streams_of(
-    settings: Settings, redis: Redis, keys: QueueKeys
-) -> Callable[[], Awaitable[list[str]]] | None:
-    """What the reclaimer asks on each pass for the tenants' sub-streams (None when off)."""
-    if not settings.tenant_fairness:
-        return None
+def tenant_streams_of(redis: Redis, keys: QueueKeys) -> Callable[[], Awaitable[list[str]]]:
+    """What the reclaimer asks on each pass for the tenants' sub-streams."""
     tenant_streams = TenantStreams(redis, keys)
 
     async def streams() -> list[str]:

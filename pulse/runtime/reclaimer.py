@@ -21,6 +21,9 @@ from pulse.queue.pending import PendingEntries
 from pulse.runtime.dispatcher import Dispatcher
 
 logger = logging.getLogger("pulse.runtime.reclaimer")
+# Streams asked per round trip: the tenants' sub-streams may be many; what one trip claims is
+# dispatched before the next is asked, as one stream's batch was.
+STREAMS_PER_TRIP = 64
 
 
 class Reclaimer:
@@ -53,7 +56,8 @@ class Reclaimer:
                 await asyncio.sleep(self._interval_s)
 
     async def reclaim_once(self) -> int:
-        """One pass over every stream, most urgent first; return how many entries it took."""
+        """One pass over every stream (``STREAMS_PER_TRIP`` a round trip), most urgent first;
+        return how many entries it took."""
         taken = 0
         streams = self._streams
         if self._more is not None:
@@ -61,16 +65,18 @@ class Reclaimer:
                 streams = streams + await self._more()
             except TRANSIENT_REDIS_ERRORS as exc:
                 logger.warning("could not list the tenant streams: %s", exc)
-        for stream in streams:
+        for start in range(0, len(streams), STREAMS_PER_TRIP):
+            some = streams[start : start + STREAMS_PER_TRIP]
             try:
-                entries = await self._pending.reclaim(
-                    stream, now_ms(), self._lease_ms, self._batch_size
+                found = await self._pending.reclaim_each(
+                    some, now_ms(), self._lease_ms, self._batch_size
                 )
             except TRANSIENT_REDIS_ERRORS as exc:
-                logger.warning("could not reclaim from %s: %s", stream, exc)
+                logger.warning("could not reclaim: %s", exc)
                 return taken
-            if entries:
-                logger.info("reclaimed %d entries of %s", len(entries), stream)
-                await self._dispatcher.dispatch(entries)
-                taken += len(entries)
+            for stream, entries in zip(some, found, strict=True):
+                if entries:
+                    logger.info("reclaimed %d entries of %s", len(entries), stream)
+                    await self._dispatcher.dispatch(entries)
+                    taken += len(entries)
         return taken

@@ -100,7 +100,7 @@ class Worker:
     leaser: Leaser
     acker: Acker
     deliverers: dict[str, Lane]
-    fetcher: Fetcher  # a FairFetcher with PULSE_TENANT_FAIRNESS
+    fetcher: Fetcher  # a FairFetcher: the shared lanes and every tenant's sub-stream
     reclaimer: Reclaimer
     reconciler: Reconciler
     heartbeat: Heartbeat
@@ -233,7 +233,7 @@ def build_worker(
     publisher = Publisher(redis, keys, fair=settings.tenant_fairness)
     pending = PendingEntries(redis, keys, name)
     leaser = Leaser(pending, ledger, settings.worker_lease_ms)
-    transitions = Transitions(redis, keys, name)
+    transitions = Transitions(redis, keys, name, fair=settings.tenant_fairness)
     acker = _acker(settings, ledger, transitions, leaser, metrics, name)
     breakers = Breakers(
         BreakerPolicy(settings.breaker_failures, settings.breaker_cooldown_s), metrics
@@ -264,13 +264,15 @@ def build_worker(
             acker, metrics, settings.task_concurrency, settings.worker_mailbox_size
         )
     batches = BatchStore(pool)
-    due_index, scheduled = DueIndex(redis, keys), ScheduledStore(pool)
+    due_index = DueIndex(redis, keys, fair=settings.tenant_fairness)
+    scheduled = ScheduledStore(pool)
     reindexer = DueReindexer(scheduled, due_index)
     fan_out = FanOut(batches, publisher, due_index)
     lease_s = settings.worker_lease_ms / 1000
     dispatcher = Dispatcher(ledger, deliverers, acker, name, lease_s, fan_out)
-    wake = [keys.wake()] if settings.tenant_fairness else []  # read by the fair fetcher
-    consumer = Consumer(redis, keys, name, keys.streams() + wake)
+    # The fair fetcher reads the tenants' sub-streams whatever PULSE_TENANT_FAIRNESS says (it
+    # only governs where producers append), so API and workers never need to agree on it.
+    consumer = Consumer(redis, keys, name, [*keys.streams(), keys.wake()])
     streams = (keys.streams() if serve_channels else []) + (keys.task_streams() if tasks else [])
     task_fetcher = None
     if host is not None:
@@ -287,17 +289,13 @@ def build_worker(
         leaser=leaser,
         acker=acker,
         deliverers=deliverers,
-        fetcher=(
-            fair_fetcher(settings, consumer, dispatcher, pool)
-            if settings.tenant_fairness
-            else _fetcher(settings, consumer, dispatcher)
-        ),
+        fetcher=fair_fetcher(settings, consumer, dispatcher, pool),
         reclaimer=_reclaimer(
             settings,
             pending,
             dispatcher,
             streams,
-            tenant_streams_of(settings, redis, keys) if serve_channels else None,
+            tenant_streams_of(redis, keys) if serve_channels else None,
         ),
         reconciler=_reconciler(settings, redis, ledger, batches, keys, publisher, name, reindexer),
         heartbeat=Heartbeat(
