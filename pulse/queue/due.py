@@ -2,6 +2,10 @@
 
 Only an index: PostgreSQL's 'scheduled' rows are the truth, and the reconciler rebuilds what
 Redis loses (``restore``). ``promote`` is the one move into the streams (``lua/promote.lua``).
+
+Each partition (``QueueKeys.partition_keys``) has its own sets: a job waits in its partition's
+and is promoted into that partition's streams, one slot per script call. Removal and lookups
+by id alone ask every partition (a job's partition may follow its tenant, not its id).
 """
 
 from __future__ import annotations
@@ -53,7 +57,15 @@ class DueIndex:
         return await self._index("restore", jobs)
 
     async def _index(self, mode: str, jobs: Sequence[tuple[Job, datetime]]) -> list[str]:
-        keys = [self._keys.scheduled_jobs(), self._keys.index(), *self._sets()]
+        added: list[str] = []
+        for partition, its_jobs in _by_partition(self._keys, jobs).items():
+            added += await self._index_in(partition, mode, its_jobs)
+        return added
+
+    async def _index_in(
+        self, partition: QueueKeys, mode: str, jobs: Sequence[tuple[Job, datetime]]
+    ) -> list[str]:
+        keys = [partition.scheduled_jobs(), partition.index(), *_sets(partition)]
         added: list[str] = []
         for start in range(0, len(jobs), CHUNK):
             args: list[bytes | str | int] = [mode]
@@ -66,18 +78,29 @@ class DueIndex:
         return added
 
     async def promote(self, now_ms: int, limit: int) -> Promoted:
-        """Stream at most ``limit`` jobs due by ``now_ms`` (atomically: once each)."""
+        """Stream at most ``limit`` jobs due by ``now_ms`` per partition (atomically: once
+        each); the next due time is the soonest of any partition's."""
+        moved: list[tuple[str, int]] = []
+        next_due: list[int] = []
+        for partition in self._keys.partition_keys():
+            promoted = await self._promote_in(partition, now_ms, limit)
+            moved += promoted.moved
+            if promoted.next_due_ms is not None:
+                next_due.append(promoted.next_due_ms)
+        return Promoted(moved, min(next_due, default=None))
+
+    async def _promote_in(self, partition: QueueKeys, now_ms: int, limit: int) -> Promoted:
         sets, streams = [], []
         for notifications, tasks, stream, task_stream in zip(
-            self._keys.all_scheduled(),
-            self._keys.all_task_scheduled(),
-            self._keys.streams(),
-            self._keys.task_streams(),
+            partition.all_scheduled(),
+            partition.all_task_scheduled(),
+            partition.streams(),
+            partition.task_streams(),
             strict=True,
         ):  # by priority, a notification's before a task's of the same level
             sets += [notifications, tasks]
             streams += [stream, task_stream]
-        keys = [self._keys.scheduled_jobs(), self._keys.index(), *sets, *streams]
+        keys = [partition.scheduled_jobs(), partition.index(), *sets, *streams]
         reply = await self._promote(keys=keys, args=[now_ms, limit])
         head, rest = int(reply[0]), reply[1:]
         moved = [(_text(rest[i]), int(float(rest[i + 1]))) for i in range(0, len(rest), 2)]
@@ -85,18 +108,34 @@ class DueIndex:
 
     async def remove(self, job_id: str, priority: int, *, task: bool = False) -> bool:
         """Forget a cancelled job (memory only: the claim never sends a cancelled one)."""
-        scheduled = self._keys.task_scheduled if task else self._keys.scheduled
-        keys = [self._keys.scheduled_jobs(), scheduled(priority)]
-        return bool(await self._unschedule(keys=keys, args=[job_id]))
+        removed = False
+        for partition in self._keys.partition_keys():
+            scheduled = partition.task_scheduled if task else partition.scheduled
+            keys = [partition.scheduled_jobs(), scheduled(priority)]
+            removed = bool(await self._unschedule(keys=keys, args=[job_id])) or removed
+        return removed
 
     async def due_of(self, job_id: str, priority: int, *, task: bool = False) -> int | None:
         """The job's due time in the index (ms), or None when it is not there."""
-        scheduled = self._keys.task_scheduled if task else self._keys.scheduled
-        score = await self._redis.zscore(scheduled(priority), job_id)
-        return None if score is None else int(score)
+        for partition in self._keys.partition_keys():
+            scheduled = partition.task_scheduled if task else partition.scheduled
+            score = await self._redis.zscore(scheduled(priority), job_id)
+            if score is not None:
+                return int(score)
+        return None
 
-    def _sets(self) -> list[str]:
-        return self._keys.all_scheduled() + self._keys.all_task_scheduled()
+
+def _sets(keys: QueueKeys) -> list[str]:
+    return keys.all_scheduled() + keys.all_task_scheduled()
+
+
+def _by_partition(
+    keys: QueueKeys, jobs: Sequence[tuple[Job, datetime]]
+) -> dict[QueueKeys, list[tuple[Job, datetime]]]:
+    grouped: dict[QueueKeys, list[tuple[Job, datetime]]] = {}
+    for job, due in jobs:
+        grouped.setdefault(keys.of_job(job), []).append((job, due))
+    return grouped
 
 
 def _text(value: bytes | str) -> str:

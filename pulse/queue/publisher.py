@@ -60,16 +60,17 @@ class Publisher:
 
     async def stage(self, pipe: Pipeline, jobs: Sequence[Job]) -> None:
         """Queue the enqueue of ``jobs`` on a pipeline another transition executes."""
-        index = self._keys.index()
         for job in jobs:
-            call = self._call(job, encode_job(job)[MESSAGE_FIELD], index)
+            call = self._call(job, encode_job(job)[MESSAGE_FIELD])
             await call.script(keys=call.keys, args=call.args, client=pipe)
 
-    def _call(self, job: Job, message: bytes, index: str) -> Call:
-        """The script call that appends ``job``: to its tenant's sub-stream when fair."""
+    def _call(self, job: Job, message: bytes) -> Call:
+        """The script call that appends ``job`` to its partition (``QueueKeys.of_job``): to
+        its tenant's sub-stream there when fair."""
         if self._tenant_streams is not None and job.kind is not JobKind.TASK:
             return self._tenant_streams.append_call(job, message)
-        return Call(self._enqueue, [self._keys.stream_of(job), index], [job.id, message])
+        keys = self._keys.of_job(job)
+        return Call(self._enqueue, [keys.stream_of(job), keys.index()], [job.id, message])
 
     def _flush_waiting(self) -> None:
         batch, self._waiting = self._waiting, []
@@ -103,10 +104,9 @@ class Publisher:
         return results
 
     async def _evalsha(self, chunk: list[Waiting]) -> list[Any]:
-        index = self._keys.index()
         async with self._redis.pipeline(transaction=False) as pipe:
             for job, message, _ in chunk:
-                call = self._call(job, message, index)
+                call = self._call(job, message)
                 pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
             results: list[Any] = await pipe.execute(raise_on_error=False)
         return results

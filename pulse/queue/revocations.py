@@ -44,7 +44,9 @@ class Revocations:
     ) -> None:  # fmt: skip
         self._redis = redis  # publishes and confirms
         self._subscriber = subscriber  # no socket timeout: its connection waits for messages
-        self._channel = f"{keys.tag}:{channel}"  # another channel: other caches (tenant limits)
+        self._channel = (
+            f"{keys.home_tag}:{channel}"  # another channel: other caches (tenant limits)
+        )
         self._confirm_timeout_s = confirm_timeout_s
         self._pubsub: PubSub | None = None
         self._connects = 0  # connections the subscription has had

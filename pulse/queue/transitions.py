@@ -90,11 +90,10 @@ class Transitions:
     def _acks(self, entries: Sequence[EntryRef]) -> list[Call]:
         """``ack.lua``: XACK + XDEL + forget, one call per stream."""
         grouped = by_stream((e.stream, (e.entry_id, e.job_id)) for e in entries)
-        index = self._keys.index()
         return per_stream(
             self._ack,
             grouped,
-            lambda stream: [stream, index, self._keys.retry_schedule(stream)],
+            lambda stream: [stream, self._keys.of_key(stream).index(), _retries_of(stream)],
             [CONSUMER_GROUP],
         )
 
@@ -104,7 +103,7 @@ class Transitions:
         return per_stream(
             self._retry_later,
             grouped,
-            lambda stream: [stream, self._keys.retry_schedule(stream)],
+            lambda stream: [stream, _retries_of(stream)],
             [CONSUMER_GROUP, self._consumer],
         )
 
@@ -115,9 +114,9 @@ class Transitions:
                 self._dead_letter,
                 [
                     entry.stream,
-                    self._keys.dead_letters(),
-                    self._keys.index(),
-                    self._keys.retry_schedule(entry.stream),
+                    self._keys.of_key(entry.stream).dead_letters(),
+                    self._keys.of_key(entry.stream).index(),
+                    _retries_of(entry.stream),
                 ],
                 [CONSUMER_GROUP, entry.entry_id, entry.job_id, reason, now_ms],
             )
@@ -125,15 +124,16 @@ class Transitions:
         ]
 
     def _fallbacks(self, moves: Sequence[tuple[EntryRef, Job]]) -> list[Call]:
-        """``fallback.lua`` per entry: replace it by a fresh entry of its next step."""
+        """``fallback.lua`` per entry: replace it by a fresh entry of its next step, in the
+        same partition (the move is one script: one slot)."""
         return [
             Call(
                 self._fallback,
                 [
                     entry.stream,
-                    self._keys.stream(following.priority),
-                    self._keys.index(),
-                    self._keys.retry_schedule(entry.stream),
+                    self._keys.of_key(entry.stream).stream(following.priority),
+                    self._keys.of_key(entry.stream).index(),
+                    _retries_of(entry.stream),
                 ],
                 [
                     CONSUMER_GROUP,
@@ -146,13 +146,18 @@ class Transitions:
         ]
 
     def _receipts(self, jobs: Sequence[Job]) -> list[Call]:
-        """``enqueue.lua`` per receipt, as the publisher appends an accepted job."""
-        index = self._keys.index()
+        """``enqueue.lua`` per receipt, as the publisher appends an accepted job (to the
+        receipt's own partition)."""
         return [
             Call(
                 self._enqueue,
-                [self._keys.stream(job.priority), index],
+                [self._keys.of_job(job).stream(job.priority), self._keys.of_job(job).index()],
                 [job.id, encode_job(job)[MESSAGE_FIELD]],
             )
             for job in jobs
         ]
+
+
+def _retries_of(stream: str) -> str:
+    """The retry schedule of ``stream``: named from the stream, so under its tag."""
+    return QueueKeys.retry_schedule_of(stream)

@@ -164,12 +164,13 @@ def fair_fetcher(
 def tenant_streams_of(
     settings: Settings, redis: Redis, keys: QueueKeys
 ) -> Callable[[], Awaitable[list[str]]] | None:
-    """What the reclaimer asks on each pass for the tenants' sub-streams (None when off)."""
+    """What the reclaimer asks on each pass for the tenants' sub-streams of every partition
+    (None when off)."""
     if not settings.tenant_fairness:
         return None
-    tenant_streams = TenantStreams(redis, keys)
+    partitions = [TenantStreams(redis, part) for part in keys.partition_keys()]
 
     async def streams() -> list[str]:
-        return tenant_streams.streams_of(await tenant_streams.active())
+        return [s for each in partitions for s in each.streams_of(await each.active())]
 
     return streams
