@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, cast
 
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -68,5 +69,9 @@ def _open_cluster(url: str, timeout: float | None) -> Redis:
     return cast(Redis, client)
 
 
-def is_cluster(redis: Redis) -> bool:
-    return isinstance(redis, RedisCluster)
+async def open_pubsub(redis: Redis) -> PubSub:
+    """A pub/sub connection of ``redis``. On a cluster, classic pub/sub reaches every node, so
+    the one node it connects to hears every publish; the client must know the nodes first."""
+    if isinstance(redis, RedisCluster):
+        await redis.initialize()
+    return redis.pubsub()

@@ -76,8 +76,11 @@ class QueueKeys:
         """The partition a new job is appended to: a stable hash of its id (or tenant id)."""
         if self.partitions == 1:
             return self
-        spread = job.tenant_id if self.by_tenant else job.id
-        return self.part(zlib.crc32(spread.encode()) % self.partitions)
+        return self.part(self.partition_of(job.tenant_id if self.by_tenant else job.id))
+
+    def partition_of(self, spread: str) -> int:
+        """The partition of a job whose id (or tenant id) is ``spread``."""
+        return zlib.crc32(spread.encode()) % self.partitions
 
     def of_key(self, key: str) -> QueueKeys:
         """The partition whose tag ``key`` (a stream of this deployment) is under."""

@@ -20,6 +20,7 @@ from typing import Protocol
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
+from pulse.queue.client import open_pubsub
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.queue.keys import QueueKeys
 
@@ -102,7 +103,7 @@ class Revocations:
             await asyncio.sleep(RESUBSCRIBE_AFTER_S)
 
     async def _follow_once(self, cache: Clearable) -> None:
-        async with self._subscriber.pubsub() as pubsub:
+        async with await open_pubsub(self._subscriber) as pubsub:
             await pubsub.subscribe(self._channel)
             connection = pubsub.connection
             assert connection is not None
