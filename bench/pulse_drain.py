@@ -69,13 +69,18 @@ async def drain(redis_url: str, admin_url: str, jobs: int) -> DrainResult:
 
 
 async def enqueue_bulk(
-    pool: asyncpg.Pool, redis: Redis, prefix: str, count: int, priority: int = 2
+    pool: asyncpg.Pool,
+    redis: Redis,
+    prefix: str,
+    count: int,
+    priority: int = 2,
+    partitions: int = 1,
 ) -> list[str]:
-    """Commit ``count`` log-channel notifications and stream them, as the API would; return
-    their ids. They belong to the tenant ``bench-<prefix>``."""
+    """Commit ``count`` log-channel notifications and stream them, as the API would (spread
+    over ``partitions``); return their ids. They belong to the tenant ``bench-<prefix>``."""
     tenant_id = await TenantStore(pool).ensure(f"bench-{prefix}", generate_key())
     ids: list[str] = []
-    publisher = Publisher(redis, QueueKeys(prefix))
+    publisher = Publisher(redis, QueueKeys(prefix, partitions=partitions))
     payload = {"message": "benchmark"}
     for start in range(0, count, CHUNK):
         batch = [

@@ -46,6 +46,7 @@ def redis_server() -> str:
 class Node:
     port: int
     workdir: Path
+    cluster: bool = True
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -57,14 +58,16 @@ class Node:
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        bus = free_port(HOST)
+        cluster = [
+            "--cluster-enabled", "yes", "--cluster-port", str(free_port(HOST)),
+            "--cluster-config-file", str(self.workdir / "nodes.conf"),
+            "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+        ]  # fmt: skip
         log = (self.workdir / "redis.log").open("ab")
         self.process = subprocess.Popen(
             [
                 redis_server(), "--port", str(self.port), "--bind", HOST,
-                "--cluster-enabled", "yes", "--cluster-port", str(bus),
-                "--cluster-config-file", str(self.workdir / "nodes.conf"),
-                "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+                *(cluster if self.cluster else []),
                 "--save", "", "--appendonly", "no", "--dir", str(self.workdir),
                 "--repl-diskless-sync-delay", "0",
             ],
@@ -254,6 +257,19 @@ def _wait(ready: object, what: str, timeout_s: float = READY_TIMEOUT_S) -> None:
             pass  # a node still starting or failing over: ask again
         time.sleep(0.1)
     raise TimeoutError(f"waited {timeout_s}s for {what}")
+
+
+@contextlib.contextmanager
+def running_redis() -> Iterator[str]:
+    """One plain ``redis-server`` (no cluster mode) in a temporary folder: its URL."""
+    with tempfile.TemporaryDirectory(prefix="pulse-redis-") as workdir:
+        node = Node(free_port(HOST), Path(workdir), cluster=False)
+        try:
+            node.start()
+            _wait(lambda: _pings(node), f"{node.address} answering")
+            yield f"redis://{node.address}"
+        finally:
+            node.kill()
 
 
 @contextlib.contextmanager
