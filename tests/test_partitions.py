@@ -87,14 +87,16 @@ def test_a_partition_outside_the_count_is_refused() -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("fair", [False, True], ids=["shared", "tenant-fairness"])
 async def test_an_api_spreads_and_a_worker_drains_every_partition(
+    fair: bool,
     auth: dict[str, str],
     settings: Settings,
     start_worker: WorkerFactory,
     redis: Redis,
     pool: asyncpg.Pool,
 ) -> None:
-    partitioned = msgspec.structs.replace(settings, redis_partitions=3)
+    partitioned = msgspec.structs.replace(settings, redis_partitions=3, tenant_fairness=fair)
     keys = QueueKeys(settings.key_prefix, partitions=3)
     body = {"recipient": "ops", "channel": "log", "payload": {"message": "hi"}}
     app = create_app(partitioned, channel_specs(partitioned), Metrics())
@@ -102,8 +104,16 @@ async def test_an_api_spreads_and_a_worker_drains_every_partition(
         ids = []
         for _ in range(60):
             response = await client.post("/api/notifications/", json=body, headers=auth)
-            ids.append(msgspec.json.decode(await response.read())["id"])
-        lengths = [await redis.xlen(part.stream(2)) for part in keys.partition_keys()]
+            document = msgspec.json.decode(await response.read())
+            ids.append(document["id"])
+        tenant = await pool.fetchval(
+            "SELECT tenant_id::text FROM notifications WHERE id = $1", ids[0]
+        )
+        streams = [
+            keys.part(p).tenant_stream(2, tenant) if fair else keys.part(p).stream(2)
+            for p in range(3)
+        ]  # with fairness, the tenant's sub-stream of each partition
+        lengths = [await redis.xlen(stream) for stream in streams]
         assert sum(lengths) == len(ids)
         assert all(length > 0 for length in lengths)
         assert (await QueueStats(redis, keys).snapshot()).depth == len(ids)  # summed
