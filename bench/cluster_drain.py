@@ -1,6 +1,6 @@
 """Drain rate on one Redis against a Redis Cluster with the queue split into partitions.
 
-``python -m bench.cluster_drain [--jobs N] [--runs 3] [--workers 2]``: the drain of
+``python -m bench.cluster_drain [--jobs N] [--runs 3] [--workers 1,2]``: the drain of
 ``bench.pulse_drain`` (N log-channel notifications committed and streamed as the API leaves them,
 then W worker processes started at once, timed until every partition's stream is empty and
 nothing is pending, every notification then checked ``delivered``), on four setups started by
@@ -87,30 +87,38 @@ async def drain_once(setup: Setup, url: str, jobs: int, workers: int) -> float:
             await pool.close()
 
 
-async def main(jobs: int, runs: int, workers: int) -> None:
-    rates: dict[str, list[float]] = {setup.name: [] for setup in SETUPS}
-    ratios: dict[str, list[float]] = {setup.name: [] for setup in SETUPS}
+async def main(jobs: int, runs: int, worker_counts: list[int]) -> None:
+    points = [(setup, workers) for workers in worker_counts for setup in SETUPS]
+    rates: dict[tuple[str, int], list[float]] = {(s.name, w): [] for s, w in points}
+    ratios: dict[tuple[str, int], list[float]] = {(s.name, w): [] for s, w in points}
     for run in range(runs):
-        baseline = 0.0
-        for setup in SETUPS:
-            with redis_of(setup) as url:
-                rate = await drain_once(setup, url, jobs, workers)
-            baseline = baseline or rate
-            rates[setup.name].append(rate)
-            ratios[setup.name].append(rate / baseline)
-            print(f"run {run + 1}: {setup.name}: {rate:,.0f}/s ({rate / baseline:.2f}x)")
-    print(f"\n{jobs:,} notifications, {workers} worker processes, median of {runs}:\n")
-    print("| setup | drain (notifications/s) | vs one Redis, same run |")
-    print("|---|---:|---:|")
-    for setup in SETUPS:
-        rate, ratio = statistics.median(rates[setup.name]), statistics.median(ratios[setup.name])
-        print(f"| {setup.name} | {rate:,.0f} | {ratio:.2f}x |")
+        for workers in worker_counts:
+            baseline = 0.0  # the first setup's, one Redis, this run and worker count
+            for setup in SETUPS:
+                with redis_of(setup) as url:
+                    rate = await drain_once(setup, url, jobs, workers)
+                baseline = baseline or rate
+                rates[setup.name, workers].append(rate)
+                ratios[setup.name, workers].append(rate / baseline)
+                print(
+                    f"run {run + 1}, {workers} worker(s): {setup.name}: {rate:,.0f}/s"
+                    f" ({rate / baseline:.2f}x)",
+                    flush=True,
+                )
+    print(f"\n{jobs:,} notifications per run, median of {runs} runs:\n")
+    print("| setup | workers | drain (notifications/s) | vs one Redis, same run |")
+    print("|---|---:|---:|---:|")
+    for setup, workers in points:
+        rate = statistics.median(rates[setup.name, workers])
+        ratio = statistics.median(ratios[setup.name, workers])
+        print(f"| {setup.name} | {workers} | {rate:,.0f} | {ratio:.2f}x |")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", default="1,2", help="worker process counts, e.g. 1,2,4")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.jobs, arguments.runs, arguments.workers))
+    counts = [int(count) for count in arguments.workers.split(",")]
+    asyncio.run(main(arguments.jobs, arguments.runs, counts))
