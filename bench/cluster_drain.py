@@ -1,10 +1,10 @@
 """Drain rate on one Redis against a Redis Cluster with the queue split into partitions.
 
-``python -m bench.cluster_drain [--jobs N] [--runs 3] [--workers 1,2]``: the drain of
-``bench.pulse_drain`` (N log-channel notifications committed and streamed as the API leaves them,
-then W worker processes started at once, timed until every partition's stream is empty and
-nothing is pending, every notification then checked ``delivered``), on four setups started by
-the bench on loopback (``tests/cluster_lab.py``, no persistence, no replicas):
+``make scaling-cluster`` (or ``python -m bench.cluster_drain [--jobs N] [--runs 3] [--workers
+1,2]``): the drain of ``bench.pulse_drain`` (N log-channel notifications committed and streamed
+as the API leaves them, then W worker processes started at once, timed until every partition's
+stream is empty and nothing is pending, every notification then checked ``delivered``), on four
+setups started by the bench on loopback (``tests/cluster_lab.py``, no persistence, no replicas):
 
 - ``redis P=1``: one plain ``redis-server``, one partition (the baseline);
 - ``cluster 1 master P=1`` and ``P=3``: a one-master cluster (what the cluster client costs);

@@ -41,7 +41,7 @@ def open_redis(url: str, *, blocking_reads: bool = False, cluster: bool = False)
     With ``cluster`` (``PULSE_REDIS_CLUSTER``), ``url`` names one node of a Redis Cluster and
     the client routes every command (and every script, by its keys' one slot) to the master
     serving it. It is answered as a ``Redis``: it takes the same commands, pipelines (one per
-    node underneath) and scripts; pub/sub goes to one node (``pubsub_client``).
+    node underneath) and scripts; pub/sub goes to one node (``open_pubsub``).
     """
     timeout = None if blocking_reads else REQUEST_TIMEOUT_S
     if cluster:
