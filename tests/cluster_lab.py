@@ -186,16 +186,24 @@ class ClusterLab:
         raise AssertionError(f"no master serves slot {slot}")
 
     def replica_of(self, port: int) -> Node:
+        """The live replica of the master on ``port`` (one that was promoted has none)."""
         with self.live()[0].client() as client:
             table = client.execute_command("CLUSTER", "NODES").decode()
         ids = {line.split()[1].split("@")[0]: line.split()[0] for line in table.splitlines()}
         master_id = ids[f"{HOST}:{port}"]
         for line in table.splitlines():
             fields = line.split()
-            if fields[3] == master_id:
+            if fields[3] == master_id and "fail" not in fields[2]:
                 address = fields[1].split("@")[0]
-                return next(node for node in self.nodes if node.address == address)
-        raise AssertionError(f"{port} has no replica")
+                return next(node for node in self.live() if node.address == address)
+        raise LookupError(f"{port} has no live replica")
+
+    def has_replica(self, port: int) -> bool:
+        try:
+            self.replica_of(port)
+        except (LookupError, StopIteration):
+            return False
+        return True
 
     def freeze_replica_of(self, port: int, clog_key: str) -> Node:
         """SIGSTOP the replica of the master on ``port``, then write ``CLOG_BYTES`` to
