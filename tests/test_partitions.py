@@ -18,7 +18,7 @@ from pulse.http.app import create_app
 from pulse.metrics import Metrics
 from pulse.queue.keys import QueueKeys
 from pulse.queue.stats import QueueStats
-from tests.conftest import WorkerFactory, log_job
+from tests.conftest import Client, WorkerFactory, log_job
 
 TAG = re.compile(r"^\{([^}]*)\}")
 
@@ -129,3 +129,32 @@ async def test_an_api_spreads_and_a_worker_drains_every_partition(
                 break
             await asyncio.sleep(0.05)
         assert delivered == len(ids)
+
+
+@pytest.mark.integration
+async def test_raising_the_count_keeps_what_waits_in_partition_0(
+    client: Client,
+    auth: dict[str, str],
+    settings: Settings,
+    start_worker: WorkerFactory,
+    pool: asyncpg.Pool,
+) -> None:
+    """Accepted by a one-partition API, served by workers told of three partitions: what was
+    queued before the change is in partition 0, which they read like the others."""
+    body = {"recipient": "ops", "channel": "log", "payload": {"message": "hi"}}
+    ids = []
+    for _ in range(20):
+        response = await client.post("/api/notifications/", json=body, headers=auth)
+        ids.append(msgspec.json.decode(await response.read())["id"])
+
+    start_worker(msgspec.structs.replace(settings, redis_partitions=3))
+    for _ in range(600):
+        delivered = await pool.fetchval(
+            "SELECT count(*) FROM notifications WHERE id = ANY($1::uuid[])"
+            " AND status = 'delivered'",
+            ids,
+        )
+        if delivered == len(ids):
+            break
+        await asyncio.sleep(0.05)
+    assert delivered == len(ids)
