@@ -13,7 +13,7 @@ TEST_PLUGINS := .test-plugins
 EXAMPLE_PLUGIN := tests/plugins/pulse-example-channel
 
 .PHONY: dev test test-unit test-integration test-system lint format typecheck bench reliability \
-	loadtest scaling setup tools clean
+	loadtest scaling scaling-cluster setup tools clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -81,6 +81,12 @@ loadtest: setup
 # --apis 1,2,4, --cleanup (remove what a crashed run left).
 scaling: setup
 	$(BIN)/python -m bench.scaling $(SCALING_ARGS)
+
+# docs/scaling.md#redis-cluster: drain on one Redis against a 1- and 3-master Redis Cluster with
+# 1 or 3 partitions, on loopback (no root; bench/cluster_drain.py). CLUSTER_ARGS: --jobs N,
+# --runs 3, --workers 1,2.
+scaling-cluster: setup
+	$(BIN)/python -m bench.cluster_drain $(CLUSTER_ARGS)
 
 # The figures of docs/reliability.md: chaos, priorities, bounded memory (also part of `make test`).
 reliability: setup

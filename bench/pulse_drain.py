@@ -69,14 +69,19 @@ async def drain(redis_url: str, admin_url: str, jobs: int) -> DrainResult:
 
 
 async def enqueue_bulk(
-    pool: asyncpg.Pool, redis: Redis, prefix: str, count: int, priority: int = 2
+    pool: asyncpg.Pool,
+    redis: Redis,
+    prefix: str,
+    count: int,
+    priority: int = 2,
+    partitions: int = 1,
 ) -> list[str]:
     """Commit ``count`` log-channel notifications and stream them, as the API would (to their
-    tenant's sub-stream, PULSE_TENANT_FAIRNESS's default); return their ids. They belong to
-    the tenant ``bench-<prefix>``."""
+    tenant's sub-stream, PULSE_TENANT_FAIRNESS's default, spread over ``partitions``); return
+    their ids. They belong to the tenant ``bench-<prefix>``."""
     tenant_id = await TenantStore(pool).ensure(f"bench-{prefix}", generate_key())
     ids: list[str] = []
-    publisher = Publisher(redis, QueueKeys(prefix), fair=True)
+    publisher = Publisher(redis, QueueKeys(prefix, partitions=partitions), fair=True)
     payload = {"message": "benchmark"}
     for start in range(0, count, CHUNK):
         batch = [

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 from redis.asyncio import Redis
 
+from pulse.queue.client import open_redis
 from pulse.queue.keys import QueueKeys
 from pulse.store.migrations import migrate_database
 
@@ -24,6 +25,7 @@ class Scope:
     redis_url: str
     database_url: str
     prefix: str
+    cluster: bool = False  # redis_url names a node of a Redis Cluster
 
     def env(self) -> dict[str, str]:
         """The variables that point a Pulse process at this scope."""
@@ -32,11 +34,13 @@ class Scope:
             "PULSE_DATABASE_URL": self.database_url,
             "PULSE_KEY_PREFIX": self.prefix,
             "PULSE_LOG_LEVEL": "WARNING",
-        }
+        } | ({"PULSE_REDIS_CLUSTER": "true"} if self.cluster else {})
 
 
 @asynccontextmanager
-async def fresh_scope(redis_url: str, admin_url: str) -> AsyncIterator[Scope]:
+async def fresh_scope(
+    redis_url: str, admin_url: str, *, cluster: bool = False
+) -> AsyncIterator[Scope]:
     token = secrets.token_hex(4)
     name = f"pulse_bench_{token}"
     admin = await asyncpg.connect(admin_url)
@@ -44,15 +48,15 @@ async def fresh_scope(redis_url: str, admin_url: str) -> AsyncIterator[Scope]:
     url = urlunsplit(urlsplit(admin_url)._replace(path="/" + name))
     try:
         await migrate_database(url)
-        yield Scope(redis_url, url, f"bench{token}")
+        yield Scope(redis_url, url, f"bench{token}", cluster)
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
-        await _delete_keys(redis_url, f"bench{token}")
+        await _delete_keys(redis_url, f"bench{token}", cluster)
 
 
-async def _delete_keys(redis_url: str, prefix: str) -> None:
-    redis: Redis = Redis.from_url(redis_url)
+async def _delete_keys(redis_url: str, prefix: str, cluster: bool) -> None:
+    redis: Redis = open_redis(redis_url, cluster=cluster)
     try:
         keys = set(QueueKeys(prefix).all_keys())
         keys.update([key async for key in redis.scan_iter(match=f"*{prefix}*", count=1000)])

@@ -205,6 +205,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     redis_url: str | None = None
     database_url: str | None = None
     key_prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = "pulse"
+    # Redis Cluster: PULSE_REDIS_URL names any one node; the client finds the others. The queue
+    # is split into this many partitions, each under its own hash tag (pulse/queue/keys.py);
+    # a job's partition is a hash of its id, or of its tenant's id for per-tenant ordering.
+    # API and workers must agree on all three.
+    redis_cluster: bool = False
+    redis_partitions: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 1
+    redis_partition_by: Literal["id", "tenant"] = "id"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"  # json: one object a line, for log shippers
     data_dir: str = ".pulse"

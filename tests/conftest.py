@@ -137,6 +137,7 @@ async def settings(
     redis = Redis.from_url(redis_url)
     try:
         keys = [key async for key in redis.scan_iter(match=QueueKeys(prefix).tag + "*")]
+        keys += [key async for key in redis.scan_iter(match="{" + prefix + "#*")]  # partitions
         if keys:
             await redis.delete(*keys)
     finally:

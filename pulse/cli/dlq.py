@@ -14,7 +14,7 @@ import msgspec
 from pulse.cli.serve import backends
 from pulse.config import Settings
 from pulse.queue.dead_letters import DeadLetterStream
-from pulse.queue.keys import QueueKeys
+from pulse.queue.keys import keys_for
 from pulse.queue.publisher import Publisher
 from pulse.services.dead_letters import DEFAULT_RATE, DeadLetters
 from pulse.store.dead_letters import DeadLetterFilter, DeadLetterStore
@@ -61,7 +61,7 @@ def _where(args: argparse.Namespace) -> DeadLetterFilter:
 @asynccontextmanager
 async def _service(settings: Settings) -> AsyncIterator[DeadLetters]:
     async with backends(settings) as (redis, pool):
-        keys = QueueKeys(settings.key_prefix)
+        keys = keys_for(settings)
         publisher = Publisher(redis, keys, fair=settings.tenant_fairness)  # as the API appends
         yield DeadLetters(DeadLetterStore(pool), DeadLetterStream(redis, keys), publisher)
 

@@ -27,7 +27,7 @@ from pulse.config import Settings
 from pulse.http.app import create_app
 from pulse.http.protocol import ProtocolLogger
 from pulse.metrics import Metrics
-from pulse.queue.client import open_redis
+from pulse.queue.client import open_configured
 from pulse.runtime.task_host import load_registries
 from pulse.runtime.worker import build_worker
 from pulse.store.pool import create_pool
@@ -98,7 +98,7 @@ async def backends(settings: Settings) -> AsyncIterator[tuple[Redis, asyncpg.Poo
         settings.db_pool_max,
         statement_cache_size=settings.db_statement_cache_size,
     )
-    redis = open_redis(settings.require_redis_url(), blocking_reads=True)
+    redis = open_configured(settings, blocking_reads=True)
     try:
         yield redis, pool
     except BaseException:

@@ -63,10 +63,10 @@ from pulse.http.state import (
     TENANTS,
 )
 from pulse.metrics import Metrics
-from pulse.queue.client import open_redis
+from pulse.queue.client import open_configured
 from pulse.queue.dead_letters import DeadLetterStream
 from pulse.queue.due import DueIndex
-from pulse.queue.keys import QueueKeys
+from pulse.queue.keys import keys_for
 from pulse.queue.publisher import Publisher
 from pulse.queue.stats import QueueStats
 from pulse.services.accept import AcceptService
@@ -143,12 +143,12 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
         settings.db_pool_max,
         statement_cache_size=settings.db_statement_cache_size,
     )
-    redis = open_redis(settings.require_redis_url())
+    redis = open_configured(settings)
     app[POOL] = pool
     app[REDIS] = redis
     app[NOTIFICATIONS] = NotificationStore(pool)
     app[TENANTS] = TenantStore(pool)
-    keys = QueueKeys(settings.key_prefix)
+    keys = keys_for(settings)
     app[PUBLISHER] = Publisher(redis, keys, fair=settings.tenant_fairness)
     app[DEAD_LETTERS] = DeadLetters(
         DeadLetterStore(pool), DeadLetterStream(redis, keys), app[PUBLISHER], app[METRICS]

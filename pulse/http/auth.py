@@ -14,8 +14,8 @@ from aiohttp import web
 from pulse.core.errors import Forbidden
 from pulse.http.problems import Handler, problem
 from pulse.http.state import KEY_ID, PRINCIPAL, REDIS, SETTINGS, TENANT_ID, TENANTS
-from pulse.queue.client import open_redis
-from pulse.queue.keys import QueueKeys
+from pulse.queue.client import open_configured
+from pulse.queue.keys import keys_for
 from pulse.queue.revocations import Revocations
 from pulse.store.key_cache import KeyCache
 from pulse.store.tenants import Principal
@@ -70,8 +70,8 @@ async def key_cache(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     cache: KeyCache[Principal] = KeyCache(settings.api_key_cache_size, settings.api_key_cache_ttl_s)
-    subscriber = open_redis(settings.require_redis_url(), blocking_reads=True)
-    revocations = Revocations(app[REDIS], subscriber, QueueKeys(settings.key_prefix))
+    subscriber = open_configured(settings, blocking_reads=True)
+    revocations = Revocations(app[REDIS], subscriber, keys_for(settings))
     app[TENANTS].use_cache(cache, revocations.announce)
     following = asyncio.create_task(revocations.follow(cache))
     try:

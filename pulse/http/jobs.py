@@ -36,7 +36,7 @@ from pulse.http.state import (
     TENANT_ID,
 )
 from pulse.queue.job_cancels import JobCancels
-from pulse.queue.keys import QueueKeys
+from pulse.queue.keys import keys_for
 from pulse.services.tasks import TaskService
 from pulse.store.job_events import JobEvents
 from pulse.store.jobs import JobStore
@@ -83,7 +83,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         app[ACCEPT],
         app[NOTIFICATIONS],
         JobStore(app[POOL]),
-        JobCancels(app[REDIS], QueueKeys(settings.key_prefix)),
+        JobCancels(app[REDIS], keys_for(settings)),
         app[METRICS],
     )
     app[JOB_EVENTS] = JobEvents(settings.require_database_url())

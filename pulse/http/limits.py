@@ -36,9 +36,9 @@ from pulse.http.body import read_json
 from pulse.http.responses import json_response
 from pulse.http.state import KEY_ID, METRICS, POOL, REDIS, SETTINGS, TENANT_ID
 from pulse.metrics import Metrics
-from pulse.queue.client import open_redis
+from pulse.queue.client import open_configured
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
-from pulse.queue.keys import QueueKeys
+from pulse.queue.keys import keys_for
 from pulse.queue.limiter import Admission, Limit, LimitState, RateLimiter
 from pulse.queue.revocations import Revocations
 from pulse.store.limits import LimitCache, LimitStore
@@ -200,10 +200,10 @@ async def rate_limits(app: web.Application) -> AsyncIterator[None]:
     """A cleanup context, after the one opening the backends: the limiter and each process's
     cache of tenants' limits, emptied whenever any process changes one."""
     settings = app[SETTINGS]
-    keys = QueueKeys(settings.key_prefix)
+    keys = keys_for(settings)
     cache = LimitCache(LimitStore(app[POOL]), settings.limits_refresh_s)
     ingress = Ingress(cache, RateLimiter(app[REDIS], keys), defaults(settings), app[METRICS])
-    subscriber = open_redis(settings.require_redis_url(), blocking_reads=True)
+    subscriber = open_configured(settings, blocking_reads=True)
     changes = Revocations(app[REDIS], subscriber, keys, channel=CHANGES_CHANNEL)
     ingress.announce = changes.announce
     app[INGRESS] = ingress

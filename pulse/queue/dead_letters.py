@@ -20,11 +20,22 @@ class DeadLetterStream:
         self._keys = keys
 
     async def length(self) -> int:
-        return int(await self._redis.xlen(self._keys.dead_letters()))
+        """Entries in every partition's dead-letter stream."""
+        total = 0
+        for keys in self._keys.partition_keys():
+            total += int(await self._redis.xlen(keys.dead_letters()))
+        return total
 
     async def remove(self, job_ids: Collection[str], entry_ids: Collection[str] = ()) -> int:
         """Delete dead-letter entries of these jobs (or original entry ids): replay and purge."""
-        stream = self._keys.dead_letters()
+        removed = 0
+        for keys in self._keys.partition_keys():
+            removed += await self._remove(keys.dead_letters(), job_ids, entry_ids)
+        return removed
+
+    async def _remove(
+        self, stream: str, job_ids: Collection[str], entry_ids: Collection[str]
+    ) -> int:
         removed = 0
         cursor = "-"
         while True:

@@ -2,6 +2,10 @@
 
 Only an index: PostgreSQL's 'scheduled' rows are the truth, and the reconciler rebuilds what
 Redis loses (``restore``). ``promote`` is the one move into the streams (``lua/promote.lua``).
+
+Each partition (``QueueKeys.partition_keys``) has its own sets: a job waits in its partition's
+and is promoted into that partition's streams, one slot per script call. Removal and lookups
+by id alone ask every partition (a job's partition may follow its tenant, not its id).
 """
 
 from __future__ import annotations
@@ -56,7 +60,15 @@ class DueIndex:
         return await self._index("restore", jobs)
 
     async def _index(self, mode: str, jobs: Sequence[tuple[Job, datetime]]) -> list[str]:
-        keys = [self._keys.scheduled_jobs(), self._keys.index(), *self._sets()]
+        added: list[str] = []
+        for partition, its_jobs in _by_partition(self._keys, jobs).items():
+            added += await self._index_in(partition, mode, its_jobs)
+        return added
+
+    async def _index_in(
+        self, partition: QueueKeys, mode: str, jobs: Sequence[tuple[Job, datetime]]
+    ) -> list[str]:
+        keys = [partition.scheduled_jobs(), partition.index(), *_sets(partition)]
         added: list[str] = []
         for start in range(0, len(jobs), CHUNK):
             args: list[bytes | str | int] = [mode]
@@ -69,22 +81,33 @@ class DueIndex:
         return added
 
     async def promote(self, now_ms: int, limit: int) -> Promoted:
-        """Stream at most ``limit`` jobs due by ``now_ms`` (atomically: once each)."""
+        """Stream at most ``limit`` jobs due by ``now_ms`` per partition (atomically: once
+        each); the next due time is the soonest of any partition's."""
+        moved: list[tuple[str, int]] = []
+        next_due: list[int] = []
+        for partition in self._keys.partition_keys():
+            promoted = await self._promote_in(partition, now_ms, limit)
+            moved += promoted.moved
+            if promoted.next_due_ms is not None:
+                next_due.append(promoted.next_due_ms)
+        return Promoted(moved, min(next_due, default=None))
+
+    async def _promote_in(self, partition: QueueKeys, now_ms: int, limit: int) -> Promoted:
         sets, streams, tenant_sets = [], [], []
         for priority, notifications, tasks, stream, task_stream in zip(
             range(MIN_PRIORITY, MAX_PRIORITY + 1),
-            self._keys.all_scheduled(),
-            self._keys.all_task_scheduled(),
-            self._keys.streams(),
-            self._keys.task_streams(),
+            partition.all_scheduled(),
+            partition.all_task_scheduled(),
+            partition.streams(),
+            partition.task_streams(),
             strict=True,
         ):  # by priority, a notification's before a task's of the same level
             sets += [notifications, tasks]
             streams += [stream, task_stream]
-            tenant_sets += [self._keys.tenants(priority)] * 2
-        routes, lanes = await self._routes(now_ms, limit) if self._fair else ([], [])
+            tenant_sets += [partition.tenants(priority)] * 2
+        routes, lanes = await self._routes(partition, now_ms, limit) if self._fair else ([], [])
         keys = [
-            self._keys.scheduled_jobs(), self._keys.index(), self._keys.wake(),
+            partition.scheduled_jobs(), partition.index(), partition.wake(),
             *sets, *streams, *tenant_sets, *lanes,
         ]  # fmt: skip
         args = [now_ms, limit, len(sets), CONSUMER_GROUP, *routes]
@@ -93,13 +116,15 @@ class DueIndex:
         moved = [(_text(rest[i]), int(float(rest[i + 1]))) for i in range(0, len(rest), 2)]
         return Promoted(moved, None if head < 0 else head)
 
-    async def _routes(self, now_ms: int, limit: int) -> tuple[list[str | int], list[str]]:
+    async def _routes(
+        self, partition: QueueKeys, now_ms: int, limit: int
+    ) -> tuple[list[str | int], list[str]]:
         """The notifications due by ``now_ms`` routed to their tenants' sub-streams: the
         script's triples (job id, tenant, lane number) and the lanes. Read before the script
         because Redis Cluster wants every key a script touches named up front; a job due but
         not seen here (scheduled meanwhile) goes to its priority stream, still served."""
         async with self._redis.pipeline(transaction=False) as pipe:
-            for scheduled in self._keys.all_scheduled():
+            for scheduled in partition.all_scheduled():
                 pipe.zrangebyscore(scheduled, "-inf", now_ms, start=0, num=limit)
             replies = await pipe.execute()
         due = [
@@ -111,7 +136,7 @@ class DueIndex:
         ][:limit]
         if not due:
             return [], []
-        messages = await self._redis.hmget(self._keys.scheduled_jobs(), [i for _, i in due])
+        messages = await self._redis.hmget(partition.scheduled_jobs(), [i for _, i in due])
         routes: list[str | int] = []
         lanes: dict[str, int] = {}
         for (priority, job_id), message in zip(due, messages, strict=True):
@@ -121,24 +146,40 @@ class DueIndex:
                 tenant = decode_job({MESSAGE_FIELD: message}).tenant_id
             except UndecodableMessage:
                 continue  # streamed to its priority stream: the worker dead-letters it there
-            lane = self._keys.tenant_stream(priority, tenant)
+            lane = partition.tenant_stream(priority, tenant)
             routes += [job_id, tenant, lanes.setdefault(lane, len(lanes) + 1)]
         return routes, list(lanes)
 
     async def remove(self, job_id: str, priority: int, *, task: bool = False) -> bool:
         """Forget a cancelled job (memory only: the claim never sends a cancelled one)."""
-        scheduled = self._keys.task_scheduled if task else self._keys.scheduled
-        keys = [self._keys.scheduled_jobs(), scheduled(priority)]
-        return bool(await self._unschedule(keys=keys, args=[job_id]))
+        removed = False
+        for partition in self._keys.partition_keys():
+            scheduled = partition.task_scheduled if task else partition.scheduled
+            keys = [partition.scheduled_jobs(), scheduled(priority)]
+            removed = bool(await self._unschedule(keys=keys, args=[job_id])) or removed
+        return removed
 
     async def due_of(self, job_id: str, priority: int, *, task: bool = False) -> int | None:
         """The job's due time in the index (ms), or None when it is not there."""
-        scheduled = self._keys.task_scheduled if task else self._keys.scheduled
-        score = await self._redis.zscore(scheduled(priority), job_id)
-        return None if score is None else int(score)
+        for partition in self._keys.partition_keys():
+            scheduled = partition.task_scheduled if task else partition.scheduled
+            score = await self._redis.zscore(scheduled(priority), job_id)
+            if score is not None:
+                return int(score)
+        return None
 
-    def _sets(self) -> list[str]:
-        return self._keys.all_scheduled() + self._keys.all_task_scheduled()
+
+def _sets(keys: QueueKeys) -> list[str]:
+    return keys.all_scheduled() + keys.all_task_scheduled()
+
+
+def _by_partition(
+    keys: QueueKeys, jobs: Sequence[tuple[Job, datetime]]
+) -> dict[QueueKeys, list[tuple[Job, datetime]]]:
+    grouped: dict[QueueKeys, list[tuple[Job, datetime]]] = {}
+    for job, due in jobs:
+        grouped.setdefault(keys.of_job(job), []).append((job, due))
+    return grouped
 
 
 def _text(value: bytes | str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from redis.exceptions import BusyLoadingError
+from redis.exceptions import BusyLoadingError, ClusterDownError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -11,4 +11,8 @@ TRANSIENT_REDIS_ERRORS: tuple[type[BaseException], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
     BusyLoadingError,
+    # Redis Cluster mid-failover: a master gone, its slots not yet served by the replica.
+    ClusterDownError,
+    SlotNotCoveredError,
+    TryAgainError,
 )

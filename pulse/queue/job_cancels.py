@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis
 
+from pulse.queue.client import open_pubsub
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.queue.keys import QueueKeys
 
@@ -35,7 +36,7 @@ class JobCancels:
         """Call ``on_cancel(job_id)`` for every cancellation, until cancelled."""
         while True:
             try:
-                async with self._redis.pubsub() as pubsub:
+                async with await open_pubsub(self._redis) as pubsub:
                     await pubsub.subscribe(self._channel)
                     async for message in pubsub.listen():
                         if message["type"] == "message":

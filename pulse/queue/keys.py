@@ -1,25 +1,96 @@
 """Every Redis key name Pulse uses, built here and nowhere else.
 
-All keys share one hash tag, ``{prefix}``, so every Lua script touches a single Redis Cluster
-slot. A different prefix gives a fully separate Pulse (tests use a random one per run).
+The queue is split into ``partitions`` (``PULSE_REDIS_PARTITIONS``, default 1): each is a
+complete set of queue keys (priority streams, retry and due-time sets, index, dead letters)
+under its own hash tag, so on a Redis Cluster the partitions spread over slots and nodes while
+every Lua script still touches one slot. Partition 0's tag is ``{prefix}`` (a one-partition
+deployment has exactly the keys it always had), partition ``i`` uses ``{prefix#i}`` (``#`` is
+not allowed in a prefix, so no other prefix collides). A job's partition is a stable hash of its
+id, or of its tenant id when the deployment asks for per-tenant ordering; everything about the
+job afterwards is named from its stream (``of_key``), never recomputed.
+
+Cross-partition state (worker heartbeats, locks, ingress limits, provider buckets, recipient
+caps, task slots, pub/sub channels) stays under ``{prefix}``, whatever partition's
+``QueueKeys`` names it. A different prefix gives a fully separate Pulse (tests use a random one
+per run).
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pulse.core.models import MAX_PRIORITY, MIN_PRIORITY, Job, JobKind
 
+if TYPE_CHECKING:
+    from pulse.config import Settings
+
 CONSUMER_GROUP = "pulse-workers"
+PARTITION_MARK = "#"
+
+
+def keys_for(settings: Settings) -> QueueKeys:
+    """The keys of a deployment's partition 0 (the others: ``partition_keys``)."""
+    return QueueKeys(
+        settings.key_prefix,
+        partitions=settings.redis_partitions,
+        by_tenant=settings.redis_partition_by == "tenant",
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class QueueKeys:
     prefix: str = "pulse"
+    partition: int = 0
+    partitions: int = 1
+    by_tenant: bool = False  # a tenant's jobs share one partition (per-tenant ordering)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.partition < self.partitions:
+            raise ValueError(f"partition {self.partition} outside 0..{self.partitions - 1}")
 
     @property
     def tag(self) -> str:
+        """This partition's hash tag."""
+        if self.partition == 0:
+            return self.home_tag
+        return "{" + f"{self.prefix}{PARTITION_MARK}{self.partition}" + "}"
+
+    @property
+    def home_tag(self) -> str:
+        """The tag of cross-partition state (and of partition 0)."""
         return "{" + self.prefix + "}"
+
+    def part(self, partition: int) -> QueueKeys:
+        """The keys of another partition of the same deployment."""
+        if partition == self.partition:
+            return self
+        return QueueKeys(self.prefix, partition, self.partitions, self.by_tenant)
+
+    def partition_keys(self) -> list[QueueKeys]:
+        """Every partition's keys, partition 0 first."""
+        return [self.part(i) for i in range(self.partitions)]
+
+    def of_job(self, job: Job) -> QueueKeys:
+        """The partition a new job is appended to: a stable hash of its id (or tenant id)."""
+        if self.partitions == 1:
+            return self
+        return self.part(self.partition_of(job.tenant_id if self.by_tenant else job.id))
+
+    def partition_of(self, spread: str) -> int:
+        """The partition of a job whose id (or tenant id) is ``spread``."""
+        return zlib.crc32(spread.encode()) % self.partitions
+
+    def of_key(self, key: str) -> QueueKeys:
+        """The partition whose tag ``key`` (a stream of this deployment) is under."""
+        if self.partitions == 1 or not key.startswith("{"):
+            return self.part(0)
+        tag = key[1 : key.find("}")]
+        _, mark, number = tag.rpartition(PARTITION_MARK)
+        if mark and number.isdigit() and int(number) < self.partitions:
+            return self.part(int(number))
+        return self.part(0)
 
     def stream(self, priority: int) -> str:
         """The stream of one priority level; lower levels are more urgent."""
@@ -63,6 +134,11 @@ class QueueKeys:
 
     def retry_schedule(self, stream: str) -> str:
         """Entry ids of ``stream`` waiting for another attempt, scored by due time (ms)."""
+        return self.retry_schedule_of(stream)
+
+    @staticmethod
+    def retry_schedule_of(stream: str) -> str:
+        """``retry_schedule`` of any partition's stream (named from it: under its tag)."""
         return f"{stream}:retry"
 
     def scheduled(self, priority: int) -> str:
@@ -100,35 +176,35 @@ class QueueKeys:
 
     def workers(self) -> str:
         """Worker name -> its last heartbeat (JSON): who is alive and what it is doing."""
-        return f"{self.tag}:workers"
+        return f"{self.home_tag}:workers"
 
     def workers_seen(self) -> str:
         """Worker name scored by its last heartbeat (ms): how stale heartbeats are pruned."""
-        return f"{self.tag}:workers:seen"
+        return f"{self.home_tag}:workers:seen"
 
     def job_cancels(self) -> str:
         """Pub/sub channel: ids of running tasks cancelled on request."""
-        return f"{self.tag}:job-cancels"
+        return f"{self.home_tag}:job-cancels"
 
     def task_slots(self, task: str) -> str:
         """Holders of a task's fleet-wide slots (token scored by lease end, ms)."""
-        return f"{self.tag}:slots:{task}"
+        return f"{self.home_tag}:slots:{task}"
 
     def lock(self, name: str) -> str:
-        return f"{self.tag}:lock:{name}"
+        return f"{self.home_tag}:lock:{name}"
 
     def rate_limit(self, scope: str, ident: str) -> str:
         """One ingress limit's state (gcra.lua): ``scope`` tenant or key, ``ident`` its id."""
-        return f"{self.tag}:limit:{scope}:{ident}"
+        return f"{self.home_tag}:limit:{scope}:{ident}"
 
     def provider_bucket(self, provider: str) -> str:
         """A provider account's token bucket (throttle.lua), shared by every worker."""
-        return f"{self.tag}:bucket:{provider}"
+        return f"{self.home_tag}:bucket:{provider}"
 
     def recipient_window(self, tenant_id: str, channel: str, recipient_digest: str) -> str:
         """Deliveries counted against one recipient's cap (recipient_cap.lua); the recipient
         appears only as a digest."""
-        return f"{self.tag}:cap:{tenant_id}:{channel}:{recipient_digest}"
+        return f"{self.home_tag}:cap:{tenant_id}:{channel}:{recipient_digest}"
 
     def all_keys(self) -> list[str]:
         streams = self.streams() + self.task_streams()

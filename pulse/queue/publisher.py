@@ -15,12 +15,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import NoScriptError
 
 from pulse.core.models import Job, JobKind
 from pulse.queue.codec import MESSAGE_FIELD, encode_job
 from pulse.queue.keys import QueueKeys
-from pulse.queue.scripts import Call, load_script
+from pulse.queue.scripts import Call, load_script, queue_evalsha, resend_refused
 from pulse.queue.tenant_streams import TenantStreams
 
 CHUNK = 500  # jobs per round trip: large enough to amortise it, small enough not to stall Redis
@@ -60,16 +59,17 @@ class Publisher:
 
     async def stage(self, pipe: Pipeline, jobs: Sequence[Job]) -> None:
         """Queue the enqueue of ``jobs`` on a pipeline another transition executes."""
-        index = self._keys.index()
         for job in jobs:
-            call = self._call(job, encode_job(job)[MESSAGE_FIELD], index)
+            call = self._call(job, encode_job(job)[MESSAGE_FIELD])
             await call.script(keys=call.keys, args=call.args, client=pipe)
 
-    def _call(self, job: Job, message: bytes, index: str) -> Call:
-        """The script call that appends ``job``: to its tenant's sub-stream when fair."""
+    def _call(self, job: Job, message: bytes) -> Call:
+        """The script call that appends ``job`` to its partition (``QueueKeys.of_job``): to
+        its tenant's sub-stream there when fair."""
         if self._tenant_streams is not None and job.kind is not JobKind.TASK:
             return self._tenant_streams.append_call(job, message)
-        return Call(self._enqueue, [self._keys.stream_of(job), index], [job.id, message])
+        keys = self._keys.of_job(job)
+        return Call(self._enqueue, [keys.stream_of(job), keys.index()], [job.id, message])
 
     def _flush_waiting(self) -> None:
         batch, self._waiting = self._waiting, []
@@ -91,23 +91,20 @@ class Publisher:
             _settle(chunk, results)
 
     async def _append(self, chunk: list[Waiting]) -> list[Any]:
-        results = await self._evalsha(chunk)
-        refused = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
-        if refused:  # Redis restarted or its scripts were flushed: nothing ran for these
-            await self._redis.script_load(self._enqueue.script)
-            if self._tenant_streams is not None:
-                await self._tenant_streams.load()
-            again = await self._evalsha([chunk[i] for i in refused])
-            for i, result in zip(refused, again, strict=True):
-                results[i] = result
-        return results
+        return await resend_refused(chunk, await self._evalsha(chunk), self._evalsha, self._reload)
 
-    async def _evalsha(self, chunk: list[Waiting]) -> list[Any]:
-        index = self._keys.index()
+    async def _reload(self, refused: Sequence[Waiting]) -> None:
+        """Redis restarted or its scripts were flushed: nothing ran for ``refused``."""
+        del refused
+        await self._redis.script_load(self._enqueue.script)
+        if self._tenant_streams is not None:
+            await self._tenant_streams.load()
+
+    async def _evalsha(self, chunk: Sequence[Waiting]) -> list[Any]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for job, message, _ in chunk:
-                call = self._call(job, message, index)
-                pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+                call = self._call(job, message)
+                queue_evalsha(pipe, call.script.sha, call.keys, call.args)
             results: list[Any] = await pipe.execute(raise_on_error=False)
         return results
 

@@ -18,5 +18,6 @@ class Releases:
     async def stream(self, job: Job) -> bool:
         """Append ``job`` unless Redis holds it already; True if this call appended it."""
         message = encode_job(job)[MESSAGE_FIELD]
-        keys = [self._keys.stream_of(job), self._keys.index()]
+        partition = self._keys.of_job(job)
+        keys = [partition.stream_of(job), partition.index()]
         return await self._enqueue(keys=keys, args=[job.id, message]) is not None

@@ -20,6 +20,7 @@ from typing import Protocol
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
+from pulse.queue.client import open_pubsub
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.queue.keys import QueueKeys
 
@@ -44,7 +45,9 @@ class Revocations:
     ) -> None:  # fmt: skip
         self._redis = redis  # publishes and confirms
         self._subscriber = subscriber  # no socket timeout: its connection waits for messages
-        self._channel = f"{keys.tag}:{channel}"  # another channel: other caches (tenant limits)
+        self._channel = (
+            f"{keys.home_tag}:{channel}"  # another channel: other caches (tenant limits)
+        )
         self._confirm_timeout_s = confirm_timeout_s
         self._pubsub: PubSub | None = None
         self._connects = 0  # connections the subscription has had
@@ -100,7 +103,7 @@ class Revocations:
             await asyncio.sleep(RESUBSCRIBE_AFTER_S)
 
     async def _follow_once(self, cache: Clearable) -> None:
-        async with self._subscriber.pubsub() as pubsub:
+        async with await open_pubsub(self._subscriber) as pubsub:
             await pubsub.subscribe(self._channel)
             connection = pubsub.connection
             assert connection is not None

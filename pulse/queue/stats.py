@@ -101,7 +101,24 @@ class QueueStats:
             return self._latest
 
     async def _read(self) -> QueueSnapshot:
-        streams = self._keys.streams() + self._keys.task_streams()
+        """Every partition's state, summed per priority (``PULSE_REDIS_PARTITIONS``)."""
+        partitions = self._keys.partition_keys()
+        snapshot = await self._read_partition(partitions[0])
+        for keys in partitions[1:]:
+            other = await self._read_partition(keys)
+            snapshot = msgspec.structs.replace(
+                snapshot,
+                streams=[_sum(a, b) for a, b in zip(snapshot.streams, other.streams, strict=True)],
+                task_streams=[
+                    _sum(a, b)
+                    for a, b in zip(snapshot.task_streams, other.task_streams, strict=True)
+                ],
+                dead_letters=snapshot.dead_letters + other.dead_letters,
+            )
+        return snapshot
+
+    async def _read_partition(self, keys: QueueKeys) -> QueueSnapshot:
+        streams = keys.streams() + keys.task_streams()
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.time()
             for stream in streams:
@@ -109,12 +126,12 @@ class QueueStats:
                 pipe.xinfo_groups(stream)
                 pipe.xpending(stream, CONSUMER_GROUP)
                 pipe.xrange(stream, count=1)
-                pipe.zcard(self._keys.retry_schedule(stream))
-                pipe.zrange(self._keys.retry_schedule(stream), 0, 0, withscores=True)
-            pipe.xlen(self._keys.dead_letters())
-            pipe.hgetall(self._keys.workers())
+                pipe.zcard(keys.retry_schedule(stream))
+                pipe.zrange(keys.retry_schedule(stream), 0, 0, withscores=True)
+            pipe.xlen(keys.dead_letters())
+            pipe.hgetall(keys.workers())
             for priority in range(MIN_PRIORITY, MAX_PRIORITY + 1):
-                pipe.smembers(self._keys.tenants(priority))
+                pipe.smembers(keys.tenants(priority))
             replies = await pipe.execute(raise_on_error=False)
         _raise_unless_missing(replies)
         tenant_sets, replies = replies[-5:], replies[:-5]
@@ -127,7 +144,7 @@ class QueueStats:
             for i, priority in enumerate([*priorities, *priorities])
         ]
         beats = _beats(replies[-1], now)
-        by_priority = await self._with_tenants(states[: len(priorities)], tenant_sets, now)
+        by_priority = await self._with_tenants(keys, states[: len(priorities)], tenant_sets, now)
         return QueueSnapshot(
             taken_at_ms=now,
             streams=by_priority,
@@ -138,13 +155,13 @@ class QueueStats:
         )
 
     async def _with_tenants(
-        self, states: list[StreamState], tenant_sets: Sequence[Any], now: int
+        self, keys: QueueKeys, states: list[StreamState], tenant_sets: Sequence[Any], now: int
     ) -> list[StreamState]:
         """Each priority's state with its tenants' sub-streams summed in (PULSE_TENANT_FAIRNESS):
         series stay per priority, whatever the number of tenants; at most ``MAX_TENANT_STREAMS``
         sub-streams are read per snapshot (the most tenants one snapshot adds up)."""
         wanted = [
-            (priority, self._keys.tenant_stream(priority, as_str(tenant)))
+            (priority, keys.tenant_stream(priority, as_str(tenant)))
             for priority, members in zip(
                 range(MIN_PRIORITY, MAX_PRIORITY + 1), tenant_sets, strict=True
             )
@@ -159,8 +176,8 @@ class QueueStats:
                 pipe.xinfo_groups(stream)
                 pipe.xpending(stream, CONSUMER_GROUP)
                 pipe.xrange(stream, count=1)
-                pipe.zcard(self._keys.retry_schedule(stream))
-                pipe.zrange(self._keys.retry_schedule(stream), 0, 0, withscores=True)
+                pipe.zcard(keys.retry_schedule(stream))
+                pipe.zrange(keys.retry_schedule(stream), 0, 0, withscores=True)
             replies = await pipe.execute(raise_on_error=False)
         _raise_unless_missing(replies)
         merged = list(states)

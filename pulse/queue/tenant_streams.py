@@ -48,7 +48,7 @@ class TenantStreams:
 
     def append_call(self, job: Job, message: bytes | None = None) -> Call:
         """The script call that appends ``job`` to its tenant's sub-stream of its priority."""
-        keys = self._keys
+        keys = self._keys.of_job(job)  # the job's partition
         if message is None:
             message = encode_job(job)[MESSAGE_FIELD]
         return Call(

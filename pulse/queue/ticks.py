@@ -13,7 +13,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+
+from pulse.queue.scripts import queue_evalsha, resend_refused
 
 CHUNK = 500  # calls per round trip
 Call = tuple[Sequence[str], Sequence[Any]]  # KEYS, ARGV
@@ -62,18 +63,16 @@ class TickBatcher:
                     future.set_result(result)
 
     async def _run(self, calls: list[Call]) -> list[Any]:
-        results = await self._evalsha(calls)
-        refused = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
-        if refused:  # Redis restarted or its scripts were flushed: nothing ran for these
-            await self._redis.script_load(self._script.script)
-            again = await self._evalsha([calls[i] for i in refused])
-            for i, result in zip(refused, again, strict=True):
-                results[i] = result
-        return results
+        return await resend_refused(calls, await self._evalsha(calls), self._evalsha, self._reload)
 
-    async def _evalsha(self, calls: list[Call]) -> list[Any]:
+    async def _reload(self, refused: Sequence[Call]) -> None:
+        """Redis restarted or its scripts were flushed: nothing ran for ``refused``."""
+        del refused
+        await self._redis.script_load(self._script.script)
+
+    async def _evalsha(self, calls: Sequence[Call]) -> list[Any]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for keys, args in calls:
-                pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+                queue_evalsha(pipe, self._script.sha, keys, args)
             results: list[Any] = await pipe.execute(raise_on_error=False)
         return results

@@ -94,11 +94,10 @@ class Transitions:
     def _acks(self, entries: Sequence[EntryRef]) -> list[Call]:
         """``ack.lua``: XACK + XDEL + forget, one call per stream."""
         grouped = by_stream((e.stream, (e.entry_id, e.job_id)) for e in entries)
-        index = self._keys.index()
         return per_stream(
             self._ack,
             grouped,
-            lambda stream: [stream, index, self._keys.retry_schedule(stream)],
+            lambda stream: [stream, self._keys.of_key(stream).index(), _retries_of(stream)],
             [CONSUMER_GROUP],
         )
 
@@ -108,7 +107,7 @@ class Transitions:
         return per_stream(
             self._retry_later,
             grouped,
-            lambda stream: [stream, self._keys.retry_schedule(stream)],
+            lambda stream: [stream, _retries_of(stream)],
             [CONSUMER_GROUP, self._consumer],
         )
 
@@ -119,9 +118,9 @@ class Transitions:
                 self._dead_letter,
                 [
                     entry.stream,
-                    self._keys.dead_letters(),
-                    self._keys.index(),
-                    self._keys.retry_schedule(entry.stream),
+                    self._keys.of_key(entry.stream).dead_letters(),
+                    self._keys.of_key(entry.stream).index(),
+                    _retries_of(entry.stream),
                 ],
                 [CONSUMER_GROUP, entry.entry_id, entry.job_id, reason, now_ms],
             )
@@ -129,43 +128,45 @@ class Transitions:
         ]
 
     def _fallbacks(self, moves: Sequence[tuple[EntryRef, Job]]) -> list[Call]:
-        """``fallback.lua`` per entry: replace it by a fresh entry of its next step."""
+        """``fallback.lua`` per entry: replace it by a fresh entry of its next step, in the
+        same partition (the move is one script: one slot), in the tenant's lane when fair."""
+        return [self._fallback_call(entry, following) for entry, following in moves]
+
+    def _fallback_call(self, entry: EntryRef, following: Job) -> Call:
         fair = self._tenant_streams is not None
-        return [
-            Call(
-                self._fallback,
-                [
-                    entry.stream,
-                    self._keys.tenant_stream(following.priority, following.tenant_id)
-                    if fair
-                    else self._keys.stream(following.priority),
-                    self._keys.index(),
-                    self._keys.retry_schedule(entry.stream),
-                    self._keys.tenants(following.priority),
-                    self._keys.wake(),
-                ],
-                [
-                    CONSUMER_GROUP,
-                    entry.entry_id,
-                    following.id,
-                    encode_job(following)[MESSAGE_FIELD],
-                    following.tenant_id if fair else "",
-                ],
-            )
-            for entry, following in moves
-        ]
+        part = self._keys.of_key(entry.stream)
+        lane = (
+            part.tenant_stream(following.priority, following.tenant_id)
+            if fair
+            else part.stream(following.priority)
+        )
+        return Call(
+            self._fallback,
+            [
+                entry.stream, lane, part.index(), _retries_of(entry.stream),
+                part.tenants(following.priority), part.wake(),
+            ],
+            [
+                CONSUMER_GROUP, entry.entry_id, following.id,
+                encode_job(following)[MESSAGE_FIELD], following.tenant_id if fair else "",
+            ],
+        )  # fmt: skip
 
     def _receipts(self, jobs: Sequence[Job]) -> list[Call]:
         """``enqueue.lua`` per receipt (``enqueue_tenant.lua`` when fair), as the publisher
-        appends an accepted job."""
+        appends an accepted job (to the receipt's own partition)."""
         if self._tenant_streams is not None:
             return [self._tenant_streams.append_call(job) for job in jobs]
-        index = self._keys.index()
         return [
             Call(
                 self._enqueue,
-                [self._keys.stream(job.priority), index],
+                [self._keys.of_job(job).stream(job.priority), self._keys.of_job(job).index()],
                 [job.id, encode_job(job)[MESSAGE_FIELD]],
             )
             for job in jobs
         ]
+
+
+def _retries_of(stream: str) -> str:
+    """The retry schedule of ``stream``: named from the stream, so under its tag."""
+    return QueueKeys.retry_schedule_of(stream)

@@ -46,7 +46,7 @@ from pulse.core.timeutil import utcnow
 from pulse.metrics import Metrics
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.queue.job_cancels import JobCancels
-from pulse.queue.keys import QueueKeys
+from pulse.queue.keys import keys_for
 from pulse.queue.leader_lock import LeaderLock
 from pulse.queue.publisher import Publisher
 from pulse.services.accept import (
@@ -376,7 +376,7 @@ def build_cron(
 ) -> CronScheduler:  # fmt: skip
     """A worker's cron scheduler, with an accept service of its own whose notifications commit
     under the leader's fence."""
-    keys = QueueKeys(settings.key_prefix)
+    keys = keys_for(settings)
     accept = AcceptService(
         FencedNotifications(pool),
         BatchStore(pool),

@@ -193,10 +193,10 @@ def fair_fetcher(
 
 
 def tenant_streams_of(redis: Redis, keys: QueueKeys) -> Callable[[], Awaitable[list[str]]]:
-    """What the reclaimer asks on each pass for the tenants' sub-streams."""
-    tenant_streams = TenantStreams(redis, keys)
+    """What the reclaimer asks on each pass for the tenants' sub-streams of every partition."""
+    partitions = [TenantStreams(redis, part) for part in keys.partition_keys()]
 
     async def streams() -> list[str]:
-        return tenant_streams.streams_of(await tenant_streams.active())
+        return [s for each in partitions for s in each.streams_of(await each.active())]
 
     return streams

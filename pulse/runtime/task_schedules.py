@@ -27,7 +27,7 @@ from pulse.core.jobs import JobRequest
 from pulse.core.timeutil import utcnow
 from pulse.metrics import Metrics
 from pulse.queue.job_cancels import JobCancels
-from pulse.queue.keys import QueueKeys
+from pulse.queue.keys import keys_for
 from pulse.queue.publisher import Publisher
 from pulse.services.accept import AcceptService, IdempotencyKey, fingerprint
 from pulse.services.tasks import TaskService
@@ -72,7 +72,7 @@ def registration(
         IdempotencyStore(pool, settings.idempotency_retention_s), publisher, metrics,
         group_commit=False,
     )  # fmt: skip
-    keys = QueueKeys(settings.key_prefix)
+    keys = keys_for(settings)
     tasks = TaskService(
         accept, NotificationStore(pool), JobStore(pool), JobCancels(redis, keys), metrics
     )

@@ -4,6 +4,11 @@ the shutdown order that loses nothing.
 Shutdown: stop the fetcher (it finishes the read in progress), let deliverers finish what is in
 their mailboxes within the grace period, flush the acker, then cancel what is left. Anything
 not acknowledged by then stays pending in Redis for another worker.
+
+With ``PULSE_REDIS_PARTITIONS`` > 1 there is one fetcher per partition (each blocks on its own
+partition's streams: a blocking read names one slot), all feeding the same dispatcher and
+deliverers; the reclaimer, leaser, acker, scheduler and reconciler each serve every partition
+(their calls are per stream or per partition, so each script still touches one slot).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from pulse.queue.due import DueIndex
 from pulse.queue.heartbeat import Heartbeats
 from pulse.queue.index import JobIndex
 from pulse.queue.job_cancels import JobCancels
-from pulse.queue.keys import QueueKeys
+from pulse.queue.keys import QueueKeys, keys_for
 from pulse.queue.lock import ExpiringLock
 from pulse.queue.pending import PendingEntries
 from pulse.queue.publisher import Publisher
@@ -100,7 +105,7 @@ class Worker:
     leaser: Leaser
     acker: Acker
     deliverers: dict[str, Lane]
-    fetcher: Fetcher  # a FairFetcher: the shared lanes and every tenant's sub-stream
+    fetchers: list[Fetcher]  # one FairFetcher per partition: shared lanes and tenants' sub-streams
     reclaimer: Reclaimer
     reconciler: Reconciler
     heartbeat: Heartbeat
@@ -108,7 +113,7 @@ class Worker:
     cron: CronScheduler | None = None
     tasks: TaskHost | None = None  # user tasks (--tasks), read by their own fetcher
     releaser: Releaser | None = None  # streams tasks their parents' end released
-    task_fetcher: Fetcher | None = None
+    task_fetchers: list[Fetcher] = field(default_factory=list)  # one per partition
     serve_channels: bool = True
     task_schedules: Callable[[], Awaitable[object]] | None = None  # cron entries' registration
     _supervisor: Supervisor = field(default_factory=Supervisor)
@@ -128,9 +133,11 @@ class Worker:
 
     async def _prepare(self) -> None:
         """Groups, task resources, adapters and routes: what the actors need before they run."""
-        await self.consumer.ensure_group()
-        if self.tasks is not None and self.task_fetcher is not None:
-            await self.task_fetcher.consumer.ensure_group()
+        for fetcher in self.fetchers:
+            await fetcher.consumer.ensure_group()
+        if self.tasks is not None and self.task_fetchers:
+            for fetcher in self.task_fetchers:
+                await fetcher.consumer.ensure_group()
             await self.tasks.start()
             if self.task_schedules is not None:
                 await self.task_schedules()
@@ -143,7 +150,7 @@ class Worker:
 
     def _start_actors(self) -> None:
         start = self._supervisor.start
-        if self.tasks is not None and self.task_fetcher is not None:
+        if self.tasks is not None and self.task_fetchers:
             start("task-cancels", self.tasks.follow_cancels)
             start("result-sweeper", self.tasks.sweep_results)
         if self.releaser is not None:
@@ -153,10 +160,8 @@ class Worker:
         start("leaser", self.leaser.run)
         for name, deliverer in self.deliverers.items():
             start(f"deliverer:{name}", deliverer.run)
-        if self.serve_channels:
-            start("fetcher", self.fetcher.run)
-        if self.task_fetcher is not None:
-            start("task-fetcher", self.task_fetcher.run)
+        for name, fetcher in self._fetchers():
+            start(name, fetcher.run)
         start("reclaimer", self.reclaimer.run)
         start("reconciler", self.reconciler.run)
         start("scheduler", self.scheduler.run)
@@ -170,13 +175,11 @@ class Worker:
         await self._supervisor.cancel("reclaimer", "reconciler", "cron", "scheduler")
         if self.releaser is not None:
             await self._supervisor.cancel("releaser")
-        fetchers = (("fetcher", self.fetcher if self.serve_channels else None),
-                    ("task-fetcher", self.task_fetcher))  # fmt: skip
-        for name, fetcher in fetchers:
-            if fetcher is not None:
-                fetcher.stop()
-                if not await self._supervisor.wait(name, grace):
-                    await self._supervisor.cancel(name)
+        for _, fetcher in self._fetchers():
+            fetcher.stop()
+        for name, _ in self._fetchers():
+            if not await self._supervisor.wait(name, grace):
+                await self._supervisor.cancel(name)
         logger.debug("shutdown: fetchers stopped")
         logger.debug("shutdown: fetcher stopped; draining mailboxes")
         drains = [d.drain() for d in self.deliverers.values()]
@@ -196,6 +199,14 @@ class Worker:
         await self.heartbeat.leave()
         await self._close_adapters()
         logger.info("worker %s stopped", self.consumer.name)
+
+    def _fetchers(self) -> list[tuple[str, Fetcher]]:
+        """The fetchers this worker runs, by actor name (``fetcher``, ``fetcher:1``...)."""
+        named = []
+        if self.serve_channels:
+            named += [(_actor("fetcher", i), f) for i, f in enumerate(self.fetchers)]
+        named += [(_actor("task-fetcher", i), f) for i, f in enumerate(self.task_fetchers)]
+        return named
 
     def _adapters(self) -> list[Channel]:
         return [adapter for providers in self.channels.values() for adapter in providers.values()]
@@ -223,7 +234,7 @@ def build_worker(
     ``serve_channels`` it reads no notification stream (a tasks-only worker)."""
     name, keys, ledger = (
         consumer_name(settings),
-        QueueKeys(settings.key_prefix),
+        keys_for(settings),
         DeliveryLedger(pool),
     )
     delivery_config = _delivery_config(settings, pool, channels)
@@ -272,24 +283,25 @@ def build_worker(
     dispatcher = Dispatcher(ledger, deliverers, acker, name, lease_s, fan_out)
     # The fair fetcher reads the tenants' sub-streams whatever PULSE_TENANT_FAIRNESS says (it
     # only governs where producers append), so API and workers never need to agree on it.
-    consumer = Consumer(redis, keys, name, [*keys.streams(), keys.wake()])
-    streams = (keys.streams() if serve_channels else []) + (keys.task_streams() if tasks else [])
-    task_fetcher = None
+    consumers = _consumers(redis, keys, name)
+    streams = _reclaimed(keys, serve_channels=serve_channels, tasks=bool(tasks))
+    task_fetchers = []
     if host is not None:
-        task_fetcher = _fetcher(
-            settings, Consumer(redis, keys, name, keys.task_streams()), dispatcher
-        )
+        task_fetchers = [
+            _fetcher(settings, Consumer(redis, part, name, part.task_streams()), dispatcher)
+            for part in keys.partition_keys()
+        ]
     return Worker(
         settings=settings,
         metrics=metrics,
-        consumer=consumer,
+        consumer=consumers[0],
         channels=served,
         delivery_config=delivery_config,
         breakers=breakers,
         leaser=leaser,
         acker=acker,
         deliverers=deliverers,
-        fetcher=fair_fetcher(settings, consumer, dispatcher, pool),
+        fetchers=[fair_fetcher(settings, consumer, dispatcher, pool) for consumer in consumers],
         reclaimer=_reclaimer(
             settings,
             pending,
@@ -311,12 +323,35 @@ def build_worker(
         cron=build_cron(settings, redis, pool, publisher, metrics, name),
         tasks=host,
         releaser=None if host is None else _releaser(settings, pool, redis, keys),
-        task_fetcher=task_fetcher,
+        task_fetchers=task_fetchers,
         serve_channels=serve_channels,
         task_schedules=registration(settings, redis, pool, publisher, metrics, tasks or [], name)
         if host is not None
         else None,
     )
+
+
+def _consumers(redis: Redis, keys: QueueKeys, name: str) -> list[Consumer]:
+    """One consumer of the notification streams per partition, with its wake stream (read by
+    the fair fetcher)."""
+    return [
+        Consumer(redis, part, name, [*part.streams(), part.wake()])
+        for part in keys.partition_keys()
+    ]
+
+
+def _reclaimed(keys: QueueKeys, *, serve_channels: bool, tasks: bool) -> list[str]:
+    """Every stream of every partition the reclaimer looks after."""
+    return [
+        stream
+        for part in keys.partition_keys()
+        for stream in (part.streams() if serve_channels else [])
+        + (part.task_streams() if tasks else [])
+    ]
+
+
+def _actor(name: str, partition: int) -> str:
+    return name if partition == 0 else f"{name}:{partition}"
 
 
 def _rates(settings: Settings, served: Mapping[str, Mapping[str, Channel]]) -> dict[str, Rate]:
