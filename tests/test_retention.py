@@ -103,6 +103,8 @@ async def test_creates_weeks_ahead_drops_a_finished_week_and_keeps_a_live_one(
     await insert(
         pool, tenant.tenant_id, scheduled, "scheduled", send_at=monday + timedelta(days=300)
     )
+    in_cutoff_week = made_at(monday + timedelta(days=15))  # the week the cutoff falls in
+    await insert(pool, tenant.tenant_id, in_cutoff_week, "delivered")
     metrics = Metrics()
 
     # When a retention pass of one day runs three weeks from now
@@ -122,9 +124,11 @@ async def test_creates_weeks_ahead_drops_a_finished_week_and_keeps_a_live_one(
         assert f"{table}_w{monday:%Y%m%d}" not in left
         assert f"{table}_legacy" not in left
         assert f"{table}_w{monday + timedelta(days=7):%Y%m%d}" in left
-    ids = [done, receipt, delivered, scheduled]
+    ids = [done, receipt, delivered, scheduled, in_cutoff_week]
     kept = await pool.fetch("SELECT id::text, status FROM notifications WHERE id = ANY($1)", ids)
-    assert [(row["id"], row["status"]) for row in kept] == [(scheduled, "scheduled")]
+    assert sorted((row["id"], row["status"]) for row in kept) == sorted(
+        [(scheduled, "scheduled"), (in_cutoff_week, "delivered")]
+    )  # the week of the cutoff waits to be dropped whole, not deleted row by row
     assert (
         await count(pool, "SELECT count(*) FROM audit WHERE notification_id = $1", scheduled) == 1
     )

@@ -66,12 +66,15 @@ _DROP_POINTERS = (
     "DELETE FROM job_dependencies WHERE child_id >= $1 AND child_id < $2",
 )
 
-# Finished before the cutoff, in a week that ended before it (or in the default partition),
-# with no unfinished receipt and no dependent: deleted with their rows (ON DELETE CASCADE).
+# Finished before the cutoff, in a week that ended before the week of the cutoff began (a week
+# that stayed, or the default partition), with no unfinished receipt and no dependent: deleted
+# with their rows (ON DELETE CASCADE). Rows of the cutoff's own week wait for its drop: a
+# rolling delete of each hour's rows would be the DELETE of millions the partitions avoid.
 _DELETE_FINISHED = f"""
 WITH doomed AS (
     SELECT n.id FROM notifications n
-     WHERE n.id < pulse_id_bound($1) AND n.status IN {_FINISHED} AND n.updated_at < $1
+     WHERE n.id < pulse_id_bound(date_trunc('week', $1 AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')
+       AND n.status IN {_FINISHED} AND n.updated_at < $1
        AND NOT EXISTS (SELECT 1 FROM notifications r
                         WHERE r.receipt_for = n.id AND r.{_UNFINISHED})
        AND NOT EXISTS (SELECT 1 FROM job_dependencies d WHERE d.parent_id = n.id)
