@@ -8,8 +8,9 @@ spread over the last 27 days, each with its three audit rows (queued, delivering
 and one attempt (INSERT ... SELECT generate_series), then VACUUM ANALYZE, as a database in
 steady state is. Then, interleaved and ``--rounds`` times: the accept rate (wrk, 64
 connections, one API process, as bench/accept.py) and one worker's drain rate (as
-bench/pulse_drain.py) against a fresh empty database and against the filled one. It prints
-each run and the medians as JSON, and drops the filled database at the end (``--keep`` keeps
+bench/pulse_drain.py) against a fresh empty database and against the filled one; last, the
+time a retention pass takes to drop the oldest filled week. It prints each run, the medians and
+the drop as JSON, and drops the filled database at the end (``--keep`` keeps
 it, ``--fill-only`` only fills it, ``--filled-url`` measures against one kept before).
 """
 
@@ -25,6 +26,7 @@ import statistics
 import sys
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -36,9 +38,13 @@ from bench.processes import pulse_api, pulse_worker
 from bench.pulse_drain import enqueue_bulk, wait_drained
 from bench.scope import Scope, _delete_keys, fresh_scope
 from bench.servers import free_port
+from pulse.metrics import Metrics
 from pulse.queue.keys import QueueKeys
+from pulse.queue.lock import ExpiringLock
+from pulse.runtime.retention import Retention, RetentionSettings
 from pulse.store.migrations import migrate_database
 from pulse.store.pool import create_pool
+from pulse.store.retention import PartitionStore
 from pulse.store.tenants import TenantStore, generate_key
 
 CHUNK = 500_000
@@ -224,14 +230,41 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                             rate = await _one(what, scope, args)
                     runs[f"{what}_{kind}"].append(rate)
                     print(f"{what} {kind}: {rate:,.0f}/s", file=sys.stderr)
+        drop = await time_drop(args.redis_url, filled_url)
+        print(f"drop: {drop}", file=sys.stderr)
     medians = {name: statistics.median(values) for name, values in runs.items()}
     return {
+        "drop": drop,
         "rows": args.rows,
         "runs": runs,
         "medians": medians,
         "accept_ratio": medians["accept_filled"] / medians["accept_empty"],
         "drain_ratio": medians["drain_filled"] / medians["drain_empty"],
     }
+
+
+async def time_drop(redis_url: str, url: str) -> dict[str, Any]:
+    """One retention pass (30 days) run as if 30 days and an hour after the oldest filled week
+    ended: the time it takes to drop that week with its audit rows and attempts."""
+    pool = await create_pool(url, 1, 2)
+    redis: Redis = Redis.from_url(redis_url)
+    store = PartitionStore(pool)
+    try:
+        ended = await store.ended_weeks(datetime.now(UTC) + timedelta(days=3650))
+        oldest = next(week for week in ended if week.name != "notifications_legacy")
+        rows = await pool.fetchval(f"SELECT count(*) FROM {oldest.name}")
+        monday = datetime.strptime(oldest.name[-8:], "%Y%m%d").replace(tzinfo=UTC)
+        lock = ExpiringLock(redis, QueueKeys(f"bench{secrets.token_hex(4)}").lock("r"), 600_000)
+        retention = Retention(store, lock, RetentionSettings(days=30), Metrics())
+        started = time.perf_counter()
+        done = await retention.run_once(monday + timedelta(days=7 + 30, hours=1))
+        seconds = time.perf_counter() - started
+        assert done is not None
+        return {"week": oldest.name, "notifications": rows, "seconds": seconds,
+                "dropped": done.dropped, "deleted": done.deleted}  # fmt: skip
+    finally:
+        await redis.aclose()
+        await pool.close()
 
 
 async def _one(what: str, scope: Scope, args: argparse.Namespace) -> float:
