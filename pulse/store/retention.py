@@ -5,8 +5,8 @@ A week is dropped only when nothing in it is live: no unfinished notification (s
 a year ahead, waiting for parents, retrying...), none updated since the cutoff (finished within
 the retention), no unfinished receipt elsewhere pointing at it. Otherwise it stays, and only
 its rows finished before the cutoff are deleted, a batch at a time, so live work is never lost.
-Each drop is one transaction under a lock timeout: it locks the week against changes, checks
-again, deletes the week's rows in the plain tables that point at it (dead letters, job
+Each drop is one transaction under a lock timeout: it locks the week against changes, then
+checks it, deletes the week's rows in the plain tables that point at it (dead letters, job
 dependencies, finished receipts of another week), drops the week's audit, attempts and
 job_results partitions, then detaches and drops the notifications one. A lock not granted in
 time (a long transaction on the tables) leaves the week for the next pass.
@@ -23,7 +23,7 @@ import asyncpg
 CHILD_TABLES = ("audit", "attempts", "job_results")
 WEEKS_AHEAD = 4  # this week and the next four always have their partitions
 _LOCK_KEY = 7075736503  # "pulse" + 3: one retention pass at a time, whatever the deployment
-_LOCK_TIMEOUT = "'5s'"
+_LOCK_TIMEOUT = "'2s'"  # a waiting exclusive lock queues the accept path behind it
 _NAME = re.compile(r"^notifications_(w\d{8}|legacy)$")
 _MIN_ID = "00000000-0000-0000-0000-000000000000"
 
