@@ -278,6 +278,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     scheduler_batch: PositiveInt = 1000
 
     idempotency_retention_s: PositiveFloat = 86_400.0
+    # Finished notifications and their rows (audit, attempts, dead letters, results, expanded
+    # batches) are kept this many days, then removed by dropping weekly partitions (sql/018);
+    # the workers' maintenance pass (one at a time) runs every retention_interval_s.
+    retention_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 30
+    retention_interval_s: PositiveFloat = 3600.0
 
     # User tasks (pulse.tasks): the modules a worker serves (comma-separated, as --tasks),
     # runs in flight per task per process, and how long results are kept.

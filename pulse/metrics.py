@@ -64,6 +64,7 @@ class Metrics:
         self._latency()
         self._providers()
         self._limits()
+        self._retention()
         self.http_seconds = Histogram(
             "pulse_http_request_duration_seconds",
             "HTTP request latency by route and status.",
@@ -190,6 +191,20 @@ class Metrics:
             "pulse_notifications_skipped_total",
             "Notifications ended skipped by a limit (recipient: a recipient's cap).",
             ["limit", "channel"],
+        )
+
+    def _retention(self) -> None:
+        """What the retention pass removed (pulse/runtime/retention.py)."""
+        self.partitions_dropped = Counter(
+            "pulse_retention_partitions_dropped_total",
+            "Weekly notification partitions dropped (with their audit, attempts and results).",
+            registry=self.registry,
+        )
+        self.rows_removed = self._counter(
+            "pulse_retention_rows_removed_total",
+            "Notifications removed past the retention: with a dropped partition (how=dropped,"
+            " PostgreSQL's estimate of its rows) or by batched DELETE (how=deleted, exact).",
+            ["how"],
         )
 
     def count_accepted(self, items: Iterable[tuple[str, int]]) -> None:

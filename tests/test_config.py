@@ -29,6 +29,9 @@ def test_values_are_typed_and_env_wins_over_dotenv(tmp_path: Path) -> None:
         ("PULSE_HTTP_PORT", "70000"),
         ("PULSE_SMTP_TLS", "maybe"),
         ("PULSE_WORKER_BATCH_SIZE", "0"),
+        ("PULSE_RETENTION_DAYS", "0"),
+        ("PULSE_RETENTION_DAYS", "3651"),
+        ("PULSE_RETENTION_DAYS", "1.5"),
     ],
 )
 def test_bad_value_names_variable_and_value(name: str, value: str) -> None:
@@ -37,6 +40,11 @@ def test_bad_value_names_variable_and_value(name: str, value: str) -> None:
 
     assert name in str(caught.value)
     assert value in str(caught.value)
+
+
+def test_retention_days_default_to_thirty_and_take_whole_days() -> None:
+    assert load_settings({}, dotenv_path=None).retention_days == 30
+    assert load_settings({"PULSE_RETENTION_DAYS": "7"}, dotenv_path=None).retention_days == 7
 
 
 def test_unknown_pulse_variable_is_refused() -> None:

@@ -63,6 +63,7 @@ from pulse.runtime.reclaimer import Reclaimer
 from pulse.runtime.reconciler import Reconciler, ReconcilerSettings
 from pulse.runtime.reindex import DueReindexer
 from pulse.runtime.releaser import Releaser
+from pulse.runtime.retention import Retention, RetentionSettings
 from pulse.runtime.scheduler import Scheduler, SchedulerSettings
 from pulse.runtime.supervisor import Supervisor
 from pulse.runtime.task_host import TaskHost
@@ -75,6 +76,7 @@ from pulse.store.errors import TRANSIENT_DB_ERRORS
 from pulse.store.ledger import DeliveryLedger
 from pulse.store.receipts import ReceiptStore
 from pulse.store.recipient_caps import RecipientCapStore
+from pulse.store.retention import PartitionStore
 from pulse.store.routes import RouteStore
 from pulse.store.scheduled import ScheduledStore
 from pulse.store.task_results import TaskResults
@@ -116,6 +118,7 @@ class Worker:
     task_fetchers: list[Fetcher] = field(default_factory=list)  # one per partition
     serve_channels: bool = True
     task_schedules: Callable[[], Awaitable[object]] | None = None  # cron entries' registration
+    retention: Retention | None = None  # partitions ahead, finished work past the retention
     _supervisor: Supervisor = field(default_factory=Supervisor)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -168,11 +171,13 @@ class Worker:
         start("heartbeat", self.heartbeat.run)
         if self.cron is not None:
             start("cron", self.cron.run)
+        if self.retention is not None:
+            start("retention", self.retention.run)
 
     async def shutdown(self) -> None:
         """Stop taking work, finish what is in hand within the grace period, settle, leave."""
         grace = self.settings.worker_grace_s
-        await self._supervisor.cancel("reclaimer", "reconciler", "cron", "scheduler")
+        await self._supervisor.cancel("reclaimer", "reconciler", "cron", "scheduler", "retention")
         if self.releaser is not None:
             await self._supervisor.cancel("releaser")
         for _, fetcher in self._fetchers():
@@ -328,6 +333,7 @@ def build_worker(
         task_schedules=registration(settings, redis, pool, publisher, metrics, tasks or [], name)
         if host is not None
         else None,
+        retention=_retention(settings, redis, pool, keys, metrics),
     )
 
 
@@ -352,6 +358,16 @@ def _reclaimed(keys: QueueKeys, *, serve_channels: bool, tasks: bool) -> list[st
 
 def _actor(name: str, partition: int) -> str:
     return name if partition == 0 else f"{name}:{partition}"
+
+
+def _retention(
+    settings: Settings, redis: Redis, pool: asyncpg.Pool, keys: QueueKeys, metrics: Metrics
+) -> Retention:
+    retention_settings = RetentionSettings(
+        days=settings.retention_days, interval_s=settings.retention_interval_s
+    )
+    lock = ExpiringLock(redis, keys.lock("retention"), retention_settings.lock_ttl_ms)
+    return Retention(PartitionStore(pool), lock, retention_settings, metrics)
 
 
 def _rates(settings: Settings, served: Mapping[str, Mapping[str, Channel]]) -> dict[str, Rate]:

@@ -52,8 +52,9 @@ async def migrate_database(database_url: str) -> list[int]:
         await conn.close()
 
 
-async def migrate(conn: Connection) -> list[int]:
-    """Apply what is missing; return the versions applied by this call."""
+async def migrate(conn: Connection, up_to: int | None = None) -> list[int]:
+    """Apply what is missing (up to version ``up_to``, when given: a test that fills a database
+    under an older schema); return the versions applied by this call."""
     applied: list[int] = []
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
     try:
@@ -64,7 +65,7 @@ async def migrate(conn: Connection) -> list[int]:
         )
         done = {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
         for migration in load_migrations():
-            if migration.version in done:
+            if migration.version in done or (up_to is not None and migration.version > up_to):
                 continue
             async with conn.transaction():
                 await conn.execute(migration.sql)

@@ -21,8 +21,8 @@ from pulse.store.rows import JOB_COLUMNS, VIEW_COLUMNS, job_from_row, view_from_
 _DUE = """
 WITH q AS (
     UPDATE notifications SET status = 'queued', updated_at = now()
-     WHERE id = ANY($1::uuid[]) AND status = 'scheduled'
-       AND send_at <= now() + interval '1 second'
+     WHERE id = ANY($1::uuid[])  -- IS TRUE: no partial index on status (see store/ledger.py)
+       AND (status = 'scheduled' AND send_at <= now() + interval '1 second') IS TRUE
     RETURNING id
 )
 INSERT INTO audit (notification_id, status, worker, detail) SELECT id, 'queued', $2, 'due' FROM q
