@@ -1,4 +1,4 @@
-"""Migration 018 on a database filled under the old schema (migrations up to 016): every row,
+"""Migration 018 on a database filled under the old schema (migrations up to 017, the last before it): every row,
 foreign key, trigger and identity is still there afterwards, each row in the partition of its
 week, and Pulse works on it."""
 
@@ -37,11 +37,11 @@ FOREIGN_KEYS = {
 
 @pytest.fixture
 async def database_url(server_urls: ServerUrls) -> AsyncIterator[str]:
-    """A database migrated up to 016 only (the old schema), filled by the test."""
+    """A database migrated up to 017 only (the old schema), filled by the test."""
     async with fresh_database(server_urls.postgres, "pulse_migrate", migrated=False) as url:
         conn = await asyncpg.connect(url)
         try:
-            await migrate(conn, up_to=16)
+            await migrate(conn, up_to=17)
         finally:
             await conn.close()
         yield url
