@@ -42,6 +42,22 @@ async def nan() -> float:
     return float("nan")
 
 
+@tasks.task(name="fixes.nul_result", max_attempts=1)
+async def nul_result() -> dict[str, str]:
+    return {"v": "a\x00b"}
+
+
+@tasks.task(name="fixes.nul_error", max_attempts=1)
+async def nul_error() -> None:
+    raise ValueError("bad\x00err")
+
+
+@tasks.task(name="fixes.nul_note", max_attempts=1)
+async def nul_note(ctx: pulse.Context) -> str:
+    await ctx.progress(0.5, "half\x00way")
+    return "noted"
+
+
 @tasks.task(name="fixes.noisy", max_attempts=1)
 async def noisy(ctx: pulse.Context, size: int) -> str:
     await ctx.progress(0.5, "n" * size)

@@ -1,4 +1,4 @@
-"""Migration 018 on a database filled under the old schema (migrations up to 017, the last before it): every row,
+"""Migration 018 on a database filled under the old schema (up to 017): every row,
 foreign key, trigger and identity is still there afterwards, each row in the partition of its
 week, and Pulse works on it."""
 

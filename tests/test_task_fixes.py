@@ -120,6 +120,30 @@ async def test_a_nan_result_fails_the_run_as_not_json(
     assert "JSON" in job["error"]["message"]
 
 
+async def test_nul_in_a_result_error_or_note_ends_that_job_and_recording_goes_on(
+    client: Client, auth: dict[str, str], worker: RunningWorker
+) -> None:
+    # Given runs whose result, error or progress note holds U+0000 (PostgreSQL refuses it)
+    result = await enqueue(client, auth, "fixes.nul_result")
+    error = await enqueue(client, auth, "fixes.nul_error")
+    note = await enqueue(client, auth, "fixes.nul_note")
+    after = [await enqueue(client, auth, "fixes.quick") for _ in range(5)]
+    # Then the result is refused as not storable, the error and note are kept with U+FFFD
+    refused = await finished(client, auth, result["id"])
+    assert refused["status"] == "failed"
+    assert refused["error"]["type"] == "ResultNotSerializable"
+    assert "NUL" in refused["error"]["message"]
+    failed = await finished(client, auth, error["id"])
+    assert failed["status"] == "failed"
+    assert failed["error"]["message"] == "bad\ufffderr"
+    noted = await finished(client, auth, note["id"])
+    assert (noted["status"], noted["result"]) == ("succeeded", "noted")
+    assert noted["note"] == "half\ufffdway"
+    # and the worker records everything else as before
+    for job in after:
+        assert (await finished(client, auth, job["id"]))["status"] == "succeeded"
+
+
 async def test_a_task_job_is_not_readable_as_a_notification(
     client: Client, auth: dict[str, str], worker: RunningWorker
 ) -> None:

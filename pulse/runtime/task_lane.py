@@ -30,6 +30,7 @@ import msgspec
 from pulse.core.models import task_channel
 from pulse.core.ports import Delivered, Failed, Outcome, Retry
 from pulse.core.retry import RetryPolicy, backoff_s
+from pulse.core.storable import json_holds_nul
 from pulse.core.timeutil import utcnow
 from pulse.metrics import Metrics
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
@@ -312,6 +313,11 @@ class TaskLane:
                 f"the result is {len(encoded)} bytes of JSON, over PULSE_MAX_RESULT_BYTES ({cap})"
             )
             return Failed(error, "ResultTooLarge"), self._ending(ResultTooLarge(error), error)
+        if json_holds_nul(encoded):  # PostgreSQL's jsonb cannot hold U+0000
+            error = "the result cannot be stored as JSON: a string in it holds U+0000 (NUL)"
+            return Failed(error, "ResultNotSerializable"), self._ending(
+                ResultNotSerializable(error)
+            )
         if b"null" in encoded and _non_finite(value):  # msgspec writes NaN and inf as null
             error = "the result cannot be stored as JSON: it holds NaN or infinity"
             return Failed(error, "ResultNotSerializable"), self._ending(

@@ -18,6 +18,7 @@ import msgspec
 
 from pulse.core.ids import uuid7
 from pulse.core.models import RECEIPT_CHANNEL, Job, Status
+from pulse.core.storable import storable_json, storable_text
 from pulse.store.rows import JOB_COLUMNS, job_from_row
 
 # $4 maps the ids of entries past step 0 to their step (a jsonb object, usually empty): a
@@ -362,11 +363,11 @@ class DeliveryLedger:
             ]
             for o in outcomes
         }
-        tries = [[getattr(a, name) for a in attempts] for name in _ATTEMPT_FIELDS]
+        tries = [[_storable(getattr(a, name)) for a in attempts] for name in _ATTEMPT_FIELDS]
         rows = await self._pool.fetch(
             _RECORD,
             list(batch),
-            msgspec.json.encode(batch).decode(),
+            storable_json(msgspec.json.encode(batch)).decode(),
             *tries,
             worker,
             receipt_max_attempts,
@@ -413,3 +414,8 @@ class DeliveryLedger:
             return set()
         rows = await self._pool.fetch(_UNSTREAMABLE, list(reasons), list(reasons.values()), worker)
         return {row[0] for row in rows}
+
+
+def _storable(value: object) -> object:
+    """A text field with its NULs replaced (PostgreSQL refuses them); anything else as is."""
+    return storable_text(value) if isinstance(value, str) else value

@@ -16,6 +16,7 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
+from pulse.core.storable import storable_text
 from pulse.store.ledger import RunRow
 
 # A late report (a timed-out thread's) never touches a row whose run has ended.
@@ -73,12 +74,15 @@ class TaskResults:
         self, job_id: str, tenant_id: str, attempt: int, started_at: datetime,
         fraction: float, note: str | None,
     ) -> None:  # fmt: skip
-        await self._pool.execute(_PROGRESS, job_id, tenant_id, attempt, started_at, fraction, note)
+        await self._pool.execute(
+            _PROGRESS, job_id, tenant_id, attempt, started_at, fraction, storable_text(note)
+        )
 
     async def cancelled(self, job_id: str, tenant_id: str, run: RunRow) -> None:
         await self._pool.execute(
-            _CANCELLED, job_id, tenant_id, run.attempt, run.started_at, run.error_type,
-            run.error_message, run.traceback, run.keep_s,
+            _CANCELLED, job_id, tenant_id, run.attempt, run.started_at,
+            storable_text(run.error_type), storable_text(run.error_message),
+            storable_text(run.traceback), run.keep_s,
         )  # fmt: skip
 
     async def publish(self, tasks: Sequence[Published], worker: str) -> None:
