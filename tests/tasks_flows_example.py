@@ -11,9 +11,9 @@ tasks = pulse.Tasks()
 
 
 @tasks.task(name="flows.total")
-async def total(results: list[dict[str, Any]], label: str = "sum") -> dict[str, Any]:
+async def total(results: list[dict[str, Any] | None], label: str = "sum") -> dict[str, Any]:
     """A group's callback: ``results`` are its members' results, in the group's order."""
-    return {label: sum(result["sum"] for result in results), "parts": len(results)}
+    return {label: sum(r["sum"] for r in results if r is not None), "parts": len(results)}
 
 
 @tasks.task(name="flows.step")
@@ -37,3 +37,9 @@ async def collect(ctx: pulse.Context, results: list[Any]) -> dict[str, Any]:
     """A group's callback that takes its members' job ids as well (``list[Any]``): what it
     was given, and why ids if so."""
     return {"results": results, "omitted": ctx.results_omitted}
+
+
+@tasks.task(name="flows.strict")
+async def strict(results: list[int]) -> int:
+    """A callback that cannot take a member's missing (null) result."""
+    return sum(results)

@@ -93,3 +93,12 @@ async def test_a_group_that_could_exceed_the_bound_is_refused_unless_its_callbac
     assert "$.then.args.results" in str(problem) or "/then/args/results" in str(problem)
     waiting = await client.get("/api/jobs/?task=example.add", headers=auth)
     assert (await waiting.json())["items"] == []  # nothing of the refused group was committed
+
+
+async def test_a_callback_that_cannot_take_a_missing_result_is_refused(
+    client: Client, auth: dict[str, str], task_worker: RunningWorker
+) -> None:
+    # flows.strict takes list[int]: a member keeping no result would give it null
+    problem = await post(client, auth, "/api/jobs/group", group(1, "flows.strict"), status=422)
+    assert "null" in problem["detail"], problem
+    assert "$.then.args.results" in str(problem) or "/then/args/results" in str(problem)

@@ -101,6 +101,8 @@ class TaskService:
             raise InvalidInput("args.results: a group gives its callback the results", "$.args")
         checked = request.args | {"results": []} if results else request.args
         self._check_args(request.task, registered, checked)
+        if results:
+            self._check_null_results(request, registered)
         if ids_instead:
             self._check_ids_instead(request, registered, ids_instead, bound)
         payload: dict[str, Any] = {"args": request.args}
@@ -135,6 +137,19 @@ class TaskService:
             with contextlib.suppress(*TRANSIENT_REDIS_ERRORS):
                 await self._cancels.announce(job_id)
         return await self.get(tenant_id, job_id)
+
+    def _check_null_results(self, request: JobRequest, registered: RegisteredTask) -> None:
+        """A member may leave no result to give (results off, ``keep_result_s=0``, or kept
+        less long than its group ran): the callback then gets null in its place, so its
+        ``results`` must take null, or it would be accepted only to fail."""
+        nulls = request.args | {"results": [None]}
+        if self._validator(request.task, registered.schema).is_valid(nulls):
+            return
+        raise InvalidInput(
+            "args.results: a member that keeps no result gives null in its place, which"
+            f" {request.task!r} does not take: declare results as list[T | None] or list[Any]",
+            "$.args.results",
+        )
 
     def _check_ids_instead(
         self, request: JobRequest, registered: RegisteredTask, members: int, bound: int
