@@ -181,3 +181,26 @@ async def test_a_cron_job_removed_from_its_module_is_deleted_at_the_next_start(
     assert (await client.get(f"/api/schedules/{heartbeat}", headers=auth)).status == 404
     assert await store.get(tenant.tenant_id, by_hand) is not None
     assert await store.get(tenant.tenant_id, nightly) is not None
+
+
+async def test_a_modules_last_cron_job_removed_is_deleted_without_a_tenant_set(
+    started: Settings, redis: Redis, pool: asyncpg.Pool, tenant: NewTenant
+) -> None:
+    # Given the module's heartbeat registered under the tenant PULSE_ARQ_TENANT named
+    store = ScheduleStore(pool)
+    heartbeat = schedule_id(started.key_prefix, tenant.tenant_id, "heartbeat")
+    assert await store.get(tenant.tenant_id, heartbeat) is not None
+
+    # When a worker without PULSE_ARQ_TENANT starts the module, which declares no cron job now
+    class Emptied:
+        functions = [arq_example.add]
+
+    emptied = tasks_from(Emptied)
+    emptied.module = "tests.arq_example"
+    untenanted = msgspec.structs.replace(started, arq_tenant=None)
+    instance = build_worker(untenanted, redis, pool, {}, Metrics(), [emptied], serve_channels=False)
+    assert instance.task_schedules is not None
+    await instance.task_schedules()
+
+    # Then its schedule is gone
+    assert await store.get(tenant.tenant_id, heartbeat) is None
