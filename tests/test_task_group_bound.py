@@ -102,3 +102,16 @@ async def test_a_callback_that_cannot_take_a_missing_result_is_refused(
     problem = await post(client, auth, "/api/jobs/group", group(1, "flows.strict"), status=422)
     assert "null" in problem["detail"], problem
     assert "$.then.args.results" in str(problem) or "/then/args/results" in str(problem)
+
+
+async def test_a_deferred_member_or_callback_of_a_group_is_refused_not_ignored(
+    client: Client, auth: dict[str, str], task_worker: RunningWorker
+) -> None:
+    deferred = group(2, "flows.collect")
+    deferred["jobs"][1]["delay_s"] = 60
+    problem = await post(client, auth, "/api/jobs/group", deferred, status=422)
+    assert "/jobs/1/delay_s" in str(problem) or "$.jobs[1].delay_s" in str(problem), problem
+    later = group(1, "flows.collect")
+    later["then"]["send_at"] = "2099-01-01T00:00:00Z"
+    problem = await post(client, auth, "/api/jobs/group", later, status=422)
+    assert "send_at" in str(problem), problem

@@ -201,12 +201,14 @@ class TaskFlows:
         for index, member in enumerate(request.jobs):
             if member.after is not None:
                 raise InvalidInput("a group's member cannot wait", f"$.jobs[{index}].after")
+            _not_deferred(member, f"$.jobs[{index}]", "a group's members are not deferred")
             try:
                 members.append(await self._tasks.job_of(tenant_id, member, _key(key)))
             except InvalidInput as exc:
                 raise InvalidInput(exc.detail, _under(f"$.jobs[{index}]", exc)) from None
         jobs, after, then = list(members), {}, None
         if request.then is not None:
+            _not_deferred(request.then, "$.then", "a group's callback waits on its members")
             try:
                 ids_instead = len(members) if bound.may_exceed(len(members)) else 0
                 then = await self._tasks.job_of(
@@ -303,3 +305,12 @@ def _pointer(index: int, exc: InvalidInput) -> str:
         return f"/{index}{path}"
     parts = path[1:].replace("[", ".").replace("]", "").split(".")
     return f"/{index}" + "".join(f"/{part}" for part in parts if part)
+
+
+def _not_deferred(request: JobRequest, at: str, why: str) -> None:
+    """A group's jobs start as the group says: a deferral there is refused, not ignored."""
+    for deferral in ("send_at", "delay_s"):
+        if getattr(request, deferral) is not None:
+            raise InvalidInput(
+                f"{deferral}: {why}; enqueue the group when it is due", f"{at}.{deferral}"
+            )
