@@ -32,6 +32,13 @@ def test_arguments_are_converted_and_checked_by_the_signature() -> None:
         tasks_example.add.arguments({"a": 1, "c": 3})
 
 
+def test_an_integral_float_the_api_accepted_as_an_integer_runs_as_that_int() -> None:
+    # JSON Schema (the API's check) takes 1e3 as an integer: the run must too
+    assert tasks_example.add.arguments(msgspec.json.decode(b'{"a": 1e3}')) == {"a": 1000, "b": 0}
+    with pytest.raises(msgspec.ValidationError, match=r"\$\.a"):
+        tasks_example.add.arguments({"a": 1.5})
+
+
 def test_the_registry_finds_its_tasks_by_name_and_refuses_a_second_of_a_name() -> None:
     tasks = pulse.Tasks()
 

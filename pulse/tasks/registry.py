@@ -99,8 +99,10 @@ class Task:
         return msgspec.json.schema(self.args_type)
 
     def arguments(self, raw: dict[str, Any]) -> dict[str, Any]:
-        """The keyword arguments of a call, converted from JSON (raises msgspec.ValidationError)."""
-        args = msgspec.convert(raw, self.args_type)
+        """The keyword arguments of a call, converted from JSON (raises msgspec.ValidationError).
+        Not strict: the API checked the args with JSON Schema, where ``1e3`` is an integer, so
+        an integral float is taken as the int it is rather than failing an accepted job."""
+        args = msgspec.convert(raw, self.args_type, strict=False)
         return {name: getattr(args, name) for name in self.args_type.__struct_fields__}
 
     async def enqueue(self, client: Enqueuer, /, **args: Any) -> Any:
