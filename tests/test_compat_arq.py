@@ -45,8 +45,8 @@ async def arq_worker(
 @pytest.fixture
 async def arq_pool(client: Client, tenant: NewTenant) -> AsyncIterator[ArqPool]:
     base = str(client.make_url("")).rstrip("/")
-    async with AsyncPulseClient(base, tenant.api_key) as pulse_client:
-        yield ArqPool(pulse_client)
+    async with ArqPool(AsyncPulseClient(base, tenant.api_key)) as pool:
+        yield pool  # closed as arq's pool is, its client's session with it
 
 
 async def test_positional_and_keyword_arguments_reach_the_function(

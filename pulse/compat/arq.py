@@ -221,10 +221,22 @@ class ArqJob:
 
 
 class ArqPool:
-    """What ``arq.create_pool`` gives, over Pulse's HTTP API: ``enqueue_job``."""
+    """What ``arq.create_pool`` gives, over Pulse's HTTP API: ``enqueue_job``, and ``close``
+    (or ``async with``) to let its client's connections go."""
 
     def __init__(self, client: AsyncPulseClient) -> None:
         self._client = client
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    aclose = close
+
+    async def __aenter__(self) -> ArqPool:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     async def enqueue_job(
         self, function: str, *args: Any, _job_id: str | None = None,

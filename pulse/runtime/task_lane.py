@@ -307,6 +307,11 @@ class TaskLane:
         except (TypeError, msgspec.EncodeError) as exc:
             error = f"the result cannot be stored as JSON: {exc}"
             return Failed(error, "ResultNotSerializable"), self._ending(exc, error)
+        except RecursionError:
+            error = "the result cannot be stored as JSON: it is nested too deeply"
+            return Failed(error, "ResultNotSerializable"), self._ending(
+                ResultNotSerializable(error)
+            )
         cap = self._settings.max_result_bytes
         if len(encoded) > cap:  # not retried: the same run would give the same size again
             error = (

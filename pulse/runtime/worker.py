@@ -125,7 +125,9 @@ class Worker:
         """Serve until ``stop`` is set, then shut down gracefully."""
         await self._prepare()
         self._start_actors()
-        logger.info("worker %s serving channels %s", self.consumer.name, ", ".join(self.channels))
+        channels = ", ".join(self.channels) if self.serve_channels else "none"
+        tasks = "none" if self.tasks is None else ", ".join(t.name for t in self.tasks.tasks())
+        logger.info("worker %s serving channels %s; tasks %s", self.consumer.name, channels, tasks)
         try:
             await stop.wait()
             await self.shutdown()
