@@ -291,3 +291,27 @@ async def test_the_event_stream_echoes_the_request_id(client: Client, auth: dict
 
     assert response.headers.get("X-Request-ID") == "mine-123"
     response.close()
+
+
+async def test_a_tenant_sees_its_own_backlog_not_another_tenants(
+    client: Client, auth: dict[str, str], pool: asyncpg.Pool
+) -> None:
+    # Given no worker running, another tenant with three queued at priority 3 and ours with one
+    suffix = auth["Authorization"][-6:]
+    other = await TenantStore(pool).create(f"other-{suffix}")
+    other_auth = {"Authorization": f"Bearer {other.api_key}"}
+    operator = await TenantStore(pool).create(f"operator-{suffix}", operator=True)
+    for i in range(3):
+        await send(client, other_auth, f"o{i}@example.com", priority=3)
+    await send(client, auth, "mine@example.com", priority=3)
+
+    # When each reads the dashboard
+    ours = await snapshot(client, auth)
+    theirs = await snapshot(client, other_auth)
+    everyone = await snapshot(client, {"Authorization": f"Bearer {operator.api_key}"})
+
+    # Then a tenant's queue counts its own only; the operator's counts all
+    assert ours["queue"][3]["depth"] == 1
+    assert theirs["queue"][3]["depth"] == 3
+    assert everyone["queue"][3]["depth"] == 4
+    assert ours["task_queue"] == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import pytest
 from redis.asyncio import Redis
 
@@ -13,7 +14,7 @@ from pulse.queue.consumer import Consumer
 from pulse.queue.heartbeat import FORGET_AFTER_MS, LIVE_AFTER_MS, Heartbeats, WorkerBeat
 from pulse.queue.keys import QueueKeys
 from pulse.queue.publisher import Publisher
-from pulse.queue.stats import QueueStats
+from pulse.queue.stats import MAX_TENANT_STREAMS, QueueStats
 from pulse.queue.transitions import EntryRef, SettledBatch, Transitions
 from tests.conftest import log_job
 
@@ -147,3 +148,24 @@ async def test_silent_workers_are_listed_apart_until_they_would_be_forgotten(
     assert snapshot.workers == []
     assert [w.name for w in snapshot.silent_workers] == ["crashed"]
     assert await redis.hexists(keys.workers(), "long-gone")
+
+
+async def test_every_tenants_lane_counts_in_depth_past_the_full_read_bound(
+    redis: Redis, keys: QueueKeys
+) -> None:
+    # Given more tenants with work at priority 0 than a snapshot reads in full, and one at 4
+    flood = [
+        msgspec.structs.replace(log_job(0), tenant_id=f"tenant-{i:05}")
+        for i in range(MAX_TENANT_STREAMS + 300)
+    ]
+    publisher = Publisher(redis, keys, fair=True)
+    for start in range(0, len(flood), 500):
+        await publisher.publish(flood[start : start + 500])
+    await publisher.publish([msgspec.structs.replace(log_job(4), tenant_id="late")])
+
+    # When an operator reads the snapshot
+    snapshot = await QueueStats(redis, keys).snapshot()
+
+    # Then each priority's depth counts every lane
+    depths = {s.priority: s.depth for s in snapshot.streams}
+    assert depths == {0: MAX_TENANT_STREAMS + 300, 1: 0, 2: 0, 3: 0, 4: 1}

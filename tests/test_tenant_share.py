@@ -65,3 +65,14 @@ def test_a_dry_tenant_is_only_probed_until_it_has_work_again() -> None:
 def test_an_alone_tenant_gets_the_whole_budget() -> None:
     assert TenantShare().plan(["a"], 32) == {"a": 32}
     assert TenantShare().plan([], 32) == {}
+
+
+def test_more_tenants_than_the_budget_are_asked_in_turn_never_beyond_it() -> None:
+    share = TenantShare()
+    tenants = [f"t{i:04}" for i in range(5000)]
+    asked: list[str] = []
+    for _ in range(25):  # 25 rounds of 200: every tenant asked once, none twice
+        plan = share.plan(tenants, 200)
+        assert sum(plan.values()) == 200
+        asked += list(plan)
+    assert sorted(asked) == tenants

@@ -28,6 +28,7 @@ class TenantShare:
     weights: Mapping[str, int] = field(default_factory=dict)
     _credit: dict[str, float] = field(init=False, default_factory=dict)
     _dry: set[str] = field(init=False, default_factory=set)
+    _turn: int = field(init=False, default=0)  # where the next window starts (many tenants)
 
     def weight(self, tenant: str) -> int:
         return max(1, self.weights.get(tenant, DEFAULT_WEIGHT))
@@ -36,7 +37,10 @@ class TenantShare:
         """How many entries to read from each active tenant's sub-stream this round.
 
         Every active tenant is asked for at least one entry (so a newly active tenant is seen
-        within one round), and the others share ``budget`` by weight.
+        within one round), and the others share ``budget`` by weight. With more active tenants
+        than ``budget``, a window of ``budget`` of them is asked for one each, the window
+        turning round them from round to round: a worker never takes more than its batch
+        because many tenants have work.
         """
         active = sorted(set(tenants))
         for gone in set(self._credit) - set(active):
@@ -44,6 +48,10 @@ class TenantShare:
         self._dry &= set(active)
         if not active or budget < 1:
             return {}
+        if len(active) > budget:
+            start = self._turn % len(active)
+            self._turn = start + budget
+            return dict.fromkeys((active[start:] + active[:start])[:budget], PROBE)
         total = sum(self.weight(t) for t in active if t not in self._dry)
         counts: dict[str, int] = {}
         for tenant in active:

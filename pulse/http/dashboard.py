@@ -282,6 +282,8 @@ async def _build(request: web.Request, viewer: view.Viewer) -> view.Dashboard:
     activity = await store.activity(tenant_id, now_ms - WINDOW_S * 1000, BUCKET_S)
     delivering = await store.delivering(None) if viewer.operator else []
     queue = await app[QUEUE_STATS].snapshot()
+    if not viewer.operator:  # a tenant sees its own lanes, not the others' backlog
+        queue = await app[QUEUE_STATS].of_tenant(tenant_id, queue)
     policy = BreakerPolicy(settings.breaker_failures, settings.breaker_cooldown_s)
     catalog = app[PROVIDERS]
     providers = sorted(catalog)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from itertools import zip_longest
 from typing import Any
 
 import msgspec
@@ -30,7 +31,8 @@ from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
 
 DEFAULT_MAX_AGE_S = 1.0
 REPLIES_PER_STREAM = 6
-MAX_TENANT_STREAMS = 1000  # sub-streams summed into one snapshot at most
+MAX_TENANT_STREAMS = 1000  # sub-streams read in full per snapshot at most (all count in depth)
+DEPTH_CHUNK = 2000  # XLENs per round trip
 
 
 class StreamState(msgspec.Struct, frozen=True, kw_only=True):
@@ -100,6 +102,20 @@ class QueueStats:
                 self._taken = self._clock()
             return self._latest
 
+    async def of_tenant(self, tenant_id: str, shared: QueueSnapshot) -> QueueSnapshot:
+        """What one tenant may see of the queue: ``shared`` with the priorities' states read
+        from its own lanes only (another tenant's backlog is not its business) and neither the
+        task streams (shared by every tenant) nor the dead letters' count (its own are in
+        PostgreSQL)."""
+        states = [_empty(priority) for priority in range(MIN_PRIORITY, MAX_PRIORITY + 1)]
+        for keys in self._keys.partition_keys():
+            lanes = [
+                (priority, keys.tenant_stream(priority, tenant_id))
+                for priority in range(MIN_PRIORITY, MAX_PRIORITY + 1)
+            ]
+            states = await self._summed(keys, states, lanes, shared.taken_at_ms)
+        return msgspec.structs.replace(shared, streams=states, task_streams=[], dead_letters=0)
+
     async def _read(self) -> QueueSnapshot:
         """Every partition's state, summed per priority (``PULSE_REDIS_PARTITIONS``)."""
         partitions = self._keys.partition_keys()
@@ -158,16 +174,28 @@ class QueueStats:
         self, keys: QueueKeys, states: list[StreamState], tenant_sets: Sequence[Any], now: int
     ) -> list[StreamState]:
         """Each priority's state with its tenants' sub-streams summed in (PULSE_TENANT_FAIRNESS):
-        series stay per priority, whatever the number of tenants; at most ``MAX_TENANT_STREAMS``
-        sub-streams are read per snapshot (the most tenants one snapshot adds up)."""
-        wanted = [
-            (priority, keys.tenant_stream(priority, as_str(tenant)))
+        series stay per priority, whatever the number of tenants. Every sub-stream's length
+        counts in ``depth`` (one XLEN each); the rest (lag, pending, ages, retries) is read from
+        at most ``MAX_TENANT_STREAMS`` of them per snapshot, taken from every priority in turn,
+        so a busy deployment's gauges never cost Redis six commands per tenant."""
+        per_priority = [
+            [(priority, keys.tenant_stream(priority, as_str(t))) for t in sorted(members)]
+            if isinstance(members, set)
+            else []
             for priority, members in zip(
                 range(MIN_PRIORITY, MAX_PRIORITY + 1), tenant_sets, strict=True
             )
-            if isinstance(members, set)
-            for tenant in sorted(members)
-        ][:MAX_TENANT_STREAMS]
+        ]
+        interleaved = [lane for lanes in zip_longest(*per_priority) for lane in lanes if lane]
+        wanted, rest = interleaved[:MAX_TENANT_STREAMS], interleaved[MAX_TENANT_STREAMS:]
+        states = await self._depths(states, rest)
+        return await self._summed(keys, states, wanted, now)
+
+    async def _summed(
+        self, keys: QueueKeys, states: list[StreamState], wanted: Sequence[tuple[int, str]],
+        now: int,
+    ) -> list[StreamState]:  # fmt: skip
+        """``states`` with the full state of each lane in ``wanted`` summed into its priority."""
         if not wanted:
             return states
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -186,6 +214,23 @@ class QueueStats:
                 priority, replies[i * REPLIES_PER_STREAM :][:REPLIES_PER_STREAM], now
             )
             merged[priority - MIN_PRIORITY] = _sum(merged[priority - MIN_PRIORITY], part)
+        return merged
+
+    async def _depths(
+        self, states: list[StreamState], lanes: Sequence[tuple[int, str]]
+    ) -> list[StreamState]:
+        """``states`` with the lengths of ``lanes`` added to their priority's depth."""
+        merged = list(states)
+        for start in range(0, len(lanes), DEPTH_CHUNK):
+            chunk = lanes[start : start + DEPTH_CHUNK]
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for _, stream in chunk:
+                    pipe.xlen(stream)
+                lengths = await pipe.execute()
+            for (priority, _), length in zip(chunk, lengths, strict=True):
+                at = priority - MIN_PRIORITY
+                depth = merged[at].depth + int(length)
+                merged[at] = msgspec.structs.replace(merged[at], depth=depth)
         return merged
 
 
@@ -275,3 +320,10 @@ def _beats(raw_beats: Any, now: int) -> list[WorkerBeat]:
         if now - beat.seen_at_ms <= FORGET_AFTER_MS:
             beats.append(beat)
     return sorted(beats, key=lambda beat: beat.name)
+
+
+def _empty(priority: int) -> StreamState:
+    return StreamState(
+        priority=priority, depth=0, lag=0, pending=0, oldest_age_s=None,
+        oldest_pending_age_s=None, retry_waiting=0, next_retry_in_s=None, consumers=0,
+    )  # fmt: skip

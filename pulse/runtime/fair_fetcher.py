@@ -137,6 +137,7 @@ class FairFetcher(Fetcher):
         for level, priority in enumerate(PRIORITIES):
             known = set(planned[priority])
             new = [tenant for tenant in self._active[priority] if tenant not in known]
+            new = new[: max(PROBE, asked_levels[level])]  # the rest: by the next round's plan
             each = max(PROBE, asked_levels[level] // (len(self._active[priority]) + 1))
             for tenant in new:
                 stream = self._lane(priority, tenant)
