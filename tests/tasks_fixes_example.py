@@ -52,6 +52,21 @@ async def nul_error() -> None:
     raise ValueError("bad\x00err")
 
 
+@tasks.task(name="fixes.surrogate_error", max_attempts=1)
+async def surrogate_error() -> None:
+    raise ValueError("sur\ud800rogate")
+
+
+class Unsayable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no words")
+
+
+@tasks.task(name="fixes.unsayable", max_attempts=1)
+async def unsayable() -> None:
+    raise Unsayable()
+
+
 @tasks.task(name="fixes.nul_note", max_attempts=1)
 async def nul_note(ctx: pulse.Context) -> str:
     await ctx.progress(0.5, "half\x00way")

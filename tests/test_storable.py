@@ -15,6 +15,7 @@ pytestmark = pytest.mark.unit
 
 def test_nul_in_text_becomes_the_replacement_character() -> None:
     assert storable_text("bad\x00err\x00") == "bad\ufffderr\ufffd"
+    assert storable_text("sur\ud800rogate \udcff") == "sur\ufffdrogate \ufffd"
     assert storable_text("plain") == "plain"
     assert storable_text(None) is None
 

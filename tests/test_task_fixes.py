@@ -120,13 +120,15 @@ async def test_a_nan_result_fails_the_run_as_not_json(
     assert "JSON" in job["error"]["message"]
 
 
-async def test_nul_in_a_result_error_or_note_ends_that_job_and_recording_goes_on(
+async def test_unstorable_text_in_a_result_error_or_note_ends_that_job_and_recording_goes_on(
     client: Client, auth: dict[str, str], worker: RunningWorker
 ) -> None:
     # Given runs whose result, error or progress note holds U+0000 (PostgreSQL refuses it)
     result = await enqueue(client, auth, "fixes.nul_result")
     error = await enqueue(client, auth, "fixes.nul_error")
     note = await enqueue(client, auth, "fixes.nul_note")
+    surrogate = await enqueue(client, auth, "fixes.surrogate_error")
+    unsayable = await enqueue(client, auth, "fixes.unsayable")
     after = [await enqueue(client, auth, "fixes.quick") for _ in range(5)]
     # Then the result is refused as not storable, the error and note are kept with U+FFFD
     refused = await finished(client, auth, result["id"])
@@ -139,6 +141,11 @@ async def test_nul_in_a_result_error_or_note_ends_that_job_and_recording_goes_on
     noted = await finished(client, auth, note["id"])
     assert (noted["status"], noted["result"]) == ("succeeded", "noted")
     assert noted["note"] == "half\ufffdway"
+    odd = await finished(client, auth, surrogate["id"])
+    assert (odd["status"], odd["error"]["message"]) == ("failed", "sur\ufffdrogate")
+    mute = await finished(client, auth, unsayable["id"])
+    assert (mute["status"], mute["error"]["type"]) == ("failed", "Unsayable")
+    assert "str() failed" in mute["error"]["message"]
     # and the worker records everything else as before
     for job in after:
         assert (await finished(client, auth, job["id"]))["status"] == "succeeded"

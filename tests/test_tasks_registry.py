@@ -35,6 +35,10 @@ def test_arguments_are_converted_and_checked_by_the_signature() -> None:
 def test_an_integral_float_the_api_accepted_as_an_integer_runs_as_that_int() -> None:
     # JSON Schema (the API's check) takes 1e3 as an integer: the run must too
     assert tasks_example.add.arguments(msgspec.json.decode(b'{"a": 1e3}')) == {"a": 1000, "b": 0}
+    big = msgspec.json.decode(b'{"a": 1e16, "b": -9e18}')
+    assert tasks_example.add.arguments(big) == {"a": 10**16, "b": -9 * 10**18}
+    with pytest.raises(msgspec.ValidationError, match=r"\$\.a"):
+        tasks_example.add.arguments({"a": "1000"})  # strings stay strings
     with pytest.raises(msgspec.ValidationError, match=r"\$\.a"):
         tasks_example.add.arguments({"a": 1.5})
 

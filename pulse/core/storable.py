@@ -1,10 +1,11 @@
-"""Text PostgreSQL can store: it refuses U+0000 in ``text`` and in ``jsonb`` strings.
+"""Text PostgreSQL can store: it refuses U+0000 in ``text`` and in ``jsonb`` strings, and no
+UTF-8 can carry a lone surrogate (how Python decodes undecodable bytes, e.g. in file names).
 
 What a worker records comes from tenants' code and providers' answers (an error message, a
 traceback, a webhook's reply, a progress note): one NUL there must not make the batch statement
-that records everyone's outcomes fail again and again. Such text is kept with U+FFFD in its
-place; a task's *result* holding one is refused instead (the run fails, ResultNotSerializable),
-since a changed result would be a wrong one.
+that records everyone's outcomes fail again and again. Such text is kept with U+FFFD in each
+one's place; a task's *result* holding one is refused instead (the run fails,
+ResultNotSerializable), since a changed result would be a wrong one.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ REPLACEMENT = "\ufffd"
 _ESCAPED_NUL = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def storable_text(text: str | None) -> str | None:
-    """``text`` with every NUL replaced by U+FFFD."""
-    if text is None or NUL not in text:
+    """``text`` with every NUL and lone surrogate replaced by U+FFFD."""
+    if text is None or _UNSTORABLE.search(text) is None:
         return text
-    return text.replace(NUL, REPLACEMENT)
+    return _UNSTORABLE.sub(REPLACEMENT, text)
 
 
 def json_holds_nul(encoded: bytes) -> bool:

@@ -65,3 +65,12 @@ def _tenant_frames(stack: traceback.StackSummary, root: str) -> traceback.StackS
             )
         )
     return traceback.StackSummary.from_list(kept)
+
+
+def said(exc: BaseException) -> str:
+    """``str(exc)``, or a stand-in when the tenant's exception cannot say itself (its
+    ``__str__`` raised): a run's error is recorded whatever its exception does."""
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__name__}: str() failed>"

@@ -38,7 +38,7 @@ from pulse.queue.task_slots import TaskSlots
 from pulse.runtime.acker import Acker
 from pulse.runtime.deliverer import delivery_context
 from pulse.runtime.fair_mailbox import FairMailbox
-from pulse.runtime.task_errors import import_root, tenant_traceback
+from pulse.runtime.task_errors import import_root, said, tenant_traceback
 from pulse.runtime.task_processes import ProcessDied, ProcessPool
 from pulse.runtime.task_threads import TaskThreads, Turn
 from pulse.runtime.work import NOT_STARTED, Delivery, Done, Try
@@ -227,15 +227,15 @@ class TaskLane:
             error = f"timed out after {options.timeout_s:g} s"
             return self._retry(delivery, error, "TaskTimeout", None), self._ending(exc, error)
         except RetryTask as exc:
-            outcome = self._retry(delivery, str(exc), "Retry", exc.after_s)
+            outcome = self._retry(delivery, said(exc), "Retry", exc.after_s)
             return outcome, self._ending(exc)
         except msgspec.ValidationError as exc:
             return Failed(f"arguments: {exc}", "InvalidArguments"), self._ending(exc)
         except Exception as exc:
             kind = type(exc).__name__
             if isinstance(exc, (*options.retry_on, ProcessDied)):
-                return self._retry(delivery, str(exc), kind, None), self._ending(exc)
-            return Failed(str(exc) or kind, kind), self._ending(exc)
+                return self._retry(delivery, said(exc), kind, None), self._ending(exc)
+            return Failed(said(exc) or kind, kind), self._ending(exc)
 
     async def _awaited(self, delivery: Delivery) -> Any:
         """The run, awaited in the lane's own task (no task, future or wait_for of its own per
@@ -340,7 +340,7 @@ class TaskLane:
         redact = self._acker.redact.text
         cap = self._settings.max_result_bytes  # an error is a result too: kept at most this
         trace = tenant_traceback(exc, self._root, redact)[-cap:]
-        text = redact(message or str(exc) or type(exc).__name__)[:cap]
+        text = redact(message or said(exc) or type(exc).__name__)[:cap]
         return Ending(None, type(exc).__name__, text, trace)
 
     def _keep_s(self) -> float:

@@ -357,9 +357,9 @@ class DeliveryLedger:
         # each with the id its receipt would take, if its tenant wants one (UUIDv7: in order)
         batch = {
             o.notification_id: [
-                *(getattr(o, name) for name in _OUTCOME_FIELDS),
+                *(_storable(getattr(o, name)) for name in _OUTCOME_FIELDS),
                 str(uuid7()) if o.status in FINAL else None,
-                None if o.run is None else o.run.encoded(),
+                None if o.run is None else tuple(_storable(v) for v in o.run.encoded()),
             ]
             for o in outcomes
         }

@@ -100,9 +100,13 @@ class Task:
 
     def arguments(self, raw: dict[str, Any]) -> dict[str, Any]:
         """The keyword arguments of a call, converted from JSON (raises msgspec.ValidationError).
-        Not strict: the API checked the args with JSON Schema, where ``1e3`` is an integer, so
-        an integral float is taken as the int it is rather than failing an accepted job."""
-        args = msgspec.convert(raw, self.args_type, strict=False)
+        The API checked the args with JSON Schema, where ``1e3`` and ``1e16`` are integers: when
+        the strict conversion refuses them, the integral floats are taken as the ints they are
+        rather than failing an accepted job."""
+        try:
+            args = msgspec.convert(raw, self.args_type)
+        except msgspec.ValidationError:
+            args = msgspec.convert(_integral(raw), self.args_type)
         return {name: getattr(args, name) for name in self.args_type.__struct_fields__}
 
     async def enqueue(self, client: Enqueuer, /, **args: Any) -> Any:
@@ -195,3 +199,14 @@ def _signature(fn: Callable[..., Any]) -> tuple[bool, type[msgspec.Struct]]:
         f"{fn.__name__}_args", fields, kw_only=True, forbid_unknown_fields=True
     )
     return takes_context, struct
+
+
+def _integral(value: Any) -> Any:
+    """``value`` with each integral float (JSON's ``1e3``) as an int."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _integral(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integral(item) for item in value]
+    return value
