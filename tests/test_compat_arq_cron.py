@@ -22,7 +22,7 @@ from pulse.runtime.task_host import load_registries
 from pulse.runtime.task_schedules import schedule_id
 from pulse.runtime.worker import build_worker
 from pulse.store.schedules import ScheduleStore
-from pulse.store.tenants import NewTenant
+from pulse.store.tenants import NewTenant, TenantStore
 from tests import arq_example
 from tests.conftest import ROOT, Client, RunningWorker
 from tests.test_tasks import finished
@@ -183,7 +183,7 @@ async def test_a_cron_job_removed_from_its_module_is_deleted_at_the_next_start(
     assert await store.get(tenant.tenant_id, nightly) is not None
 
 
-async def test_a_modules_last_cron_job_removed_is_deleted_without_a_tenant_set(
+async def test_another_tenant_or_no_tenant_never_retires_a_tenants_cron_jobs(
     started: Settings, redis: Redis, pool: asyncpg.Pool, tenant: NewTenant
 ) -> None:
     # Given the module's heartbeat registered under the tenant PULSE_ARQ_TENANT named
@@ -191,16 +191,20 @@ async def test_a_modules_last_cron_job_removed_is_deleted_without_a_tenant_set(
     heartbeat = schedule_id(started.key_prefix, tenant.tenant_id, "heartbeat")
     assert await store.get(tenant.tenant_id, heartbeat) is not None
 
-    # When a worker without PULSE_ARQ_TENANT starts the module, which declares no cron job now
     class Emptied:
         functions = [arq_example.add]
 
     emptied = tasks_from(Emptied)
     emptied.module = "tests.arq_example"
-    untenanted = msgspec.structs.replace(started, arq_tenant=None)
-    instance = build_worker(untenanted, redis, pool, {}, Metrics(), [emptied], serve_channels=False)
-    assert instance.task_schedules is not None
-    await instance.task_schedules()
+    other = await TenantStore(pool).create(f"other-{tenant.tenant_id[:8]}")
+    # When the same module, without its cron job, starts under another tenant, or under none
+    for chosen in (
+        msgspec.structs.replace(started, arq_tenant=other.tenant_id),
+        msgspec.structs.replace(started, arq_tenant=None),
+    ):
+        instance = build_worker(chosen, redis, pool, {}, Metrics(), [emptied], serve_channels=False)
+        if instance.task_schedules is not None:
+            await instance.task_schedules()
 
-    # Then its schedule is gone
-    assert await store.get(tenant.tenant_id, heartbeat) is None
+    # Then the tenant's schedule stays: only a worker of that tenant retires it
+    assert await store.get(tenant.tenant_id, heartbeat) is not None

@@ -7,8 +7,8 @@ changed (counting from now), left alone otherwise. ``run_at_startup`` enqueues t
 per worker start (keyed by the schedule and the worker, so a retried start adds none).
 
 Each schedule remembers the module that declared it (its origin): a module's schedule whose
-entry was removed from the code is deleted when a worker loading that module starts, as arq
-and Celery beat stop a removed cron job.
+entry was removed from the code is deleted when a worker loading that module starts under the
+same tenant, as arq and Celery beat stop a removed cron job.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def registration(
 ) -> Callable[[], Awaitable[list[Schedule]]] | None:  # fmt: skip
     """What a worker runs once at start to register its modules' cron entries and retire the
     ones removed from them (None: nothing to do); a start-up error now if they have no tenant."""
-    if not entries(registries) and not _modules(registries):
+    if not entries(registries) and not (settings.arq_tenant and _modules(registries)):
         return None
     check_settings(settings, registries)
     accept = AcceptService(
@@ -104,21 +104,23 @@ async def register(
     """Create or update each entry's schedule; enqueue the ``run_at_startup`` ones; delete
     the schedules the loaded modules declared before but no longer do."""
     check_settings(settings, registries)
-    tenant_id = None if settings.arq_tenant is None else await tenant_of(pool, settings.arq_tenant)
+    if settings.arq_tenant is None:
+        return []  # no entries (check_settings), and no tenant to retire schedules of
+    tenant_id = await tenant_of(pool, settings.arq_tenant)
     store = ScheduleStore(pool)
     registered = []
     for registry in registries:
-        made = []  # with no tenant, check_settings made sure there are no entries
-        if tenant_id is not None:
-            for entry in registry.schedules:
-                made.append(await _register(store, settings, tasks, tenant_id, entry, worker))
+        made = [
+            await _register(store, settings, tasks, tenant_id, entry, worker)
+            for entry in registry.schedules
+        ]
         registered.extend(made)
         if registry.module is None:
             continue
         for schedule in made:
             await store.adopt(schedule.id, registry.module)
         keep = [schedule.id for schedule in made]
-        for gone in await store.retire(settings.key_prefix, registry.module, keep):
+        for gone in await store.retire(tenant_id, settings.key_prefix, registry.module, keep):
             logger.info("schedule %s: its cron job left %s, deleted", gone, registry.module)
     return registered
 

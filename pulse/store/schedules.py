@@ -169,13 +169,15 @@ class ScheduleStore:
             schedule_id, origin,
         )  # fmt: skip
 
-    async def retire(self, deployment: str, origin: str, keep: list[str]) -> list[str]:
-        """Delete the schedules ``origin`` declared before but no longer does (not in ``keep``),
-        under whichever tenant they were registered; answer their ids."""
+    async def retire(
+        self, tenant_id: str, deployment: str, origin: str, keep: list[str]
+    ) -> list[str]:
+        """Delete the tenant's schedules ``origin`` declared before but no longer does (not in
+        ``keep``); answer their ids. Another tenant's are its own deployment's business."""
         rows = await self._pool.fetch(
-            "DELETE FROM schedules WHERE deployment = $1 AND origin = $2"
-            " AND NOT (id = ANY($3::uuid[])) RETURNING id::text",
-            deployment, origin, keep,
+            "DELETE FROM schedules WHERE tenant_id = $1 AND deployment = $2 AND origin = $3"
+            " AND NOT (id = ANY($4::uuid[])) RETURNING id::text",
+            tenant_id, deployment, origin, keep,
         )  # fmt: skip
         return [row[0] for row in rows]
 
