@@ -88,6 +88,7 @@ class QueueStats:
         self._clock = clock
         self._lock = asyncio.Lock()
         self._latest: QueueSnapshot | None = None
+        self._window = 0  # where the next snapshot's full reads of tenants' lanes start
         self._taken = 0.0
 
     @property
@@ -176,8 +177,9 @@ class QueueStats:
         """Each priority's state with its tenants' sub-streams summed in (PULSE_TENANT_FAIRNESS):
         series stay per priority, whatever the number of tenants. Every sub-stream's length
         counts in ``depth`` (one XLEN each); the rest (lag, pending, ages, retries) is read from
-        at most ``MAX_TENANT_STREAMS`` of them per snapshot, taken from every priority in turn,
-        so a busy deployment's gauges never cost Redis six commands per tenant."""
+        at most ``MAX_TENANT_STREAMS`` of them per snapshot, taken from every priority in turn
+        and turning over them from snapshot to snapshot, so a busy deployment's gauges never
+        cost Redis six commands per tenant (and each lane is seen every few snapshots)."""
         per_priority = [
             [(priority, keys.tenant_stream(priority, as_str(t))) for t in sorted(members)]
             if isinstance(members, set)
@@ -187,6 +189,10 @@ class QueueStats:
             )
         ]
         interleaved = [lane for lanes in zip_longest(*per_priority) for lane in lanes if lane]
+        if len(interleaved) > MAX_TENANT_STREAMS:  # a window turning from snapshot to snapshot
+            start = self._window % len(interleaved)
+            self._window = start + MAX_TENANT_STREAMS
+            interleaved = interleaved[start:] + interleaved[:start]
         wanted, rest = interleaved[:MAX_TENANT_STREAMS], interleaved[MAX_TENANT_STREAMS:]
         states = await self._depths(states, rest)
         return await self._summed(keys, states, wanted, now)
