@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from bench.processes import pulse_worker
-from bench.pulse_drain import _verify_audit, enqueue_bulk, wait_drained
+from bench.pulse_drain import _verify_audit, enqueue_bulk, wait_acknowledged
 from bench.scope import fresh_scope
 from pulse.queue.client import open_redis
 from pulse.queue.keys import QueueKeys
@@ -77,8 +77,8 @@ async def drain_once(setup: Setup, url: str, jobs: int, workers: int) -> float:
             with contextlib.ExitStack() as stack:
                 gos = [stack.enter_context(pulse_worker(scope, env)) for _ in range(workers)]
                 started = min(go() for go in gos)
-                for part in keys.partition_keys():
-                    await wait_drained(redis, part.stream(2))
+                for part in keys.partition_keys():  # whichever lane (tenants' by default)
+                    await wait_acknowledged(redis, part)
                 seconds = time.perf_counter() - started
             await _verify_audit(pool, jobs)
             return jobs / seconds

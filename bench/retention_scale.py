@@ -33,11 +33,10 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 from redis.asyncio import Redis
 
-from bench.accept import PATH, WARMUP_S, wrk
-from bench.processes import pulse_api, pulse_worker
-from bench.pulse_drain import enqueue_bulk, wait_drained
+from bench.accept import accept_in
+from bench.processes import pulse_worker
+from bench.pulse_drain import enqueue_bulk, wait_acknowledged
 from bench.scope import Scope, _delete_keys, fresh_scope
-from bench.servers import free_port
 from pulse.metrics import Metrics
 from pulse.queue.keys import QueueKeys
 from pulse.queue.lock import ExpiringLock
@@ -175,15 +174,8 @@ async def scope_in(redis_url: str, database_url: str) -> AsyncIterator[Scope]:
 
 
 async def accept(scope: Scope, seconds: float) -> float:
-    pool = await create_pool(scope.database_url, 1, 1)
-    try:
-        key = (await TenantStore(pool).create(f"bench-{scope.prefix}")).api_key
-    finally:
-        await pool.close()
-    with pulse_api(scope, free_port()) as base:
-        wrk(base + PATH, WARMUP_S, key)
-        rps: float = wrk(base + PATH, seconds, key)["rps"]
-        return rps
+    rps: float = (await accept_in(scope, seconds))["rps"]
+    return rps
 
 
 async def drain(scope: Scope, jobs: int) -> float:
@@ -193,7 +185,7 @@ async def drain(scope: Scope, jobs: int) -> float:
         ids = await enqueue_bulk(pool, redis, scope.prefix, jobs)
         with pulse_worker(scope) as go:
             started = go()
-            await wait_drained(redis, QueueKeys(scope.prefix).stream(2))
+            await wait_acknowledged(redis, QueueKeys(scope.prefix))  # tenants' lanes too
             seconds = time.perf_counter() - started
         written = await pool.fetchval(
             "SELECT count(*) FROM audit WHERE notification_id = ANY($1::uuid[])", ids
