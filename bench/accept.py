@@ -19,7 +19,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bench.processes import ROOT, clean_env, pulse_api, wait_http
-from bench.scope import fresh_scope
+from bench.scope import Scope, fresh_scope
 from bench.servers import free_port
 from pulse.store.pool import create_pool
 from pulse.store.tenants import TenantStore
@@ -59,14 +59,19 @@ def wrk(url: str, seconds: float, key: str = "none") -> dict[str, Any]:
 
 async def pulse_accept(redis_url: str, admin_url: str, seconds: float) -> dict[str, Any]:
     async with fresh_scope(redis_url, admin_url) as scope:
-        pool = await create_pool(scope.database_url, 1, 1)
-        try:
-            key = (await TenantStore(pool).create(f"bench-{scope.prefix}")).api_key
-        finally:
-            await pool.close()
-        with pulse_api(scope, free_port()) as base:
-            wrk(base + PATH, WARMUP_S, key)
-            return wrk(base + PATH, seconds, key)
+        return await accept_in(scope, seconds)
+
+
+async def accept_in(scope: Scope, seconds: float) -> dict[str, Any]:
+    """wrk against one ``pulse api`` on ``scope``, as a tenant of its own, after a warm-up."""
+    pool = await create_pool(scope.database_url, 1, 1)
+    try:
+        key = (await TenantStore(pool).create(f"bench-{scope.prefix}")).api_key
+    finally:
+        await pool.close()
+    with pulse_api(scope, free_port()) as base:
+        wrk(base + PATH, WARMUP_S, key)
+        return wrk(base + PATH, seconds, key)
 
 
 async def bare_accept(redis_url: str, mode: str, seconds: float) -> dict[str, Any]:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from pulse.core.errors import Forbidden
+from pulse.core.errors import Forbidden, NotFound
 from pulse.http.problems import Handler, problem
 from pulse.http.state import KEY_ID, PRINCIPAL, REDIS, SETTINGS, TENANT_ID, TENANTS
 from pulse.queue.client import open_configured
@@ -60,6 +61,17 @@ def require_operator(request: web.Request) -> None:
     require(request, "admin")
     if not request[PRINCIPAL].operator:
         raise Forbidden("only an operator tenant's admin key may manage tenants")
+
+
+def operated_tenant(request: web.Request) -> str:
+    """The tenant id an operator's call names in its path (``/api/tenants/{id}/...``); an id
+    that is not one answers 404, as an unknown tenant does."""
+    require_operator(request)
+    raw = request.match_info["id"]
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise NotFound(f"no tenant {raw}") from None
 
 
 async def key_cache(app: web.Application) -> AsyncIterator[None]:

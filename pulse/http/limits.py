@@ -20,7 +20,6 @@ import contextlib
 import logging
 import math
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Annotated
@@ -31,7 +30,7 @@ from aiohttp import web
 from pulse.config import Settings
 from pulse.core.errors import ConfigError, InvalidInput, NotFound, RateLimited
 from pulse.core.limits import LimitOverrides, Rate, TenantLimits, effective, rate_problem
-from pulse.http.auth import require_operator
+from pulse.http.auth import operated_tenant
 from pulse.http.body import read_json
 from pulse.http.responses import json_response
 from pulse.http.state import KEY_ID, METRICS, POOL, REDIS, SETTINGS, TENANT_ID
@@ -217,15 +216,6 @@ async def rate_limits(app: web.Application) -> AsyncIterator[None]:
         await subscriber.aclose()
 
 
-def _tenant_id(request: web.Request) -> str:
-    require_operator(request)
-    raw = request.match_info["id"]
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        raise NotFound(f"no tenant {raw}") from None
-
-
 async def _document(request: web.Request, tenant_id: str) -> web.Response:
     found = await LimitStore(request.app[POOL]).get(tenant_id)
     if found is None:
@@ -251,12 +241,12 @@ def _rate(rate: Rate | None) -> RateDocument | None:
 
 @routes.get("/api/tenants/{id}/limits")
 async def get_limits(request: web.Request) -> web.Response:
-    return await _document(request, _tenant_id(request))
+    return await _document(request, operated_tenant(request))
 
 
 @routes.put("/api/tenants/{id}/limits")
 async def put_limits(request: web.Request) -> web.Response:
-    tenant_id = _tenant_id(request)
+    tenant_id = operated_tenant(request)
     body = await read_json(request, LimitsRequest)
     for field in ("rate_per_s", "key_rate_per_s"):
         per_s = getattr(body, field)

@@ -4,14 +4,13 @@ of one of weight 1 while both have work waiting)."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
 import msgspec
 from aiohttp import web
 
 from pulse.core.errors import NotFound
-from pulse.http.auth import require_operator
+from pulse.http.auth import operated_tenant
 from pulse.http.body import read_json
 from pulse.http.responses import json_response
 from pulse.http.state import POOL
@@ -32,18 +31,9 @@ class WeightDocument(WeightRequest, kw_only=True):
     tenant_id: str
 
 
-def _tenant_id(request: web.Request) -> str:
-    require_operator(request)
-    raw = request.match_info["id"]
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        raise NotFound(f"no tenant {raw}") from None
-
-
 @routes.get("/api/tenants/{id}/weight")
 async def get_weight(request: web.Request) -> web.Response:
-    tenant_id = _tenant_id(request)
+    tenant_id = operated_tenant(request)
     weight = await TenantWeights(request.app[POOL]).get(tenant_id)
     if weight is None:
         raise NotFound(f"no tenant {tenant_id}")
@@ -52,7 +42,7 @@ async def get_weight(request: web.Request) -> web.Response:
 
 @routes.put("/api/tenants/{id}/weight")
 async def put_weight(request: web.Request) -> web.Response:
-    tenant_id = _tenant_id(request)
+    tenant_id = operated_tenant(request)
     body = await read_json(request, WeightRequest)
     if not await TenantWeights(request.app[POOL]).put(tenant_id, body.weight):
         raise NotFound(f"no tenant {tenant_id}")

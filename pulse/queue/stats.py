@@ -23,6 +23,7 @@ from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from pulse.core.models import MAX_PRIORITY, MIN_PRIORITY
 from pulse.queue.consumer import as_str
@@ -139,19 +140,15 @@ class QueueStats:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.time()
             for stream in streams:
-                pipe.xlen(stream)
-                pipe.xinfo_groups(stream)
-                pipe.xpending(stream, CONSUMER_GROUP)
-                pipe.xrange(stream, count=1)
-                pipe.zcard(keys.retry_schedule(stream))
-                pipe.zrange(keys.retry_schedule(stream), 0, 0, withscores=True)
+                _ask_state(pipe, keys, stream)
             pipe.xlen(keys.dead_letters())
             pipe.hgetall(keys.workers())
             for priority in range(MIN_PRIORITY, MAX_PRIORITY + 1):
                 pipe.smembers(keys.tenants(priority))
             replies = await pipe.execute(raise_on_error=False)
         _raise_unless_missing(replies)
-        tenant_sets, replies = replies[-5:], replies[:-5]
+        levels = MAX_PRIORITY - MIN_PRIORITY + 1  # one tenant set per priority, asked last
+        tenant_sets, replies = replies[-levels:], replies[:-levels]
         seconds, micros = replies[0]
         now = int(seconds) * 1000 + int(micros) // 1000
         per_stream = replies[1:-2]
@@ -206,12 +203,7 @@ class QueueStats:
             return states
         async with self._redis.pipeline(transaction=False) as pipe:
             for _, stream in wanted:
-                pipe.xlen(stream)
-                pipe.xinfo_groups(stream)
-                pipe.xpending(stream, CONSUMER_GROUP)
-                pipe.xrange(stream, count=1)
-                pipe.zcard(keys.retry_schedule(stream))
-                pipe.zrange(keys.retry_schedule(stream), 0, 0, withscores=True)
+                _ask_state(pipe, keys, stream)
             replies = await pipe.execute(raise_on_error=False)
         _raise_unless_missing(replies)
         merged = list(states)
@@ -238,6 +230,16 @@ class QueueStats:
                 depth = merged[at].depth + int(length)
                 merged[at] = msgspec.structs.replace(merged[at], depth=depth)
         return merged
+
+
+def _ask_state(pipe: Pipeline, keys: QueueKeys, stream: str) -> None:
+    """The ``REPLIES_PER_STREAM`` commands ``_stream_state`` reads one stream's state from."""
+    pipe.xlen(stream)
+    pipe.xinfo_groups(stream)
+    pipe.xpending(stream, CONSUMER_GROUP)
+    pipe.xrange(stream, count=1)
+    pipe.zcard(keys.retry_schedule(stream))
+    pipe.zrange(keys.retry_schedule(stream), 0, 0, withscores=True)
 
 
 def _sum(a: StreamState, b: StreamState) -> StreamState:

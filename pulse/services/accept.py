@@ -86,13 +86,13 @@ def _out_of_range(job: Job) -> str | None:
     values: list[tuple[str, Any]] = [("$.payload", job.payload)]
     values += [(f"$.fallback[{i}].payload", step["payload"]) for i, step in enumerate(job.fallback)]
     for root, value in values:
-        for path, item in _walk(root, value):
+        for path, item in walk(root, value):
             if isinstance(item, int) and not MSGPACK_INT[0] <= item <= MSGPACK_INT[1]:
                 return path
     return None
 
 
-def _walk(path: str, value: Any) -> Iterator[tuple[str, Any]]:
+def walk(path: str, value: Any) -> Iterator[tuple[str, Any]]:
     """Every value inside ``value`` with its JSON path, in document order; iterative."""
     todo = [(path, value)]
     while todo:
