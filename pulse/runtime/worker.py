@@ -187,8 +187,7 @@ class Worker:
         for name, _ in self._fetchers():
             if not await self._supervisor.wait(name, grace):
                 await self._supervisor.cancel(name)
-        logger.debug("shutdown: fetchers stopped")
-        logger.debug("shutdown: fetcher stopped; draining mailboxes")
+        logger.debug("shutdown: fetchers stopped; draining mailboxes")
         drains = [d.drain() for d in self.deliverers.values()]
         try:
             await asyncio.wait_for(asyncio.gather(*drains), grace)
