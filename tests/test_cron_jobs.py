@@ -147,6 +147,21 @@ async def test_a_job_schedule_is_checked_as_a_job_is(
     extra = ADD | {"args": {"a": 1, "c": 2}}
     assert await problem_at(client, auth, cron | {"job": extra}) == "/job/args/c"
     assert await problem_at(client, auth, cron | {"job": ADD | {"after": []}}) == "/job/after"
+    wide = ADD | {"args": {"a": 2**70}}
+    assert await problem_at(client, auth, cron | {"job": wide}) == "/job/args/a"
+
+
+class TestArgsAsBigAsAJobs:
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        return msgspec.structs.replace(settings, max_result_bytes=1000)
+
+    async def test_a_job_schedules_args_are_capped_as_a_jobs_are(
+        self, client: Client, auth: dict[str, str], task_worker: RunningWorker
+    ) -> None:
+        # args as big as POST /api/jobs/ refuses (PULSE_MAX_RESULT_BYTES): refused here too
+        huge = {"task": "example.greet", "args": {"name": "n" * 2000}}
+        assert await problem_at(client, auth, {"cron": "0 9 * * *", "job": huge}) == "/job/args"
 
 
 async def test_a_fire_enqueues_one_job_per_occurrence_that_a_task_worker_runs(

@@ -22,6 +22,7 @@ from pulse.core.timeutil import utcnow
 from pulse.http.auth import require
 from pulse.http.body import read_body
 from pulse.http.decoding import decode_json, decode_query
+from pulse.http.job_args import check_args
 from pulse.http.jobs import TASKS
 from pulse.http.responses import json_response
 from pulse.http.schedule_rules import (
@@ -76,10 +77,12 @@ async def _json(request: web.Request, kind: type[msgspec.Struct]) -> msgspec.Str
 
 
 async def _checked_job(request: web.Request, template: JobTemplate | None) -> str | None:
-    """The job template as ``POST /api/jobs/`` checks it (unknown task, arguments against the
-    task's published schema: 422 under ``$.job``), as stored."""
+    """The job template as ``POST /api/jobs/`` checks it (size and integers of its arguments,
+    unknown task, arguments against the task's published schema: 422 under ``$.job``), as
+    stored: each occurrence enqueues it without the API's checks."""
     if template is None:
         return None
+    check_args(template.args, request.app[SETTINGS].max_result_bytes, "$.job.args")
     job = JobRequest(
         task=template.task, args=template.args, priority=template.priority,
         max_attempts=template.max_attempts,
