@@ -25,14 +25,12 @@ FILLED = ("notifications", "audit", "attempts", "job_results", "dead_letters",
 FOREIGN_KEYS = {
     ("notifications", "notifications_tenant_id_fkey"),
     ("notifications", "notifications_receipt_for_fkey"),
-    ("audit", "audit_notification_id_fkey"),
-    ("attempts", "attempts_notification_id_fkey"),
     ("job_results", "job_results_job_id_fkey"),
     ("job_results", "job_results_tenant_id_fkey"),
     ("dead_letters", "dead_letters_notification_id_fkey"),
     ("job_dependencies", "job_dependencies_child_id_fkey"),
     ("job_dependencies", "job_dependencies_parent_id_fkey"),
-}
+}  # audit and attempts rows follow their notification by a trigger instead (sql/023)
 
 
 @pytest.fixture
@@ -168,6 +166,7 @@ async def test_migration_keeps_every_row_and_key_and_pulse_works_on_it(
         )
         assert {row["tgname"] for row in triggers} == {
             "notifications_task_done", "notifications_release_children",
+            "notifications_delete_log_rows",
         }  # fmt: skip
         new_audit = await conn.fetchval(
             "INSERT INTO audit (notification_id, status) VALUES ($1, 'x') RETURNING id", ids["old"]
@@ -180,7 +179,8 @@ async def test_migration_keeps_every_row_and_key_and_pulse_works_on_it(
         )
         child = await conn.fetchval("SELECT status FROM notifications WHERE id = $1", ids["child"])
         assert child == "queued"
-        # And the foreign keys act: a notification deleted takes its rows along
+        # And a notification deleted takes its rows along, its receipt's too (the receipt by
+        # the foreign key, the audit and attempts rows by the trigger of sql/023)
         await conn.execute("DELETE FROM notifications WHERE id = $1", ids["old"])
         for table in ("audit", "attempts"):
             sql = f"SELECT count(*) FROM {table} WHERE notification_id = ANY($1)"

@@ -45,7 +45,7 @@ _SPAN = (
 # with 10 million stored notifications (bench/retention_scale.py). `x IS TRUE` is `x` in a
 # WHERE clause (NULL is not true either).
 _CLAIM = f"""
-WITH s AS (
+WITH s AS MATERIALIZED (
     SELECT id FROM notifications
      WHERE id = ANY($1::uuid[]) AND id {_SPAN} AND (status = 'scheduled') IS TRUE
 ), c AS (
