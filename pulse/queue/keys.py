@@ -9,6 +9,12 @@ not allowed in a prefix, so no other prefix collides). A job's partition is a st
 id, or of its tenant id when the deployment asks for per-tenant ordering; everything about the
 job afterwards is named from its stream (``of_key``), never recomputed.
 
+Redis remembers the highest count in use (``partition_count``, raised by every process at
+start): a process configured with fewer serves the partitions above its count as retiring
+(``serving``): read, reclaimed, retried and promoted like the others, never appended to
+(``of_job`` picks among the configured count only), and removed once empty
+(``pulse.runtime.retirement``).
+
 Cross-partition state (worker heartbeats, locks, ingress limits, provider buckets, recipient
 caps, task slots, pub/sub channels) stays under ``{prefix}``, whatever partition's
 ``QueueKeys`` names it. A different prefix gives a fully separate Pulse (tests use a random one
@@ -45,10 +51,25 @@ class QueueKeys:
     partition: int = 0
     partitions: int = 1
     by_tenant: bool = False  # a tenant's jobs share one partition (per-tenant ordering)
+    serving: int = 0  # partitions read (the remembered count), when above ``partitions``
 
     def __post_init__(self) -> None:
-        if not 0 <= self.partition < self.partitions:
-            raise ValueError(f"partition {self.partition} outside 0..{self.partitions - 1}")
+        if not 0 <= self.partition < self.span:
+            raise ValueError(f"partition {self.partition} outside 0..{self.span - 1}")
+
+    @property
+    def span(self) -> int:
+        """How many partitions are read: the configured ones and the retiring ones."""
+        return max(self.partitions, self.serving)
+
+    @property
+    def retiring(self) -> bool:
+        """Whether this partition is above the configured count: read, never appended to."""
+        return self.partition >= self.partitions
+
+    def serving_up_to(self, count: int) -> QueueKeys:
+        """The same keys, reading ``count`` partitions (the remembered count) when it is more."""
+        return QueueKeys(self.prefix, self.partition, self.partitions, self.by_tenant, count)
 
     @property
     def tag(self) -> str:
@@ -66,16 +87,21 @@ class QueueKeys:
         """The keys of another partition of the same deployment."""
         if partition == self.partition:
             return self
-        return QueueKeys(self.prefix, partition, self.partitions, self.by_tenant)
+        return QueueKeys(self.prefix, partition, self.partitions, self.by_tenant, self.serving)
 
     def partition_keys(self) -> list[QueueKeys]:
-        """Every partition's keys, partition 0 first."""
-        return [self.part(i) for i in range(self.partitions)]
+        """Every partition's keys that is read (retiring ones too), partition 0 first."""
+        return [self.part(i) for i in range(self.span)]
+
+    def retiring_keys(self) -> list[QueueKeys]:
+        """The partitions read but no longer appended to, lowest first."""
+        return [self.part(i) for i in range(self.partitions, self.span)]
 
     def of_job(self, job: Job) -> QueueKeys:
-        """The partition a new job is appended to: a stable hash of its id (or tenant id)."""
+        """The partition a new job is appended to: a stable hash of its id (or tenant id),
+        among the configured partitions only (never a retiring one)."""
         if self.partitions == 1:
-            return self
+            return self.part(0)
         return self.part(self.partition_of(job.tenant_id if self.by_tenant else job.id))
 
     def partition_of(self, spread: str) -> int:
@@ -84,11 +110,11 @@ class QueueKeys:
 
     def of_key(self, key: str) -> QueueKeys:
         """The partition whose tag ``key`` (a stream of this deployment) is under."""
-        if self.partitions == 1 or not key.startswith("{"):
+        if self.span == 1 or not key.startswith("{"):
             return self.part(0)
         tag = key[1 : key.find("}")]
         _, mark, number = tag.rpartition(PARTITION_MARK)
-        if mark and number.isdigit() and int(number) < self.partitions:
+        if mark and number.isdigit() and int(number) < self.span:
             return self.part(int(number))
         return self.part(0)
 
@@ -173,6 +199,11 @@ class QueueKeys:
     def index(self) -> str:
         """Job id -> "<stream> <entry id>" for every job in a stream (the reconciler's view)."""
         return f"{self.tag}:index"
+
+    def partition_count(self) -> str:
+        """The highest partition count in use (remember_partitions.lua, lower_partitions.lua):
+        every partition below it may hold work."""
+        return f"{self.home_tag}:partitions"
 
     def workers(self) -> str:
         """Worker name -> its last heartbeat (JSON): who is alive and what it is doing."""
