@@ -65,6 +65,7 @@ class Metrics:
         self._providers()
         self._limits()
         self._retention()
+        self._partitions()
         self.http_seconds = Histogram(
             "pulse_http_request_duration_seconds",
             "HTTP request latency by route and status.",
@@ -205,6 +206,20 @@ class Metrics:
             "Notifications removed past the retention: with a dropped partition (how=dropped,"
             " PostgreSQL's estimate of its rows) or by batched DELETE (how=deleted, exact).",
             ["how"],
+        )
+
+    def _partitions(self) -> None:
+        """Redis partitions above the configured count (pulse/runtime/retirement.py)."""
+        self.partitions_retiring = Gauge(
+            "pulse_queue_partitions_retiring",
+            "Redis queue partitions this worker still reads but no longer appends to (above"
+            " PULSE_REDIS_PARTITIONS, below the count Redis remembers).",
+            registry=self.registry,
+        )
+        self.partitions_removed = Counter(
+            "pulse_queue_partitions_removed_total",
+            "Retiring Redis queue partitions found empty and removed by this worker.",
+            registry=self.registry,
         )
 
     def count_accepted(self, items: Iterable[tuple[str, int]]) -> None:

@@ -28,6 +28,8 @@ from pulse.http.app import create_app
 from pulse.http.protocol import ProtocolLogger
 from pulse.metrics import Metrics
 from pulse.queue.client import open_configured
+from pulse.queue.keys import keys_for
+from pulse.queue.partitions import served_keys
 from pulse.runtime.task_host import load_registries
 from pulse.runtime.worker import build_worker
 from pulse.store.pool import create_pool
@@ -157,7 +159,9 @@ async def run_worker(
         channels = build_channels(settings)
         if tasks is None:  # `pulse dev`: the modules of PULSE_TASKS
             tasks = load_registries(settings.tasks)
+        keys = await served_keys(redis, keys_for(settings))  # retiring partitions too
         worker = build_worker(
-            settings, redis, pool, channels, metrics, tasks, serve_channels=serve_channels
-        )
+            settings, redis, pool, channels, metrics, tasks, serve_channels=serve_channels,
+            keys=keys,
+        )  # fmt: skip
         await worker.run(stop)

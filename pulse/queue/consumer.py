@@ -46,6 +46,7 @@ class Consumer:
         self._keys = keys
         self._consumer = consumer
         self.streams = streams if streams is not None else keys.streams()  # most urgent first
+        self.gone = False  # a retiring partition's streams were removed: nothing left to read
         # Replies as Redis sends them: redis-py would make a dict of every entry's fields, a
         # cost per delivery on the hot path for the one field read here (``_entries``).
         redis.set_response_callback("XREADGROUP", _as_sent)
@@ -98,14 +99,23 @@ class Consumer:
         )
         return _entries(reply)
 
+    async def regroup(self) -> None:
+        """A stream read has no group: Redis restarted empty, so make them again; but in a
+        retiring partition it was removed empty (``drop_partition.lua``): making it again would
+        leave keys behind, so mark this consumer ``gone`` (its fetcher ends)."""
+        if self._keys.retiring:
+            self.gone = True
+            return
+        await self.ensure_group()
+
     async def _guard(self, call: Any) -> Any:
         """Redis restarted empty: streams and group are gone; make them again, read nothing."""
         try:
             return await call
         except ResponseError as exc:
-            if not is_nogroup(exc):
+            if not is_nogroup(exc) and "UNBLOCKED" not in str(exc):  # a stream waited on went
                 raise
-            await self.ensure_group()
+            await self.regroup()
             return None
 
 

@@ -71,6 +71,7 @@ class Transitions:
         self._dead_letter = load_script(redis, "dead_letter")
         self._fallback = load_script(redis, "fallback")
         self._enqueue = load_script(redis, "enqueue")
+        self._enqueue_once = load_script(redis, "enqueue_once")
 
     async def apply(self, batch: SettledBatch, now_ms: int) -> Applied:
         """Run every transition of ``batch`` in one pipelined round trip."""
@@ -129,8 +130,31 @@ class Transitions:
 
     def _fallbacks(self, moves: Sequence[tuple[EntryRef, Job]]) -> list[Call]:
         """``fallback.lua`` per entry: replace it by a fresh entry of its next step, in the
-        same partition (the move is one script: one slot), in the tenant's lane when fair."""
-        return [self._fallback_call(entry, following) for entry, following in moves]
+        same partition (the move is one script: one slot), in the tenant's lane when fair. An
+        entry of a retiring partition moves out of it instead (``_leave_retiring``)."""
+        calls: list[Call] = []
+        for entry, following in moves:
+            if self._keys.of_key(entry.stream).retiring:
+                calls += self._leave_retiring(entry, following)
+            else:
+                calls.append(self._fallback_call(entry, following))
+        return calls
+
+    def _leave_retiring(self, entry: EntryRef, following: Job) -> list[Call]:
+        """The next step of an entry in a retiring partition goes to a configured partition
+        (``of_job``): two slots, so two calls in order, append then acknowledge. The append is
+        ``enqueue_once.lua`` (into the priority stream, which the fair fetcher reads too): a
+        batch applied again, or an entry reclaimed after a crash between the two, never streams
+        the step twice while its entry waits."""
+        target = self._keys.of_job(following)
+        return [
+            Call(
+                self._enqueue_once,
+                [target.stream(following.priority), target.index()],
+                [following.id, encode_job(following)[MESSAGE_FIELD]],
+            ),
+            *self._acks([EntryRef(entry.stream, entry.entry_id, entry.job_id)]),
+        ]
 
     def _fallback_call(self, entry: EntryRef, following: Job) -> Call:
         fair = self._tenant_streams is not None

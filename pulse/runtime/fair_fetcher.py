@@ -79,7 +79,7 @@ class FairFetcher(Fetcher):
     async def _recovered(self, exc: ResponseError) -> bool:
         if not is_nogroup(exc):
             return False
-        await self._consumer.ensure_group()  # Redis restarted empty, or a lane retired
+        await self._consumer.regroup()  # Redis restarted empty, a lane or a partition retired
         return True
 
     async def _after_round(self) -> None:
@@ -106,7 +106,7 @@ class FairFetcher(Fetcher):
         read = await self._tenants.read_round(self._consumer.name, counts)
         planned, self._active = self._active, read.active  # the next round's lanes
         if any(stream in self._shared for stream in read.missing):
-            await self._consumer.ensure_group()  # Redis restarted empty (a sub-stream without
+            await self._consumer.regroup()  # Redis restarted empty (a sub-stream without
             # its group was retired meanwhile: it just read as empty)
         entries = read.entries + await self._read_new(planned, asked_levels, lanes)
         got_lanes = Counter(lanes[entry.stream] for entry in entries)

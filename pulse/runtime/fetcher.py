@@ -55,7 +55,7 @@ class Fetcher:
 
     async def run(self) -> None:
         failures = 0
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and not self._consumer.gone:
             await self._dispatcher.wait_for_room()
             try:
                 entries = await self._fetch()

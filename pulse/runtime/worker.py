@@ -8,7 +8,9 @@ not acknowledged by then stays pending in Redis for another worker.
 With ``PULSE_REDIS_PARTITIONS`` > 1 there is one fetcher per partition (each blocks on its own
 partition's streams: a blocking read names one slot), all feeding the same dispatcher and
 deliverers; the reclaimer, leaser, acker, scheduler and reconciler each serve every partition
-(their calls are per stream or per partition, so each script still touches one slot).
+(their calls are per stream or per partition, so each script still touches one slot). The
+partitions above the configured count that Redis still remembers are served as retiring, and
+removed once empty (``retirement.py``).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from pulse.queue.index import JobIndex
 from pulse.queue.job_cancels import JobCancels
 from pulse.queue.keys import QueueKeys, keys_for
 from pulse.queue.lock import ExpiringLock
+from pulse.queue.partitions import PartitionCount
 from pulse.queue.pending import PendingEntries
 from pulse.queue.publisher import Publisher
 from pulse.queue.releases import Releases
@@ -64,6 +67,7 @@ from pulse.runtime.reconciler import Reconciler, ReconcilerSettings
 from pulse.runtime.reindex import DueReindexer
 from pulse.runtime.releaser import Releaser
 from pulse.runtime.retention import Retention, RetentionSettings
+from pulse.runtime.retirement import Retirement, RetirementSettings
 from pulse.runtime.scheduler import Scheduler, SchedulerSettings
 from pulse.runtime.supervisor import Supervisor
 from pulse.runtime.task_host import TaskHost
@@ -119,6 +123,7 @@ class Worker:
     serve_channels: bool = True
     task_schedules: Callable[[], Awaitable[object]] | None = None  # cron entries' registration
     retention: Retention | None = None  # partitions ahead, finished work past the retention
+    retirement: Retirement | None = None  # removes retiring Redis partitions once empty
     _supervisor: Supervisor = field(default_factory=Supervisor)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -175,11 +180,15 @@ class Worker:
             start("cron", self.cron.run)
         if self.retention is not None:
             start("retention", self.retention.run)
+        if self.retirement is not None:
+            start("retirement", self.retirement.run)
 
     async def shutdown(self) -> None:
         """Stop taking work, finish what is in hand within the grace period, settle, leave."""
         grace = self.settings.worker_grace_s
-        await self._supervisor.cancel("reclaimer", "reconciler", "cron", "scheduler", "retention")
+        await self._supervisor.cancel(
+            "reclaimer", "reconciler", "cron", "scheduler", "retention", "retirement"
+        )
         if self.releaser is not None:
             await self._supervisor.cancel("releaser")
         for _, fetcher in self._fetchers():
@@ -234,13 +243,15 @@ def build_worker(
     tasks: list[Tasks] | None = None,
     *,
     serve_channels: bool = True,
+    keys: QueueKeys | None = None,
 ) -> Worker:
     """The composition root of a worker process: every actor and what it talks to. With
     ``tasks``, it also serves those registries' tasks from the task streams; without
-    ``serve_channels`` it reads no notification stream (a tasks-only worker)."""
+    ``serve_channels`` it reads no notification stream (a tasks-only worker). ``keys``: the
+    settings' keys serving the partitions Redis remembers (``partitions.served_keys``)."""
     name, keys, ledger = (
         consumer_name(settings),
-        keys_for(settings),
+        keys or keys_for(settings),
         DeliveryLedger(pool),
     )
     delivery_config = _delivery_config(settings, pool, channels)
@@ -297,6 +308,9 @@ def build_worker(
             _fetcher(settings, Consumer(redis, part, name, part.task_streams()), dispatcher)
             for part in keys.partition_keys()
         ]
+    fetchers: list[Fetcher] = [
+        fair_fetcher(settings, consumer, dispatcher, pool) for consumer in consumers
+    ]
     return Worker(
         settings=settings,
         metrics=metrics,
@@ -307,7 +321,7 @@ def build_worker(
         leaser=leaser,
         acker=acker,
         deliverers=deliverers,
-        fetchers=[fair_fetcher(settings, consumer, dispatcher, pool) for consumer in consumers],
+        fetchers=fetchers,
         reclaimer=_reclaimer(
             settings,
             pending,
@@ -335,6 +349,7 @@ def build_worker(
         if host is not None
         else None,
         retention=_retention(settings, redis, pool, keys, metrics),
+        retirement=_retirement(settings, redis, keys, metrics, [*fetchers, *task_fetchers]),
     )
 
 
@@ -369,6 +384,24 @@ def _retention(
     )
     lock = ExpiringLock(redis, keys.lock("retention"), retention_settings.lock_ttl_ms)
     return Retention(PartitionStore(pool), lock, retention_settings, metrics)
+
+
+def _retirement(
+    settings: Settings, redis: Redis, keys: QueueKeys, metrics: Metrics, fetchers: list[Fetcher]
+) -> Retirement | None:
+    """The loop that removes this worker's retiring partitions (none: no loop)."""
+    if not keys.retiring_keys():
+        return None
+
+    def removed(partition: int) -> None:
+        for fetcher in fetchers:
+            if fetcher.consumer.keys.partition == partition:
+                fetcher.stop()
+
+    retirement_settings = RetirementSettings(settings.worker_reclaim_interval_ms / 1000)
+    lock = ExpiringLock(redis, keys.lock("partitions"), retirement_settings.lock_ttl_ms)
+    count = PartitionCount(redis, keys)
+    return Retirement(count, keys, lock, retirement_settings, metrics, removed)
 
 
 def _rates(settings: Settings, served: Mapping[str, Mapping[str, Channel]]) -> dict[str, Rate]:

@@ -1,0 +1,119 @@
+"""The retirement loop: removes the retiring Redis partitions once they hold nothing.
+
+A worker configured with fewer partitions than Redis remembers serves the ones above its count
+as retiring (``QueueKeys.retiring_keys``): its fetchers, reclaimer, acker and scheduler treat
+them like the others, and no producer appends to them. Each pass raises the remembered count
+to this worker's own (a worker with more partitions keeps them alive), moves the top retiring
+partition's dead letters to partition 0, and, under a lock, removes that partition when empty
+and lowers the count; then the next one down. Partitions go from the top, so the count always
+says which may hold work. A fetcher of a removed partition ends by itself (its streams are
+gone: ``Consumer.regroup``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pulse.metrics import Metrics
+from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
+from pulse.queue.keys import QueueKeys
+from pulse.queue.lock import ExpiringLock
+from pulse.queue.partitions import PartitionCount
+
+logger = logging.getLogger("pulse.runtime.retirement")
+
+
+@dataclass(frozen=True, slots=True)
+class RetirementSettings:
+    interval_s: float = 5.0  # how often a worker looks whether a retiring partition is empty
+    lock_ttl_ms: int = 30_000  # a pass is a few round trips; a dead holder blocks this long
+
+    def __post_init__(self) -> None:
+        if self.interval_s <= 0:
+            raise ValueError("retirement interval must be positive")
+
+
+class Retirement:
+    def __init__(
+        self,
+        count: PartitionCount,
+        keys: QueueKeys,
+        lock: ExpiringLock,
+        settings: RetirementSettings,
+        metrics: Metrics,
+        removed: Callable[[int], None],
+    ) -> None:
+        """``keys``: this worker's, serving its retiring partitions; ``removed(partition)``
+        is told of each partition found gone (its fetchers stop)."""
+        self._count = count
+        self._keys = keys
+        self._lock = lock
+        self._settings = settings
+        self._metrics = metrics
+        self._removed = removed
+        self._left = {part.partition for part in keys.retiring_keys()}
+
+    @property
+    def retiring(self) -> list[int]:
+        """The partitions this worker still reads above its count, lowest first."""
+        return sorted(self._left)
+
+    async def run(self) -> None:
+        self._announce()
+        while self._left:
+            try:
+                await self.run_once()
+            except TRANSIENT_REDIS_ERRORS as exc:
+                logger.warning("retiring partitions not looked at this pass: %s", exc)
+            if self._left:
+                await asyncio.sleep(self._settings.interval_s)
+
+    def _announce(self) -> None:
+        self._metrics.partitions_retiring.set(len(self._left))
+        for partition in self.retiring:
+            logger.info(
+                "partition %d retiring: read until empty, then removed (PULSE_REDIS_PARTITIONS"
+                "=%d)",
+                partition, self._keys.partitions,
+            )  # fmt: skip
+
+    async def run_once(self) -> None:
+        """One pass: remove retiring partitions from the top while they are empty."""
+        remembered = await self._count.remember()
+        for partition in sorted(self._left, reverse=True):
+            if partition >= remembered:  # removed by another worker
+                self._gone(partition, by_us=False)
+                continue
+            if partition != remembered - 1 or not await self._remove(partition):
+                return
+            remembered = partition
+
+    async def _remove(self, partition: int) -> bool:
+        """Move the top partition's dead letters, then drop it if empty, under the lock."""
+        part = self._keys.part(partition)
+        moved = await self._count.move_dead_letters(part)
+        if moved:
+            logger.info("partition %d: %d dead letters moved to partition 0", partition, moved)
+        if not await self._lock.acquire():
+            return False
+        try:
+            if not await self._count.drop(part):
+                return False
+            await self._count.lower(partition)
+        finally:
+            await self._lock.release()
+        self._gone(partition, by_us=True)
+        return True
+
+    def _gone(self, partition: int, *, by_us: bool) -> None:
+        self._left.discard(partition)
+        self._metrics.partitions_retiring.set(len(self._left))
+        if by_us:
+            self._metrics.partitions_removed.inc()
+            logger.info("partition %d removed: it held nothing; its keys are deleted", partition)
+        else:
+            logger.info("partition %d removed by another worker", partition)
+        self._removed(partition)
