@@ -86,6 +86,20 @@ def test_a_partition_outside_the_count_is_refused() -> None:
         QueueKeys("pulse", partition=3, partitions=3)
 
 
+@pytest.mark.unit
+def test_retiring_partitions_are_read_and_named_but_never_appended_to() -> None:
+    keys = QueueKeys("pulse", partitions=1).serving_up_to(3)
+    assert [p.tag for p in keys.partition_keys()] == ["{pulse}", "{pulse#1}", "{pulse#2}"]
+    assert [p.partition for p in keys.retiring_keys()] == [1, 2]
+    assert keys.of_key("{pulse#2}:stream:1:t:acme").partition == 2
+    assert keys.of_key("{pulse#2}:stream:1:t:acme").retiring
+    assert not keys.retiring
+    jobs = [msgspec.structs.replace(log_job(), id=f"job-{i}") for i in range(50)]
+    assert {keys.of_job(job).partition for job in jobs} == {0}
+    spread = QueueKeys("pulse", partitions=2).serving_up_to(4)
+    assert {spread.of_job(job).partition for job in jobs} == {0, 1}
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("fair", [False, True], ids=["shared", "tenant-fairness"])
 async def test_an_api_spreads_and_a_worker_drains_every_partition(
