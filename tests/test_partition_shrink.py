@@ -98,8 +98,10 @@ async def retries_due_soon(redis: Redis, prefix: str) -> int:
     waiting = 0
     for tags in ("{" + prefix + "}", "{" + prefix + "#*}"):
         async for schedule in redis.scan_iter(match=tags + ":stream:*:retry"):
-            for entry_id in await redis.zrange(schedule, 0, -1):
-                waiting += await redis.zadd(schedule, {entry_id: due}, xx=True, ch=True)
+            entry_ids: Any = await redis.zrange(schedule, 0, -1)
+            for entry_id in entry_ids:
+                changed: Any = await redis.zadd(schedule, {entry_id: due}, xx=True, ch=True)
+                waiting += int(changed)
     return waiting
 
 
@@ -151,7 +153,7 @@ async def leave_work(
         response = await client.post("/api/notifications/", json=LOG, headers=auth)
         queued.append(msgspec.json.decode(await response.read())["id"])
     later = await post_into_retiring(client, auth, lambda i: LOG | {"delay_s": 2}, keys)
-    tenants = await redis.smembers(keys.part(2).tenants(2))
+    tenants: Any = await redis.smembers(keys.part(2).tenants(2))
     lane = keys.part(2).tenant_stream(2, next(iter(tenants)).decode())
     ghost: Any = await redis.xreadgroup(CONSUMER_GROUP, "ghost", {lane: ">"}, count=1)
     assert len(entries_of(ghost)) == 1

@@ -67,7 +67,7 @@ from pulse.queue.client import open_configured
 from pulse.queue.dead_letters import DeadLetterStream
 from pulse.queue.due import DueIndex
 from pulse.queue.keys import keys_for
-from pulse.queue.partitions import served_keys
+from pulse.queue.partitions import served_if_reachable
 from pulse.queue.publisher import Publisher
 from pulse.queue.stats import QueueStats
 from pulse.services.accept import AcceptService
@@ -149,7 +149,7 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
     app[REDIS] = redis
     app[NOTIFICATIONS] = NotificationStore(pool)
     app[TENANTS] = TenantStore(pool)
-    keys = await served_keys(redis, keys_for(settings))  # dead letters of retiring ones too
+    keys = await served_if_reachable(redis, keys_for(settings))  # retiring partitions too
     app[PUBLISHER] = Publisher(redis, keys, fair=settings.tenant_fairness)
     app[DEAD_LETTERS] = DeadLetters(
         DeadLetterStore(pool), DeadLetterStream(redis, keys), app[PUBLISHER], app[METRICS]

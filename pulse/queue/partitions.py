@@ -11,21 +11,36 @@ partition that the next pass finds empty (removed again: nothing) and the count 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from redis.asyncio import Redis
 
 from pulse.core.models import MAX_PRIORITY, MIN_PRIORITY
 from pulse.queue.consumer import as_str
+from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
 from pulse.queue.scripts import load_script
 
 MOVE_CHUNK = 500  # dead letters moved per round trip
+logger = logging.getLogger("pulse.queue.partitions")
 
 
 async def served_keys(redis: Redis, keys: QueueKeys) -> QueueKeys:
     """``keys`` serving every partition in use: its own count raised into Redis first."""
     return keys.serving_up_to(await PartitionCount(redis, keys).remember())
+
+
+async def served_if_reachable(redis: Redis, keys: QueueKeys) -> QueueKeys:
+    """``served_keys``, or ``keys`` alone when Redis cannot be asked: the API starts without
+    Redis (it answers 503 until Redis is back). It only reads retiring partitions for the
+    queue gauges and the dead-letter copies that replay and purge remove, and appends to the
+    configured ones either way."""
+    try:
+        return await served_keys(redis, keys)
+    except TRANSIENT_REDIS_ERRORS as exc:
+        logger.warning("partition count not read (%s): serving %d", exc, keys.partitions)
+        return keys
 
 
 class PartitionCount:
