@@ -2,12 +2,14 @@
 
 A worker configured with fewer partitions than Redis remembers serves the ones above its count
 as retiring (``QueueKeys.retiring_keys``): its fetchers, reclaimer, acker and scheduler treat
-them like the others, and no producer appends to them. Each pass raises the remembered count
-to this worker's own (a worker with more partitions keeps them alive), moves the top retiring
-partition's dead letters to partition 0, and, under a lock, removes that partition when empty
-and lowers the count; then the next one down. Partitions go from the top, so the count always
-says which may hold work. A fetcher of a removed partition ends by itself (its streams are
-gone: ``Consumer.regroup``).
+them like the others, and no producer appends to them. Every worker runs this loop. Each pass
+raises the remembered count to this worker's own (so a worker with more partitions, during a
+rolling restart, keeps them while it runs), moves the top partition's dead letters to
+partition 0 and, under a lock, removes that partition when it is above this worker's count
+(and below the count it read at start: not one of a raise in progress) and empty, and lowers
+the count; then the next one down. Partitions go from the top, so the
+count always says which may hold work. A fetcher of a removed partition ends by itself (its
+streams are gone: ``Consumer.regroup``).
 """
 
 from __future__ import annotations
@@ -47,32 +49,31 @@ class Retirement:
         removed: Callable[[int], None],
     ) -> None:
         """``keys``: this worker's, serving its retiring partitions; ``removed(partition)``
-        is told of each partition found gone (its fetchers stop)."""
+        is told of each partition this worker read that is gone (its fetchers stop)."""
         self._count = count
         self._keys = keys
         self._lock = lock
         self._settings = settings
         self._metrics = metrics
         self._removed = removed
-        self._left = {part.partition for part in keys.retiring_keys()}
+        self._serving = {part.partition for part in keys.retiring_keys()}
 
     @property
     def retiring(self) -> list[int]:
         """The partitions this worker still reads above its count, lowest first."""
-        return sorted(self._left)
+        return sorted(self._serving)
 
     async def run(self) -> None:
         self._announce()
-        while self._left:
+        while True:
             try:
                 await self.run_once()
             except TRANSIENT_REDIS_ERRORS as exc:
                 logger.warning("retiring partitions not looked at this pass: %s", exc)
-            if self._left:
-                await asyncio.sleep(self._settings.interval_s)
+            await asyncio.sleep(self._settings.interval_s)
 
     def _announce(self) -> None:
-        self._metrics.partitions_retiring.set(len(self._left))
+        self._metrics.partitions_retiring.set(len(self._serving))
         for partition in self.retiring:
             logger.info(
                 "partition %d retiring: read until empty, then removed (PULSE_REDIS_PARTITIONS"
@@ -81,15 +82,16 @@ class Retirement:
             )  # fmt: skip
 
     async def run_once(self) -> None:
-        """One pass: remove retiring partitions from the top while they are empty."""
+        """One pass: this worker's count raised again (a worker with more partitions keeps
+        them while it runs), then the partitions above the configured count removed from the
+        top while they are empty."""
         remembered = await self._count.remember()
-        for partition in sorted(self._left, reverse=True):
+        for partition in self.retiring:
             if partition >= remembered:  # removed by another worker
                 self._gone(partition, by_us=False)
-                continue
-            if partition != remembered - 1 or not await self._remove(partition):
-                return
-            remembered = partition
+        top = min(remembered, self._keys.span) - 1  # not those of a raise after our start
+        while top >= self._keys.partitions and await self._remove(top):
+            top -= 1
 
     async def _remove(self, partition: int) -> bool:
         """Move the top partition's dead letters, then drop it if empty, under the lock."""
@@ -109,11 +111,13 @@ class Retirement:
         return True
 
     def _gone(self, partition: int, *, by_us: bool) -> None:
-        self._left.discard(partition)
-        self._metrics.partitions_retiring.set(len(self._left))
         if by_us:
             self._metrics.partitions_removed.inc()
             logger.info("partition %d removed: it held nothing; its keys are deleted", partition)
-        else:
+        if partition not in self._serving:
+            return
+        self._serving.discard(partition)
+        self._metrics.partitions_retiring.set(len(self._serving))
+        if not by_us:
             logger.info("partition %d removed by another worker", partition)
         self._removed(partition)

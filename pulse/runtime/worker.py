@@ -123,7 +123,7 @@ class Worker:
     serve_channels: bool = True
     task_schedules: Callable[[], Awaitable[object]] | None = None  # cron entries' registration
     retention: Retention | None = None  # partitions ahead, finished work past the retention
-    retirement: Retirement | None = None  # removes retiring Redis partitions once empty
+    retirement: Retirement | None = None  # keeps the partition count; removes retiring ones
     _supervisor: Supervisor = field(default_factory=Supervisor)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -388,10 +388,9 @@ def _retention(
 
 def _retirement(
     settings: Settings, redis: Redis, keys: QueueKeys, metrics: Metrics, fetchers: list[Fetcher]
-) -> Retirement | None:
-    """The loop that removes this worker's retiring partitions (none: no loop)."""
-    if not keys.retiring_keys():
-        return None
+) -> Retirement:
+    """The loop that keeps this worker's partition count in Redis and removes the partitions
+    above it once empty."""
 
     def removed(partition: int) -> None:
         for fetcher in fetchers:
