@@ -20,11 +20,13 @@ from pulse.channels.registry import build_channels, channel_specs
 from pulse.config import Settings
 from pulse.http.app import create_app
 from pulse.metrics import Metrics
+from pulse.queue.codec import decode_job, encode_job
 from pulse.queue.consumer import entries_of
 from pulse.queue.keys import CONSUMER_GROUP, QueueKeys, keys_for
 from pulse.queue.partitions import PartitionCount, served_keys
+from pulse.queue.transitions import EntryRef, SettledBatch, Transitions
 from pulse.runtime.worker import build_worker
-from tests.conftest import EXAMPLE, Client, RunningWorker, wait_for_status
+from tests.conftest import EXAMPLE, Client, RunningWorker, log_job, wait_for_status
 from tests.smtp_servers import ScriptedHandler, ScriptedSmtp
 
 pytestmark = pytest.mark.integration
@@ -255,3 +257,38 @@ async def test_lowering_from_three_partitions_to_one_delivers_everything_once(
         assert attempts == 2
         assert await partition_keys_left(redis, prefix) == []
         await worker.shutdown()
+
+
+async def test_a_fallback_step_leaves_a_retiring_partition_once(
+    redis: Redis, settings: Settings
+) -> None:
+    # Given an entry read from partition 2, retiring for a worker configured with one partition
+    keys = QueueKeys(settings.key_prefix, partitions=1).serving_up_to(3)
+    old = QueueKeys(settings.key_prefix, partitions=3).part(2)
+    job = log_job()
+    stream = old.stream(job.priority)
+    await redis.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
+    fields: Any = encode_job(job)
+    added: Any = await redis.xadd(stream, fields)
+    entry_id = added.decode()
+    await redis.hset(old.index(), job.id, f"{stream} {entry_id}")
+    read: Any = await redis.xreadgroup(CONSUMER_GROUP, "w", {stream: ">"}, count=1)
+    assert len(entries_of(read)) == 1
+    following = msgspec.structs.replace(job, channel="email", recipient="ops@example.com")
+    transitions = Transitions(redis, keys, "w", fair=True)
+    moved = SettledBatch(fallbacks=[(EntryRef(stream, entry_id, job.id), following)])
+
+    # When its next step is applied, twice (a batch applied again after a failure)
+    for _ in range(2):
+        (await transitions.apply(moved, int(time.time() * 1000))).raise_error()
+
+    # Then the step waits once in partition 0, and partition 2 holds nothing of it
+    home = keys.part(0)
+    entries: Any = await redis.xrange(home.stream(job.priority))
+    assert len(entries) == 1
+    assert decode_job(entries[0][1]).channel == "email"
+    indexed: Any = await redis.hget(home.index(), job.id)
+    assert indexed.decode().startswith(home.stream(2))
+    assert await redis.xlen(stream) == 0
+    assert (await redis.xpending(stream, CONSUMER_GROUP))["pending"] == 0
+    assert await redis.hget(old.index(), job.id) is None
