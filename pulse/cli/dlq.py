@@ -15,7 +15,7 @@ from pulse.cli.serve import backends
 from pulse.config import Settings
 from pulse.queue.dead_letters import DeadLetterStream
 from pulse.queue.keys import keys_for
-from pulse.queue.partitions import served_keys
+from pulse.queue.partitions import known_keys
 from pulse.queue.publisher import Publisher
 from pulse.services.dead_letters import DEFAULT_RATE, DeadLetters
 from pulse.store.dead_letters import DeadLetterFilter, DeadLetterStore
@@ -62,7 +62,7 @@ def _where(args: argparse.Namespace) -> DeadLetterFilter:
 @asynccontextmanager
 async def _service(settings: Settings) -> AsyncIterator[DeadLetters]:
     async with backends(settings) as (redis, pool):
-        keys = await served_keys(redis, keys_for(settings))  # dead letters of retiring ones too
+        keys = await known_keys(redis, keys_for(settings))  # dead letters of retiring ones too
         publisher = Publisher(redis, keys, fair=settings.tenant_fairness)  # as the API appends
         yield DeadLetters(DeadLetterStore(pool), DeadLetterStream(redis, keys), publisher)
 

@@ -31,6 +31,13 @@ async def served_keys(redis: Redis, keys: QueueKeys) -> QueueKeys:
     return keys.serving_up_to(await PartitionCount(redis, keys).remember())
 
 
+async def known_keys(redis: Redis, keys: QueueKeys) -> QueueKeys:
+    """``keys`` serving every partition in use, the count left as it is: a one-off command
+    (``pulse dlq``) run with a stale count must not keep partitions alive."""
+    known = await redis.get(keys.partition_count())
+    return keys.serving_up_to(int(known or 0))
+
+
 async def served_if_reachable(redis: Redis, keys: QueueKeys) -> QueueKeys:
     """``served_keys``, or ``keys`` alone when Redis cannot be asked: the API starts without
     Redis (it answers 503 until Redis is back). It only reads retiring partitions for the

@@ -119,5 +119,5 @@ class Retirement:
         self._serving.discard(partition)
         self._metrics.partitions_retiring.set(len(self._serving))
         if not by_us:
-            logger.info("partition %d removed by another worker", partition)
+            logger.info("partition %d gone (removed by another worker)", partition)
         self._removed(partition)
