@@ -6,8 +6,11 @@ Each run: a fresh database migrated up to the version compared (``--up-to``, def
 before the newest) and one migrated fully, N queued notifications committed and analysed
 (untimed), then claimed 200 at a time and recorded delivered 500 at a time, as a worker's
 fetcher and acker batch them. Interleaved, the median of ``--runs``; the ratio is what counts.
+With ``--filled-url`` (a database kept by ``bench.retention_scale --fill-only``): a fresh empty
+database against that filled one instead, the same N notifications added to it each run.
 
     .venv/bin/python -m bench.ledger_statements [--jobs 20000] [--runs 5] [--up-to 22]
+    .venv/bin/python -m bench.ledger_statements --filled-url postgresql://.../pulse_bench_filled_x
 """
 
 from __future__ import annotations
@@ -35,7 +38,10 @@ CLAIM_BATCH, RECORD_BATCH = 200, 500  # PULSE_WORKER_BATCH_SIZE, PULSE_WORKER_AC
 
 
 @asynccontextmanager
-async def database(admin_url: str, up_to: int | None) -> AsyncIterator[str]:
+async def database(admin_url: str, up_to: int | None, filled: str | None) -> AsyncIterator[str]:
+    if filled:
+        yield filled
+        return
     name = f"pulse_bench_ledger_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(admin_url)
     await admin.execute(f'CREATE DATABASE "{name}"')
@@ -116,21 +122,26 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     newest = load_migrations()[-1].version
     parser.add_argument("--up-to", type=int, default=load_migrations()[-2].version)
+    parser.add_argument("--filled-url", help="compare an empty database with this filled one")
     args = parser.parse_args()
     admin_url = os.environ.get(
         "PULSE_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
     )
-    schemas = {f"up to {args.up_to:03d}": args.up_to, f"up to {newest:03d}": None}
+    schemas: dict[str, tuple[int | None, str | None]] = (
+        {"empty": (None, None), "filled": (None, args.filled_url)}
+        if args.filled_url
+        else {f"up to {args.up_to:03d}": (args.up_to, None), f"up to {newest:03d}": (None, None)}
+    )
     rates: dict[str, list[float]] = {name: [] for name in schemas}
     for run in range(1, args.runs + 1):
-        for name, up_to in schemas.items():
-            async with database(admin_url, up_to) as url:
+        for name, (up_to, filled) in schemas.items():
+            async with database(admin_url, up_to, filled) as url:
                 rate = await claim_and_record(url, await queued(url, args.jobs))
             rates[name].append(rate)
             print(f"run {run}: {name}: {rate:,.0f}/s", flush=True)
     before, after = (statistics.median(r) for r in rates.values())
     print(f"\n{args.jobs} notifications, claim + record on one connection; median of {args.runs}")
-    print("| schema | claimed and recorded /s | vs the older |")
+    print("| database | claimed and recorded /s | vs the first |")
     print("|---|---|---|")
     for (name, _), median in zip(schemas.items(), (before, after), strict=True):
         print(f"| {name} | {median:,.0f} | {median / before:.2f} |")

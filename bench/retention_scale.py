@@ -11,7 +11,8 @@ connections, one API process, as bench/accept.py) and one worker's drain rate (a
 bench/pulse_drain.py) against a fresh empty database and against the filled one; last, the
 time a retention pass takes to drop the oldest filled week. It prints each run, the medians and
 the drop as JSON, and drops the filled database at the end (``--keep`` keeps
-it, ``--fill-only`` only fills it, ``--filled-url`` measures against one kept before).
+it, ``--fill-only`` only fills it, ``--filled-url`` measures against one kept before, without
+the drop, which would remove a week of its rows, unless ``--drop`` asks for it).
 """
 
 from __future__ import annotations
@@ -222,8 +223,10 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                             rate = await _one(what, scope, args)
                     runs[f"{what}_{kind}"].append(rate)
                     print(f"{what} {kind}: {rate:,.0f}/s", file=sys.stderr)
-        drop = await time_drop(args.redis_url, filled_url)
-        print(f"drop: {drop}", file=sys.stderr)
+        drop: dict[str, Any] | None = None
+        if not args.filled_url or args.drop:  # a kept database keeps its rows unless asked
+            drop = await time_drop(args.redis_url, filled_url)
+            print(f"drop: {drop}", file=sys.stderr)
     medians = {name: statistics.median(values) for name, values in runs.items()}
     return {
         "drop": drop,
@@ -274,6 +277,9 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the filled database")
     parser.add_argument("--fill-only", action="store_true", help="fill, keep it, measure nothing")
     parser.add_argument("--filled-url", help="measure against this database filled by --keep")
+    parser.add_argument(
+        "--drop", action="store_true", help="with --filled-url: time the drop of its oldest week"
+    )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     result = asyncio.run(measure(parser.parse_args()))
