@@ -3,7 +3,9 @@
 --
 -- Design note. Audit and attempt rows are only ever written by statements that take their
 -- notification ids from the notifications rows the same statement changed (RETURNING of the
--- claim, the record, the accept), so an orphan cannot be written; but the foreign key's check
+-- claim, the record, the accept), so an orphan can only come from a race with a DELETE of its
+-- notification, and is never read (every read of them goes through a notification of the
+-- caller's tenant, and ids are never reused); but the foreign key's check
 -- still ran once per row, a lookup through the partitioned notifications table: a quarter of
 -- the worker's claim and record statements (two audit rows and an attempt row per delivery).
 -- Deletes are rare (a withdrawn accept, retention's batched delete of weeks that stay; whole
