@@ -262,10 +262,10 @@ class NotificationStore:
 
     async def provider_event(self, notification_id: str, status: str, detail: str) -> bool:
         """Record a provider's report (delivered to the handset, undelivered...) in the audit;
-        False when there is no such notification."""
+        False when there is no such notification. The row is locked as a foreign key's check
+        would: a concurrent DELETE waits, then takes this audit row along (sql/023)."""
         result: str = await self._pool.execute(
-            "INSERT INTO audit (notification_id, status, detail)"
-            " SELECT id, $2, $3 FROM notifications WHERE id = $1",
+            PROVIDER_EVENT,
             notification_id,
             status,
             detail,
@@ -275,6 +275,11 @@ class NotificationStore:
     async def ping(self) -> None:
         await self._pool.fetchval("SELECT 1")
 
+
+PROVIDER_EVENT = (
+    "INSERT INTO audit (notification_id, status, detail)"
+    " SELECT id, $2, $3 FROM notifications WHERE id = $1 FOR KEY SHARE"
+)
 
 QUEUED_COLUMNS = 9  # _args up to the fallback: what a row due at once needs
 

@@ -68,8 +68,9 @@ _DROP_POINTERS = (
 
 # Finished before the cutoff, in a week that ended before the week of the cutoff began (a week
 # that stayed, or the default partition), with no unfinished receipt and no dependent: deleted
-# with their rows (foreign keys' ON DELETE CASCADE; audit and attempts by sql/023's trigger). Rows of the cutoff's own week wait for its drop: a
-# rolling delete of each hour's rows would be the DELETE of millions the partitions avoid.
+# with their rows (foreign keys' ON DELETE CASCADE; audit and attempts by sql/023's trigger).
+# Rows of the cutoff's own week wait for its drop: a rolling delete of each hour's rows would
+# be the DELETE of millions the partitions avoid.
 _DELETE_FINISHED = f"""
 WITH doomed AS (
     SELECT n.id FROM notifications n
