@@ -78,7 +78,9 @@ loadtest: setup
 
 # docs/scaling.md and docs/scaling.png: drain and accept curves across hosts simulated with
 # network namespaces (root needed; bench/scaling.py). SCALING_ARGS: --quick, --workers 1,2,4,
-# --apis 1,2,4, --cleanup (remove what a crashed run left).
+# --apis 1,2,4, --cleanup (remove what a crashed run left); --redis single,cluster1,cluster3:
+# the drain curve alone on one Redis and on clusters of 1 and 3 masters on hosts of their own
+# (--partitions 6), written to its own section of docs/scaling.md and docs/scaling-cluster.png.
 scaling: setup
 	$(BIN)/python -m bench.scaling $(SCALING_ARGS)
 

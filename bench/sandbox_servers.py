@@ -48,7 +48,7 @@ def db_host(prefix: Sequence[str], address: str) -> Iterator[DbHost]:
         folder = tempfile.TemporaryDirectory(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-")
         workdir = Path(stack.enter_context(folder))
         workdir.chmod(0o755)
-        redis_pid = stack.enter_context(_redis(prefix, address, workdir / "redis"))
+        redis_pid = stack.enter_context(redis_server(prefix, address, workdir / "redis"))
         postgres_pid = stack.enter_context(_postgres(prefix, address, workdir / "postgres"))
         yield DbHost(
             redis_url=f"redis://{address}:{REDIS_PORT}/0",
@@ -59,18 +59,26 @@ def db_host(prefix: Sequence[str], address: str) -> Iterator[DbHost]:
 
 
 @contextlib.contextmanager
-def _redis(prefix: Sequence[str], address: str, workdir: Path) -> Iterator[int]:
+def redis_server(
+    prefix: Sequence[str],
+    address: str,
+    workdir: Path,
+    port: int = REDIS_PORT,
+    flags: Sequence[str] = (),
+) -> Iterator[int]:
+    """One redis-server on ``address`` (``flags``: cluster mode, for bench/sandbox_cluster.py);
+    its pid, once it answers; stopped on the way out."""
     workdir.mkdir()
     binary = shutil.which("redis-server") or "redis-server"
     command = [
-        *prefix, binary, "--bind", address, "--port", str(REDIS_PORT), "--protected-mode", "no",
+        *prefix, binary, "--bind", address, "--port", str(port), "--protected-mode", "no",
         "--save", "", "--appendonly", "no", "--dir", str(workdir),
-        "--logfile", str(workdir / "log"),
+        "--logfile", str(workdir / "log"), *flags,
     ]  # fmt: skip
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        ping = [*prefix, "redis-cli", "-h", address, "-p", str(REDIS_PORT), "ping"]
-        _wait(lambda: _ok(ping) and process.poll() is None, "redis-server")
+        ping = [*prefix, "redis-cli", "-h", address, "-p", str(port), "ping"]
+        wait(lambda: _ok(ping) and process.poll() is None, "redis-server")
         yield process.pid
     finally:
         process.terminate()
@@ -86,7 +94,7 @@ def _ok(command: Sequence[str]) -> bool:
     return done.returncode == 0
 
 
-def _wait(ready: Callable[[], bool], what: str) -> None:
+def wait(ready: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if ready():

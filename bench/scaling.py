@@ -7,12 +7,18 @@ for 1 → 2 → 4 worker processes, accept rate within a p99 bound for 1 → 2 �
 point the median of 3 runs, with the CPU that redis-server, PostgreSQL and Pulse used. Writes
 docs/scaling.md (the table between its markers) and docs/scaling.png. ``--quick``: 1 run, small
 N, points 1 and 2 (the system test). ``--cleanup``: remove what a crashed run left.
+
+``--redis single,cluster1,cluster3``: the drain curve alone, on one Redis and on Redis Clusters
+of 1 and 3 masters on hosts of their own (``r1``..``r3``, bench/sandbox_cluster.py), the queue
+split into ``--partitions`` (bench/scaling_setups.py); written to its own section of
+docs/scaling.md and docs/scaling-cluster.png (bench/scaling_cluster_report.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -26,7 +32,9 @@ from typing import Any
 
 from bench import netns
 from bench.processes import ROOT
+from bench.sandbox_cluster import Master, sandbox_cluster
 from bench.sandbox_servers import db_host, remove_leftover_folders
+from bench.scaling_setups import PORTS, SETUP_HOSTS, label
 
 QUICK: dict[str, Any] = {
     "jobs": 1000, "runs": 1, "seconds": 2.0, "connections": [8], "points": [1, 2],
@@ -37,6 +45,7 @@ FULL: dict[str, Any] = {
 P99_BOUND_MS = 250
 INNER_TIMEOUT_S = {"quick": 900, "full": 3600}
 MAX_POINT = 8
+PARTITIONS = 6  # a cluster setup's PULSE_REDIS_PARTITIONS: two per master of three
 
 
 def point_list(text: str) -> list[int]:
@@ -48,6 +57,16 @@ def point_list(text: str) -> list[int]:
     if points[0] < 1 or points[-1] > MAX_POINT:
         raise argparse.ArgumentTypeError(f"process counts go from 1 to {MAX_POINT}")
     return points
+
+
+def redis_setups(text: str) -> list[str]:
+    """``single,cluster3`` as setup names, in the order they drain (one Redis first)."""
+    names = {part.strip() for part in text.split(",")}
+    unknown = names - SETUP_HOSTS.keys()
+    if unknown or not names:
+        known = ", ".join(SETUP_HOSTS)
+        raise argparse.ArgumentTypeError(f"{text!r}: setups are a list of {known}")
+    return [name for name in SETUP_HOSTS if name in names]
 
 
 def positive(text: str) -> int:
@@ -62,6 +81,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=point_list, help="worker process counts, e.g. 1,2,4")
     parser.add_argument("--apis", type=point_list, help="API process counts, e.g. 1,2,4")
     parser.add_argument("--jobs", type=positive, help="notifications drained per run")
+    parser.add_argument(
+        "--redis", type=redis_setups, default=["single"],
+        help="Redis setups of the drain curve: single (default: both curves, as always), "
+        "cluster1, cluster3; any cluster: the drain curve alone, in its own section",
+    )  # fmt: skip
+    parser.add_argument(
+        "--partitions", type=positive, default=PARTITIONS,
+        help=f"a cluster setup's PULSE_REDIS_PARTITIONS (default {PARTITIONS})",
+    )  # fmt: skip
     parser.add_argument("--p99-ms", type=positive, default=P99_BOUND_MS, help="accept p99 bound")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="where scaling.md goes")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -80,8 +108,14 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
         "connections": base["connections"],
         "p99_ms": args.p99_ms,
         "workers": args.workers or base["points"],
-        "apis": args.apis or base["points"],
+        "apis": [] if clustered(args.redis) else args.apis or base["points"],
+        "redis": args.redis,
+        "partitions": args.partitions,
     }
+
+
+def clustered(setups: list[str]) -> bool:
+    return setups != ["single"]
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -90,14 +124,21 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def measure(plan: dict[str, Any]) -> dict[str, Any]:
     """Sandbox, servers, then the load host's half; everything removed on the way out."""
+    redis_hosts = sorted({host for name in plan["redis"] for host in SETUP_HOSTS[name]})
     nodes = ["db", "api", "load", *[f"w{i + 1}" for i in range(max(plan["workers"]))]]
-    with netns.sandbox(nodes) as box, db_host(box.exec("db"), box.address("db")) as db:
+    with (
+        netns.sandbox([*nodes, *redis_hosts]) as box,
+        db_host(box.exec("db"), box.address("db")) as db,
+        contextlib.ExitStack() as clusters,
+    ):
         plan |= {
             "redis_url": db.redis_url, "database_url": db.database_url,
             "redis_pid": db.redis_pid, "postgres_pid": db.postgres_pid,
             "api": box.exec("api"), "api_address": box.address("api"),
             "worker_hosts": [box.exec(f"w{i + 1}") for i in range(max(plan["workers"]))],
         }  # fmt: skip
+        if clustered(plan["redis"]):
+            plan["setups"] = [_setup(box, name, plan, clusters) for name in plan["redis"]]
         with tempfile.NamedTemporaryFile("w", suffix=".json") as file:
             json.dump(plan, file)
             file.flush()
@@ -112,6 +153,21 @@ def measure(plan: dict[str, Any]) -> dict[str, Any]:
         figures["namespaces"] = box.all_names()
         figures["subnet"] = f"{box.subnet}.0/24"
     return figures
+
+
+def _setup(
+    box: netns.Sandbox, name: str, plan: dict[str, Any], stack: contextlib.ExitStack
+) -> dict[str, Any]:
+    """One Redis setup of the drain curve, its servers started (a cluster's kept by ``stack``)."""
+    if name == "single":
+        return {"name": name, "label": label(name, 1), "url": plan["redis_url"],
+                "cluster": False, "partitions": 1, "masters": {}, "addresses": {}}  # fmt: skip
+    masters = [Master(host, box.exec(host), box.address(host)) for host in SETUP_HOSTS[name]]
+    cluster = stack.enter_context(sandbox_cluster(masters, PORTS[name]))
+    partitions = plan["partitions"]
+    return {"name": name, "label": label(name, partitions), "url": cluster.url, "cluster": True,
+            "partitions": partitions, "masters": cluster.pids,
+            "addresses": cluster.addresses}  # fmt: skip
 
 
 def machine() -> dict[str, Any]:
@@ -140,7 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     figures = measure(dict(plan))
     result = {"plan": plan, "machine": before, "measured_at": started, **figures}
-    from bench.scaling_report import write
+    if clustered(plan["redis"]):
+        from bench.scaling_cluster_report import write
+    else:
+        from bench.scaling_report import write
 
     write(result, args.docs)
     if args.json:

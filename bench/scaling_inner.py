@@ -31,6 +31,10 @@ async def run_inner(plan: dict[str, Any]) -> dict[str, Any]:
         postgres_pid=plan["postgres_pid"],
     )
     redis_url, admin_url = plan["redis_url"], plan["database_url"]
+    if plan["redis"] != ["single"]:
+        from bench.scaling_setups import drain_setups
+
+        return {"setups": await drain_setups(hosts, plan)}
     drain = []
     for count in plan["workers"]:
         point = Hosts(hosts.workers[:count], hosts.api, hosts.api_address, hosts.redis_pid,

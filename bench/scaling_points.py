@@ -16,17 +16,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-from redis.asyncio import Redis
 
 from bench import cpu
 from bench.accept import PATH, WARMUP_S, ensure_wrk
 from bench.processes import ROOT, clean_env, wait_http
 from bench.pulse_drain import enqueue_bulk, wait_acknowledged
 from bench.scope import Scope, fresh_scope
+from pulse.queue.client import open_redis
 from pulse.queue.keys import QueueKeys
 from pulse.store.pool import create_pool
 from pulse.store.tenants import TenantStore
@@ -46,12 +46,16 @@ class Hosts:
     api_address: str
     redis_pid: int
     postgres_pid: int
+    masters: dict[str, int] = field(default_factory=dict)  # a cluster's redis-servers by host
 
     def servers(self) -> dict[str, list[int]]:
         """The CPU groups besides Pulse's: the two servers and the load host's harness (the
         process alone: its reaped children, the wrk processes, count under it, the live Pulse
-        processes it started do not)."""
-        return {"redis": [self.redis_pid], "postgres": [self.postgres_pid], "load": [os.getpid()]}
+        processes it started do not). With a cluster, ``redis`` is the sum of its masters, and
+        each master is a group of its own too (``redis@r1``)."""
+        redis = list(self.masters.values()) or [self.redis_pid]
+        each = {f"redis@{host}": [pid] for host, pid in self.masters.items()}
+        return {"redis": redis, "postgres": [self.postgres_pid], "load": [os.getpid()]} | each
 
 
 @contextlib.contextmanager
@@ -87,17 +91,30 @@ def _stop(process: subprocess.Popen[str]) -> None:
         process.wait()
 
 
-async def drain(hosts: Hosts, redis_url: str, admin_url: str, jobs: int) -> dict[str, Any]:
-    """One run: ``jobs`` queued, then drained by one worker process per worker host."""
-    async with fresh_scope(redis_url, admin_url) as scope:
+async def drain(
+    hosts: Hosts,
+    redis_url: str,
+    admin_url: str,
+    jobs: int,
+    *,
+    cluster: bool = False,
+    partitions: int = 1,
+    token: str | None = None,
+) -> dict[str, Any]:
+    """One run: ``jobs`` queued, then drained by one worker process per worker host; on a
+    Redis Cluster (``cluster``) the queue split into ``partitions``, the scope named by
+    ``token`` (bench/scaling_spread.py picks it)."""
+    async with fresh_scope(redis_url, admin_url, cluster=cluster, token=token) as scope:
         pool = await create_pool(scope.database_url, 1, 2)
-        redis: Redis = Redis.from_url(redis_url)
+        redis = open_redis(redis_url, cluster=cluster)
+        keys = QueueKeys(scope.prefix, partitions=partitions)
+        env = scope.env() | {"PULSE_REDIS_PARTITIONS": str(partitions)}
         try:
-            await enqueue_bulk(pool, redis, scope.prefix, jobs)
+            await enqueue_bulk(pool, redis, scope.prefix, jobs, partitions=partitions)
             await _settle(pool)
             worker = [sys.executable, "-m", "bench.pulse_worker"]
             commands = [[*prefix, *worker] for prefix in hosts.workers]
-            with _started(commands, clean_env(scope.env())) as workers:
+            with _started(commands, clean_env(env)) as workers:
                 for worker in workers:
                     if worker.stdout.readline().strip() != "ready":
                         raise RuntimeError("a worker of the scaling bench did not start")
@@ -106,7 +123,8 @@ async def drain(hosts: Hosts, redis_url: str, admin_url: str, jobs: int) -> dict
                 for worker in workers:
                     worker.stdin.write("go\n")
                     worker.stdin.flush()
-                await wait_acknowledged(redis, QueueKeys(scope.prefix))
+                for part in keys.partition_keys():  # whichever lane (tenants' by default)
+                    await wait_acknowledged(redis, part)
                 after = cpu.sample(groups, LOAD)
             delivered = await pool.fetchval(
                 "SELECT count(*) FROM notifications WHERE status = 'delivered'"

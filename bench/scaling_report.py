@@ -62,8 +62,11 @@ def accept_table(points: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def ceiling(point: dict[str, Any], rate: float, cpus: int, what: str) -> list[str]:
-    """Where this point's ceiling is, and what the per-item CPU costs predict beyond it."""
+def ceiling(
+    point: dict[str, Any], rate: float, cpus: int, what: str, redis: str = "Redis (one thread)"
+) -> list[str]:
+    """Where this point's ceiling is, and what the per-item CPU costs predict beyond it
+    (``redis`` names what the Redis figure is: a cluster's is every master's on one thread)."""
     cpu = point["cpu"]
     cost = {group: cpu[group] / 100 / rate * 1000 for group in GROUPS}  # core-ms per item
     ours = sum(cpu[group] for group in (*GROUPS, "load")) / cpus
@@ -81,7 +84,7 @@ def ceiling(point: dict[str, Any], rate: float, cpus: int, what: str) -> list[st
         top = max(GROUPS, key=lambda group: cpu[group])
         verdict = (f"no resource was saturated (machine {cpu['machine']:.0f}% busy; the largest "
                    f"user was {top} at {cpu[top]:.0f}% of a core)")  # fmt: skip
-    names = {"redis": "Redis (one thread)", "postgres": "PostgreSQL per core",
+    names = {"redis": redis, "postgres": "PostgreSQL per core",
              "pulse": "Pulse per core"}  # fmt: skip
     costs = ", ".join(f"{group} {cost[group]:.3f}" for group in GROUPS)
     limits = ", ".join(

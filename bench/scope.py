@@ -39,9 +39,11 @@ class Scope:
 
 @asynccontextmanager
 async def fresh_scope(
-    redis_url: str, admin_url: str, *, cluster: bool = False
+    redis_url: str, admin_url: str, *, cluster: bool = False, token: str | None = None
 ) -> AsyncIterator[Scope]:
-    token = secrets.token_hex(4)
+    """``token`` (8 hex digits; random by default) names the database and the key prefix: the
+    cluster bench picks one whose partitions spread over the masters."""
+    token = token or secrets.token_hex(4)
     name = f"pulse_bench_{token}"
     admin = await asyncpg.connect(admin_url)
     await admin.execute(f'CREATE DATABASE "{name}"')

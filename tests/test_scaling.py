@@ -35,17 +35,15 @@ def _run_names(pid: int) -> list[str]:
     return [name for name in _namespaces() if name.startswith(f"pulse-sc-{pid}-")]
 
 
-def _start(out: Path) -> subprocess.Popen[str]:
-    """The run, its output in files: a killed run's servers would hold pipes open."""
+def _start(out: Path, *points: str) -> subprocess.Popen[str]:
+    """The run, its output in files: a killed run's servers would hold pipes open. ``points``:
+    which curves and setups (both curves at 1 and 2 processes by default)."""
     command = [
         sys.executable,
         "-m",
         "bench.scaling",
         "--quick",
-        "--workers",
-        "1,2",
-        "--apis",
-        "1,2",
+        *(points or ("--workers", "1,2", "--apis", "1,2")),
         "--docs",
         str(out),
         "--json",
@@ -160,3 +158,59 @@ def test_cleanup_removes_what_a_killed_run_left(tmp_path: Path) -> None:
     assert not [pid for pid in pids if _alive(pid)]
     # And so is its servers' data folder
     assert not list(Path(tempfile.gettempdir()).glob(f"pulse-scaling-{process.pid}-*"))
+
+
+def _stopped(process: subprocess.Popen[str]) -> None:
+    """A run still going (a failed wait) is stopped, and whatever it left removed."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            cleanup = [sys.executable, "-m", "bench.scaling", "--cleanup"]
+            subprocess.run(cleanup, cwd=ROOT, capture_output=True, timeout=120)
+
+
+def test_cluster_run_spreads_partitions_over_masters_on_hosts_of_their_own(tmp_path: Path) -> None:
+    # Given the project's page, and a quick drain on one Redis and on a cluster of 3 masters
+    original = (ROOT / "docs" / "scaling.md").read_text()
+    (tmp_path / "scaling.md").write_text(original)
+    process = _start(tmp_path, "--workers", "1", "--redis", "single,cluster3")
+    try:
+        # When it runs to its end
+        process.wait(timeout=RUN_TIMEOUT_S)
+    finally:
+        _stopped(process)
+    assert process.returncode == 0, (tmp_path / "stderr").read_text()[-3000:]
+    # Then both setups drained every notification, one Redis being the ratios' baseline
+    result = json.loads((tmp_path / "scaling.json").read_text())
+    single, cluster = result["setups"]
+    assert (single["name"], cluster["name"]) == ("single", "cluster3")
+    for setup in (single, cluster):
+        [point] = setup["drain"]
+        assert point["workers"] == 1
+        assert point["jobs"] == result["plan"]["jobs"]
+        assert point["rate"] > 0
+        assert point["cpu"]["pulse"] > 0
+    assert single["drain"][0]["ratio"] == 1.0
+    # And the cluster's 6 partitions were held by its three hosts, some on each
+    held = cluster["partitions_on"]
+    assert set(held) == {"r1", "r2", "r3"}
+    assert all(held.values())
+    assert sorted(n for numbers in held.values() for n in numbers) == list(range(6))
+    # And its Redis CPU is the sum of its masters, each given on its own
+    cpu = cluster["drain"][0]["cpu"]
+    masters = [cpu[f"redis@{host}"] for host in ("r1", "r2", "r3")]
+    assert cpu["redis"] == pytest.approx(sum(masters), abs=0.5)
+    # And the page gained the cluster section; the single-Redis figures stay as they were
+    page = (tmp_path / "scaling.md").read_text()
+    section = page.split("<!-- scaling-cluster:begin -->", 1)[1]
+    assert "### Drain on cluster of 3 masters (r1, r2, r3), P=6" in section
+    single_part = original.split("<!-- scaling:end -->", 1)[0]
+    assert page.startswith(single_part)
+    assert (tmp_path / "scaling-cluster.png").read_bytes().startswith(b"\x89PNG")
+    # And none of the run's namespaces is left, the masters' hosts included
+    assert {f"pulse-sc-{process.pid}-r{i}" for i in (1, 2, 3)} <= set(result["namespaces"])
+    assert not set(result["namespaces"]) & set(_namespaces())
