@@ -22,7 +22,7 @@ from pulse.metrics import Metrics
 from pulse.queue.keys import QueueKeys
 from pulse.queue.live_counts import WINDOW_MS, LiveCounts
 from pulse.queue.lock import ExpiringLock
-from pulse.queue.partitions import PartitionCount
+from pulse.queue.partitions import PartitionCount, served_keys
 from pulse.queue.publisher import Publisher
 from pulse.runtime.retirement import Retirement, RetirementSettings
 from tests.conftest import log_job
@@ -92,6 +92,26 @@ async def test_a_worker_on_fewer_partitions_removes_none_while_one_on_more_runs(
     assert await counted(redis, prefix) == 1
 
 
+async def test_a_worker_on_more_partitions_is_alive_from_its_start(
+    redis: Redis, settings: Settings
+) -> None:
+    # Given a worker on one partition serving 1 and 2 as retiring
+    prefix = settings.key_prefix
+    await PartitionCount(redis, QueueKeys(prefix, partitions=3)).remember()
+    removed: list[int] = []
+    lowered = lowered_worker(redis, prefix, removed)
+
+    # When a worker on three starts (``pulse worker`` reads its keys before anything runs)
+    keys = await served_keys(redis, QueueKeys(prefix, partitions=3))
+
+    # Then the lowered worker's next pass leaves its partitions alone, before that worker's
+    # loops have run once
+    await lowered.run_once()
+    assert keys.span == 3
+    assert removed == []
+    assert lowered.retiring == [1, 2]
+
+
 async def live_counts(redis: Redis, prefix: str) -> list[str]:
     """The partition counts of the processes Redis counts as alive."""
     members: Any = await redis.zrange(QueueKeys(prefix).partition_counts(), 0, -1)
@@ -118,7 +138,7 @@ async def test_a_process_that_died_stops_keeping_partitions_after_the_window(
     assert within == []
     assert removed == [2, 1]
     assert await counted(redis, prefix) == 1
-    assert await live_counts(redis, prefix) == ["1", "1"]  # the dead one pruned: two lowered
+    assert await live_counts(redis, prefix) == ["1"]  # the dead one pruned
 
 
 @asynccontextmanager

@@ -11,6 +11,7 @@ cleanly, or drops out of the window when it died.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import secrets
@@ -30,8 +31,16 @@ logger = logging.getLogger("pulse.queue.live_counts")
 
 
 def member_of(partitions: int) -> str:
-    """``<count>:<host>:<pid>:<random>``: readable to an operator, unique per process."""
-    return f"{partitions}:{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    """``<count>:<host>:<pid>:<random>``: readable to an operator, one per process and count,
+    so the registration at start (``partitions.served_keys``) is the one its loop refreshes."""
+    return f"{partitions}:{_process()}"
+
+
+@functools.cache
+def _process() -> str:
+    """This process, drawn once (on first use, not at import): host and pid alone may repeat
+    across containers."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 class LiveCounts:
