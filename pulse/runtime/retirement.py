@@ -94,8 +94,8 @@ class Retirement:
     async def run_once(self) -> None:
         """One pass: this worker's count raised again and said alive, then the partitions
         above every live process's count removed from the top while they are empty."""
+        alive = await self._live.refresh()  # alive first, as at start (``served_keys``)
         remembered = await self._count.remember()
-        alive = await self._live.refresh()
         for partition in self.retiring:
             if partition >= remembered:  # removed by another worker, or Redis lost its data
                 self._gone(partition, by_us=False)
