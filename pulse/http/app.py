@@ -67,6 +67,7 @@ from pulse.queue.client import open_configured
 from pulse.queue.dead_letters import DeadLetterStream
 from pulse.queue.due import DueIndex
 from pulse.queue.keys import keys_for
+from pulse.queue.live_counts import LiveCounts
 from pulse.queue.partitions import served_if_reachable
 from pulse.queue.publisher import Publisher
 from pulse.queue.stats import QueueStats
@@ -166,12 +167,16 @@ async def _backends(app: web.Application) -> AsyncIterator[None]:
         app[DUE_INDEX],
     )  # fmt: skip
     cleanup = asyncio.create_task(_purge_idempotency_keys(app[IDEMPOTENCY]))
+    live = LiveCounts(redis, keys)  # no worker removes a partition this API appends to
+    alive = asyncio.create_task(live.run())
     try:
         yield
     finally:
-        cleanup.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await cleanup
+        for task in (cleanup, alive):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await live.leave()
         await redis.aclose()
         await pool.close()
 

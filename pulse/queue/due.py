@@ -56,8 +56,29 @@ class DueIndex:
         await self._index("set", jobs)
 
     async def restore(self, jobs: Sequence[tuple[Job, datetime]]) -> list[str]:
-        """Index the jobs no stream holds (the reconciler); return those it indexed."""
-        return await self._index("restore", jobs)
+        """Index the jobs no stream holds (the reconciler); return those it indexed. A job
+        another partition holds (scheduled or streamed there: a retiring one, which the
+        script's look at the job's own partition misses) is left where it is."""
+        elsewhere = await self._held_elsewhere(jobs)
+        return await self._index("restore", [p for p in jobs if p[0].id not in elsewhere])
+
+    async def _held_elsewhere(self, jobs: Sequence[tuple[Job, datetime]]) -> set[str]:
+        """The ids of ``jobs`` that a partition other than their own holds, scheduled or in
+        a stream. Read before the script (another slot); a job that leaves such a partition
+        meanwhile was promoted or sent from there, so leaving it alone is right."""
+        looks: list[tuple[str, str]] = []  # (job id, key)
+        for job, _ in jobs:
+            own = self._keys.of_job(job).partition
+            for part in self._keys.partition_keys():
+                if part.partition != own:
+                    looks += [(job.id, part.scheduled_jobs()), (job.id, part.index())]
+        if not looks:
+            return set()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job_id, key in looks:
+                pipe.hexists(key, job_id)
+            found = await pipe.execute()
+        return {job_id for (job_id, _), held in zip(looks, found, strict=True) if held}
 
     async def _index(self, mode: str, jobs: Sequence[tuple[Job, datetime]]) -> list[str]:
         added: list[str] = []

@@ -205,6 +205,12 @@ class QueueKeys:
         every partition below it may hold work."""
         return f"{self.home_tag}:partitions"
 
+    def partition_counts(self) -> str:
+        """ "<count>:<process>" scored by when that process was last seen (ms): the partition
+        counts of the processes running now (live_partitions.lua); none above a retiring
+        partition may be alive when it is removed."""
+        return f"{self.home_tag}:partition-counts"
+
     def workers(self) -> str:
         """Worker name -> its last heartbeat (JSON): who is alive and what it is doing."""
         return f"{self.home_tag}:workers"

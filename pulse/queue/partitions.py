@@ -20,6 +20,7 @@ from pulse.core.models import MAX_PRIORITY, MIN_PRIORITY
 from pulse.queue.consumer import as_str
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
+from pulse.queue.live_counts import LiveCounts
 from pulse.queue.scripts import load_script
 
 MOVE_CHUNK = 500  # dead letters moved per round trip
@@ -27,7 +28,10 @@ logger = logging.getLogger("pulse.queue.partitions")
 
 
 async def served_keys(redis: Redis, keys: QueueKeys) -> QueueKeys:
-    """``keys`` serving every partition in use: its own count raised into Redis first."""
+    """``keys`` serving every partition in use: this process said alive with its count, then
+    its count raised into Redis. Alive first: a worker on fewer partitions that sees the raise
+    sees this process too, so it removes none of them while this one starts."""
+    await LiveCounts(redis, keys).refresh()
     return keys.serving_up_to(await PartitionCount(redis, keys).remember())
 
 

@@ -3,13 +3,16 @@
 A worker configured with fewer partitions than Redis remembers serves the ones above its count
 as retiring (``QueueKeys.retiring_keys``): its fetchers, reclaimer, acker and scheduler treat
 them like the others, and no producer appends to them. Every worker runs this loop. Each pass
-raises the remembered count to this worker's own (so a worker with more partitions, during a
-rolling restart, keeps them while it runs), moves the top partition's dead letters to
-partition 0 and, under a lock, removes that partition when it is above this worker's count
-(and below the count it read at start: not one of a raise in progress) and empty, and lowers
-the count; then the next one down. Partitions go from the top, so the
-count always says which may hold work. A fetcher of a removed partition ends by itself (its
-streams are gone: ``Consumer.regroup``).
+raises the remembered count to this worker's own and says this worker is alive with its count
+(``LiveCounts``), moves the top partition's dead letters to partition 0 and, under a lock,
+removes that partition when it is above this worker's count (and below the count it read at
+start: not one of a raise in progress), when no process alive counts above it (asked again
+under the lock, right before the drop) and when it is empty; then it lowers the count and goes
+on with the next one down. So a worker with more partitions, or an API process appending to
+them, keeps them while it runs (a rolling restart with two counts, or the API lowered last),
+and the others remove them once it has stopped. Partitions go from the top, so the count
+always says which may hold work. A fetcher of a removed partition ends by itself (its streams
+are gone: ``Consumer.regroup``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from pulse.metrics import Metrics
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.queue.keys import QueueKeys
+from pulse.queue.live_counts import LiveCounts
 from pulse.queue.lock import ExpiringLock
 from pulse.queue.partitions import PartitionCount
 
@@ -42,6 +46,7 @@ class Retirement:
     def __init__(
         self,
         count: PartitionCount,
+        live: LiveCounts,
         keys: QueueKeys,
         lock: ExpiringLock,
         settings: RetirementSettings,
@@ -51,6 +56,7 @@ class Retirement:
         """``keys``: this worker's, serving its retiring partitions; ``removed(partition)``
         is told of each partition this worker read that is gone (its fetchers stop)."""
         self._count = count
+        self._live = live
         self._keys = keys
         self._lock = lock
         self._settings = settings
@@ -72,6 +78,10 @@ class Retirement:
                 logger.warning("retiring partitions not looked at this pass: %s", exc)
             await asyncio.sleep(self._settings.interval_s)
 
+    async def leave(self) -> None:
+        """This worker stopped: its count no longer keeps partitions alive."""
+        await self._live.leave()
+
     def _announce(self) -> None:
         self._metrics.partitions_retiring.set(len(self._serving))
         for partition in self.retiring:
@@ -82,19 +92,20 @@ class Retirement:
             )  # fmt: skip
 
     async def run_once(self) -> None:
-        """One pass: this worker's count raised again (a worker with more partitions keeps
-        them while it runs), then the partitions above the configured count removed from the
-        top while they are empty."""
+        """One pass: this worker's count raised again and said alive, then the partitions
+        above every live process's count removed from the top while they are empty."""
+        alive = await self._live.refresh()  # alive first, as at start (``served_keys``)
         remembered = await self._count.remember()
         for partition in self.retiring:
-            if partition >= remembered:  # removed by another worker
+            if partition >= remembered:  # removed by another worker, or Redis lost its data
                 self._gone(partition, by_us=False)
         top = min(remembered, self._keys.span) - 1  # not those of a raise after our start
-        while top >= self._keys.partitions and await self._remove(top):
+        while top >= max(self._keys.partitions, alive) and await self._remove(top):
             top -= 1
 
     async def _remove(self, partition: int) -> bool:
-        """Move the top partition's dead letters, then drop it if empty, under the lock."""
+        """Move the top partition's dead letters, then drop it if empty and no process alive
+        counts above it, under the lock."""
         part = self._keys.part(partition)
         moved = await self._count.move_dead_letters(part)
         if moved:
@@ -102,7 +113,7 @@ class Retirement:
         if not await self._lock.acquire():
             return False
         try:
-            if not await self._count.drop(part):
+            if await self._live.refresh() > partition or not await self._count.drop(part):
                 return False
             await self._count.lower(partition)
         finally:
@@ -119,5 +130,9 @@ class Retirement:
         self._serving.discard(partition)
         self._metrics.partitions_retiring.set(len(self._serving))
         if not by_us:
-            logger.info("partition %d gone (removed by another worker)", partition)
+            logger.info(
+                "partition %d no longer counted in Redis (removed by another worker, or Redis"
+                " restarted without its data): not read any more",
+                partition,
+            )
         self._removed(partition)

@@ -43,6 +43,7 @@ from pulse.queue.heartbeat import Heartbeats
 from pulse.queue.index import JobIndex
 from pulse.queue.job_cancels import JobCancels
 from pulse.queue.keys import QueueKeys, keys_for
+from pulse.queue.live_counts import REFRESH_S, LiveCounts
 from pulse.queue.lock import ExpiringLock
 from pulse.queue.partitions import PartitionCount
 from pulse.queue.pending import PendingEntries
@@ -211,9 +212,15 @@ class Worker:
         if self.tasks is not None:
             await self._supervisor.cancel("task-cancels", "result-sweeper")
             await self.tasks.stop()
-        await self.heartbeat.leave()
+        await self._leave()
         await self._close_adapters()
         logger.info("worker %s stopped", self.consumer.name)
+
+    async def _leave(self) -> None:
+        """Gone from the workers listed and from the partition counts alive."""
+        await self.heartbeat.leave()
+        if self.retirement is not None:
+            await self.retirement.leave()
 
     def _fetchers(self) -> list[tuple[str, Fetcher]]:
         """The fetchers this worker runs, by actor name (``fetcher``, ``fetcher:1``...)."""
@@ -397,10 +404,11 @@ def _retirement(
             if fetcher.consumer.keys.partition == partition:
                 fetcher.stop()
 
-    retirement_settings = RetirementSettings(settings.worker_reclaim_interval_ms / 1000)
+    interval_s = min(settings.worker_reclaim_interval_ms / 1000, REFRESH_S)  # stay alive
+    retirement_settings = RetirementSettings(interval_s)
     lock = ExpiringLock(redis, keys.lock("partitions"), retirement_settings.lock_ttl_ms)
-    count = PartitionCount(redis, keys)
-    return Retirement(count, keys, lock, retirement_settings, metrics, removed)
+    count, live = PartitionCount(redis, keys), LiveCounts(redis, keys)
+    return Retirement(count, live, keys, lock, retirement_settings, metrics, removed)
 
 
 def _rates(settings: Settings, served: Mapping[str, Mapping[str, Channel]]) -> dict[str, Rate]:
