@@ -1,5 +1,6 @@
-"""Review of lowering PULSE_REDIS_PARTITIONS: what a worker that was running while a partition
-was removed still believes about it (these tests fail on the code as reviewed)."""
+"""Lowering PULSE_REDIS_PARTITIONS: what a worker that was running while a partition was
+removed still believes about it (the reconciler's view of jobs there, a retiring partition's
+scheduled sends), found by a review."""
 
 from __future__ import annotations
 
