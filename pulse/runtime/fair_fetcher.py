@@ -131,8 +131,9 @@ class FairFetcher(Fetcher):
     ) -> list[Entry]:
         """Read at once the lanes that appeared since the sets this round was planned from,
         each for an even part of its priority's share (one round trip more, only in a round
-        whose sets grew): a new tenant, or a tenant's first notification of another priority
-        (a critical one), waits no round longer than if the sets were read before the lanes."""
+        whose sets grew, of the lanes alone: the round read the sets): a new tenant, or a
+        tenant's first notification of another priority (a critical one), waits no round
+        longer than if the sets were read before the lanes."""
         counts: dict[str, int] = {}
         for level, priority in enumerate(PRIORITIES):
             known = set(planned[priority])
