@@ -149,3 +149,21 @@ async def test_a_read_answers_the_lanes_asked_and_names_a_lane_retired_meanwhile
     # Then it answers a's first and b's, and says a lane had no group
     assert [(e.stream, e.job_id) for e in entries] == [(lane_a, a1.id), (lane_b, b.id)]
     assert missing
+
+
+async def test_retiring_at_every_priority_at_once_drops_only_the_empty_sub_streams(
+    redis: Redis, keys: QueueKeys
+) -> None:
+    # Given tenant a's sub-streams at priorities 0 and 2 emptied, and b's at 2 still waiting
+    streams = TenantStreams(redis, keys)
+    done = [job_of("a", priority=0), job_of("a", priority=2)]
+    await streams.append([*done, job_of("b", priority=2)])
+    lanes = [keys.tenant_stream(0, "a"), keys.tenant_stream(2, "a")]
+    consumer = Consumer(redis, keys, "c1", lanes)
+    for entry in await consumer.read(dict.fromkeys(lanes, 1)):
+        await ack(redis, keys, EntryRef(entry.stream, entry.entry_id, entry.job_id))
+    # When the fetcher retires what read empty at both priorities (and nothing at 4)
+    retired = await streams.retire_each({0: ["a"], 2: ["a", "b"], 4: []})
+    # Then a's sub-streams are gone at both, and b's, with work, stays
+    assert retired == {0: ["a"], 2: ["a"]}
+    assert await streams.active() == {0: [], 1: [], 2: ["b"], 3: [], 4: []}

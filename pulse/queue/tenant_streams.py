@@ -82,13 +82,23 @@ class TenantStreams:
     async def retire(self, priority: int, tenants: Sequence[str]) -> list[str]:
         """Drop the sub-streams of ``tenants`` at ``priority`` that hold nothing any more;
         answer the tenants retired (those still holding work are left alone)."""
-        if not tenants:
-            return []
+        retired = await self.retire_each({priority: tenants})
+        return retired.get(priority, [])
+
+    async def retire_each(self, dry: Mapping[int, Sequence[str]]) -> dict[int, list[str]]:
+        """``retire`` at every priority of ``dry`` in one round trip (one script call per
+        priority: its set is one key); the first error is raised."""
+        wanted = {priority: tenants for priority, tenants in dry.items() if tenants}
+        replies = await run_calls(self._redis, [self._retire_call(p, t) for p, t in wanted.items()])
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+        return {p: [as_str(t) for t in reply] for p, reply in zip(wanted, replies, strict=True)}
+
+    def _retire_call(self, priority: int, tenants: Sequence[str]) -> Call:
         streams = [self._keys.tenant_stream(priority, t) for t in tenants]
         schedules = [self._keys.retry_schedule(s) for s in streams]
-        keys = [self._keys.tenants(priority), *streams, *schedules]
-        reply = await self._retire(keys=keys, args=list(tenants))
-        return [as_str(t) for t in reply]
+        return Call(self._retire, [self._keys.tenants(priority), *streams, *schedules], tenants)
 
     def streams_of(self, active: dict[int, list[str]]) -> list[str]:
         """Every sub-stream named by ``active``, most urgent priority first."""

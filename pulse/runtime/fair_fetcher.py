@@ -157,14 +157,13 @@ class FairFetcher(Fetcher):
         )
 
     async def _retire_dry(self) -> None:
-        """Drop the sub-streams that read empty and hold nothing in flight."""
+        """Drop the sub-streams that read empty and hold nothing in flight (every priority's
+        in one round trip)."""
         dry, self._dry = self._dry, {}
-        for priority, tenants in dry.items():
-            try:
-                await self._tenants.retire(priority, tenants)
-            except TRANSIENT_REDIS_ERRORS as exc:
-                logger.warning("could not retire idle tenant streams: %s", exc)
-                return
+        try:
+            await self._tenants.retire_each(dry)
+        except TRANSIENT_REDIS_ERRORS as exc:
+            logger.warning("could not retire idle tenant streams: %s", exc)
 
     async def _refresh_weights(self) -> None:
         if self._load_weights is None or time.monotonic() - self._weights_at < WEIGHTS_REFRESH_S:
