@@ -97,7 +97,7 @@ class TenantStreams:
 
     def _retire_call(self, priority: int, tenants: Sequence[str]) -> Call:
         streams = [self._keys.tenant_stream(priority, t) for t in tenants]
-        schedules = [self._keys.retry_schedule(s) for s in streams]
+        schedules = [self._keys.retry_schedule_of(s) for s in streams]
         return Call(self._retire, [self._keys.tenants(priority), *streams, *schedules], tenants)
 
     def streams_of(self, active: dict[int, list[str]]) -> list[str]:

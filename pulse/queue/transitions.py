@@ -98,7 +98,11 @@ class Transitions:
         return per_stream(
             self._ack,
             grouped,
-            lambda stream: [stream, self._keys.of_key(stream).index(), _retries_of(stream)],
+            lambda stream: [
+                stream,
+                self._keys.of_key(stream).index(),
+                QueueKeys.retry_schedule_of(stream),
+            ],
             [CONSUMER_GROUP],
         )
 
@@ -108,7 +112,7 @@ class Transitions:
         return per_stream(
             self._retry_later,
             grouped,
-            lambda stream: [stream, _retries_of(stream)],
+            lambda stream: [stream, QueueKeys.retry_schedule_of(stream)],
             [CONSUMER_GROUP, self._consumer],
         )
 
@@ -121,7 +125,7 @@ class Transitions:
                     entry.stream,
                     self._keys.of_key(entry.stream).dead_letters(),
                     self._keys.of_key(entry.stream).index(),
-                    _retries_of(entry.stream),
+                    QueueKeys.retry_schedule_of(entry.stream),
                 ],
                 [CONSUMER_GROUP, entry.entry_id, entry.job_id, reason, now_ms],
             )
@@ -167,7 +171,7 @@ class Transitions:
         return Call(
             self._fallback,
             [
-                entry.stream, lane, part.index(), _retries_of(entry.stream),
+                entry.stream, lane, part.index(), QueueKeys.retry_schedule_of(entry.stream),
                 part.tenants(following.priority), part.wake(),
             ],
             [
@@ -189,8 +193,3 @@ class Transitions:
             )
             for job in jobs
         ]
-
-
-def _retries_of(stream: str) -> str:
-    """The retry schedule of ``stream``: named from the stream, so under its tag."""
-    return QueueKeys.retry_schedule_of(stream)
