@@ -18,8 +18,8 @@ from redis.asyncio import Redis
 from pulse.core.models import Job
 from pulse.queue.codec import MESSAGE_FIELD, encode_job
 from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
+from pulse.queue.publisher import Appends
 from pulse.queue.scripts import Call, by_stream, load_script, per_stream, run_calls
-from pulse.queue.tenant_streams import TenantStreams
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +65,12 @@ class Transitions:
         self._redis = redis
         self._keys = keys
         self._consumer = consumer
-        self._tenant_streams = TenantStreams(redis, keys) if fair else None
+        self._fair = fair
+        self._appends = Appends(redis, keys, fair=fair)  # as the publisher appends
         self._ack = load_script(redis, "ack")
         self._retry_later = load_script(redis, "retry_later")
         self._dead_letter = load_script(redis, "dead_letter")
         self._fallback = load_script(redis, "fallback")
-        self._enqueue = load_script(redis, "enqueue")
         self._enqueue_once = load_script(redis, "enqueue_once")
 
     async def apply(self, batch: SettledBatch, now_ms: int) -> Applied:
@@ -161,7 +161,7 @@ class Transitions:
         ]
 
     def _fallback_call(self, entry: EntryRef, following: Job) -> Call:
-        fair = self._tenant_streams is not None
+        fair = self._fair
         part = self._keys.of_key(entry.stream)
         lane = (
             part.tenant_stream(following.priority, following.tenant_id)
@@ -183,13 +183,4 @@ class Transitions:
     def _receipts(self, jobs: Sequence[Job]) -> list[Call]:
         """``enqueue.lua`` per receipt (``enqueue_tenant.lua`` when fair), as the publisher
         appends an accepted job (to the receipt's own partition)."""
-        if self._tenant_streams is not None:
-            return [self._tenant_streams.append_call(job) for job in jobs]
-        return [
-            Call(
-                self._enqueue,
-                [self._keys.of_job(job).stream(job.priority), self._keys.of_job(job).index()],
-                [job.id, encode_job(job)[MESSAGE_FIELD]],
-            )
-            for job in jobs
-        ]
+        return [self._appends.call(job) for job in jobs]
