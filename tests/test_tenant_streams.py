@@ -132,3 +132,38 @@ async def test_a_retry_is_reclaimed_from_its_sub_stream_and_the_reclaimer_lists_
     assert streams.streams_of(await streams.active()) == [stream]
     [again] = await PendingEntries(redis, keys, "c2").reclaim(stream, 2_000, 30_000, 10)
     assert (again.job_id, again.attempt) == (job.id, 2)
+
+
+async def test_a_read_answers_the_lanes_asked_and_names_a_lane_retired_meanwhile(
+    redis: Redis, keys: QueueKeys
+) -> None:
+    # Given tenants a (two notifications) and b (one) with work at priority 2, and c's
+    # sub-stream gone (retired since the fetcher's sets named it)
+    streams = TenantStreams(redis, keys)
+    a1, a2, b = job_of("a"), job_of("a"), job_of("b")
+    await streams.append([a1, a2, b])
+    lane_a, lane_b, lane_c = (keys.tenant_stream(2, t) for t in "abc")
+    Consumer(redis, keys, "c1", [lane_a, lane_b])  # the fetcher's client reads replies as sent
+    # When a read asks one entry of a, five of b and five of c
+    entries, missing = await streams.read("c1", {lane_a: 1, lane_b: 5, lane_c: 5})
+    # Then it answers a's first and b's, and says a lane had no group
+    assert [(e.stream, e.job_id) for e in entries] == [(lane_a, a1.id), (lane_b, b.id)]
+    assert missing
+
+
+async def test_retiring_at_every_priority_at_once_drops_only_the_empty_sub_streams(
+    redis: Redis, keys: QueueKeys
+) -> None:
+    # Given tenant a's sub-streams at priorities 0 and 2 emptied, and b's at 2 still waiting
+    streams = TenantStreams(redis, keys)
+    done = [job_of("a", priority=0), job_of("a", priority=2)]
+    await streams.append([*done, job_of("b", priority=2)])
+    lanes = [keys.tenant_stream(0, "a"), keys.tenant_stream(2, "a")]
+    consumer = Consumer(redis, keys, "c1", lanes)
+    for entry in await consumer.read(dict.fromkeys(lanes, 1)):
+        await ack(redis, keys, EntryRef(entry.stream, entry.entry_id, entry.job_id))
+    # When the fetcher retires what read empty at both priorities (and nothing at 4)
+    retired = await streams.retire_each({0: ["a"], 2: ["a", "b"], 4: []})
+    # Then a's sub-streams are gone at both, and b's, with work, stays
+    assert retired == {0: ["a"], 2: ["a"]}
+    assert await streams.active() == {0: [], 1: [], 2: ["b"], 3: [], 4: []}

@@ -15,10 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import msgspec
 
+from pulse.core.cron import zone
 from pulse.core.errors import InvalidInput
 
 WINDOW = "deliver_in_window"
@@ -52,14 +53,14 @@ def local_window(window: DeliveryWindow, where: str = "$") -> LocalWindow:
     """The window with its zone loaded; an unknown zone or an empty window is a 422."""
     at = f"{where}.{WINDOW}"
     try:
-        zone = ZoneInfo(window.tz)
-    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a tzdata folder ("America")
+        tz = zone(window.tz)
+    except ValueError:
         detail = f"unknown time zone {window.tz!r} (use an IANA name)"
         raise InvalidInput(detail, f"{at}.tz") from None
     start, end = _clock(window.start), _clock(window.end)
     if start == end:
         raise InvalidInput("the window is empty: 'from' and 'to' are equal", f"{at}.to")
-    return LocalWindow(zone, start, end)
+    return LocalWindow(tz, start, end)
 
 
 def _clock(text: str) -> time:

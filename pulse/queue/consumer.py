@@ -48,7 +48,7 @@ class Consumer:
         self.streams = streams if streams is not None else keys.streams()  # most urgent first
         self.gone = False  # a retiring partition's streams were removed: nothing left to read
         # Replies as Redis sends them: redis-py would make a dict of every entry's fields, a
-        # cost per delivery on the hot path for the one field read here (``_entries``).
+        # cost per delivery on the hot path for the one field read here (``entries_of``).
         redis.set_response_callback("XREADGROUP", _as_sent)
 
     @property
@@ -86,7 +86,7 @@ class Consumer:
             replies = await self._guard(pipe.execute(raise_on_error=True))
         entries: list[Entry] = []
         for reply in replies or []:
-            entries.extend(_entries(reply))
+            entries.extend(entries_of(reply))
         return entries
 
     async def wait(self, count: int, block_ms: int) -> list[Entry]:
@@ -97,7 +97,7 @@ class Consumer:
                 CONSUMER_GROUP, self._consumer, streams, count=count, block=block_ms
             )
         )
-        return _entries(reply)
+        return entries_of(reply)
 
     async def regroup(self) -> None:
         """A stream read has no group: Redis restarted empty, so make them again; but in a
@@ -129,13 +129,8 @@ def _as_sent(response: Any, **kwargs: Any) -> Any:
 
 
 def entries_of(reply: Any) -> list[Entry]:
-    """The entries of an XREADGROUP reply as this module's reads answer them."""
-    return _entries(reply)
-
-
-def _entries(reply: Any) -> list[Entry]:
-    """``[[stream, [[entry id, [field, value, ...]], ...]], ...]`` (RESP2; RESP3 sends a map
-    of stream to entries) as entries."""
+    """The entries of an XREADGROUP reply: ``[[stream, [[entry id, [field, value, ...]],
+    ...]], ...]`` (RESP2; RESP3 sends a map of stream to entries)."""
     entries: list[Entry] = []
     streams = reply.items() if isinstance(reply, dict) else reply or []
     for stream, messages in streams:

@@ -158,13 +158,10 @@ class QueueKeys:
             return self.task_stream(job.priority)
         return self.stream(job.priority)
 
-    def retry_schedule(self, stream: str) -> str:
-        """Entry ids of ``stream`` waiting for another attempt, scored by due time (ms)."""
-        return self.retry_schedule_of(stream)
-
     @staticmethod
     def retry_schedule_of(stream: str) -> str:
-        """``retry_schedule`` of any partition's stream (named from it: under its tag)."""
+        """Entry ids of ``stream`` waiting for another attempt, scored by due time (ms); any
+        partition's stream (named from it: under its tag)."""
         return f"{stream}:retry"
 
     def scheduled(self, priority: int) -> str:
@@ -245,7 +242,7 @@ class QueueKeys:
 
     def all_keys(self) -> list[str]:
         streams = self.streams() + self.task_streams()
-        schedules = [self.retry_schedule(s) for s in streams]
+        schedules = [self.retry_schedule_of(s) for s in streams]
         extra = [self.dead_letters(), self.index(), self.workers(), self.workers_seen()]
         scheduled = self.all_scheduled() + self.all_task_scheduled()
         return [*streams, *schedules, *scheduled, self.scheduled_jobs(), *extra]

@@ -58,7 +58,7 @@ class PendingEntries:
         empty, or a sub-stream retired meanwhile) has nothing to reclaim."""
         args: list[str | int] = [CONSUMER_GROUP, self._consumer, now_ms, lease_ms, limit]
         calls = [
-            Call(self._reclaim, [stream, self._keys.retry_schedule(stream)], args)
+            Call(self._reclaim, [stream, self._keys.retry_schedule_of(stream)], args)
             for stream in streams
         ]
         found: list[list[Entry]] = []

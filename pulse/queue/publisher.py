@@ -26,14 +26,40 @@ CHUNK = 500  # jobs per round trip: large enough to amortise it, small enough no
 Waiting = tuple[Job, bytes, "asyncio.Future[bytes]"]
 
 
-class Publisher:
-    def __init__(self, redis: Redis, keys: QueueKeys, *, fair: bool = False) -> None:
+class Appends:
+    """The script call that appends an accepted job: the publisher's, and that of each
+    receipt a settled batch streams (``transitions``)."""
+
+    def __init__(self, redis: Redis, keys: QueueKeys, *, fair: bool) -> None:
         """``fair``: notifications go to their tenant's sub-stream of their priority
         (``tenant_streams.py``, PULSE_TENANT_FAIRNESS); tasks keep their own streams."""
         self._redis = redis
         self._keys = keys
         self._enqueue = load_script(redis, "enqueue")
         self._tenant_streams = TenantStreams(redis, keys) if fair else None
+
+    def call(self, job: Job, message: bytes | None = None) -> Call:
+        """The call that appends ``job`` to its partition (``QueueKeys.of_job``): to its
+        tenant's sub-stream there when fair."""
+        if message is None:
+            message = encode_job(job)[MESSAGE_FIELD]
+        if self._tenant_streams is not None and job.kind is not JobKind.TASK:
+            return self._tenant_streams.append_call(job, message)
+        keys = self._keys.of_job(job)
+        return Call(self._enqueue, [keys.stream_of(job), keys.index()], [job.id, message])
+
+    async def load(self) -> None:
+        """Load the scripts again (Redis restarted or flushed them)."""
+        await self._redis.script_load(self._enqueue.script)
+        if self._tenant_streams is not None:
+            await self._tenant_streams.load()
+
+
+class Publisher:
+    def __init__(self, redis: Redis, keys: QueueKeys, *, fair: bool = False) -> None:
+        """``fair``: as ``Appends``."""
+        self._redis = redis
+        self._appends = Appends(redis, keys, fair=fair)
         self._waiting: list[Waiting] = []
         self._flushes: set[asyncio.Task[None]] = set()
 
@@ -60,16 +86,8 @@ class Publisher:
     async def stage(self, pipe: Pipeline, jobs: Sequence[Job]) -> None:
         """Queue the enqueue of ``jobs`` on a pipeline another transition executes."""
         for job in jobs:
-            call = self._call(job, encode_job(job)[MESSAGE_FIELD])
+            call = self._appends.call(job)
             await call.script(keys=call.keys, args=call.args, client=pipe)
-
-    def _call(self, job: Job, message: bytes) -> Call:
-        """The script call that appends ``job`` to its partition (``QueueKeys.of_job``): to
-        its tenant's sub-stream there when fair."""
-        if self._tenant_streams is not None and job.kind is not JobKind.TASK:
-            return self._tenant_streams.append_call(job, message)
-        keys = self._keys.of_job(job)
-        return Call(self._enqueue, [keys.stream_of(job), keys.index()], [job.id, message])
 
     def _flush_waiting(self) -> None:
         batch, self._waiting = self._waiting, []
@@ -96,14 +114,12 @@ class Publisher:
     async def _reload(self, refused: Sequence[Waiting]) -> None:
         """Redis restarted or its scripts were flushed: nothing ran for ``refused``."""
         del refused
-        await self._redis.script_load(self._enqueue.script)
-        if self._tenant_streams is not None:
-            await self._tenant_streams.load()
+        await self._appends.load()
 
     async def _evalsha(self, chunk: Sequence[Waiting]) -> list[Any]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for job, message, _ in chunk:
-                call = self._call(job, message)
+                call = self._appends.call(job, message)
                 queue_evalsha(pipe, call.script.sha, call.keys, call.args)
             results: list[Any] = await pipe.execute(raise_on_error=False)
         return results

@@ -238,8 +238,8 @@ def _ask_state(pipe: Pipeline, keys: QueueKeys, stream: str) -> None:
     pipe.xinfo_groups(stream)
     pipe.xpending(stream, CONSUMER_GROUP)
     pipe.xrange(stream, count=1)
-    pipe.zcard(keys.retry_schedule(stream))
-    pipe.zrange(keys.retry_schedule(stream), 0, 0, withscores=True)
+    pipe.zcard(keys.retry_schedule_of(stream))
+    pipe.zrange(keys.retry_schedule_of(stream), 0, 0, withscores=True)
 
 
 def _sum(a: StreamState, b: StreamState) -> StreamState:

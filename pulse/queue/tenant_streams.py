@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
 from pulse.core.models import MAX_PRIORITY, MIN_PRIORITY, Job
@@ -81,13 +82,23 @@ class TenantStreams:
     async def retire(self, priority: int, tenants: Sequence[str]) -> list[str]:
         """Drop the sub-streams of ``tenants`` at ``priority`` that hold nothing any more;
         answer the tenants retired (those still holding work are left alone)."""
-        if not tenants:
-            return []
+        retired = await self.retire_each({priority: tenants})
+        return retired.get(priority, [])
+
+    async def retire_each(self, dry: Mapping[int, Sequence[str]]) -> dict[int, list[str]]:
+        """``retire`` at every priority of ``dry`` in one round trip (one script call per
+        priority: its set is one key); the first error is raised."""
+        wanted = {priority: tenants for priority, tenants in dry.items() if tenants}
+        replies = await run_calls(self._redis, [self._retire_call(p, t) for p, t in wanted.items()])
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+        return {p: [as_str(t) for t in reply] for p, reply in zip(wanted, replies, strict=True)}
+
+    def _retire_call(self, priority: int, tenants: Sequence[str]) -> Call:
         streams = [self._keys.tenant_stream(priority, t) for t in tenants]
-        schedules = [self._keys.retry_schedule(s) for s in streams]
-        keys = [self._keys.tenants(priority), *streams, *schedules]
-        reply = await self._retire(keys=keys, args=list(tenants))
-        return [as_str(t) for t in reply]
+        schedules = [self._keys.retry_schedule_of(s) for s in streams]
+        return Call(self._retire, [self._keys.tenants(priority), *streams, *schedules], tenants)
 
     def streams_of(self, active: dict[int, list[str]]) -> list[str]:
         """Every sub-stream named by ``active``, most urgent priority first."""
@@ -96,35 +107,31 @@ class TenantStreams:
     async def read(self, consumer: str, counts: Mapping[str, int]) -> tuple[list[Entry], bool]:
         """New entries, up to ``counts[stream]`` from each stream, in one round trip, and
         whether a stream had no group (a sub-stream retired meanwhile reads as empty; a
-        priority stream without one means Redis restarted: the caller makes the groups)."""
-        read = await self.read_round(consumer, counts)
-        return read.entries, bool(read.missing)
+        priority stream without one means Redis restarted: the caller makes the groups). The
+        sets are not read: a caller that wants them too asks ``read_round``."""
+        wanted = _wanted(counts)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            _queue_reads(pipe, consumer, wanted)
+            replies = await pipe.execute(raise_on_error=False)
+        entries, missing = _entries_read(wanted, replies)
+        return entries, bool(missing)
 
     async def read_round(self, consumer: str, counts: Mapping[str, int]) -> Round:
         """``read`` and ``active`` in one round trip: the fetcher plans each round from the
         sets the previous one read, so a tenant that became active is read one round later,
         and a round costs one round trip, as with the shared streams alone."""
         priorities = range(MIN_PRIORITY, MAX_PRIORITY + 1)
-        wanted = [(stream, count) for stream, count in counts.items() if count > 0]
+        wanted = _wanted(counts)
         async with self._redis.pipeline(transaction=False) as pipe:
             for priority in priorities:
                 pipe.smembers(self._keys.tenants(priority))
-            for stream, count in wanted:
-                pipe.xreadgroup(CONSUMER_GROUP, consumer, {stream: ">"}, count=count)
+            _queue_reads(pipe, consumer, wanted)
             replies = await pipe.execute(raise_on_error=False)
         sets, reads = replies[: len(priorities)], replies[len(priorities) :]
         for reply in sets:
             if isinstance(reply, BaseException):
                 raise reply
-        entries: list[Entry] = []
-        missing: list[str] = []
-        for (stream, _), reply in zip(wanted, reads, strict=True):
-            if isinstance(reply, ResponseError) and is_nogroup(reply):
-                missing.append(stream)
-            elif isinstance(reply, BaseException):
-                raise reply
-            else:
-                entries.extend(entries_of(reply))
+        entries, missing = _entries_read(wanted, reads)
         active = {
             p: sorted(as_str(t) for t in reply) for p, reply in zip(priorities, sets, strict=True)
         }
@@ -155,3 +162,28 @@ class TenantStreams:
                 pipe.xdel(wake, *woken)
                 await pipe.execute()
         return [entry for entry in entries if entry.stream != wake]
+
+
+def _wanted(counts: Mapping[str, int]) -> list[tuple[str, int]]:
+    return [(stream, count) for stream, count in counts.items() if count > 0]
+
+
+def _queue_reads(pipe: Pipeline, consumer: str, wanted: Sequence[tuple[str, int]]) -> None:
+    for stream, count in wanted:
+        pipe.xreadgroup(CONSUMER_GROUP, consumer, {stream: ">"}, count=count)
+
+
+def _entries_read(
+    wanted: Sequence[tuple[str, int]], replies: Sequence[Any]
+) -> tuple[list[Entry], list[str]]:
+    """The entries of the reads' replies, and the streams that had no group."""
+    entries: list[Entry] = []
+    missing: list[str] = []
+    for (stream, _), reply in zip(wanted, replies, strict=True):
+        if isinstance(reply, ResponseError) and is_nogroup(reply):
+            missing.append(stream)
+        elif isinstance(reply, BaseException):
+            raise reply
+        else:
+            entries.extend(entries_of(reply))
+    return entries, missing

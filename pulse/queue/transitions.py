@@ -18,8 +18,8 @@ from redis.asyncio import Redis
 from pulse.core.models import Job
 from pulse.queue.codec import MESSAGE_FIELD, encode_job
 from pulse.queue.keys import CONSUMER_GROUP, QueueKeys
+from pulse.queue.publisher import Appends
 from pulse.queue.scripts import Call, by_stream, load_script, per_stream, run_calls
-from pulse.queue.tenant_streams import TenantStreams
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +65,12 @@ class Transitions:
         self._redis = redis
         self._keys = keys
         self._consumer = consumer
-        self._tenant_streams = TenantStreams(redis, keys) if fair else None
+        self._fair = fair
+        self._appends = Appends(redis, keys, fair=fair)  # as the publisher appends
         self._ack = load_script(redis, "ack")
         self._retry_later = load_script(redis, "retry_later")
         self._dead_letter = load_script(redis, "dead_letter")
         self._fallback = load_script(redis, "fallback")
-        self._enqueue = load_script(redis, "enqueue")
         self._enqueue_once = load_script(redis, "enqueue_once")
 
     async def apply(self, batch: SettledBatch, now_ms: int) -> Applied:
@@ -98,7 +98,11 @@ class Transitions:
         return per_stream(
             self._ack,
             grouped,
-            lambda stream: [stream, self._keys.of_key(stream).index(), _retries_of(stream)],
+            lambda stream: [
+                stream,
+                self._keys.of_key(stream).index(),
+                QueueKeys.retry_schedule_of(stream),
+            ],
             [CONSUMER_GROUP],
         )
 
@@ -108,7 +112,7 @@ class Transitions:
         return per_stream(
             self._retry_later,
             grouped,
-            lambda stream: [stream, _retries_of(stream)],
+            lambda stream: [stream, QueueKeys.retry_schedule_of(stream)],
             [CONSUMER_GROUP, self._consumer],
         )
 
@@ -121,7 +125,7 @@ class Transitions:
                     entry.stream,
                     self._keys.of_key(entry.stream).dead_letters(),
                     self._keys.of_key(entry.stream).index(),
-                    _retries_of(entry.stream),
+                    QueueKeys.retry_schedule_of(entry.stream),
                 ],
                 [CONSUMER_GROUP, entry.entry_id, entry.job_id, reason, now_ms],
             )
@@ -157,7 +161,7 @@ class Transitions:
         ]
 
     def _fallback_call(self, entry: EntryRef, following: Job) -> Call:
-        fair = self._tenant_streams is not None
+        fair = self._fair
         part = self._keys.of_key(entry.stream)
         lane = (
             part.tenant_stream(following.priority, following.tenant_id)
@@ -167,7 +171,7 @@ class Transitions:
         return Call(
             self._fallback,
             [
-                entry.stream, lane, part.index(), _retries_of(entry.stream),
+                entry.stream, lane, part.index(), QueueKeys.retry_schedule_of(entry.stream),
                 part.tenants(following.priority), part.wake(),
             ],
             [
@@ -179,18 +183,4 @@ class Transitions:
     def _receipts(self, jobs: Sequence[Job]) -> list[Call]:
         """``enqueue.lua`` per receipt (``enqueue_tenant.lua`` when fair), as the publisher
         appends an accepted job (to the receipt's own partition)."""
-        if self._tenant_streams is not None:
-            return [self._tenant_streams.append_call(job) for job in jobs]
-        return [
-            Call(
-                self._enqueue,
-                [self._keys.of_job(job).stream(job.priority), self._keys.of_job(job).index()],
-                [job.id, encode_job(job)[MESSAGE_FIELD]],
-            )
-            for job in jobs
-        ]
-
-
-def _retries_of(stream: str) -> str:
-    """The retry schedule of ``stream``: named from the stream, so under its tag."""
-    return QueueKeys.retry_schedule_of(stream)
+        return [self._appends.call(job) for job in jobs]

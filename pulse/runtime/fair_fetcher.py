@@ -131,8 +131,9 @@ class FairFetcher(Fetcher):
     ) -> list[Entry]:
         """Read at once the lanes that appeared since the sets this round was planned from,
         each for an even part of its priority's share (one round trip more, only in a round
-        whose sets grew): a new tenant, or a tenant's first notification of another priority
-        (a critical one), waits no round longer than if the sets were read before the lanes."""
+        whose sets grew, of the lanes alone: the round read the sets): a new tenant, or a
+        tenant's first notification of another priority (a critical one), waits no round
+        longer than if the sets were read before the lanes."""
         counts: dict[str, int] = {}
         for level, priority in enumerate(PRIORITIES):
             known = set(planned[priority])
@@ -156,14 +157,13 @@ class FairFetcher(Fetcher):
         )
 
     async def _retire_dry(self) -> None:
-        """Drop the sub-streams that read empty and hold nothing in flight."""
+        """Drop the sub-streams that read empty and hold nothing in flight (every priority's
+        in one round trip)."""
         dry, self._dry = self._dry, {}
-        for priority, tenants in dry.items():
-            try:
-                await self._tenants.retire(priority, tenants)
-            except TRANSIENT_REDIS_ERRORS as exc:
-                logger.warning("could not retire idle tenant streams: %s", exc)
-                return
+        try:
+            await self._tenants.retire_each(dry)
+        except TRANSIENT_REDIS_ERRORS as exc:
+            logger.warning("could not retire idle tenant streams: %s", exc)
 
     async def _refresh_weights(self) -> None:
         if self._load_weights is None or time.monotonic() - self._weights_at < WEIGHTS_REFRESH_S:
