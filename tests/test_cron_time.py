@@ -7,7 +7,8 @@ from itertools import islice
 
 import pytest
 
-from pulse.core.cron import MAX_SCAN, Policy, expression, next_times, occurrences, plan, zone
+from pulse.core.cron import MAX_SCAN, Policy, expression, next_times, occurrences, plan
+from pulse.core.zones import zone
 
 pytestmark = pytest.mark.unit
 

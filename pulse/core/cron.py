@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from cronsim import CronSim, CronSimError
 
@@ -50,16 +50,6 @@ def expression(text: str) -> str:
     except (CronSimError, ValueError) as exc:
         raise ValueError(f"not a valid cron expression: {exc}") from None
     return expr
-
-
-def zone(name: str) -> ZoneInfo:
-    """The IANA time zone ``name``; ValueError when there is none of that name."""
-    if not name or name.startswith(("/", ".")) or ".." in name:
-        raise ValueError(f"unknown time zone {name!r}")
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a tzdata folder ("America")
-        raise ValueError(f"unknown IANA time zone {name!r}") from None
 
 
 def occurrences(expr: str, tz: ZoneInfo, after: datetime) -> Iterator[datetime]:

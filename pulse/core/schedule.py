@@ -19,8 +19,8 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-from pulse.core.cron import zone
 from pulse.core.errors import InvalidInput
+from pulse.core.zones import zone
 
 WINDOW = "deliver_in_window"
 Clock = Annotated[str, msgspec.Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")]

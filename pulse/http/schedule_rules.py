@@ -13,11 +13,12 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from pulse.core.cron import expression, next_times, zone
+from pulse.core.cron import expression, next_times
 from pulse.core.errors import InvalidInput
 from pulse.core.ids import uuid7
 from pulse.core.models import Job, JobKind
 from pulse.core.ports import ChannelSpec
+from pulse.core.zones import zone
 from pulse.http.validation import FallbackStep, NotificationRequest, check_item
 from pulse.services.accept import check_streamable
 from pulse.store.schedules import JobTemplate, Schedule

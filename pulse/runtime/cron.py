@@ -37,12 +37,13 @@ import msgspec
 from redis.asyncio import Redis
 
 from pulse.config import Settings
-from pulse.core.cron import Misfire, Plan, Policy, next_times, plan, zone
+from pulse.core.cron import Misfire, Plan, Policy, next_times, plan
 from pulse.core.errors import InvalidInput, Unavailable
 from pulse.core.ids import uuid7
 from pulse.core.jobs import JobRequest
 from pulse.core.models import Job, JobKind
 from pulse.core.timeutil import utcnow
+from pulse.core.zones import zone
 from pulse.metrics import Metrics
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.queue.job_cancels import JobCancels

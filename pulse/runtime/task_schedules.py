@@ -22,9 +22,10 @@ import msgspec
 from redis.asyncio import Redis
 
 from pulse.config import Settings
-from pulse.core.cron import expression, next_times, zone
+from pulse.core.cron import expression, next_times
 from pulse.core.jobs import JobRequest
 from pulse.core.timeutil import utcnow
+from pulse.core.zones import zone
 from pulse.metrics import Metrics
 from pulse.queue.job_cancels import JobCancels
 from pulse.queue.keys import keys_for
