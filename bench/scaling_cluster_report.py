@@ -11,7 +11,7 @@ from typing import Any
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from bench.scaling_report import COLOURS, SATURATED, TEMPLATE, ceiling
+from bench.scaling_report import COLOURS, SATURATED, ceiling, write_between
 
 BEGIN, END = "<!-- scaling-cluster:begin -->", "<!-- scaling-cluster:end -->"
 CHART = "scaling-cluster.png"
@@ -155,11 +155,8 @@ def draw(result: dict[str, Any], path: Path) -> None:
 def write(result: dict[str, Any], docs: Path) -> None:
     """Between this section's markers (appended to the page if it has none yet)."""
     docs.mkdir(parents=True, exist_ok=True)
-    page = docs / "scaling.md"
-    text = page.read_text() if page.exists() else TEMPLATE
-    if BEGIN not in text or END not in text:
-        text = text.rstrip("\n") + "\n" + SECTION
-    before, rest = text.split(BEGIN, 1)
-    after = rest.split(END, 1)[1]
-    page.write_text(f"{before}{BEGIN}\n{generated(result)}\n{END}{after}")
+    write_between(
+        docs / "scaling.md", (BEGIN, END), generated(result),
+        lambda text: text.rstrip("\n") + "\n" + SECTION,
+    )  # fmt: skip
     draw(result, docs / CHART)

@@ -3,6 +3,7 @@ figures of bench/scaling.py, with the ceiling each curve ran into, read from CPU
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -184,13 +185,21 @@ def draw(result: dict[str, Any], path: Path) -> None:
     figure.savefig(path, dpi=100)
 
 
+def write_between(
+    page: Path, markers: tuple[str, str], body: str, missing: Callable[[str], str]
+) -> None:
+    """``body`` between the page's two markers; ``missing(text)`` when a marker is absent
+    gives the text to use instead (the template, or the page with the section appended)."""
+    begin, end = markers
+    text = page.read_text() if page.exists() else TEMPLATE
+    if begin not in text or end not in text:
+        text = missing(text)
+    before, rest = text.split(begin, 1)
+    after = rest.split(end, 1)[1]
+    page.write_text(f"{before}{begin}\n{body}\n{end}{after}")
+
+
 def write(result: dict[str, Any], docs: Path) -> None:
     docs.mkdir(parents=True, exist_ok=True)
-    page = docs / "scaling.md"
-    text = page.read_text() if page.exists() else TEMPLATE
-    if BEGIN not in text or END not in text:
-        text = TEMPLATE
-    before, rest = text.split(BEGIN, 1)
-    after = rest.split(END, 1)[1]
-    page.write_text(f"{before}{BEGIN}\n{generated(result)}\n{END}{after}")
+    write_between(docs / "scaling.md", (BEGIN, END), generated(result), lambda _: TEMPLATE)
     draw(result, docs / "scaling.png")
