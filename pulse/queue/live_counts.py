@@ -20,7 +20,6 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis
 
-from pulse.core.timeutil import now_ms
 from pulse.queue.errors import TRANSIENT_REDIS_ERRORS
 from pulse.queue.keys import QueueKeys
 from pulse.queue.scripts import load_script
@@ -44,22 +43,29 @@ def _process() -> str:
 
 
 class LiveCounts:
-    def __init__(self, redis: Redis, keys: QueueKeys, clock: Callable[[], int] = now_ms) -> None:
+    def __init__(
+        self, redis: Redis, keys: QueueKeys, clock: Callable[[], int] | None = None
+    ) -> None:
+        """``clock``: ms since the epoch, for tests; by default Redis's own clock, so no
+        host's clock (a worker's ahead of an API's) decides who is alive."""
         self._redis = redis
-        self._key = keys.partition_counts()
+        self._keys = [keys.partition_counts(), keys.partition_count()]
         self._member = member_of(keys.partitions)
+        self._partitions = keys.partitions
         self._clock = clock
         self._live = load_script(redis, "live_partitions")
 
     async def refresh(self) -> int:
-        """Say this process is alive; the highest partition count alive (its own included)."""
-        reply = await self._live(keys=[self._key], args=[self._member, self._clock(), WINDOW_MS])
-        return int(reply)
+        """Say this process is alive and raise the remembered count to its own; the highest
+        partition count alive (its own included)."""
+        now = "" if self._clock is None else self._clock()
+        args = [self._member, now, WINDOW_MS, self._partitions]
+        return int(await self._live(keys=self._keys, args=args))
 
     async def leave(self) -> None:
         """Stop counting this process (a clean stop): nothing waits out the window."""
         try:
-            await self._redis.zrem(self._key, self._member)
+            await self._redis.zrem(self._keys[0], self._member)
         except TRANSIENT_REDIS_ERRORS as exc:  # it drops out of the window instead
             logger.warning("could not remove this process's partition count: %s", exc)
 

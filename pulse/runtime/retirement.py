@@ -69,6 +69,10 @@ class Retirement:
         """The partitions this worker still reads above its count, lowest first."""
         return sorted(self._serving)
 
+    def reading(self) -> list[int]:
+        """Every partition this worker reads now: its own and those still retiring."""
+        return [*range(self._keys.partitions), *self.retiring]
+
     async def run(self) -> None:
         self._announce()
         while True:
@@ -97,7 +101,7 @@ class Retirement:
         alive = await self._live.refresh()  # alive first, as at start (``served_keys``)
         remembered = await self._count.remember()
         for partition in self.retiring:
-            if partition >= remembered:  # removed by another worker, or Redis lost its data
+            if partition >= max(remembered, alive):  # removed by another worker
                 self._gone(partition, by_us=False)
         top = min(remembered, self._keys.span) - 1  # not those of a raise after our start
         while top >= max(self._keys.partitions, alive) and await self._remove(top):
@@ -131,8 +135,8 @@ class Retirement:
         self._metrics.partitions_retiring.set(len(self._serving))
         if not by_us:
             logger.info(
-                "partition %d no longer counted in Redis (removed by another worker, or Redis"
-                " restarted without its data): not read any more",
+                "partition %d no longer counted in Redis and no running process counts it"
+                " (removed by another worker): not read any more",
                 partition,
             )
         self._removed(partition)

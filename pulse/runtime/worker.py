@@ -318,6 +318,7 @@ def build_worker(
     fetchers: list[Fetcher] = [
         fair_fetcher(settings, consumer, dispatcher, pool) for consumer in consumers
     ]
+    retirement = _retirement(settings, redis, keys, metrics, [*fetchers, *task_fetchers])
     return Worker(
         settings=settings,
         metrics=metrics,
@@ -336,7 +337,17 @@ def build_worker(
             streams,
             tenant_streams_of(redis, keys) if serve_channels else None,
         ),
-        reconciler=_reconciler(settings, redis, ledger, batches, keys, publisher, name, reindexer),
+        reconciler=_reconciler(
+            settings,
+            redis,
+            ledger,
+            batches,
+            keys,
+            JobIndex(redis, keys, retirement.reading),
+            publisher,
+            name,
+            reindexer,
+        ),
         heartbeat=Heartbeat(
             Heartbeats(redis, keys), name, list(deliverers), lambda: (leaser.held, acker.backlog)
         ),
@@ -356,7 +367,7 @@ def build_worker(
         if host is not None
         else None,
         retention=_retention(settings, redis, pool, keys, metrics),
-        retirement=_retirement(settings, redis, keys, metrics, [*fetchers, *task_fetchers]),
+        retirement=retirement,
     )
 
 
@@ -510,6 +521,7 @@ def _reconciler(
     ledger: DeliveryLedger,
     batches: BatchStore,
     keys: QueueKeys,
+    index: JobIndex,
     publisher: Publisher,
     name: str,
     reindexer: DueReindexer,
@@ -520,7 +532,7 @@ def _reconciler(
     return Reconciler(
         ledger,
         batches,
-        JobIndex(redis, keys),
+        index,
         publisher,
         ExpiringLock(redis, keys.lock("reconciler"), reconciler_settings.lock_ttl_ms),
         reconciler_settings,
