@@ -91,6 +91,10 @@ def test_extreme_ends_are_refused_naming_ends_at(at: datetime) -> None:
 )
 @example(starts=EXTREMES[0], ends=None, misfire="skip", cron="* * * * *", zone="UTC")
 @example(starts=EXTREMES[2], ends=None, misfire="catch_up", cron="* * * * *", zone="UTC")
+@example(  # a window wholly in the past: catch_up once found occurrences there and accepted it
+    starts=datetime(1999, 1, 1, tzinfo=UTC), ends=datetime(2000, 1, 1, tzinfo=UTC),
+    misfire="catch_up", cron="* * * * *", zone="UTC",
+)  # fmt: skip
 def test_any_start_and_end_is_a_schedule_or_a_422_naming_them(
     starts: datetime | None, ends: datetime | None, misfire: str, cron: str, zone: str
 ) -> None:

@@ -222,6 +222,8 @@ def _timed(
     schedule = msgspec.structs.replace(schedule, starts_at=starts, ends_at=ends)
     if starts is not None and ends is not None and ends <= starts:
         raise InvalidInput("ends_at must be later than starts_at", "$.ends_at")
+    if ends is not None and ends <= now:  # as BullMQ's endDate: a past end has nothing to fire
+        raise InvalidInput("ends_at must be in the future", "$.ends_at")
     cursor = schedule.cursor_at
     if start_moved and starts is not None:
         # catch_up counts occurrences since the start as missed; skip starts at the earliest now
