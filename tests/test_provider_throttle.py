@@ -87,13 +87,19 @@ async def test_workers_share_a_providers_rate_and_nothing_fails(
     # Then every one is delivered, none failed, each with its one attempt
     assert [d["status"] for d in documents] == ["delivered"] * 14
     assert all(d["attempts"] == 1 for d in documents)
-    # And the relay never saw more than its rate: in any span, at most burst + rate x span
-    # (+1: a mail's arrival lags its token by a connection's time, which varies)
+    # And the relay never saw more than its rate: in any span of a second or more (the rate is
+    # per second), at most burst + rate x span (+1: a mail's arrival lags its token by a
+    # connection's time, which varies; on a loaded machine mails given tokens a quarter of a
+    # second apart can arrive within the same few milliseconds, so shorter spans say nothing)
     times = sorted(arrivals)
     assert len(times) == 14
+    # the last token comes (14 - burst) / rate = 3 s after the first; the first mail may arrive
+    # up to a second after its token
+    assert times[-1] - times[0] >= (len(times) - burst) / rate - 1.0
     for i in range(len(times)):
         for j in range(i + 1, len(times)):
-            assert j - i + 1 <= burst + rate * (times[j] - times[i]) + 1, (i, j, times)
+            if times[j] - times[i] >= 1.0:
+                assert j - i + 1 <= burst + rate * (times[j] - times[i]) + 1, (i, j, times)
     # And the history of the ones put off says what they waited for, and metrics count them
     waited = [h for d in documents for h in d["history"] if "rate limit" in (h.get("detail") or "")]
     assert waited
