@@ -262,6 +262,18 @@ async def _until_all_have_data(
     return {name: (expr, answers[name]) for name, expr in missing.items()}
 
 
+async def _rule_health(prometheus: PrometheusServer) -> dict[str, tuple[str, str | None]]:
+    """Each rule's health once every rule has been evaluated ("unknown" until its group's first
+    evaluation, which a loaded machine can delay), or as it stands after a minute."""
+    for _ in range(120):
+        groups = (await asyncio.to_thread(prometheus.get, "/api/v1/rules"))["data"]["groups"]
+        health = {r["name"]: (r["health"], r.get("lastError")) for g in groups for r in g["rules"]}
+        if all(state != "unknown" for state, _ in health.values()):
+            break
+        await asyncio.sleep(0.5)
+    return health
+
+
 async def _firing(prometheus: PrometheusServer, alert: str) -> bool:
     for _ in range(120):
         answer = await asyncio.to_thread(prometheus.get, "/api/v1/alerts")
@@ -300,8 +312,7 @@ async def test_every_panel_and_rule_returns_data_from_a_real_prometheus(
 
         # Then each returned a number; every rule evaluates without error; both targets are up
         assert never == {}
-        groups = (await asyncio.to_thread(prometheus.get, "/api/v1/rules"))["data"]["groups"]
-        health = {r["name"]: (r["health"], r.get("lastError")) for g in groups for r in g["rules"]}
+        health = await _rule_health(prometheus)
         assert {name for name, (state, _) in health.items() if state != "ok"} == set(), health
         up = await asyncio.to_thread(prometheus.query, "up")
         assert sorted((s["metric"]["job"], s["value"][1]) for s in up["data"]["result"]) == [
